@@ -1,0 +1,325 @@
+//! The hand-off wire messages, byte-exact as specified in
+//! [`docs/handoff-protocol.md`](../../docs/handoff-protocol.md). Pure: no I/O here, so every parser
+//! is unit-tested and fuzzed on bytes.
+
+use serde::{Deserialize, Serialize};
+
+/// The base request, exactly these 12 bytes and nothing else.
+pub const REQUEST: &[u8] = b"get_listener";
+/// No message on the hand-off socket may be larger than this.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// The extension version this build speaks.
+pub const EXTENSION_VERSION: u32 = 1;
+/// The environment variable naming the predecessor's hand-off socket for a spawned successor.
+pub const PREDECESSOR_ENV: &str = "BATON_PREDECESSOR_SOCKET";
+/// The environment variable carrying the successor's generation.
+pub const GENERATION_ENV: &str = "BATON_GENERATION";
+
+/// The parent's answer to [`REQUEST`]: the documented base object plus baton's optional extension.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenerOffer {
+    /// The first listener's configured address.
+    pub addr: String,
+    /// Its descriptor in the child: 3.
+    pub fd: i32,
+    /// Its name.
+    pub filename: String,
+    /// Present only when the parent is baton.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baton: Option<Extension>,
+}
+
+/// baton's extension of the offer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Extension {
+    /// [`EXTENSION_VERSION`].
+    pub version: u32,
+    /// Hand-offs done by the parent's line so far.
+    pub generation: u64,
+    /// Every inherited listener, the first repeating the base fields.
+    pub listeners: Vec<OfferedListener>,
+}
+
+/// One inherited listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferedListener {
+    /// Its configured address (or, for systemd's sockets, the address it is bound to).
+    pub addr: String,
+    /// Its descriptor in the child.
+    pub fd: i32,
+    /// Its name.
+    pub name: String,
+    /// Where it originally came from.
+    pub origin: Origin,
+}
+
+/// Where an inherited listener originally came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Socket activation: kept by every successor.
+    Systemd,
+    /// The configuration: kept while the configuration names it.
+    Config,
+}
+
+/// A line the child sends on the hand-off connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ChildMessage {
+    /// It accepts on every listener.
+    Ready {
+        /// Its pid.
+        pid: u32,
+    },
+    /// It cannot serve, and exits.
+    Failed {
+        /// Why, one line.
+        reason: String,
+    },
+}
+
+/// A line the parent sends on the hand-off connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ParentMessage {
+    /// systemd now knows the child as the main process.
+    Promoted,
+}
+
+/// What the first bytes of a connection to the parent turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opening {
+    /// The base request.
+    Request,
+    /// A child message (a successor that failed before it could import).
+    Message(ChildMessage),
+}
+
+/// A malformed message. The text says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// More than [`MAX_MESSAGE`] bytes without a complete message.
+    #[error("message larger than {MAX_MESSAGE} bytes")]
+    TooLarge,
+    /// Bytes that are neither the request nor a JSON line.
+    #[error("expected \"get_listener\" or a JSON line, got {0}")]
+    Unexpected(String),
+    /// JSON that does not have the expected shape.
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// Which message.
+        what: &'static str,
+        /// serde_json's description.
+        detail: String,
+    },
+    /// An offer that contradicts itself.
+    #[error("inconsistent listener offer: {0}")]
+    Inconsistent(String),
+}
+
+/// A short, printable preview of untrusted bytes for error messages.
+pub fn preview(bytes: &[u8]) -> String {
+    let shown = &bytes[..bytes.len().min(40)];
+    let mut s = format!("{:?}", String::from_utf8_lossy(shown));
+    if bytes.len() > shown.len() {
+        s.push_str(&format!(" ({} bytes)", bytes.len()));
+    }
+    s
+}
+
+/// Classify the first bytes a peer sent the parent. `Ok(None)`: incomplete, read more.
+pub fn parse_opening(buf: &[u8]) -> Result<Option<Opening>, ProtocolError> {
+    if buf.len() <= REQUEST.len() && REQUEST.starts_with(buf) {
+        return Ok((buf.len() == REQUEST.len()).then_some(Opening::Request));
+    }
+    if buf.first() == Some(&b'{') {
+        return match parse_line::<ChildMessage>(buf, "child message")? {
+            Some(msg) => Ok(Some(Opening::Message(msg))),
+            None => Ok(None),
+        };
+    }
+    Err(ProtocolError::Unexpected(preview(buf)))
+}
+
+/// Parse one newline-terminated JSON line from the start of `buf`. `Ok(None)`: no newline yet.
+pub fn parse_line<T: serde::de::DeserializeOwned>(
+    buf: &[u8],
+    what: &'static str,
+) -> Result<Option<T>, ProtocolError> {
+    let Some(end) = buf.iter().position(|b| *b == b'\n') else {
+        return if buf.len() > MAX_MESSAGE {
+            Err(ProtocolError::TooLarge)
+        } else {
+            Ok(None)
+        };
+    };
+    if end > MAX_MESSAGE {
+        return Err(ProtocolError::TooLarge);
+    }
+    serde_json::from_slice(&buf[..end])
+        .map(Some)
+        .map_err(|e| ProtocolError::Malformed {
+            what,
+            detail: e.to_string(),
+        })
+}
+
+/// Encode a line message (JSON + `\n`).
+pub fn encode_line<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail; fall back to an empty object if it ever did.
+    let mut out = serde_json::to_vec(msg).unwrap_or_else(|_| b"{}".to_vec());
+    out.push(b'\n');
+    out
+}
+
+/// Parse the parent's answer as it arrives. `Ok(None)`: incomplete, read more (or, at EOF, fail).
+/// Accepts the object with or without a trailing newline.
+pub fn parse_offer(buf: &[u8]) -> Result<Option<ListenerOffer>, ProtocolError> {
+    if buf.len() > MAX_MESSAGE {
+        return Err(ProtocolError::TooLarge);
+    }
+    let mut stream = serde_json::Deserializer::from_slice(buf).into_iter::<ListenerOffer>();
+    match stream.next() {
+        None => Ok(None),
+        Some(Err(e)) if e.is_eof() => Ok(None),
+        Some(Err(e)) => Err(ProtocolError::Malformed {
+            what: "listener offer",
+            detail: e.to_string(),
+        }),
+        Some(Ok(offer)) => {
+            offer.validate()?;
+            Ok(Some(offer))
+        }
+    }
+}
+
+impl ListenerOffer {
+    /// The listeners offered: the extension's list, or the single base listener.
+    pub fn listeners(&self) -> Vec<OfferedListener> {
+        match &self.baton {
+            Some(ext) => ext.listeners.clone(),
+            None => vec![OfferedListener {
+                addr: self.addr.clone(),
+                fd: self.fd,
+                name: self.filename.clone(),
+                origin: Origin::Config,
+            }],
+        }
+    }
+
+    /// Check the offer for contradictions: bad descriptors, duplicates, a first listener that
+    /// differs from the base fields.
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        let bad = |m: String| Err(ProtocolError::Inconsistent(m));
+        let listeners = self.listeners();
+        let Some(first) = listeners.first() else {
+            return bad("no listeners".into());
+        };
+        if first.addr != self.addr || first.fd != self.fd {
+            return bad("first listener differs from addr/fd".into());
+        }
+        for (i, l) in listeners.iter().enumerate() {
+            if l.fd < 3 {
+                return bad(format!("fd {} is a standard stream", l.fd));
+            }
+            if listeners[..i].iter().any(|o| o.fd == l.fd) {
+                return bad(format!("fd {} offered twice", l.fd));
+            }
+            if listeners[..i].iter().any(|o| o.addr == l.addr) {
+                return bad(format!("address {:?} offered twice", l.addr));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_offer_is_byte_compatible() {
+        let offer = ListenerOffer {
+            addr: "127.0.0.1:8000".into(),
+            fd: 3,
+            filename: "http".into(),
+            baton: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&offer).unwrap(),
+            r#"{"addr":"127.0.0.1:8000","fd":3,"filename":"http"}"#
+        );
+        let parsed = parse_offer(br#"{"addr": "127.0.0.1:8000", "fd": 3, "filename": "http"}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed, offer);
+        assert_eq!(parsed.listeners()[0].origin, Origin::Config);
+    }
+
+    #[test]
+    fn offer_parses_only_when_complete() {
+        let full = br#"{"addr":"a:1","fd":3,"filename":"x"}"#;
+        for cut in 0..full.len() {
+            assert_eq!(parse_offer(&full[..cut]).unwrap(), None, "cut at {cut}");
+        }
+        assert!(parse_offer(full).unwrap().is_some());
+        let mut nl = full.to_vec();
+        nl.push(b'\n');
+        assert!(parse_offer(&nl).unwrap().is_some());
+    }
+
+    #[test]
+    fn extension_roundtrips_and_is_checked() {
+        let mut offer = ListenerOffer {
+            addr: "a:1".into(),
+            fd: 3,
+            filename: "http".into(),
+            baton: Some(Extension {
+                version: 1,
+                generation: 2,
+                listeners: vec![
+                    OfferedListener { addr: "a:1".into(), fd: 3, name: "http".into(), origin: Origin::Systemd },
+                    OfferedListener { addr: "unix:/x".into(), fd: 4, name: "u".into(), origin: Origin::Config },
+                ],
+            }),
+        };
+        let bytes = encode_line(&offer);
+        assert_eq!(parse_offer(&bytes).unwrap(), Some(offer.clone()));
+        if let Some(ext) = offer.baton.as_mut() {
+            ext.listeners[1].fd = 3;
+        }
+        assert!(parse_offer(&encode_line(&offer)).unwrap_err().to_string().contains("fd 3 offered twice"));
+    }
+
+    #[test]
+    fn bad_offers_are_refused() {
+        assert!(matches!(parse_offer(b"[1,2]"), Err(ProtocolError::Malformed { .. })));
+        assert!(matches!(parse_offer(br#"{"addr":"a:1","fd":"3","filename":"x"}"#), Err(ProtocolError::Malformed { .. })));
+        assert!(parse_offer(br#"{"addr":"a:1","fd":1,"filename":"x"}"#).is_err());
+        assert_eq!(parse_offer(&vec![b' '; MAX_MESSAGE + 1]), Err(ProtocolError::TooLarge));
+    }
+
+    #[test]
+    fn opening_distinguishes_request_message_and_garbage() {
+        assert_eq!(parse_opening(b"get_").unwrap(), None);
+        assert_eq!(parse_opening(b"get_listener").unwrap(), Some(Opening::Request));
+        assert!(parse_opening(b"get_listenerX").is_err());
+        assert!(parse_opening(b"GET / HTTP/1.1").is_err());
+        assert_eq!(parse_opening(b"{\"event\":\"failed\"").unwrap(), None);
+        assert_eq!(
+            parse_opening(b"{\"event\":\"failed\",\"reason\":\"bad\"}\n").unwrap(),
+            Some(Opening::Message(ChildMessage::Failed { reason: "bad".into() }))
+        );
+        assert!(parse_opening(b"{\"event\":\"nope\"}\n").is_err());
+    }
+
+    #[test]
+    fn lines_roundtrip() {
+        let ready = ChildMessage::Ready { pid: 7 };
+        assert_eq!(encode_line(&ready), b"{\"event\":\"ready\",\"pid\":7}\n");
+        assert_eq!(parse_line::<ChildMessage>(&encode_line(&ready), "x").unwrap(), Some(ready));
+        assert_eq!(encode_line(&ParentMessage::Promoted), b"{\"event\":\"promoted\"}\n");
+        assert_eq!(parse_line::<ParentMessage>(b"{\"event\":\"prom", "x").unwrap(), None);
+    }
+}

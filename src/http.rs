@@ -1,0 +1,349 @@
+//! Serving HTTP/1.1 and h2c on the listeners, and draining: stop accepting, finish what is in
+//! flight, answer with `Connection: close` and close each HTTP/1 connection after its current
+//! response, close connections that stay idle after a short grace, send GOAWAY on HTTP/2.
+//!
+//! Closing an idle keep-alive connection races with a request the client may already be sending
+//! (the client then sees a reset). The grace period makes that race practically disappear for
+//! busy clients: they send a request within the grace, get `Connection: close` and reconnect — to
+//! the successor, which shares the listening socket.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use hyper::service::Service;
+use hyper::{Request, Response, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::listen::Socket;
+
+/// How long an HTTP/1 connection must stay quiet during a drain before it is closed.
+pub const IDLE_GRACE: Duration = Duration::from_secs(1);
+/// Slowloris bound: the whole request head must arrive within this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The article's handler: `200`, `text/plain`, the configured body, for every path.
+#[derive(Debug, Clone)]
+pub struct HelloService {
+    body: Bytes,
+}
+
+impl HelloService {
+    /// A handler answering `body`.
+    pub fn new(body: impl Into<Bytes>) -> Self {
+        HelloService { body: body.into() }
+    }
+}
+
+impl Service<Request<Incoming>> for HelloService {
+    type Response = Response<Full<Bytes>>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn call(&self, _req: Request<Incoming>) -> Self::Future {
+        let mut res = Response::new(Full::new(self.body.clone()));
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        std::future::ready(Ok(res))
+    }
+}
+
+/// The accept loops and connections of one process.
+pub struct Serving {
+    stop_accepting: CancellationToken,
+    draining: watch::Sender<bool>,
+    connections: TaskTracker,
+    acceptors: TaskTracker,
+}
+
+/// Start serving `service` on every socket (each a duplicate of a listener the caller keeps).
+pub fn start<S, B>(sockets: Vec<Socket>, service: S) -> std::io::Result<Serving>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let (draining, _) = watch::channel(false);
+    let serving = Serving {
+        stop_accepting: CancellationToken::new(),
+        draining,
+        connections: TaskTracker::new(),
+        acceptors: TaskTracker::new(),
+    };
+    for socket in sockets {
+        let ctx = ConnContext {
+            builder: builder.clone(),
+            draining: serving.draining.subscribe(),
+            connections: serving.connections.clone(),
+        };
+        let stop = serving.stop_accepting.clone();
+        let service = service.clone();
+        match socket {
+            Socket::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                let l = tokio::net::TcpListener::from_std(l)?;
+                serving.acceptors.spawn(async move {
+                    loop {
+                        let accepted = tokio::select! {
+                            _ = stop.cancelled() => break,
+                            a = l.accept() => a,
+                        };
+                        match accepted {
+                            Ok((stream, _)) => {
+                                let _ = stream.set_nodelay(true);
+                                ctx.spawn(stream, service.clone());
+                            }
+                            Err(e) => accept_backoff(e).await,
+                        }
+                    }
+                });
+            }
+            Socket::Unix(l) => {
+                l.set_nonblocking(true)?;
+                let l = tokio::net::UnixListener::from_std(l)?;
+                serving.acceptors.spawn(async move {
+                    loop {
+                        let accepted = tokio::select! {
+                            _ = stop.cancelled() => break,
+                            a = l.accept() => a,
+                        };
+                        match accepted {
+                            Ok((stream, _)) => ctx.spawn(stream, service.clone()),
+                            Err(e) => accept_backoff(e).await,
+                        }
+                    }
+                });
+            }
+        }
+    }
+    serving.acceptors.close();
+    Ok(serving)
+}
+
+/// Out of descriptors or a transient network error: log, wait a little, go on.
+async fn accept_backoff(e: std::io::Error) {
+    warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+impl Serving {
+    /// Stop accepting; the listening sockets stay open in the caller (and the successor), so
+    /// queued connections are accepted by the successor.
+    pub async fn stop_accepting(&self) {
+        self.stop_accepting.cancel();
+        self.acceptors.wait().await;
+    }
+
+    /// Drain: stop accepting, close keep-alive connections as described in the module docs, and
+    /// wait for every connection up to `timeout`. Returns false when the timeout cut it short.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.stop_accepting().await;
+        self.draining.send_replace(true);
+        self.connections.close();
+        let done = tokio::time::timeout(timeout, self.connections.wait()).await.is_ok();
+        if !done {
+            warn!(open = self.connections.len(), ?timeout, "shutdown timeout reached; cutting connections");
+        }
+        done
+    }
+
+    /// Connections currently open.
+    pub fn open_connections(&self) -> usize {
+        self.connections.len()
+    }
+}
+
+#[derive(Clone)]
+struct ConnContext {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    draining: watch::Receiver<bool>,
+    connections: TaskTracker,
+}
+
+/// What a connection did lately, shared by its I/O wrapper and its service wrapper.
+struct Activity {
+    started: Instant,
+    last_read_ms: AtomicU64,
+    in_flight: AtomicUsize,
+    h2: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            started: Instant::now(),
+            last_read_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            h2: AtomicBool::new(false),
+        }
+    }
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+    fn idle_for(&self, grace: Duration) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self.now_ms().saturating_sub(self.last_read_ms.load(Ordering::Acquire)) >= grace.as_millis() as u64
+    }
+}
+
+impl ConnContext {
+    fn spawn<I, S, B>(&self, io: I, service: S)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let builder = self.builder.clone();
+        let mut draining = self.draining.clone();
+        self.connections.spawn(async move {
+            let activity = Arc::new(Activity::new());
+            let io = TokioIo::new(ActivityIo {
+                inner: io,
+                activity: activity.clone(),
+            });
+            let service = DrainAware {
+                inner: service,
+                draining: draining.clone(),
+                activity: activity.clone(),
+            };
+            let conn = builder.serve_connection(io, service);
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => return log_end(res),
+                _ = draining.wait_for(|d| *d) => {}
+            }
+            if !activity.h2.load(Ordering::Acquire) {
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                loop {
+                    tokio::select! {
+                        res = conn.as_mut() => return log_end(res),
+                        _ = tick.tick() => if activity.idle_for(IDLE_GRACE) { break },
+                    }
+                }
+            }
+            conn.as_mut().graceful_shutdown();
+            log_end(conn.await);
+        });
+    }
+}
+
+fn log_end(res: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(e) = res {
+        debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Records read activity for the drain's idle check.
+struct ActivityIo<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for ActivityIo<I> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.last_read_ms.store(this.activity.now_ms(), Ordering::Release);
+        }
+        res
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for ActivityIo<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Counts requests in flight and adds `Connection: close` to HTTP/1 responses while draining.
+struct DrainAware<S> {
+    inner: S,
+    draining: watch::Receiver<bool>,
+    activity: Arc<Activity>,
+}
+
+/// Decrements the in-flight count however the request ends.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl<S, B> Service<Request<Incoming>> for DrainAware<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<B>, S::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let h1 = req.version() < Version::HTTP_2;
+        if !h1 {
+            self.activity.h2.store(true, Ordering::Release);
+        }
+        self.activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlight(self.activity.clone());
+        let draining = self.draining.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut res = fut.await;
+            drop(guard);
+            if h1 && *draining.borrow() {
+                if let Ok(res) = res.as_mut() {
+                    res.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+            }
+            res
+        })
+    }
+}

@@ -1,0 +1,442 @@
+//! Where the listeners come from: systemd socket activation, else the documented import from a
+//! running predecessor, else a fresh bind. [`acquire`] walks that chain once at start and says,
+//! for every listener, which source it came from.
+
+pub mod activation;
+pub mod spec;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrLike, SockaddrStorage};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::handoff::child::{self, ImportError, Predecessor};
+use crate::handoff::protocol::Origin;
+use activation::{ActivationEnv, ActivationError};
+use spec::{ListenSpec, Target};
+
+/// How a listener reached this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Passed by systemd (`LISTEN_FDS`).
+    Systemd,
+    /// Inherited from a predecessor through the hand-off.
+    Import,
+    /// Bound by this process.
+    Bind,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::Systemd => "systemd",
+            Source::Import => "import",
+            Source::Bind => "bind",
+        })
+    }
+}
+
+/// A listening socket.
+#[derive(Debug)]
+pub enum Socket {
+    /// TCP (IPv4 or IPv6).
+    Tcp(std::net::TcpListener),
+    /// Unix stream.
+    Unix(UnixListener),
+}
+
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Socket::Tcp(l) => l.as_fd(),
+            Socket::Unix(l) => l.as_fd(),
+        }
+    }
+}
+
+impl Socket {
+    /// Another descriptor for the same socket (same open file description).
+    pub fn try_clone(&self) -> io::Result<Socket> {
+        Ok(match self {
+            Socket::Tcp(l) => Socket::Tcp(l.try_clone()?),
+            Socket::Unix(l) => Socket::Unix(l.try_clone()?),
+        })
+    }
+}
+
+/// A listener with its provenance.
+#[derive(Debug)]
+pub struct Listener {
+    /// Its name: `LISTEN_FDNAMES` entry, or the address string.
+    pub name: String,
+    /// The address, as configured where it was configured.
+    pub spec: ListenSpec,
+    /// How this process got it.
+    pub source: Source,
+    /// Where it originally came from (decides whether a successor keeps it).
+    pub origin: Origin,
+    /// The socket.
+    pub socket: Socket,
+}
+
+/// Why the listeners could not be set up. One line each, naming the fd or address.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// The activation variables are garbage.
+    #[error("socket activation: {0}")]
+    Activation(#[from] ActivationError),
+    /// A passed descriptor is not a listening stream socket.
+    #[error("{from}: fd {fd} ({name}) {problem}")]
+    BadFd {
+        /// `socket activation` or `hand-off from <path>`.
+        from: String,
+        /// The descriptor.
+        fd: RawFd,
+        /// Its name.
+        name: String,
+        /// What it is instead.
+        problem: String,
+    },
+    /// A fresh bind failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address as configured.
+        addr: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The import from the predecessor failed.
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    /// The predecessor offers a listener the configuration does not name.
+    #[error("predecessor offers {offered:?} but the configuration listens on {configured}")]
+    Mismatch {
+        /// The offered address.
+        offered: String,
+        /// The configured addresses.
+        configured: String,
+    },
+}
+
+impl ListenError {
+    /// The sysexits code that fits.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ListenError::Activation(_) | ListenError::Mismatch { .. } => crate::exit::CONFIG,
+            ListenError::BadFd { from, .. } if from.starts_with("socket") => crate::exit::CONFIG,
+            ListenError::BadFd { .. } | ListenError::Import(_) => crate::exit::PROTOCOL,
+            ListenError::Bind { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
+                crate::exit::UNAVAILABLE
+            }
+            ListenError::Bind { source, .. }
+                if source.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                crate::exit::NOPERM
+            }
+            ListenError::Bind { .. } => crate::exit::OSERR,
+        }
+    }
+}
+
+/// What [`acquire`] found.
+#[derive(Debug)]
+pub struct Acquired {
+    /// The listeners, in configuration order after systemd's.
+    pub listeners: Vec<Listener>,
+    /// The predecessor to report readiness to, when it speaks baton's extension.
+    pub predecessor: Option<Predecessor>,
+}
+
+/// Where to look for a predecessor.
+#[derive(Debug, Clone)]
+pub enum ImportFrom {
+    /// We were spawned by a baton parent: import from this path, or fail.
+    Required(PathBuf),
+    /// Dial this path if something listens there; otherwise bind.
+    IfPresent(PathBuf),
+}
+
+/// Walk the chain for every configured listener: activation, import, bind.
+pub fn acquire(
+    config: &Config,
+    activation: &ActivationEnv,
+    our_pid: u32,
+    import_from: ImportFrom,
+) -> Result<Acquired, ListenError> {
+    let mut listeners = Vec::new();
+    let mut wanted: Vec<ListenSpec> = config.listen.clone();
+
+    for passed in activation.parse(our_pid)? {
+        let socket = adopt_listening_fd(passed.fd).map_err(|problem| ListenError::BadFd {
+            from: "socket activation".into(),
+            fd: passed.fd,
+            name: passed.name.clone(),
+            problem,
+        })?;
+        let found = local_spec(&socket);
+        let spec = match wanted.iter().position(|w| w.same_socket(&found)) {
+            Some(i) => wanted.remove(i),
+            None => found,
+        };
+        listeners.push(Listener {
+            name: passed.name,
+            spec,
+            source: Source::Systemd,
+            origin: Origin::Systemd,
+            socket,
+        });
+    }
+    if !listeners.is_empty() && !config.listen_explicit {
+        wanted.clear(); // systemd decides where a socket-activated baton listens
+    }
+
+    let mut predecessor = None;
+    let dial = match &import_from {
+        ImportFrom::Required(path) => Some(child::dial(path)?),
+        ImportFrom::IfPresent(path) if !wanted.is_empty() => child::dial_if_listening(path)?,
+        ImportFrom::IfPresent(_) => None,
+    };
+    if let Some(stream) = dial {
+        let path = match &import_from {
+            ImportFrom::Required(p) | ImportFrom::IfPresent(p) => p.clone(),
+        };
+        let (offer, pred) = child::request_listeners(stream, &path, config.child_timeout)?;
+        if let Some(ext) = &offer.baton {
+            info!(path = %path.display(), predecessor_generation = ext.generation, "importing listeners from a baton predecessor");
+        } else {
+            info!(path = %path.display(), "importing the listener from a predecessor (base protocol)");
+        }
+        for offered in offer.listeners() {
+            if listeners.iter().any(|l| l.socket.as_fd().as_raw_fd() == offered.fd) {
+                return Err(ListenError::BadFd {
+                    from: format!("hand-off from {}", path.display()),
+                    fd: offered.fd,
+                    name: offered.name,
+                    problem: "is already a socket-activated listener".into(),
+                });
+            }
+            let socket = adopt_listening_fd(offered.fd).map_err(|problem| ListenError::BadFd {
+                from: format!("hand-off from {}", path.display()),
+                fd: offered.fd,
+                name: offered.name.clone(),
+                problem,
+            })?;
+            let spec = match wanted.iter().position(|w| w.as_str() == offered.addr) {
+                Some(i) => wanted.remove(i),
+                None if offered.origin == Origin::Systemd || !config.listen_explicit => {
+                    offered.addr.parse().unwrap_or_else(|_| local_spec(&socket))
+                }
+                None if offer.baton.is_some() => {
+                    info!(listener = %offered.addr, "no longer configured; closing the inherited listener");
+                    continue;
+                }
+                None => {
+                    return Err(ListenError::Mismatch {
+                        offered: offered.addr,
+                        configured: config
+                            .listen
+                            .iter()
+                            .map(|s| format!("{:?}", s.as_str()))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+                }
+            };
+            listeners.push(Listener {
+                name: offered.name,
+                spec,
+                source: Source::Import,
+                origin: offered.origin,
+                socket,
+            });
+        }
+        if !config.listen_explicit {
+            wanted.clear(); // the predecessor decides, as systemd would
+        }
+        predecessor = pred;
+    }
+
+    for spec in wanted {
+        let socket = bind(&spec).map_err(|source| ListenError::Bind {
+            addr: spec.as_str().to_owned(),
+            source,
+        })?;
+        listeners.push(Listener {
+            name: spec.as_str().to_owned(),
+            spec,
+            source: Source::Bind,
+            origin: Origin::Config,
+            socket,
+        });
+    }
+    for l in &listeners {
+        info!(listener = %l.spec, name = %l.name, source = %l.source, "listening");
+    }
+    Ok(Acquired {
+        listeners,
+        predecessor,
+    })
+}
+
+/// Take ownership of a descriptor we were given, after checking it is a listening stream socket.
+/// It is marked close-on-exec (systemd's may not be; our successor gets its own copy on purpose).
+fn adopt_listening_fd(fd: RawFd) -> Result<Socket, String> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    if fd < 3 {
+        return Err("is a standard stream".into());
+    }
+    fcntl(fd, FcntlArg::F_GETFD).map_err(|_| "is not open".to_owned())?;
+    // SAFETY: the fd is open (checked above) and was handed to this process for it to own: by
+    // systemd (LISTEN_FDS) or by the predecessor that placed it before exec. Nothing else in this
+    // process refers to it, and each number is adopted once (duplicates are refused earlier).
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    classify(owned)
+}
+
+/// Check an owned descriptor is a listening stream socket and wrap it by family.
+fn classify(owned: OwnedFd) -> Result<Socket, String> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let stat = nix::sys::stat::fstat(owned.as_raw_fd()).map_err(|e| format!("cannot be inspected: {e}"))?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err("is not a socket".into());
+    }
+    let ty = socket::getsockopt(&owned, sockopt::SockType).map_err(|e| format!("is not a usable socket: {e}"))?;
+    if ty != SockType::Stream {
+        return Err(format!("is a {ty:?} socket, not a stream socket"));
+    }
+    if !socket::getsockopt(&owned, sockopt::AcceptConn).map_err(|e| e.to_string())? {
+        return Err("is a socket that is not listening".into());
+    }
+    fcntl(owned.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| e.to_string())?;
+    let addr: SockaddrStorage = socket::getsockname(owned.as_raw_fd()).map_err(|e| e.to_string())?;
+    match addr.family() {
+        Some(AddressFamily::Inet | AddressFamily::Inet6) => Ok(Socket::Tcp(owned.into())),
+        Some(AddressFamily::Unix) => Ok(Socket::Unix(owned.into())),
+        other => Err(format!("has unsupported address family {other:?}")),
+    }
+}
+
+/// The address a socket is bound to, as a spec.
+fn local_spec(socket: &Socket) -> ListenSpec {
+    match socket {
+        Socket::Tcp(l) => l
+            .local_addr()
+            .map(ListenSpec::from_socket_addr)
+            .unwrap_or_else(|_| ListenSpec::from_socket_addr(SocketAddr::from(([0, 0, 0, 0], 0)))),
+        Socket::Unix(l) => ListenSpec::from_unix_path(
+            l.local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+/// Bind a fresh listener: `SO_REUSEADDR`, never `SO_REUSEPORT` (one socket is shared by every
+/// generation, so no queued connection is ever lost), close-on-exec.
+pub fn bind(spec: &ListenSpec) -> io::Result<Socket> {
+    match spec.target() {
+        Target::Tcp { addr, any } => match bind_tcp(*addr, *any) {
+            Err(e) if *any && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                bind_tcp(SocketAddr::from(([0, 0, 0, 0], addr.port())), false)
+            }
+            other => other,
+        }
+        .map(Socket::Tcp),
+        Target::Unix(path) => bind_unix(path).map(Socket::Unix),
+    }
+}
+
+const BACKLOG: i32 = 4096;
+
+fn bind_tcp(addr: SocketAddr, dual_stack: bool) -> io::Result<std::net::TcpListener> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if addr.is_ipv6() {
+        socket::setsockopt(&fd, sockopt::Ipv6V6Only, &!dual_stack)?;
+    }
+    socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    socket::listen(&fd, socket::Backlog::new(BACKLOG).unwrap_or(socket::Backlog::MAXCONN))?;
+    Ok(fd.into())
+}
+
+fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => {
+            use std::os::unix::fs::FileTypeExt;
+            if !meta.file_type().is_socket() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "a file that is not a socket is in the way",
+                ));
+            }
+            match UnixStream::connect(path) {
+                Ok(_) => return Err(io::Error::from(io::ErrorKind::AddrInUse)),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    warn!(path = %path.display(), "removing a stale unix socket");
+                    std::fs::remove_file(path)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let fd = socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    socket::bind(fd.as_raw_fd(), &socket::UnixAddr::new(path)?)?;
+    socket::listen(&fd, socket::Backlog::new(BACKLOG).unwrap_or(socket::Backlog::MAXCONN))?;
+    Ok(fd.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_bind_is_a_listening_socket_we_can_adopt_again() {
+        let spec: ListenSpec = "127.0.0.1:0".parse().unwrap();
+        let Socket::Tcp(l) = bind(&spec).unwrap() else { panic!() };
+        assert!(socket::getsockopt(&l, sockopt::AcceptConn).unwrap());
+        assert!(!socket::getsockopt(&l, sockopt::ReusePort).unwrap());
+        let dup = OwnedFd::from(l.try_clone().unwrap());
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(dup);
+        assert!(matches!(adopt_listening_fd(raw), Ok(Socket::Tcp(_))));
+    }
+
+    #[test]
+    fn adopting_something_else_is_refused() {
+        let f = tempfile::tempfile().unwrap();
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(f);
+        assert_eq!(adopt_listening_fd(raw).unwrap_err(), "is not a socket");
+        let (a, _b) = UnixStream::pair().unwrap();
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(a);
+        assert_eq!(adopt_listening_fd(raw).unwrap_err(), "is a socket that is not listening");
+        assert_eq!(adopt_listening_fd(1).unwrap_err(), "is a standard stream");
+    }
+
+    #[test]
+    fn unix_bind_replaces_a_stale_socket_but_not_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        drop(UnixListener::bind(&path).unwrap()); // leaves a stale file
+        let spec: ListenSpec = format!("unix:{}", path.display()).parse().unwrap();
+        let live = bind(&spec).unwrap();
+        assert_eq!(bind(&spec).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        drop(live);
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let spec: ListenSpec = format!("unix:{}", file.display()).parse().unwrap();
+        assert!(bind(&spec).is_err());
+        assert!(file.exists());
+    }
+}

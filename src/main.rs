@@ -1,0 +1,166 @@
+//! The `baton` command: parse the command line, set up logging, call the library, map errors to
+//! sysexits codes.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use baton::config::{Config, Overrides};
+use baton::{exit, http::HelloService, logging, reload, Server};
+
+/// An HTTP server that restarts without dropping a connection, made to live under systemd.
+///
+/// SIGHUP (`systemctl reload`) starts the binary on disk again, hands it the listening sockets,
+/// and retires the old process once the new one serves. SIGTERM drains and exits.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Overrides,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Serve(Overrides),
+    /// Hand the running server over to a fresh process and wait for the outcome.
+    Reload(ReloadArgs),
+    /// Validate the configuration and listen addresses, like `nginx -t`.
+    Check(Overrides),
+    /// Print the man page (roff) to standard output.
+    #[command(hide = true)]
+    Manpage,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReloadArgs {
+    /// The process to reload (default: $MAINPID, else the pid file).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// How long to wait for the outcome (default: the child timeout plus 5s).
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    #[command(flatten)]
+    settings: Overrides,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    let code = match cli.command {
+        None => serve(&cli.serve),
+        Some(Command::Serve(o)) => serve(&o),
+        Some(Command::Check(o)) => check(&o),
+        Some(Command::Reload(r)) => reload_cmd(&r),
+        Some(Command::Manpage) => manpage(),
+    };
+    ExitCode::from(code)
+}
+
+fn serve(overrides: &Overrides) -> u8 {
+    let config = Config::load(overrides);
+    let generation_hint = std::env::var("BATON_GENERATION").ok().and_then(|g| g.parse().ok()).unwrap_or(0);
+    logging::init(generation_hint);
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("baton: {e}");
+            tracing::error!(error = %e, "bad configuration");
+            if let Some(path) = std::env::var_os(baton::handoff::protocol::PREDECESSOR_ENV) {
+                baton::handoff::child::report_failure(std::path::Path::new(&path), &e.to_string());
+            }
+            return exit::CONFIG;
+        }
+    };
+    let server = match Server::new(config) {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string(), e.exit_code()),
+    };
+    match server.run(|config| HelloService::new(config.response_body.clone())) {
+        Ok(()) => exit::OK,
+        Err(e) => fail(&e.to_string(), e.exit_code()),
+    }
+}
+
+fn fail(message: &str, code: u8) -> u8 {
+    tracing::error!(error = %message, "cannot serve");
+    if !logging::stderr_is_journal() {
+        // the fmt subscriber already printed it on stderr
+        return code;
+    }
+    eprintln!("baton: {message}");
+    code
+}
+
+fn check(overrides: &Overrides) -> u8 {
+    match Config::load(overrides) {
+        Ok(config) => {
+            let where_ = config
+                .file
+                .as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_else(|| "options and environment".into());
+            let listen: Vec<&str> = config.listen.iter().map(|l| l.as_str()).collect();
+            println!("baton: configuration ok ({where_}): listen {}", listen.join(", "));
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("baton: {e}");
+            exit::CONFIG
+        }
+    }
+}
+
+fn reload_cmd(args: &ReloadArgs) -> u8 {
+    let config = match Config::load(&args.settings) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("baton reload: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let timeout = match args.timeout.as_deref().map(humantime::parse_duration) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            eprintln!("baton reload: --timeout: {e}");
+            return exit::USAGE;
+        }
+        None => config.child_timeout + Duration::from_secs(5),
+    };
+    let pid = match reload::target_pid(args.pid, config.pid_file.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("baton reload: {e}");
+            return exit::USAGE;
+        }
+    };
+    match reload::reload(pid, &config.handoff_socket, timeout) {
+        Ok(successor) => {
+            println!("reloaded: {pid} -> {successor}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("baton reload: {e}");
+            exit::RELOAD_FAILED
+        }
+    }
+}
+
+fn manpage() -> u8 {
+    let man = clap_mangen::Man::new(Cli::command());
+    match man.render(&mut std::io::stdout()) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("baton manpage: {e}");
+            exit::OSERR
+        }
+    }
+}

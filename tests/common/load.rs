@@ -1,0 +1,171 @@
+//! An HTTP load loop: N keep-alive clients and M fresh-connection clients, each checking every
+//! response (status 200 and an accepted body) and counting ok/failed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::http::{self, Client, Response};
+
+/// Decides whether a response is right; `Err(why)` counts it as failed.
+pub type Check = Arc<dyn Fn(&Response) -> Result<(), String> + Send + Sync>;
+
+/// Accepts status 200 with one of these bodies.
+pub fn body_is_one_of(bodies: &[&str]) -> Check {
+    let bodies: Vec<String> = bodies.iter().map(|s| s.to_string()).collect();
+    Arc::new(move |r: &Response| {
+        if r.status != 200 {
+            return Err(format!("status {} (body {:?})", r.status, r.text()));
+        }
+        let t = r.text();
+        if bodies.iter().any(|b| *b == t) {
+            Ok(())
+        } else {
+            Err(format!("unexpected body {t:?}, wanted one of {bodies:?}"))
+        }
+    })
+}
+
+#[derive(Default)]
+struct Counters {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    errors: Mutex<Vec<String>>,
+    bodies: Mutex<BTreeMap<String, u64>>,
+    connects: AtomicU64,
+    replaced_idle: AtomicU64,
+}
+
+/// What a load run saw.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub ok: u64,
+    pub failed: u64,
+    /// The first failures, described.
+    pub errors: Vec<String>,
+    /// How often each body was seen.
+    pub bodies: BTreeMap<String, u64>,
+    /// TCP connections opened by the keep-alive clients.
+    pub keepalive_connects: u64,
+    /// Idle keep-alive connections the server closed, replaced before a request was written.
+    pub replaced_idle: u64,
+    pub elapsed: Duration,
+}
+
+impl LoadReport {
+    /// Panics unless every request succeeded and there were some.
+    pub fn assert_no_failures(&self) {
+        assert!(self.ok > 0, "the load loop made no successful request: {self:?}");
+        assert_eq!(self.failed, 0, "failed requests: {:#?}", self.errors);
+    }
+}
+
+/// A running load loop; stop it with [`Load::stop`] (dropping it stops it too).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    threads: Vec<JoinHandle<()>>,
+    started: Instant,
+}
+
+impl Load {
+    /// Starts `keepalive` clients reusing their connection and `fresh` clients opening one
+    /// connection per request, each pausing `pause` between requests.
+    pub fn start(addr: SocketAddr, keepalive: usize, fresh: usize, pause: Duration, check: Check) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let mut threads = Vec::new();
+        for i in 0..keepalive + fresh {
+            let keep = i < keepalive;
+            let (stop, counters, check) = (stop.clone(), counters.clone(), check.clone());
+            threads.push(
+                thread::Builder::new()
+                    .name(format!("load-{}-{i}", if keep { "ka" } else { "fresh" }))
+                    .spawn(move || {
+                        let mut client = Client::new(addr);
+                        while !stop.load(Ordering::SeqCst) {
+                            let result = if keep { client.get("/") } else { http::get_fresh(addr, "/") };
+                            let verdict = match &result {
+                                Ok(r) => check(r).map(|_| r.text()),
+                                Err(e) => Err(e.to_string()),
+                            };
+                            match verdict {
+                                Ok(body) => {
+                                    counters.ok.fetch_add(1, Ordering::Relaxed);
+                                    *counters.bodies.lock().unwrap().entry(body).or_default() += 1;
+                                }
+                                Err(why) => {
+                                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                                    let mut errs = counters.errors.lock().unwrap();
+                                    if errs.len() < 20 {
+                                        errs.push(format!(
+                                            "{} client {i}: {why}",
+                                            if keep { "keep-alive" } else { "fresh" }
+                                        ));
+                                    }
+                                }
+                            }
+                            if !pause.is_zero() {
+                                thread::sleep(pause);
+                            }
+                        }
+                        counters.connects.fetch_add(client.connects, Ordering::Relaxed);
+                        counters.replaced_idle.fetch_add(client.replaced_idle, Ordering::Relaxed);
+                    })
+                    .expect("load thread"),
+            );
+        }
+        Load { stop, counters, threads, started: Instant::now() }
+    }
+
+    /// Successful requests so far.
+    pub fn ok(&self) -> u64 {
+        self.counters.ok.load(Ordering::Relaxed)
+    }
+
+    /// Failed requests so far.
+    pub fn failed(&self) -> u64 {
+        self.counters.failed.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more requests succeeded (proof the load is flowing), up to `timeout`.
+    pub fn wait_more_ok(&self, n: u64, timeout: Duration) {
+        let target = self.ok() + n;
+        super::wait_until(&format!("{n} more successful requests"), timeout, || {
+            (self.ok() >= target || self.failed() > 0).then_some(())
+        });
+    }
+
+    /// Stops the clients and reports.
+    pub fn stop(mut self) -> LoadReport {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> LoadReport {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let c = &self.counters;
+        LoadReport {
+            ok: c.ok.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            errors: c.errors.lock().unwrap().clone(),
+            bodies: c.bodies.lock().unwrap().clone(),
+            keepalive_connects: c.connects.load(Ordering::Relaxed),
+            replaced_idle: c.replaced_idle.load(Ordering::Relaxed),
+            elapsed: self.started.elapsed(),
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.finish();
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! The harness shared by the operator stories in `tests/*.rs`.
+//!
+//! * [`Sandbox`]: a temporary directory (hand-off socket, config, PID file, logs), a free port and
+//!   a real notify socket ([`notify::NotifyRecorder`]).
+//! * [`Baton`]: a spawned process group (the real binary, or a wrapper that execs it) that is
+//!   killed and reaped when dropped, with its stderr in a log file.
+//! * [`reload`]: SIGHUP to the main pid and the notify sequence of a successful hand-off.
+//! * [`load::Load`]: concurrent keep-alive and fresh-connection clients checking every body.
+//! * [`procs`]: /proc helpers (alive, zombie, children, process group, sockets).
+//!
+//! The test process is a child subreaper ([`reaper`]), as systemd is for a service: successors
+//! whose parent retired are reparented to it and reaped, so they vanish from /proc.
+#![allow(dead_code)]
+
+pub mod http;
+pub mod load;
+pub mod notify;
+pub mod procs;
+pub mod reaper;
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::RawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+pub use notify::{Notification, NotifyRecorder};
+
+/// The generous deadline for anything that should happen "soon" on a loaded 2-core machine.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The binary under test.
+pub fn baton_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_baton"))
+}
+
+/// A port that was free a moment ago (bound on 127.0.0.1:0, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local_addr").port()
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or `timeout` passes.
+pub fn try_wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Like [`try_wait_until`] but panics, naming `what`, on timeout.
+pub fn wait_until<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    try_wait_until(timeout, f).unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Tests that put real load on the machine take this lock, so that at most one of them runs at a
+/// time in one test binary (the machine has 2 shared cores).
+pub fn heavy() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A temporary world for one test.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+    pub notify: NotifyRecorder,
+    pub port: u16,
+    logs: AtomicUsize,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        reaper::init();
+        let dir = tempfile::Builder::new().prefix("baton-test-").tempdir().expect("tempdir");
+        let notify = NotifyRecorder::bind(&dir.path().join("notify.sock"));
+        fs::create_dir(dir.path().join("xdg")).expect("mkdir xdg");
+        Sandbox { dir, notify, port: free_port(), logs: AtomicUsize::new(0) }
+    }
+
+    /// A path inside the sandbox.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `127.0.0.1:PORT` as a string, as configured.
+    pub fn listen(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The address to connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.listen().parse().expect("addr")
+    }
+
+    /// The hand-off socket path the tests configure (its directory does not exist at first).
+    pub fn handoff_socket(&self) -> PathBuf {
+        self.path("run/handoff.sock")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("baton.json")
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.path("baton.pid")
+    }
+
+    /// Writes the config file atomically (temporary file + rename), as an editor would.
+    pub fn write_config_text(&self, text: &str) {
+        let tmp = self.path("baton.json.tmp");
+        fs::write(&tmp, text).expect("write config");
+        fs::rename(&tmp, self.config_path()).expect("rename config");
+    }
+
+    /// The usual config: listen on the sandbox port, hand-off socket and PID file in the sandbox.
+    pub fn config(&self, body: &str) -> serde_json::Value {
+        serde_json::json!({
+            "listen": [self.listen()],
+            "handoff_socket": self.handoff_socket(),
+            "pid_file": self.pid_file(),
+            "response_body": body,
+        })
+    }
+
+    pub fn write_config(&self, v: &serde_json::Value) {
+        self.write_config_text(&serde_json::to_string_pretty(v).expect("json"));
+    }
+
+    /// A command with a clean, minimal environment: `NOTIFY_SOCKET` pointing at the recorder,
+    /// `XDG_RUNTIME_DIR` and `TMPDIR` inside the sandbox, `RUST_LOG=info`.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+            .env("HOME", self.dir())
+            .env("RUST_LOG", "info")
+            .env("NOTIFY_SOCKET", self.notify.path())
+            .env("XDG_RUNTIME_DIR", self.path("xdg"))
+            .env("TMPDIR", self.dir())
+            .current_dir(self.dir())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// The binary with the clean environment and no arguments.
+    pub fn baton(&self) -> Command {
+        self.command(baton_exe())
+    }
+
+    /// `baton --config <sandbox config>` plus `extra` arguments.
+    pub fn serve(&self, extra: &[&str]) -> Command {
+        let mut cmd = self.baton();
+        cmd.arg("--config").arg(self.config_path()).args(extra);
+        cmd
+    }
+
+    /// Spawns `cmd` in a new process group, stdout and stderr into a log file of the sandbox.
+    pub fn spawn(&self, mut cmd: Command) -> Baton {
+        let n = self.logs.fetch_add(1, Ordering::SeqCst);
+        let log = self.path(&format!("baton-{n}.log"));
+        let out = OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        cmd.stdout(out).stderr(err).process_group(0);
+        let child = reaper::spawn_registered(&mut cmd).expect("spawn baton");
+        let pid = child.id() as i32;
+        Baton { child, pid, log, status: None }
+    }
+
+    /// Starts `baton --config …` with the usual config and waits for its `READY=1`.
+    pub fn start(&self, body: &str, extra: &[&str]) -> Baton {
+        self.write_config(&self.config(body));
+        let b = self.spawn(self.serve(extra));
+        b.wait_ready(&self.notify);
+        b
+    }
+
+    /// Waits until `addr` answers 200 on a fresh connection.
+    pub fn wait_serving(&self) -> http::Response {
+        let addr = self.addr();
+        wait_until(&format!("{addr} to answer 200"), DEADLINE, || {
+            http::get_fresh(addr, "/").ok().filter(|r| r.status == 200)
+        })
+    }
+}
+
+/// A spawned process group: the leader is the test's child; successors are its descendants.
+/// Dropping it SIGKILLs the whole group and reaps what it can.
+pub struct Baton {
+    child: Child,
+    /// The leader's pid (also the process group id).
+    pub pid: i32,
+    log: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Baton {
+    /// Everything the group wrote to stdout/stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Waits for `READY=1` from the leader.
+    pub fn wait_ready(&self, notify: &NotifyRecorder) -> Notification {
+        let pid = self.pid;
+        match notify.try_wait_for_after(0, DEADLINE, |n| n.pid == pid && n.has("READY=1")) {
+            Some(n) => n,
+            None => panic!(
+                "no READY=1 from {pid} within {DEADLINE:?}\nnotifications:\n{}log:\n{}",
+                notify.dump(),
+                self.log()
+            ),
+        }
+    }
+
+    /// The leader's exit status, if it exited (reaps it).
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                self.status = Some(st);
+                reaper::forget_leader(self.pid);
+            }
+        }
+        self.status
+    }
+
+    /// Waits for the leader to exit and reaps it; panics (with the log) after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        match try_wait_until(timeout, || self.try_exit()) {
+            Some(st) => st,
+            None => panic!("process {} did not exit within {timeout:?}; log:\n{}", self.pid, self.log()),
+        }
+    }
+
+    /// Members of the process group that still exist (zombies included).
+    pub fn members(&self) -> Vec<procs::ProcStat> {
+        procs::group_members(self.pid)
+    }
+
+    /// Members that are alive (not zombies).
+    pub fn live_members(&self) -> Vec<i32> {
+        self.members().into_iter().filter(|p| !p.is_zombie()).map(|p| p.pid).collect()
+    }
+
+    /// Waits until no process of the group exists any more (the leader reaped by us, orphans by
+    /// the reaper). Returns false on timeout.
+    pub fn wait_group_gone(&mut self, timeout: Duration) -> bool {
+        try_wait_until(timeout, || {
+            self.try_exit();
+            self.members().is_empty().then_some(())
+        })
+        .is_some()
+    }
+
+    /// Sends a signal to one process (usually the current main pid).
+    pub fn signal(&self, pid: i32, sig: Signal) {
+        assert!(procs::kill(pid, sig), "kill({pid}, {sig:?}) failed: no such process");
+    }
+}
+
+impl Drop for Baton {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own process group; ESRCH is fine.
+        unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        reaper::forget_leader(self.pid);
+        let pgid = self.pid;
+        let _ = try_wait_until(Duration::from_secs(5), || {
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            procs::group_members(pgid).is_empty().then_some(())
+        });
+    }
+}
+
+/// How a process ended, readable in assertions.
+pub fn describe(st: ExitStatus) -> String {
+    match (st.code(), st.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => format!("{st:?}"),
+    }
+}
+
+/// Places `fd` at descriptor 3 in the child, without `FD_CLOEXEC` (as a parent hands a listener).
+pub fn place_at_fd3(cmd: &mut Command, fd: RawFd) {
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd != 3 && libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let flags = libc::fcntl(3, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// One successful hand-off as systemd sees it.
+#[derive(Debug, Clone)]
+pub struct Reload {
+    pub old: i32,
+    pub new: i32,
+    pub sighup_at: Instant,
+    pub reloading: Notification,
+    pub mainpid: Notification,
+    pub ready: Notification,
+}
+
+impl Reload {
+    /// SIGHUP sent → `MAINPID=` received.
+    pub fn handoff_time(&self) -> Duration {
+        self.mainpid.at.saturating_duration_since(self.sighup_at)
+    }
+}
+
+/// SIGHUP to `old` and waits for the documented sequence: `RELOADING=1` (+`MONOTONIC_USEC=`)
+/// from `old`, then `MAINPID=<new>` from `old`, then `READY=1` from `new`, in that order.
+/// Panics on a failed reload (`STATUS=reload failed: …`) or a timeout, with the record.
+pub fn reload(notify: &NotifyRecorder, old: i32) -> Reload {
+    let from = notify.len();
+    let sighup_at = Instant::now();
+    assert!(procs::kill(old, Signal::SIGHUP), "SIGHUP to {old}: no such process");
+    let end = notify.wait_for_after(from, DEADLINE, &format!("MAINPID= or reload failed from {old}"), |n| {
+        n.pid == old
+            && (n.mainpid().is_some() || n.get("STATUS").map(|s| s.starts_with("reload failed")).unwrap_or(false))
+    });
+    let Some(new) = end.mainpid() else {
+        panic!("reload of {old} failed: {:?}\nnotifications:\n{}", end, notify.dump());
+    };
+    let reloading = notify.wait_for_after(from, Duration::ZERO, &format!("RELOADING=1 from {old}"), |n| {
+        n.pid == old && n.has("RELOADING=1")
+    });
+    assert!(reloading.seq < end.seq, "RELOADING=1 must precede MAINPID=: {}", notify.dump());
+    assert!(
+        reloading.get("MONOTONIC_USEC").and_then(|v| v.parse::<u64>().ok()).is_some(),
+        "RELOADING=1 without MONOTONIC_USEC=: {reloading:?}"
+    );
+    assert_ne!(new, old, "MAINPID= names the old process itself");
+    let ready = notify.wait_for_after(from, DEADLINE, &format!("READY=1 from the successor {new}"), |n| {
+        n.pid == new && n.has("READY=1")
+    });
+    assert!(
+        end.seq < ready.seq,
+        "the successor said READY=1 before its predecessor announced MAINPID=:\n{}",
+        notify.dump()
+    );
+    Reload { old, new, sighup_at, reloading, mainpid: end, ready }
+}
+
+/// SIGHUP to `old` and waits for a failed reload: `READY=1` with `STATUS=reload failed: …`
+/// from `old` (and no `MAINPID=`). Returns the status text.
+pub fn reload_expect_failure(notify: &NotifyRecorder, old: i32) -> String {
+    let from = notify.len();
+    assert!(procs::kill(old, Signal::SIGHUP), "SIGHUP to {old}: no such process");
+    let end = notify.wait_for_after(from, DEADLINE, &format!("MAINPID= or READY=1 from {old}"), |n| {
+        n.pid == old && (n.mainpid().is_some() || n.has("READY=1"))
+    });
+    assert!(end.mainpid().is_none(), "the reload was expected to fail but succeeded: {}", notify.dump());
+    let status = end.get("STATUS").unwrap_or_default().to_string();
+    assert!(
+        status.starts_with("reload failed: "),
+        "READY=1 after a failed reload must carry STATUS=reload failed: …, got {end:?}"
+    );
+    status
+}
+
+/// Percentiles of durations (median, max), for the printed figures.
+pub fn median_max(mut v: Vec<Duration>) -> (Duration, Duration) {
+    if v.is_empty() {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    v.sort();
+    (v[v.len() / 2], v[v.len() - 1])
+}
+
+/// A FIFO (named pipe): whoever opens it for reading blocks until a writer comes. Used to make a
+/// successor hang in the middle of its start (it reads its config file) without any test hook.
+pub fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+}
+
+/// Feeds `content` once to a reader of the FIFO at `path` that is already waiting (or comes
+/// within `timeout`). Returns false if nobody opened it for reading in time.
+pub fn feed_fifo(path: &Path, content: &str, timeout: Duration) -> bool {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file: Option<File> = try_wait_until(timeout, || {
+        // O_NONBLOCK write-open fails with ENXIO while no reader has it open.
+        OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path).ok()
+    });
+    match file {
+        Some(mut f) => {
+            // The reader is there; a short config fits in the pipe buffer.
+            let _ = f.write_all(content.as_bytes());
+            true
+        }
+        None => false,
+    }
+}
