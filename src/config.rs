@@ -25,7 +25,12 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 pub struct Overrides {
     /// Address to listen on: host:port, [v6]:port, :port (all interfaces) or unix:/path.
     /// Repeatable; the variable takes a comma-separated list.
-    #[arg(long = "listen", env = "BATON_LISTEN", value_name = "ADDR", value_delimiter = ',')]
+    #[arg(
+        long = "listen",
+        env = "BATON_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
     pub listen: Vec<String>,
     /// Unix socket a successor dials to take over the listeners.
     #[arg(long, env = "BATON_HANDOFF_SOCKET", value_name = "PATH")]
@@ -138,7 +143,11 @@ impl Config {
         };
 
         let (listen_texts, listen_origin, listen_explicit) = if !overrides.listen.is_empty() {
-            (overrides.listen.clone(), "--listen/BATON_LISTEN".to_owned(), true)
+            (
+                overrides.listen.clone(),
+                "--listen/BATON_LISTEN".to_owned(),
+                true,
+            )
         } else if let Some(list) = &file.listen {
             (list.clone(), file_origin.clone(), true)
         } else {
@@ -146,11 +155,9 @@ impl Config {
         };
         let mut listen: Vec<ListenSpec> = Vec::with_capacity(listen_texts.len());
         for (i, text) in listen_texts.iter().enumerate() {
-            let spec: ListenSpec = text
-                .parse()
-                .map_err(|e: crate::listen::spec::SpecError| {
-                    field_err(&listen_origin, &format!("listen[{i}]"), e.to_string())
-                })?;
+            let spec: ListenSpec = text.parse().map_err(|e: crate::listen::spec::SpecError| {
+                field_err(&listen_origin, &format!("listen[{i}]"), e.to_string())
+            })?;
             if let Some(dup) = listen.iter().find(|s| s.same_socket(&spec)) {
                 return Err(field_err(
                     &listen_origin,
@@ -171,14 +178,23 @@ impl Config {
                         default: Duration|
          -> Result<Duration, ConfigError> {
             let (value, origin) = match (cli, from_file) {
-                (Some(text), _) => (parse_duration(text), format!("--{}/{env_name}", field.replace('_', "-"))),
-                (None, Some(FileDuration::Text(text))) => (parse_duration(text), file_origin.clone()),
+                (Some(text), _) => (
+                    parse_duration(text),
+                    format!("--{}/{env_name}", field.replace('_', "-")),
+                ),
+                (None, Some(FileDuration::Text(text))) => {
+                    (parse_duration(text), file_origin.clone())
+                }
                 (None, Some(FileDuration::Seconds(secs))) => (seconds(*secs), file_origin.clone()),
                 (None, None) => return Ok(default),
             };
             let value = value.map_err(|p| field_err(&origin, field, p))?;
             if value.is_zero() || value > MAX_TIMEOUT {
-                return Err(field_err(&origin, field, "must be more than 0 and at most 24h".into()));
+                return Err(field_err(
+                    &origin,
+                    field,
+                    "must be more than 0 and at most 24h".into(),
+                ));
             }
             Ok(value)
         };
@@ -198,7 +214,9 @@ impl Config {
         )?;
 
         let handoff_socket = match (&overrides.handoff_socket, &file.handoff_socket) {
-            (Some(p), _) => check_path(p, "--handoff-socket/BATON_HANDOFF_SOCKET", "handoff_socket")?,
+            (Some(p), _) => {
+                check_path(p, "--handoff-socket/BATON_HANDOFF_SOCKET", "handoff_socket")?
+            }
             (None, Some(p)) => check_path(p, &file_origin, "handoff_socket")?,
             (None, None) => default_handoff_socket(),
         };
@@ -215,7 +233,9 @@ impl Config {
             shutdown_timeout,
             child_timeout,
             pid_file,
-            response_body: file.response_body.unwrap_or_else(|| DEFAULT_BODY.to_owned()),
+            response_body: file
+                .response_body
+                .unwrap_or_else(|| DEFAULT_BODY.to_owned()),
             file: overrides.config.clone(),
         })
     }
@@ -261,7 +281,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     if let Ok(secs) = text.parse::<f64>() {
         return seconds(secs);
     }
-    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration like 30s or 500ms: {e}"))
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 30s or 500ms: {e}"))
 }
 
 fn seconds(secs: f64) -> Result<Duration, String> {
@@ -337,7 +358,8 @@ mod tests {
         assert_eq!(c.response_body, "hi");
 
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(br#"{"listen":[":9000"],"child_timeout":"1s"}"#).unwrap();
+        f.write_all(br#"{"listen":[":9000"],"child_timeout":"1s"}"#)
+            .unwrap();
         let c = Config::load(&Overrides {
             config: Some(f.path().to_owned()),
             listen: vec!["127.0.0.1:1".into()],
@@ -351,17 +373,29 @@ mod tests {
 
     #[test]
     fn errors_name_file_position_and_field() {
-        let e = load_json("{\n  \"listen\": [\"nope\"]\n}").unwrap_err().to_string();
-        assert!(e.contains("listen[0]") && e.contains("\"nope\"") && e.starts_with("config "), "{e}");
+        let e = load_json("{\n  \"listen\": [\"nope\"]\n}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("listen[0]") && e.contains("\"nope\"") && e.starts_with("config "),
+            "{e}"
+        );
         let e = load_json("{\n  \"listen\": [\n").unwrap_err().to_string();
         assert!(e.contains("line 3 column"), "{e}");
         let e = load_json(r#"{"colour":1}"#).unwrap_err().to_string();
         assert!(e.contains("unknown field `colour`"), "{e}");
-        let e = load_json(r#"{"shutdown_timeout":"soon"}"#).unwrap_err().to_string();
-        assert!(e.contains("shutdown_timeout") && e.contains("\"soon\""), "{e}");
+        let e = load_json(r#"{"shutdown_timeout":"soon"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("shutdown_timeout") && e.contains("\"soon\""),
+            "{e}"
+        );
         let e = load_json(r#"{"child_timeout":0}"#).unwrap_err().to_string();
         assert!(e.contains("child_timeout"), "{e}");
-        let e = load_json(r#"{"listen":["127.0.0.1:1","localhost:1"]}"#).unwrap_err().to_string();
+        let e = load_json(r#"{"listen":["127.0.0.1:1","localhost:1"]}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen[1]") && e.contains("same socket"), "{e}");
         let e = Config::load(&Overrides {
             config: Some("/nonexistent/baton.json".into()),
@@ -369,7 +403,10 @@ mod tests {
         })
         .unwrap_err()
         .to_string();
-        assert!(e.starts_with("config /nonexistent/baton.json: cannot read"), "{e}");
+        assert!(
+            e.starts_with("config /nonexistent/baton.json: cannot read"),
+            "{e}"
+        );
         assert!(!e.contains('\n'));
     }
 }

@@ -55,8 +55,10 @@ impl Service<Request<Incoming>> for HelloService {
 
     fn call(&self, _req: Request<Incoming>) -> Self::Future {
         let mut res = Response::new(Full::new(self.body.clone()));
-        res.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        res.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         std::future::ready(Ok(res))
     }
 }
@@ -164,9 +166,15 @@ impl Serving {
         self.stop_accepting().await;
         self.draining.send_replace(true);
         self.connections.close();
-        let done = tokio::time::timeout(timeout, self.connections.wait()).await.is_ok();
+        let done = tokio::time::timeout(timeout, self.connections.wait())
+            .await
+            .is_ok();
         if !done {
-            warn!(open = self.connections.len(), ?timeout, "shutdown timeout reached; cutting connections");
+            warn!(
+                open = self.connections.len(),
+                ?timeout,
+                "shutdown timeout reached; cutting connections"
+            );
         }
         done
     }
@@ -206,7 +214,10 @@ impl Activity {
     }
     fn idle_for(&self, grace: Duration) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0
-            && self.now_ms().saturating_sub(self.last_read_ms.load(Ordering::Acquire)) >= grace.as_millis() as u64
+            && self
+                .now_ms()
+                .saturating_sub(self.last_read_ms.load(Ordering::Acquire))
+                >= grace.as_millis() as u64
     }
 }
 
@@ -268,19 +279,29 @@ struct ActivityIo<I> {
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for ActivityIo<I> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.activity.last_read_ms.store(this.activity.now_ms(), Ordering::Release);
+            this.activity
+                .last_read_ms
+                .store(this.activity.now_ms(), Ordering::Release);
         }
         res
     }
 }
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for ActivityIo<I> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -340,7 +361,8 @@ where
             drop(guard);
             if h1 && *draining.borrow() {
                 if let Ok(res) = res.as_mut() {
-                    res.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                    res.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
             }
             res

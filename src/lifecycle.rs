@@ -20,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use crate::config::Config;
+use crate::handoff::child;
 use crate::handoff::parent::{self, HandoffError, ReadySuccessor};
 use crate::handoff::protocol::{GENERATION_ENV, PREDECESSOR_ENV};
 use crate::handoff::spawn::Executable;
-use crate::handoff::child;
 use crate::listen::{self, activation::ActivationEnv, Acquired, ImportFrom, ListenError, Listener};
 use crate::notify::{self, Event};
 use crate::reload::{self, Outcome, ReloadStatus};
@@ -109,10 +109,19 @@ impl Server {
             Some(path) => ImportFrom::Required(path.clone()),
             None => ImportFrom::IfPresent(self.config.handoff_socket.clone()),
         };
-        let span = tracing::info_span!("baton", pid = std::process::id(), generation = self.generation);
+        let span = tracing::info_span!(
+            "baton",
+            pid = std::process::id(),
+            generation = self.generation
+        );
         let entered = span.enter();
-        let acquired = listen::acquire(&self.config, &ActivationEnv::from_process(), std::process::id(), import_from)
-            .inspect_err(|e| self.report_failure(&e.to_string()))?;
+        let acquired = listen::acquire(
+            &self.config,
+            &ActivationEnv::from_process(),
+            std::process::id(),
+            import_from,
+        )
+        .inspect_err(|e| self.report_failure(&e.to_string()))?;
         let service = make_service(&self.config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -145,7 +154,10 @@ impl Server {
         let mut term = signal(SignalKind::terminate()).map_err(StartError::Runtime)?;
         let mut int = signal(SignalKind::interrupt()).map_err(StartError::Runtime)?;
 
-        let Acquired { listeners, predecessor } = acquired;
+        let Acquired {
+            listeners,
+            predecessor,
+        } = acquired;
         let sockets = listeners
             .iter()
             .map(|l| l.socket.try_clone())
@@ -168,11 +180,16 @@ impl Server {
                 _ = int.recv() => return self.stop(&serving, "SIGINT before promotion").await,
             }
             // A reload request that reached us before we were main was meant for our predecessor.
-            if tokio::time::timeout(Duration::ZERO, hup.recv()).await.is_ok() {
+            if tokio::time::timeout(Duration::ZERO, hup.recv())
+                .await
+                .is_ok()
+            {
                 info!("dropping a SIGHUP received before this process became main");
             }
         }
-        notify::send(&Event::Ready { status: &serving_on });
+        notify::send(&Event::Ready {
+            status: &serving_on,
+        });
         if let Some(path) = &self.config.pid_file {
             if let Err(e) = pidfile::write(path, pid) {
                 warn!(path = %path.display(), error = %e, "cannot write the pid file");
@@ -180,7 +197,9 @@ impl Server {
         }
         info!(status = %serving_on, "ready");
 
-        let ending = self.signal_loop(&listeners, &mut hup, &mut term, &mut int).await;
+        let ending = self
+            .signal_loop(&listeners, &mut hup, &mut term, &mut int)
+            .await;
         match ending {
             Ending::Retire => {
                 info!("successor is main; draining and retiring");
@@ -200,11 +219,13 @@ impl Server {
         term: &mut tokio::signal::unix::Signal,
         int: &mut tokio::signal::unix::Signal,
     ) -> Ending {
-        type HandOff<'a> = Pin<Box<dyn Future<Output = Result<ReadySuccessor, HandoffError>> + Send + 'a>>;
+        type HandOff<'a> =
+            Pin<Box<dyn Future<Output = Result<ReadySuccessor, HandoffError>> + Send + 'a>>;
         let mut handoff: Option<HandOff<'_>> = None;
         let mut cancel = CancellationToken::new();
         let mut requested_usec = 0;
-        let mut watchdog = notify::watchdog_interval().map(|every| tokio::time::interval(every / 2));
+        let mut watchdog =
+            notify::watchdog_interval().map(|every| tokio::time::interval(every / 2));
 
         let stop = loop {
             tokio::select! {
@@ -260,14 +281,25 @@ impl Server {
             if let Ok(mut successor) = running.await {
                 parent::kill_and_reap(&mut successor.child).await;
             }
-            self.write_status(requested_usec, Outcome::Failed, None, Some(format!("{stop} during the hand-off")));
+            self.write_status(
+                requested_usec,
+                Outcome::Failed,
+                None,
+                Some(format!("{stop} during the hand-off")),
+            );
         }
         Ending::Stop(stop)
     }
 
     async fn stop(&self, serving: &http::Serving, why: &str) -> Result<(), StartError> {
-        info!(reason = why, open = serving.open_connections(), "stopping: draining");
-        notify::send(&Event::Stopping { status: "stopping: draining" });
+        info!(
+            reason = why,
+            open = serving.open_connections(),
+            "stopping: draining"
+        );
+        notify::send(&Event::Stopping {
+            status: "stopping: draining",
+        });
         serving.drain(self.config.shutdown_timeout).await;
         if let Some(path) = &self.config.pid_file {
             pidfile::remove_if_ours(path, std::process::id());
@@ -276,7 +308,13 @@ impl Server {
         Ok(())
     }
 
-    fn write_status(&self, requested_usec: u64, outcome: Outcome, successor_pid: Option<u32>, reason: Option<String>) {
+    fn write_status(
+        &self,
+        requested_usec: u64,
+        outcome: Outcome,
+        successor_pid: Option<u32>,
+        reason: Option<String>,
+    ) {
         reload::write_status(
             &self.config.handoff_socket,
             &ReloadStatus {
@@ -309,14 +347,22 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 }
 
 fn describe(listeners: &[Listener], generation: u64) -> String {
-    let list: Vec<String> = listeners.iter().map(|l| format!("{} ({})", l.spec, l.source)).collect();
+    let list: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("{} ({})", l.spec, l.source))
+        .collect();
     format!("serving on {}; generation {generation}", list.join(", "))
 }
 
 fn generation_from_env() -> u64 {
-    std::env::var(GENERATION_ENV).ok().and_then(|g| g.parse().ok()).unwrap_or(0)
+    std::env::var(GENERATION_ENV)
+        .ok()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0)
 }
 
 fn predecessor_from_env() -> Option<PathBuf> {
-    std::env::var_os(PREDECESSOR_ENV).filter(|p| !p.is_empty()).map(PathBuf::from)
+    std::env::var_os(PREDECESSOR_ENV)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
 }

@@ -29,7 +29,10 @@ pub fn init(generation: u64) {
                 .with_field_prefix(None)
                 .with_syslog_identifier("baton".into())
                 .with_custom_fields([("GENERATION", generation.to_string())]);
-            let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
+            let _ = tracing_subscriber::registry()
+                .with(filter)
+                .with(layer)
+                .try_init();
             return;
         }
     }

@@ -52,7 +52,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
         }
     };
     let code = match cli.command {
@@ -67,7 +71,10 @@ fn main() -> ExitCode {
 
 fn serve(overrides: &Overrides) -> u8 {
     let config = Config::load(overrides);
-    let generation_hint = std::env::var("BATON_GENERATION").ok().and_then(|g| g.parse().ok()).unwrap_or(0);
+    let generation_hint = std::env::var("BATON_GENERATION")
+        .ok()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0);
     logging::init(generation_hint);
     let config = match config {
         Ok(c) => c,
@@ -109,7 +116,10 @@ fn check(overrides: &Overrides) -> u8 {
                 .map(|f| f.display().to_string())
                 .unwrap_or_else(|| "options and environment".into());
             let listen: Vec<&str> = config.listen.iter().map(|l| l.as_str()).collect();
-            println!("baton: configuration ok ({where_}): listen {}", listen.join(", "));
+            println!(
+                "baton: configuration ok ({where_}): listen {}",
+                listen.join(", ")
+            );
             exit::OK
         }
         Err(e) => {

@@ -74,7 +74,9 @@ pub async fn barrier(timeout: Duration) -> bool {
     let Ok((read, write)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
         return false;
     };
-    if let Err(e) = sd_notify::notify_with_fds(&[NotifyState::Custom("BARRIER=1")], &[write.as_fd()]) {
+    if let Err(e) =
+        sd_notify::notify_with_fds(&[NotifyState::Custom("BARRIER=1")], &[write.as_fd()])
+    {
         debug!(error = %e, "BARRIER=1 failed");
         return false;
     }

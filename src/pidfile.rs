@@ -58,12 +58,19 @@ mod tests {
         let p = dir.path().join("baton.pid");
         write(&p, 42).unwrap();
         assert_eq!(read(&p).unwrap(), 42);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
         remove_if_ours(&p, 41);
         assert!(p.exists());
         remove_if_ours(&p, 42);
         assert!(!p.exists());
         std::fs::write(&p, "garbage").unwrap();
-        assert!(read(&p).unwrap_err().to_string().contains("does not hold a pid"));
+        assert!(read(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("does not hold a pid"));
     }
 }

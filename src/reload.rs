@@ -134,7 +134,8 @@ pub fn target_pid(explicit: Option<u32>, pid_file: Option<&Path>) -> Result<u32,
 pub fn reload(pid: u32, socket: &Path, timeout: Duration) -> Result<u32, ReloadError> {
     let status_file = status_path(socket);
     let sent_usec = monotonic_usec();
-    kill(Pid::from_raw(pid as i32), Signal::SIGHUP).map_err(|source| ReloadError::Signal { pid, source })?;
+    kill(Pid::from_raw(pid as i32), Signal::SIGHUP)
+        .map_err(|source| ReloadError::Signal { pid, source })?;
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = fresh_status(&status_file, pid, sent_usec) {
@@ -149,12 +150,19 @@ pub fn reload(pid: u32, socket: &Path, timeout: Duration) -> Result<u32, ReloadE
         if kill(Pid::from_raw(pid as i32), None).is_err() {
             // Gone: it may have written the status just before exiting; look once more.
             return match fresh_status(&status_file, pid, sent_usec) {
-                Some(ReloadStatus { outcome: Outcome::Ready, successor_pid, .. }) => Ok(successor_pid.unwrap_or_default()),
+                Some(ReloadStatus {
+                    outcome: Outcome::Ready,
+                    successor_pid,
+                    ..
+                }) => Ok(successor_pid.unwrap_or_default()),
                 _ => Err(ReloadError::Vanished { pid }),
             };
         }
         if Instant::now() >= deadline {
-            return Err(ReloadError::Timeout { pid, after: timeout });
+            return Err(ReloadError::Timeout {
+                pid,
+                after: timeout,
+            });
         }
         std::thread::sleep(Duration::from_millis(10));
     }

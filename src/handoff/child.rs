@@ -137,7 +137,12 @@ pub fn request_listeners(
             })?;
         let n = match stream.read(&mut chunk) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 continue
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -189,7 +194,10 @@ impl Predecessor {
             Ok(Some(ParentMessage::Promoted)) => Ok(true),
             Ok(None) | Err(_) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("predecessor sent {} instead of promoted", protocol::preview(&line)),
+                format!(
+                    "predecessor sent {} instead of promoted",
+                    protocol::preview(&line)
+                ),
             )),
         }
     }
@@ -201,7 +209,9 @@ pub fn report_failure(path: &Path, reason: &str) {
         let mut stream = UnixStream::connect(path)?;
         stream.set_write_timeout(Some(Duration::from_secs(1)))?;
         let one_line = reason.replace('\n', " ");
-        stream.write_all(&protocol::encode_line(&ChildMessage::Failed { reason: one_line }))
+        stream.write_all(&protocol::encode_line(&ChildMessage::Failed {
+            reason: one_line,
+        }))
     };
     if let Err(e) = send() {
         debug!(path = %path.display(), error = %e, "could not report the failure to the predecessor");

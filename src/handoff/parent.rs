@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::protocol::{
-    self, ChildMessage, Extension, ListenerOffer, OfferedListener, Opening, ParentMessage, ProtocolError,
-    EXTENSION_VERSION,
+    self, ChildMessage, Extension, ListenerOffer, OfferedListener, Opening, ParentMessage,
+    ProtocolError, EXTENSION_VERSION,
 };
 use super::spawn::{spawn_successor, Executable};
 use crate::listen::Listener;
@@ -138,7 +138,10 @@ impl Drop for HandoffSocket {
 
 impl HandoffSocket {
     fn open(path: &Path) -> Result<HandoffSocket, HandoffError> {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         prepare_directory(dir)?;
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {
@@ -180,12 +183,12 @@ impl HandoffSocket {
             path: path.to_owned(),
             listener,
         };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-            HandoffError::Bind {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| HandoffError::Bind {
                 path: path.to_owned(),
                 source,
-            }
-        })?;
+            },
+        )?;
         Ok(socket)
     }
 }
@@ -196,7 +199,11 @@ fn prepare_directory(dir: &Path) -> Result<(), HandoffError> {
         path: dir.to_owned(),
         problem,
     };
-    if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         return Err(problem(format!("cannot create: {e}")));
     }
     let meta = std::fs::metadata(dir).map_err(|e| problem(e.to_string()))?;
@@ -207,10 +214,16 @@ fn prepare_directory(dir: &Path) -> Result<(), HandoffError> {
     let mode = meta.mode();
     let shared_sticky = mode & 0o1000 != 0; // like /tmp: others may not remove our socket
     if meta.uid() != me && !shared_sticky {
-        return Err(problem(format!("owned by uid {} (we are {me})", meta.uid())));
+        return Err(problem(format!(
+            "owned by uid {} (we are {me})",
+            meta.uid()
+        )));
     }
     if mode & 0o022 != 0 && !shared_sticky {
-        return Err(problem(format!("writable by others (mode {:o})", mode & 0o7777)));
+        return Err(problem(format!(
+            "writable by others (mode {:o})",
+            mode & 0o7777
+        )));
     }
     Ok(())
 }
@@ -234,16 +247,20 @@ pub async fn hand_off(
 ) -> Result<ReadySuccessor, HandoffError> {
     let socket = HandoffSocket::open(socket_path)?;
     let sockets: Vec<_> = listeners.iter().map(|l| &l.socket).collect();
-    let mut child = spawn_successor(exe, &sockets, socket_path, generation + 1).map_err(|source| {
-        HandoffError::Spawn {
-            exe: exe.path.clone(),
-            source,
-        }
-    })?;
+    let mut child =
+        spawn_successor(exe, &sockets, socket_path, generation + 1).map_err(|source| {
+            HandoffError::Spawn {
+                exe: exe.path.clone(),
+                source,
+            }
+        })?;
     let pid = child.id().unwrap_or_default();
     info!(successor = pid, exe = %exe.path.display(), "successor started");
     let offer = offer_for(listeners, generation);
-    let conversation = tokio::time::timeout(child_timeout, converse(&socket, &mut child, pid, &offer, child_timeout));
+    let conversation = tokio::time::timeout(
+        child_timeout,
+        converse(&socket, &mut child, pid, &offer, child_timeout),
+    );
     let result = tokio::select! {
         r = conversation => r.unwrap_or(Err(HandoffError::Timeout { pid, after: child_timeout })),
         _ = cancel.cancelled() => Err(HandoffError::Cancelled),
@@ -375,14 +392,22 @@ async fn read_opening(stream: UnixStream, tx: mpsc::Sender<ConnEvent>, pid: u32,
 }
 
 /// After the offer: read the child's one line (ready or failed).
-async fn read_line(read: OwnedReadHalf, write: OwnedWriteHalf, tx: mpsc::Sender<ConnEvent>, pid: u32) {
+async fn read_line(
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
+    tx: mpsc::Sender<ConnEvent>,
+    pid: u32,
+) {
     let mut reader = BufReader::new(read.take(protocol::MAX_MESSAGE as u64 + 1));
     let mut line = Vec::new();
     let event = match reader.read_until(b'\n', &mut line).await {
         Ok(0) => return,
         Ok(_) => match protocol::parse_line::<ChildMessage>(&line, "child message") {
             Ok(Some(msg)) => ConnEvent::Message(msg, Some(write)),
-            Ok(None) => ConnEvent::Broken(HandoffError::Protocol { pid, source: ProtocolError::TooLarge }),
+            Ok(None) => ConnEvent::Broken(HandoffError::Protocol {
+                pid,
+                source: ProtocolError::TooLarge,
+            }),
             Err(source) => ConnEvent::Broken(HandoffError::Protocol { pid, source }),
         },
         Err(source) => ConnEvent::Broken(HandoffError::Io { pid, source }),
@@ -401,7 +426,10 @@ mod tests {
         prepare_directory(&dir).unwrap();
         assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(prepare_directory(&dir).unwrap_err().to_string().contains("writable by others"));
+        assert!(prepare_directory(&dir)
+            .unwrap_err()
+            .to_string()
+            .contains("writable by others"));
     }
 
     #[tokio::test]
@@ -414,7 +442,11 @@ mod tests {
         assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
         let link = tmp.path().join("l.sock");
         std::os::unix::fs::symlink("/nonexistent", &link).unwrap();
-        assert!(HandoffSocket::open(&link).err().unwrap().to_string().contains("a symlink"));
+        assert!(HandoffSocket::open(&link)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("a symlink"));
         let stale = tmp.path().join("s.sock");
         drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
         let s = HandoffSocket::open(&stale).unwrap();

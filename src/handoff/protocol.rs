@@ -279,8 +279,18 @@ mod tests {
                 version: 1,
                 generation: 2,
                 listeners: vec![
-                    OfferedListener { addr: "a:1".into(), fd: 3, name: "http".into(), origin: Origin::Systemd },
-                    OfferedListener { addr: "unix:/x".into(), fd: 4, name: "u".into(), origin: Origin::Config },
+                    OfferedListener {
+                        addr: "a:1".into(),
+                        fd: 3,
+                        name: "http".into(),
+                        origin: Origin::Systemd,
+                    },
+                    OfferedListener {
+                        addr: "unix:/x".into(),
+                        fd: 4,
+                        name: "u".into(),
+                        origin: Origin::Config,
+                    },
                 ],
             }),
         };
@@ -289,27 +299,44 @@ mod tests {
         if let Some(ext) = offer.baton.as_mut() {
             ext.listeners[1].fd = 3;
         }
-        assert!(parse_offer(&encode_line(&offer)).unwrap_err().to_string().contains("fd 3 offered twice"));
+        assert!(parse_offer(&encode_line(&offer))
+            .unwrap_err()
+            .to_string()
+            .contains("fd 3 offered twice"));
     }
 
     #[test]
     fn bad_offers_are_refused() {
-        assert!(matches!(parse_offer(b"[1,2]"), Err(ProtocolError::Malformed { .. })));
-        assert!(matches!(parse_offer(br#"{"addr":"a:1","fd":"3","filename":"x"}"#), Err(ProtocolError::Malformed { .. })));
+        assert!(matches!(
+            parse_offer(b"[1,2]"),
+            Err(ProtocolError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse_offer(br#"{"addr":"a:1","fd":"3","filename":"x"}"#),
+            Err(ProtocolError::Malformed { .. })
+        ));
         assert!(parse_offer(br#"{"addr":"a:1","fd":1,"filename":"x"}"#).is_err());
-        assert_eq!(parse_offer(&vec![b' '; MAX_MESSAGE + 1]), Err(ProtocolError::TooLarge));
+        assert_eq!(
+            parse_offer(&vec![b' '; MAX_MESSAGE + 1]),
+            Err(ProtocolError::TooLarge)
+        );
     }
 
     #[test]
     fn opening_distinguishes_request_message_and_garbage() {
         assert_eq!(parse_opening(b"get_").unwrap(), None);
-        assert_eq!(parse_opening(b"get_listener").unwrap(), Some(Opening::Request));
+        assert_eq!(
+            parse_opening(b"get_listener").unwrap(),
+            Some(Opening::Request)
+        );
         assert!(parse_opening(b"get_listenerX").is_err());
         assert!(parse_opening(b"GET / HTTP/1.1").is_err());
         assert_eq!(parse_opening(b"{\"event\":\"failed\"").unwrap(), None);
         assert_eq!(
             parse_opening(b"{\"event\":\"failed\",\"reason\":\"bad\"}\n").unwrap(),
-            Some(Opening::Message(ChildMessage::Failed { reason: "bad".into() }))
+            Some(Opening::Message(ChildMessage::Failed {
+                reason: "bad".into()
+            }))
         );
         assert!(parse_opening(b"{\"event\":\"nope\"}\n").is_err());
     }
@@ -318,8 +345,17 @@ mod tests {
     fn lines_roundtrip() {
         let ready = ChildMessage::Ready { pid: 7 };
         assert_eq!(encode_line(&ready), b"{\"event\":\"ready\",\"pid\":7}\n");
-        assert_eq!(parse_line::<ChildMessage>(&encode_line(&ready), "x").unwrap(), Some(ready));
-        assert_eq!(encode_line(&ParentMessage::Promoted), b"{\"event\":\"promoted\"}\n");
-        assert_eq!(parse_line::<ParentMessage>(b"{\"event\":\"prom", "x").unwrap(), None);
+        assert_eq!(
+            parse_line::<ChildMessage>(&encode_line(&ready), "x").unwrap(),
+            Some(ready)
+        );
+        assert_eq!(
+            encode_line(&ParentMessage::Promoted),
+            b"{\"event\":\"promoted\"}\n"
+        );
+        assert_eq!(
+            parse_line::<ParentMessage>(b"{\"event\":\"prom", "x").unwrap(),
+            None
+        );
     }
 }

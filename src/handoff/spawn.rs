@@ -105,7 +105,13 @@ mod tests {
 
     #[test]
     fn deleted_suffix_is_stripped() {
-        assert_eq!(strip_deleted(Path::new("/usr/bin/baton (deleted)")), Path::new("/usr/bin/baton"));
-        assert_eq!(strip_deleted(Path::new("/usr/bin/baton")), Path::new("/usr/bin/baton"));
+        assert_eq!(
+            strip_deleted(Path::new("/usr/bin/baton (deleted)")),
+            Path::new("/usr/bin/baton")
+        );
+        assert_eq!(
+            strip_deleted(Path::new("/usr/bin/baton")),
+            Path::new("/usr/bin/baton")
+        );
     }
 }

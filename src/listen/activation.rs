@@ -160,11 +160,17 @@ mod tests {
         let e = env(Some("1"), Some("-1"), None).parse(1).unwrap_err();
         assert!(matches!(e, ActivationError::BadCount { .. }));
         let e = env(Some("1"), Some("2"), Some("a")).parse(1).unwrap_err();
-        assert!(e.to_string().contains("has 1 names but LISTEN_FDS=2"), "{e}");
+        assert!(
+            e.to_string().contains("has 1 names but LISTEN_FDS=2"),
+            "{e}"
+        );
     }
 
     #[test]
     fn garbage_for_another_process_is_none_of_our_business() {
-        assert!(env(Some("9"), Some("x"), Some("a:b")).parse(1).unwrap().is_empty());
+        assert!(env(Some("9"), Some("x"), Some("a:b"))
+            .parse(1)
+            .unwrap()
+            .is_empty());
     }
 }

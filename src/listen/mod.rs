@@ -11,7 +11,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrLike, SockaddrStorage};
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, SockFlag, SockType, SockaddrLike, SockaddrStorage,
+};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -212,7 +214,10 @@ pub fn acquire(
             info!(path = %path.display(), "importing the listener from a predecessor (base protocol)");
         }
         for offered in offer.listeners() {
-            if listeners.iter().any(|l| l.socket.as_fd().as_raw_fd() == offered.fd) {
+            if listeners
+                .iter()
+                .any(|l| l.socket.as_fd().as_raw_fd() == offered.fd)
+            {
                 return Err(ListenError::BadFd {
                     from: format!("hand-off from {}", path.display()),
                     fd: offered.fd,
@@ -301,11 +306,13 @@ fn adopt_listening_fd(fd: RawFd) -> Result<Socket, String> {
 /// Check an owned descriptor is a listening stream socket and wrap it by family.
 fn classify(owned: OwnedFd) -> Result<Socket, String> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-    let stat = nix::sys::stat::fstat(owned.as_raw_fd()).map_err(|e| format!("cannot be inspected: {e}"))?;
+    let stat = nix::sys::stat::fstat(owned.as_raw_fd())
+        .map_err(|e| format!("cannot be inspected: {e}"))?;
     if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err("is not a socket".into());
     }
-    let ty = socket::getsockopt(&owned, sockopt::SockType).map_err(|e| format!("is not a usable socket: {e}"))?;
+    let ty = socket::getsockopt(&owned, sockopt::SockType)
+        .map_err(|e| format!("is not a usable socket: {e}"))?;
     if ty != SockType::Stream {
         return Err(format!("is a {ty:?} socket, not a stream socket"));
     }
@@ -313,7 +320,8 @@ fn classify(owned: OwnedFd) -> Result<Socket, String> {
         return Err("is a socket that is not listening".into());
     }
     fcntl(owned.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| e.to_string())?;
-    let addr: SockaddrStorage = socket::getsockname(owned.as_raw_fd()).map_err(|e| e.to_string())?;
+    let addr: SockaddrStorage =
+        socket::getsockname(owned.as_raw_fd()).map_err(|e| e.to_string())?;
     match addr.family() {
         Some(AddressFamily::Inet | AddressFamily::Inet6) => Ok(Socket::Tcp(owned.into())),
         Some(AddressFamily::Unix) => Ok(Socket::Unix(owned.into())),
@@ -366,7 +374,10 @@ fn bind_tcp(addr: SocketAddr, dual_stack: bool) -> io::Result<std::net::TcpListe
         socket::setsockopt(&fd, sockopt::Ipv6V6Only, &!dual_stack)?;
     }
     socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
-    socket::listen(&fd, socket::Backlog::new(BACKLOG).unwrap_or(socket::Backlog::MAXCONN))?;
+    socket::listen(
+        &fd,
+        socket::Backlog::new(BACKLOG).unwrap_or(socket::Backlog::MAXCONN),
+    )?;
     Ok(fd.into())
 }
 
@@ -392,9 +403,17 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let fd = socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
     socket::bind(fd.as_raw_fd(), &socket::UnixAddr::new(path)?)?;
-    socket::listen(&fd, socket::Backlog::new(BACKLOG).unwrap_or(socket::Backlog::MAXCONN))?;
+    socket::listen(
+        &fd,
+        socket::Backlog::new(BACKLOG).unwrap_or(socket::Backlog::MAXCONN),
+    )?;
     Ok(fd.into())
 }
 
@@ -405,7 +424,9 @@ mod tests {
     #[test]
     fn fresh_bind_is_a_listening_socket_we_can_adopt_again() {
         let spec: ListenSpec = "127.0.0.1:0".parse().unwrap();
-        let Socket::Tcp(l) = bind(&spec).unwrap() else { panic!() };
+        let Socket::Tcp(l) = bind(&spec).unwrap() else {
+            panic!()
+        };
         assert!(socket::getsockopt(&l, sockopt::AcceptConn).unwrap());
         assert!(!socket::getsockopt(&l, sockopt::ReusePort).unwrap());
         let dup = OwnedFd::from(l.try_clone().unwrap());
@@ -420,7 +441,10 @@ mod tests {
         assert_eq!(adopt_listening_fd(raw).unwrap_err(), "is not a socket");
         let (a, _b) = UnixStream::pair().unwrap();
         let raw = std::os::fd::IntoRawFd::into_raw_fd(a);
-        assert_eq!(adopt_listening_fd(raw).unwrap_err(), "is a socket that is not listening");
+        assert_eq!(
+            adopt_listening_fd(raw).unwrap_err(),
+            "is a socket that is not listening"
+        );
         assert_eq!(adopt_listening_fd(1).unwrap_err(), "is a standard stream");
     }
 

@@ -131,7 +131,9 @@ impl FromStr for ListenSpec {
         } else if host == "localhost" {
             (IpAddr::V4(Ipv4Addr::LOCALHOST), false)
         } else if host.contains(':') {
-            return Err(err("IPv6 addresses must be written in brackets: [::1]:port"));
+            return Err(err(
+                "IPv6 addresses must be written in brackets: [::1]:port",
+            ));
         } else {
             let v4: Ipv4Addr = host
                 .parse()
@@ -161,7 +163,10 @@ mod tests {
 
     #[test]
     fn parses_every_documented_form() {
-        assert_eq!(tcp("127.0.0.1:8000"), ("127.0.0.1:8000".parse().unwrap(), false));
+        assert_eq!(
+            tcp("127.0.0.1:8000"),
+            ("127.0.0.1:8000".parse().unwrap(), false)
+        );
         assert_eq!(tcp("[::1]:80"), ("[::1]:80".parse().unwrap(), false));
         assert_eq!(tcp(":8080"), ("[::]:8080".parse().unwrap(), true));
         assert_eq!(tcp("localhost:1"), ("127.0.0.1:1".parse().unwrap(), false));
