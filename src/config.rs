@@ -132,10 +132,36 @@ enum FileDuration {
 impl Config {
     /// Merge `overrides` with the file they name (if any) and validate.
     pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
-        let (file, file_origin) = match &overrides.config {
-            Some(path) => (read_file(path)?, format!("config {}", path.display())),
-            None => (FileConfig::default(), String::new()),
-        };
+        match &overrides.config {
+            Some(path) => Config::from_text(overrides, path, &read_text(path)?),
+            None => Config::resolve(overrides, FileConfig::default(), None),
+        }
+    }
+
+    /// Validate `text` as the contents of the configuration file `path`, under `overrides`
+    /// (whose own `config` is ignored). What `baton check` and every start run.
+    pub fn from_text(
+        overrides: &Overrides,
+        path: &Path,
+        text: &str,
+    ) -> Result<Config, ConfigError> {
+        let file: FileConfig = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            line: e.line(),
+            column: e.column(),
+            message: strip_position(&e.to_string()),
+        })?;
+        Config::resolve(overrides, file, Some(path))
+    }
+
+    fn resolve(
+        overrides: &Overrides,
+        file: FileConfig,
+        path: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let file_origin = path
+            .map(|p| format!("config {}", p.display()))
+            .unwrap_or_default();
         let field_err = |origin: &str, field: &str, problem: String| ConfigError::Field {
             origin: origin.to_owned(),
             field: field.to_owned(),
@@ -236,12 +262,12 @@ impl Config {
             response_body: file
                 .response_body
                 .unwrap_or_else(|| DEFAULT_BODY.to_owned()),
-            file: overrides.config.clone(),
+            file: path.map(Path::to_path_buf),
         })
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+fn read_text(path: &Path) -> Result<String, ConfigError> {
     use std::io::Read;
     let read_err = |source| ConfigError::Read {
         path: path.to_owned(),
@@ -257,24 +283,25 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
             path: path.to_owned(),
         });
     }
-    parse_file(&text).map_err(|e| ConfigError::Syntax {
-        path: path.to_owned(),
-        line: e.line(),
-        column: e.column(),
-        message: strip_position(&e.to_string()),
-    })
+    Ok(text)
 }
 
-fn parse_file(text: &str) -> Result<FileConfig, serde_json::Error> {
-    serde_json::from_str(text)
-}
-
-/// serde_json appends " at line L column C"; we print the position ourselves.
+/// serde_json appends " at line L column C"; we print the position ourselves. Control
+/// characters (from field names in the file) are escaped so the error stays on one line.
 fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
-        None => message.to_owned(),
+    let message = match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    };
+    let mut line = String::with_capacity(message.len());
+    for c in message.chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
     }
+    line
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

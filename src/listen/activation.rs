@@ -78,17 +78,13 @@ impl ActivationEnv {
         let (Some(pid), Some(fds)) = (&self.listen_pid, &self.listen_fds) else {
             return Ok(Vec::new());
         };
-        let pid_num: u32 = pid
-            .parse()
-            .ok()
+        let pid_num: u32 = parse_digits(pid)
             .filter(|p| *p > 0)
             .ok_or_else(|| ActivationError::BadPid { value: pid.clone() })?;
         if pid_num != our_pid {
             return Ok(Vec::new());
         }
-        let count: usize = fds
-            .parse()
-            .ok()
+        let count: usize = parse_digits(fds)
             .filter(|n| *n <= MAX_FDS)
             .ok_or_else(|| ActivationError::BadCount { value: fds.clone() })?;
         let names: Vec<String> = match &self.listen_fdnames {
@@ -114,6 +110,14 @@ impl ActivationEnv {
             })
             .collect())
     }
+}
+
+/// A decimal number of ASCII digits only (no sign, no blanks), as systemd writes them.
+fn parse_digits<T: std::str::FromStr>(text: &str) -> Option<T> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 #[cfg(test)]
@@ -157,6 +161,8 @@ mod tests {
         assert!(e.to_string().starts_with("LISTEN_PID=\"abc\""), "{e}");
         let e = env(Some("1"), Some("x"), None).parse(1).unwrap_err();
         assert!(e.to_string().starts_with("LISTEN_FDS=\"x\""), "{e}");
+        assert!(env(Some("+1"), Some("1"), None).parse(1).is_err());
+        assert!(env(Some("1"), Some(" 1"), None).parse(1).is_err());
         let e = env(Some("1"), Some("-1"), None).parse(1).unwrap_err();
         assert!(matches!(e, ActivationError::BadCount { .. }));
         let e = env(Some("1"), Some("2"), Some("a")).parse(1).unwrap_err();
