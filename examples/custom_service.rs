@@ -34,7 +34,7 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 }
 
 fn main() -> ExitCode {
-    baton::logging::init(0);
+    baton::logging::init();
     let args = Args::parse();
     let config = match Config::load(&args.settings) {
         Ok(c) => c,

@@ -1,6 +1,7 @@
 //! Logging: journald (through tracing-journald) when stderr is the journal, readable lines on
-//! stderr otherwise. `RUST_LOG` is respected. Every journald entry carries `GENERATION` (hand-offs
-//! since the first start) besides journald's own `_PID`; events add `LISTENER`, `SOURCE` etc.
+//! stderr otherwise. `RUST_LOG` is respected. Events of a baton process run inside a span with
+//! `pid` and `generation` (hand-offs since the first start), so journald entries carry `PID` and
+//! `GENERATION` besides journald's own `_PID`; events add `LISTENER`, `SOURCE` and so on.
 
 use std::os::fd::AsRawFd;
 
@@ -20,15 +21,14 @@ pub fn stderr_is_journal() -> bool {
     expected.to_string_lossy() == format!("{}:{}", stat.st_dev, stat.st_ino)
 }
 
-/// Install the global subscriber. `generation` is attached to every journald entry.
-pub fn init(generation: u64) {
+/// Install the global subscriber.
+pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if stderr_is_journal() {
         if let Ok(layer) = tracing_journald::layer() {
             let layer = layer
                 .with_field_prefix(None)
-                .with_syslog_identifier("baton".into())
-                .with_custom_fields([("GENERATION", generation.to_string())]);
+                .with_syslog_identifier("baton".into());
             let _ = tracing_subscriber::registry()
                 .with(filter)
                 .with(layer)

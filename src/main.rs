@@ -71,11 +71,7 @@ fn main() -> ExitCode {
 
 fn serve(overrides: &Overrides) -> u8 {
     let config = Config::load(overrides);
-    let generation_hint = std::env::var("BATON_GENERATION")
-        .ok()
-        .and_then(|g| g.parse().ok())
-        .unwrap_or(0);
-    logging::init(generation_hint);
+    logging::init();
     let config = match config {
         Ok(c) => c,
         Err(e) => {

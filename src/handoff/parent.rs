@@ -13,7 +13,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use super::protocol::{
     self, ChildMessage, Extension, ListenerOffer, OfferedListener, Opening, ParentMessage,
@@ -334,7 +334,7 @@ async fn converse(
                 let Ok((stream, _)) = accepted else { continue };
                 match stream.peer_cred() {
                     Ok(cred) if cred.pid() == Some(pid as i32) && cred.uid() == me => {
-                        tokio::spawn(read_opening(stream, tx.clone(), pid, budget));
+                        tokio::spawn(read_opening(stream, tx.clone(), pid, budget).in_current_span());
                     }
                     Ok(cred) => {
                         warn!(peer_pid = ?cred.pid(), peer_uid = cred.uid(), successor = pid,
@@ -351,7 +351,7 @@ async fn converse(
                     offered = true;
                     write.write_all(&protocol::encode_line(offer)).await
                         .map_err(|source| HandoffError::Io { pid, source })?;
-                    tokio::spawn(read_line(read, write, tx.clone(), pid));
+                    tokio::spawn(read_line(read, write, tx.clone(), pid).in_current_span());
                 }
                 ConnEvent::Message(ChildMessage::Ready { .. }, Some(write)) => return Ok(write),
                 ConnEvent::Message(ChildMessage::Ready { .. }, None) => {
