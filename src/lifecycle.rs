@@ -198,7 +198,7 @@ impl Server {
         info!(status = %serving_on, "ready");
 
         let ending = self
-            .signal_loop(&listeners, &mut hup, &mut term, &mut int)
+            .signal_loop(&listeners, &serving, &mut hup, &mut term, &mut int)
             .await;
         match ending {
             Ending::Retire => {
@@ -215,6 +215,7 @@ impl Server {
     async fn signal_loop(
         &self,
         listeners: &[Listener],
+        serving: &http::Serving,
         hup: &mut tokio::signal::unix::Signal,
         term: &mut tokio::signal::unix::Signal,
         int: &mut tokio::signal::unix::Signal,
@@ -251,6 +252,9 @@ impl Server {
                     handoff = None;
                     match result {
                         Ok(successor) => {
+                            // The successor accepts on every listener: from now on every new
+                            // connection is its, so what a client sees after READY=1 is new.
+                            serving.stop_accepting().await;
                             let successor_pid = successor.pid;
                             notify::send(&Event::MainPid(successor_pid));
                             if !notify::barrier(BARRIER_TIMEOUT).await {

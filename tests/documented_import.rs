@@ -22,8 +22,13 @@ use nix::sys::socket::{getsockopt, sockopt, MsgFlags};
 /// Accepts the first connection on `l` within the deadline.
 fn accept(l: &UnixListener, baton: &Baton) -> UnixStream {
     l.set_nonblocking(true).unwrap();
-    let s = common::try_wait_until(DEADLINE, || l.accept().ok().map(|(s, _)| s))
-        .unwrap_or_else(|| panic!("baton never dialed the hand-off socket; log:\n{}", baton.log()));
+    let s =
+        common::try_wait_until(DEADLINE, || l.accept().ok().map(|(s, _)| s)).unwrap_or_else(|| {
+            panic!(
+                "baton never dialed the hand-off socket; log:\n{}",
+                baton.log()
+            )
+        });
     s.set_nonblocking(false).unwrap();
     s.set_read_timeout(Some(DEADLINE)).unwrap();
     s
@@ -32,8 +37,12 @@ fn accept(l: &UnixListener, baton: &Baton) -> UnixStream {
 /// Reads exactly the 12-byte request and checks nothing else was sent with it.
 fn expect_get_listener(s: &mut UnixStream, baton: &Baton) {
     let mut req = [0u8; 12];
-    s.read_exact(&mut req).unwrap_or_else(|e| panic!("reading get_listener: {e}; log:\n{}", baton.log()));
-    assert_eq!(&req, b"get_listener", "the base request is exactly the 12 bytes `get_listener`");
+    s.read_exact(&mut req)
+        .unwrap_or_else(|e| panic!("reading get_listener: {e}; log:\n{}", baton.log()));
+    assert_eq!(
+        &req, b"get_listener",
+        "the base request is exactly the 12 bytes `get_listener`"
+    );
     // Nothing more is pending right now (no newline, no length prefix, no extension traffic).
     let mut more = [0u8; 16];
     let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
@@ -53,7 +62,12 @@ fn inode_of_own_fd(fd: i32) -> u64 {
 }
 
 /// Starts baton as the base parent would, with `extra` arguments.
-fn spawn_child(sb: &Sandbox, listener: &TcpListener, handoff: Option<&Path>, extra: &[&str]) -> Baton {
+fn spawn_child(
+    sb: &Sandbox,
+    listener: &TcpListener,
+    handoff: Option<&Path>,
+    extra: &[&str],
+) -> Baton {
     let mut cmd = sb.baton();
     cmd.args(extra).env_remove("BATON_LISTEN");
     if let Some(p) = handoff {
@@ -68,7 +82,12 @@ fn offer(port: u16) -> String {
 }
 
 /// The whole story, through `path` (explicit variable or default location).
-fn base_parent_hands_over(sb: &Sandbox, handoff_path: &Path, via_env: bool, close_after_answer: bool) {
+fn base_parent_hands_over(
+    sb: &Sandbox,
+    handoff_path: &Path,
+    via_env: bool,
+    close_after_answer: bool,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let our_inode = inode_of_own_fd(listener.as_raw_fd());
@@ -77,10 +96,18 @@ fn base_parent_hands_over(sb: &Sandbox, handoff_path: &Path, via_env: bool, clos
     let mut baton = spawn_child(sb, &listener, via_env.then_some(handoff_path), &[]);
     let mut conn = accept(&unix, &baton);
     let peer = getsockopt(&conn, sockopt::PeerCredentials).unwrap();
-    assert_eq!(peer.pid(), baton.pid, "the process dialing the hand-off socket is the one we started");
+    assert_eq!(
+        peer.pid(),
+        baton.pid,
+        "the process dialing the hand-off socket is the one we started"
+    );
     expect_get_listener(&mut conn, &baton);
     let answer = offer(port);
-    let answer = if close_after_answer { answer } else { answer.trim_end().to_string() };
+    let answer = if close_after_answer {
+        answer
+    } else {
+        answer.trim_end().to_string()
+    };
     conn.write_all(answer.as_bytes()).unwrap();
     let kept_open = if close_after_answer {
         drop(conn);
@@ -109,19 +136,41 @@ fn base_parent_hands_over(sb: &Sandbox, handoff_path: &Path, via_env: bool, clos
     );
 
     // No fresh bind: the only listening socket on the port is ours, and baton listens on nothing else.
-    assert_eq!(procs::listening_inodes_on_port(port), vec![our_inode], "one listening socket on port {port}");
-    let bats: Vec<u64> = procs::listening_tcp_of(baton.pid).into_iter().map(|e| e.inode).collect();
-    assert_eq!(bats, vec![our_inode], "baton listens on exactly the socket it was handed (no default 127.0.0.1:8000)");
+    assert_eq!(
+        procs::listening_inodes_on_port(port),
+        vec![our_inode],
+        "one listening socket on port {port}"
+    );
+    let bats: Vec<u64> = procs::listening_tcp_of(baton.pid)
+        .into_iter()
+        .map(|e| e.inode)
+        .collect();
+    assert_eq!(
+        bats,
+        vec![our_inode],
+        "baton listens on exactly the socket it was handed (no default 127.0.0.1:8000)"
+    );
     let log = baton.log();
-    assert!(log.contains("source=import"), "the log says where the listener came from:\n{log}");
+    assert!(
+        log.contains("source=import"),
+        "the log says where the listener came from:\n{log}"
+    );
     assert!(!log.contains("panicked"), "{log}");
 
     drop(kept_open);
     let from = sb.notify.len();
     baton.signal(baton.pid, Signal::SIGTERM);
     let st = baton.wait_exit(DEADLINE);
-    assert_eq!(st.code(), Some(0), "baton exits 0 on SIGTERM: {}", common::describe(st));
-    sb.notify.wait_for_after(from, Duration::ZERO, "STOPPING=1", |n| n.pid == baton.pid && n.has("STOPPING=1"));
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "baton exits 0 on SIGTERM: {}",
+        common::describe(st)
+    );
+    sb.notify
+        .wait_for_after(from, Duration::ZERO, "STOPPING=1", |n| {
+            n.pid == baton.pid && n.has("STOPPING=1")
+        });
     // Our copy of the socket is untouched: still listening.
     assert_eq!(procs::listening_inodes_on_port(port), vec![our_inode]);
 }
@@ -170,10 +219,16 @@ fn an_explicit_listen_that_differs_from_the_offer_is_refused_with_exit_78() {
 
     let st = baton.wait_exit(DEADLINE);
     let log = baton.log();
-    assert_eq!(st.code(), Some(78), "EX_CONFIG on an address mismatch, got {}; log:\n{log}", common::describe(st));
+    assert_eq!(
+        st.code(),
+        Some(78),
+        "EX_CONFIG on an address mismatch, got {}; log:\n{log}",
+        common::describe(st)
+    );
     let offered = format!("127.0.0.1:{port}");
     assert!(
-        log.lines().any(|l| l.contains(&offered) && l.contains(&other)),
+        log.lines()
+            .any(|l| l.contains(&offered) && l.contains(&other)),
         "one error line naming both {offered} and {other}; log:\n{log}"
     );
     assert!(!log.contains("panicked"), "{log}");
@@ -182,7 +237,10 @@ fn an_explicit_listen_that_differs_from_the_offer_is_refused_with_exit_78() {
         "a refused import never says READY=1: {}",
         sb.notify.dump()
     );
-    assert!(procs::listening_inodes_on_port(other.rsplit(':').next().unwrap().parse().unwrap()).is_empty());
+    assert!(
+        procs::listening_inodes_on_port(other.rsplit(':').next().unwrap().parse().unwrap())
+            .is_empty()
+    );
 }
 
 #[test]
@@ -196,24 +254,41 @@ fn a_garbage_answer_is_refused_with_exit_76_and_nothing_is_bound() {
     let mut baton = spawn_child(&sb, &listener, Some(&path), &[]);
     let mut conn = accept(&unix, &baton);
     expect_get_listener(&mut conn, &baton);
-    conn.write_all(b"{\"addr\": 8000, \"fd\": \"three\" oops\n").unwrap();
+    conn.write_all(b"{\"addr\": 8000, \"fd\": \"three\" oops\n")
+        .unwrap();
     drop(conn);
 
     // Until it exits, baton must never hold a listening socket other than the one it was given.
     let mut foreign = Vec::new();
     let st = common::wait_until("baton to exit after a garbage answer", DEADLINE, || {
         foreign.extend(
-            procs::listening_tcp_of(baton.pid).into_iter().filter(|e| e.inode != our_inode).map(|e| e.addr),
+            procs::listening_tcp_of(baton.pid)
+                .into_iter()
+                .filter(|e| e.inode != our_inode)
+                .map(|e| e.addr),
         );
         baton.try_exit()
     });
     let log = baton.log();
-    assert_eq!(st.code(), Some(76), "EX_PROTOCOL on a garbage answer, got {}; log:\n{log}", common::describe(st));
-    assert!(foreign.is_empty(), "baton bound {foreign:?} after a failed import");
+    assert_eq!(
+        st.code(),
+        Some(76),
+        "EX_PROTOCOL on a garbage answer, got {}; log:\n{log}",
+        common::describe(st)
+    );
     assert!(
-        log.lines().any(|l| l.to_lowercase().contains("hand-off") || l.contains(path.to_str().unwrap())),
+        foreign.is_empty(),
+        "baton bound {foreign:?} after a failed import"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.to_lowercase().contains("hand-off") || l.contains(path.to_str().unwrap())),
         "a clear error naming the hand-off; log:\n{log}"
     );
     assert!(!log.contains("panicked"), "{log}");
-    assert!(sb.notify.all().iter().all(|n| !n.has("READY=1")), "{}", sb.notify.dump());
+    assert!(
+        sb.notify.all().iter().all(|n| !n.has("READY=1")),
+        "{}",
+        sb.notify.dump()
+    );
 }

@@ -31,7 +31,10 @@ fn activate(sb: &Sandbox) -> (Baton, u64) {
     for var in ["NOTIFY_SOCKET", "RUST_LOG", "XDG_RUNTIME_DIR", "TMPDIR"] {
         cmd.arg("-E").arg(var);
     }
-    cmd.arg("--").arg(baton_exe()).arg("--config").arg(sb.config_path());
+    cmd.arg("--")
+        .arg(baton_exe())
+        .arg("--config")
+        .arg(sb.config_path());
     let activator = sb.spawn(cmd);
     let pid = activator.pid;
     let inode = common::wait_until("the activator to listen", DEADLINE, || {
@@ -50,8 +53,15 @@ fn assert_serves_on_the_activated_socket(sb: &Sandbox, pid: i32, inode: u64) {
         "the only listening socket on {} is the activator's",
         sb.listen()
     );
-    let held: Vec<u64> = procs::listening_tcp_of(pid).into_iter().map(|e| e.inode).collect();
-    assert_eq!(held, vec![inode], "process {pid} listens on the passed socket and nothing else");
+    let held: Vec<u64> = procs::listening_tcp_of(pid)
+        .into_iter()
+        .map(|e| e.inode)
+        .collect();
+    assert_eq!(
+        held,
+        vec![inode],
+        "process {pid} listens on the passed socket and nothing else"
+    );
 }
 
 #[test]
@@ -60,25 +70,38 @@ fn the_first_connection_starts_baton_on_the_socket_systemd_passed() {
     let (mut baton, inode) = activate(&sb);
     // Before any connection nothing was started: no notification, still the activator.
     assert!(sb.notify.all().is_empty(), "{}", sb.notify.dump());
-    assert!(procs::stat(baton.pid).unwrap().comm.starts_with("systemd-socket"));
+    assert!(procs::stat(baton.pid)
+        .unwrap()
+        .comm
+        .starts_with("systemd-socket"));
 
     // The first request starts baton and is answered by it.
-    let r = http::get_fresh(sb.addr(), "/").unwrap_or_else(|e| panic!("first request: {e}\n{}", baton.log()));
+    let r = http::get_fresh(sb.addr(), "/")
+        .unwrap_or_else(|e| panic!("first request: {e}\n{}", baton.log()));
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.text(), BODY);
 
     // The activator exec'd baton in place: the same pid is now baton, and it said READY=1.
     let ready = baton.wait_ready(&sb.notify);
     assert!(
-        ready.get("STATUS").map(|s| s.starts_with("serving on")).unwrap_or(false),
+        ready
+            .get("STATUS")
+            .map(|s| s.starts_with("serving on"))
+            .unwrap_or(false),
         "READY=1 comes with STATUS=serving on …: {ready:?}"
     );
     let exe = std::fs::read_link(format!("/proc/{}/exe", baton.pid)).unwrap();
     assert_eq!(exe, baton_exe(), "the activated process is baton");
     assert_serves_on_the_activated_socket(&sb, baton.pid, inode);
     let log = baton.log();
-    assert!(log.contains("source=systemd"), "baton logs that the listener came from systemd:\n{log}");
-    assert!(!log.contains("source=bind"), "baton bound something itself:\n{log}");
+    assert!(
+        log.contains("source=systemd"),
+        "baton logs that the listener came from systemd:\n{log}"
+    );
+    assert!(
+        !log.contains("source=bind"),
+        "baton bound something itself:\n{log}"
+    );
 
     // Keep-alive and fresh connections keep being served.
     let mut keep = http::Client::new(sb.addr());
@@ -92,7 +115,10 @@ fn the_first_connection_starts_baton_on_the_socket_systemd_passed() {
     baton.signal(baton.pid, Signal::SIGTERM);
     let st = baton.wait_exit(DEADLINE);
     assert_eq!(st.code(), Some(0), "{}", common::describe(st));
-    sb.notify.wait_for_after(from, Duration::ZERO, "STOPPING=1", |n| n.pid == baton.pid && n.has("STOPPING=1"));
+    sb.notify
+        .wait_for_after(from, Duration::ZERO, "STOPPING=1", |n| {
+            n.pid == baton.pid && n.has("STOPPING=1")
+        });
     assert!(!baton.log().contains("panicked"));
 }
 
@@ -103,26 +129,51 @@ fn reloads_after_socket_activation_hand_the_same_socket_over() {
     assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), BODY);
     baton.wait_ready(&sb.notify);
 
-    let load = Load::start(sb.addr(), 2, 2, Duration::from_millis(2), body_is_one_of(&[BODY]));
+    let load = Load::start(
+        sb.addr(),
+        2,
+        2,
+        Duration::from_millis(2),
+        body_is_one_of(&[BODY]),
+    );
     load.wait_more_ok(20, DEADLINE);
     let mut main = baton.pid;
     for generation in 1..=3 {
         let r = common::reload(&sb.notify, main);
-        println!("reload {generation}: {} -> {} in {:?}", r.old, r.new, r.handoff_time());
+        println!(
+            "reload {generation}: {} -> {} in {:?}",
+            r.old,
+            r.new,
+            r.handoff_time()
+        );
         // The successor is not the pid LISTEN_PID named: it must not have been given LISTEN_*.
         let env = procs::environ(r.new);
-        for var in ["LISTEN_PID=", "LISTEN_FDS=", "LISTEN_FDNAMES=", "WATCHDOG_PID="] {
-            assert!(!env.iter().any(|e| e.starts_with(var)), "successor {} inherited {var}: {env:?}", r.new);
+        for var in [
+            "LISTEN_PID=",
+            "LISTEN_FDS=",
+            "LISTEN_FDNAMES=",
+            "WATCHDOG_PID=",
+        ] {
+            assert!(
+                !env.iter().any(|e| e.starts_with(var)),
+                "successor {} inherited {var}: {env:?}",
+                r.new
+            );
         }
         assert!(
-            env.iter().any(|e| e.starts_with("BATON_PREDECESSOR_SOCKET=")),
+            env.iter()
+                .any(|e| e.starts_with("BATON_PREDECESSOR_SOCKET=")),
             "the successor is told where its predecessor is: {env:?}"
         );
         assert!(
-            env.iter().any(|e| *e == format!("BATON_GENERATION={generation}")),
+            env.iter()
+                .any(|e| *e == format!("BATON_GENERATION={generation}")),
             "generation {generation} expected in {env:?}"
         );
-        assert!(env.iter().any(|e| e.starts_with("NOTIFY_SOCKET=")), "NOTIFY_SOCKET is kept: {env:?}");
+        assert!(
+            env.iter().any(|e| e.starts_with("NOTIFY_SOCKET=")),
+            "NOTIFY_SOCKET is kept: {env:?}"
+        );
         // It got the activated socket by hand-off: no fresh bind anywhere.
         assert_serves_on_the_activated_socket(&sb, r.new, inode);
         load.wait_more_ok(20, DEADLINE);
@@ -133,15 +184,33 @@ fn reloads_after_socket_activation_hand_the_same_socket_over() {
     report.assert_no_failures();
 
     let log = baton.log();
-    assert!(log.matches("source=import").count() >= 3, "each successor imported its listener:\n{log}");
-    assert!(!log.contains("source=bind"), "nobody bound a socket of its own:\n{log}");
+    assert!(
+        log.matches("source=import").count() >= 3,
+        "each successor imported its listener:\n{log}"
+    );
+    assert!(
+        !log.contains("source=bind"),
+        "nobody bound a socket of its own:\n{log}"
+    );
 
     // The first process (the test's child) retired and exits 0; the final SIGTERM ends the rest.
     let st = baton.wait_exit(DEADLINE);
-    assert_eq!(st.code(), Some(0), "the retired first process: {}", common::describe(st));
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "the retired first process: {}",
+        common::describe(st)
+    );
     let from = sb.notify.len();
     assert!(procs::kill(main, Signal::SIGTERM));
-    sb.notify.wait_for_after(from, DEADLINE, "STOPPING=1 from the last main", |n| n.pid == main && n.has("STOPPING=1"));
-    assert!(baton.wait_group_gone(DEADLINE), "processes left: {:?}", baton.members());
+    sb.notify
+        .wait_for_after(from, DEADLINE, "STOPPING=1 from the last main", |n| {
+            n.pid == main && n.has("STOPPING=1")
+        });
+    assert!(
+        baton.wait_group_gone(DEADLINE),
+        "processes left: {:?}",
+        baton.members()
+    );
     assert!(!baton.log().contains("panicked"));
 }

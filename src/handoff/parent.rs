@@ -104,6 +104,9 @@ pub enum HandoffError {
     Cancelled,
 }
 
+/// How long after a successor's exit its failure report may still arrive.
+const EXIT_REPORT_GRACE: Duration = Duration::from_millis(300);
+
 /// A successor that serves and waits to be promoted.
 #[derive(Debug)]
 pub struct ReadySuccessor {
@@ -315,20 +318,21 @@ async fn converse(
     let (tx, mut rx) = mpsc::channel::<ConnEvent>(4);
     let me = nix::unistd::geteuid().as_raw();
     let mut offered = false;
+    // A failing successor reports why just before it exits; after its exit, keep accepting for a
+    // moment so that report is not lost.
+    let mut exited: Option<ExitStatus> = None;
+    let report_grace = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(report_grace);
     loop {
         tokio::select! {
-            status = child.wait() => {
-                let status = status.map_err(|source| HandoffError::Io { pid, source })?;
-                // A failing successor reports why just before it exits: give that a moment.
-                let reason = tokio::time::timeout(Duration::from_millis(200), async {
-                    while let Some(ev) = rx.recv().await {
-                        if let ConnEvent::Message(ChildMessage::Failed { reason }, _) = ev {
-                            return Some(reason);
-                        }
-                    }
-                    None
-                }).await.ok().flatten();
-                return Err(HandoffError::Exited { pid, status, reason });
+            status = child.wait(), if exited.is_none() => {
+                exited = Some(status.map_err(|source| HandoffError::Io { pid, source })?);
+                report_grace.as_mut().reset(tokio::time::Instant::now() + EXIT_REPORT_GRACE);
+            }
+            _ = &mut report_grace, if exited.is_some() => {
+                if let Some(status) = exited {
+                    return Err(HandoffError::Exited { pid, status, reason: None });
+                }
             }
             accepted = socket.listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
@@ -358,7 +362,10 @@ async fn converse(
                     return Err(HandoffError::Protocol { pid, source: ProtocolError::Unexpected("ready before get_listener".into()) });
                 }
                 ConnEvent::Message(ChildMessage::Failed { reason }, _) => {
-                    return Err(HandoffError::Failed { pid, reason });
+                    return Err(match exited {
+                        Some(status) => HandoffError::Exited { pid, status, reason: Some(reason) },
+                        None => HandoffError::Failed { pid, reason },
+                    });
                 }
                 ConnEvent::Broken(e) => return Err(e),
             }

@@ -24,7 +24,10 @@ pub struct Response {
 impl Response {
     /// A header's value (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as text.
@@ -34,13 +37,21 @@ impl Response {
 
     /// The server announced it closes the connection after this response.
     pub fn closes(&self) -> bool {
-        self.header("connection").map(|v| v.to_ascii_lowercase().contains("close")).unwrap_or(false)
+        self.header("connection")
+            .map(|v| v.to_ascii_lowercase().contains("close"))
+            .unwrap_or(false)
     }
 }
 
 impl fmt::Debug for Response {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {:?} body={:?}", self.status, self.headers, self.text())
+        write!(
+            f,
+            "{} {:?} body={:?}",
+            self.status,
+            self.headers,
+            self.text()
+        )
     }
 }
 
@@ -71,8 +82,10 @@ impl fmt::Display for HttpError {
 
 fn connect(addr: SocketAddr) -> Result<TcpStream, HttpError> {
     let s = TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT).map_err(HttpError::Connect)?;
-    s.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(HttpError::Connect)?;
-    s.set_write_timeout(Some(REQUEST_TIMEOUT)).map_err(HttpError::Connect)?;
+    s.set_read_timeout(Some(REQUEST_TIMEOUT))
+        .map_err(HttpError::Connect)?;
+    s.set_write_timeout(Some(REQUEST_TIMEOUT))
+        .map_err(HttpError::Connect)?;
     s.set_nodelay(true).map_err(HttpError::Connect)?;
     Ok(s)
 }
@@ -88,12 +101,16 @@ pub fn get_request(path: &str, close: bool) -> String {
 /// Reads one response from `r`.
 pub fn read_response(r: &mut impl BufRead) -> Result<Response, HttpError> {
     let mut line = String::new();
-    let n = r.read_line(&mut line).map_err(|e| HttpError::Read(format!("status line: {e}")))?;
+    let n = r
+        .read_line(&mut line)
+        .map_err(|e| HttpError::Read(format!("status line: {e}")))?;
     if n == 0 {
         return Err(HttpError::Read("EOF before any response byte".into()));
     }
     if !line.ends_with('\n') {
-        return Err(HttpError::Read(format!("EOF inside the status line {line:?}")));
+        return Err(HttpError::Read(format!(
+            "EOF inside the status line {line:?}"
+        )));
     }
     let mut parts = line.trim_end().splitn(3, ' ');
     let version = parts.next().unwrap_or("");
@@ -108,7 +125,9 @@ pub fn read_response(r: &mut impl BufRead) -> Result<Response, HttpError> {
     let mut head_len = line.len();
     loop {
         let mut h = String::new();
-        let n = r.read_line(&mut h).map_err(|e| HttpError::Read(format!("headers: {e}")))?;
+        let n = r
+            .read_line(&mut h)
+            .map_err(|e| HttpError::Read(format!("headers: {e}")))?;
         if n == 0 || !h.ends_with('\n') {
             return Err(HttpError::Read("EOF inside the headers".into()));
         }
@@ -120,23 +139,34 @@ pub fn read_response(r: &mut impl BufRead) -> Result<Response, HttpError> {
         if h.is_empty() {
             break;
         }
-        let (name, value) =
-            h.split_once(':').ok_or_else(|| HttpError::Malformed(format!("header line {h:?}")))?;
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| HttpError::Malformed(format!("header line {h:?}")))?;
         headers.push((name.trim().to_string(), value.trim().to_string()));
     }
-    let mut resp = Response { status, headers, body: Vec::new() };
-    let chunked = resp.header("transfer-encoding").map(|v| v.eq_ignore_ascii_case("chunked")).unwrap_or(false);
+    let mut resp = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let chunked = resp
+        .header("transfer-encoding")
+        .map(|v| v.eq_ignore_ascii_case("chunked"))
+        .unwrap_or(false);
     if chunked {
         loop {
             let mut size = String::new();
-            r.read_line(&mut size).map_err(|e| HttpError::Read(format!("chunk size: {e}")))?;
+            r.read_line(&mut size)
+                .map_err(|e| HttpError::Read(format!("chunk size: {e}")))?;
             let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
                 .map_err(|_| HttpError::Malformed(format!("chunk size {size:?}")))?;
             if size == 0 {
                 // trailers until the empty line
                 loop {
                     let mut t = String::new();
-                    let n = r.read_line(&mut t).map_err(|e| HttpError::Read(format!("trailer: {e}")))?;
+                    let n = r
+                        .read_line(&mut t)
+                        .map_err(|e| HttpError::Read(format!("trailer: {e}")))?;
                     if n == 0 || t.trim().is_empty() {
                         break;
                     }
@@ -145,16 +175,22 @@ pub fn read_response(r: &mut impl BufRead) -> Result<Response, HttpError> {
             }
             let start = resp.body.len();
             resp.body.resize(start + size, 0);
-            r.read_exact(&mut resp.body[start..]).map_err(|e| HttpError::Read(format!("chunk: {e}")))?;
+            r.read_exact(&mut resp.body[start..])
+                .map_err(|e| HttpError::Read(format!("chunk: {e}")))?;
             let mut crlf = [0u8; 2];
-            r.read_exact(&mut crlf).map_err(|e| HttpError::Read(format!("chunk end: {e}")))?;
+            r.read_exact(&mut crlf)
+                .map_err(|e| HttpError::Read(format!("chunk end: {e}")))?;
         }
     } else if let Some(len) = resp.header("content-length") {
-        let len: usize = len.parse().map_err(|_| HttpError::Malformed(format!("content-length {len:?}")))?;
+        let len: usize = len
+            .parse()
+            .map_err(|_| HttpError::Malformed(format!("content-length {len:?}")))?;
         resp.body.resize(len, 0);
-        r.read_exact(&mut resp.body).map_err(|e| HttpError::Read(format!("body: {e}")))?;
+        r.read_exact(&mut resp.body)
+            .map_err(|e| HttpError::Read(format!("body: {e}")))?;
     } else if status >= 200 && status != 204 && status != 304 {
-        r.read_to_end(&mut resp.body).map_err(|e| HttpError::Read(format!("body to EOF: {e}")))?;
+        r.read_to_end(&mut resp.body)
+            .map_err(|e| HttpError::Read(format!("body to EOF: {e}")))?;
     }
     Ok(resp)
 }
@@ -191,7 +227,12 @@ pub struct Client {
 
 impl Client {
     pub fn new(addr: SocketAddr) -> Client {
-        Client { addr, conn: None, connects: 0, replaced_idle: 0 }
+        Client {
+            addr,
+            conn: None,
+            connects: 0,
+            replaced_idle: 0,
+        }
     }
 
     /// GET on the kept-alive connection (opening one if needed).
@@ -223,7 +264,8 @@ impl Client {
 /// GET on a fresh connection with `Connection: close`.
 pub fn get_fresh(addr: SocketAddr, path: &str) -> Result<Response, HttpError> {
     let mut s = connect(addr)?;
-    s.write_all(get_request(path, true).as_bytes()).map_err(HttpError::Write)?;
+    s.write_all(get_request(path, true).as_bytes())
+        .map_err(HttpError::Write)?;
     read_response(&mut BufReader::new(s))
 }
 
@@ -234,7 +276,9 @@ pub struct RawConn {
 
 impl RawConn {
     pub fn connect(addr: SocketAddr) -> RawConn {
-        RawConn { stream: connect(addr).expect("connect") }
+        RawConn {
+            stream: connect(addr).expect("connect"),
+        }
     }
 
     /// Writes bytes now.

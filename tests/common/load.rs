@@ -21,7 +21,7 @@ pub fn body_is_one_of(bodies: &[&str]) -> Check {
             return Err(format!("status {} (body {:?})", r.status, r.text()));
         }
         let t = r.text();
-        if bodies.iter().any(|b| *b == t) {
+        if bodies.contains(&t) {
             Ok(())
         } else {
             Err(format!("unexpected body {t:?}, wanted one of {bodies:?}"))
@@ -58,7 +58,10 @@ pub struct LoadReport {
 impl LoadReport {
     /// Panics unless every request succeeded and there were some.
     pub fn assert_no_failures(&self) {
-        assert!(self.ok > 0, "the load loop made no successful request: {self:?}");
+        assert!(
+            self.ok > 0,
+            "the load loop made no successful request: {self:?}"
+        );
         assert_eq!(self.failed, 0, "failed requests: {:#?}", self.errors);
     }
 }
@@ -74,7 +77,13 @@ pub struct Load {
 impl Load {
     /// Starts `keepalive` clients reusing their connection and `fresh` clients opening one
     /// connection per request, each pausing `pause` between requests.
-    pub fn start(addr: SocketAddr, keepalive: usize, fresh: usize, pause: Duration, check: Check) -> Load {
+    pub fn start(
+        addr: SocketAddr,
+        keepalive: usize,
+        fresh: usize,
+        pause: Duration,
+        check: Check,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let mut threads = Vec::new();
@@ -87,7 +96,11 @@ impl Load {
                     .spawn(move || {
                         let mut client = Client::new(addr);
                         while !stop.load(Ordering::SeqCst) {
-                            let result = if keep { client.get("/") } else { http::get_fresh(addr, "/") };
+                            let result = if keep {
+                                client.get("/")
+                            } else {
+                                http::get_fresh(addr, "/")
+                            };
                             let verdict = match &result {
                                 Ok(r) => check(r).map(|_| r.text()),
                                 Err(e) => Err(e.to_string()),
@@ -112,13 +125,22 @@ impl Load {
                                 thread::sleep(pause);
                             }
                         }
-                        counters.connects.fetch_add(client.connects, Ordering::Relaxed);
-                        counters.replaced_idle.fetch_add(client.replaced_idle, Ordering::Relaxed);
+                        counters
+                            .connects
+                            .fetch_add(client.connects, Ordering::Relaxed);
+                        counters
+                            .replaced_idle
+                            .fetch_add(client.replaced_idle, Ordering::Relaxed);
                     })
                     .expect("load thread"),
             );
         }
-        Load { stop, counters, threads, started: Instant::now() }
+        Load {
+            stop,
+            counters,
+            threads,
+            started: Instant::now(),
+        }
     }
 
     /// Successful requests so far.

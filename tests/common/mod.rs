@@ -44,7 +44,11 @@ pub fn baton_exe() -> PathBuf {
 
 /// A port that was free a moment ago (bound on 127.0.0.1:0, read, released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local_addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local_addr")
+        .port()
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or `timeout` passes.
@@ -63,7 +67,8 @@ pub fn try_wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) ->
 
 /// Like [`try_wait_until`] but panics, naming `what`, on timeout.
 pub fn wait_until<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
-    try_wait_until(timeout, f).unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+    try_wait_until(timeout, f)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
 }
 
 /// Tests that put real load on the machine take this lock, so that at most one of them runs at a
@@ -84,10 +89,18 @@ pub struct Sandbox {
 impl Sandbox {
     pub fn new() -> Sandbox {
         reaper::init();
-        let dir = tempfile::Builder::new().prefix("baton-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("baton-test-")
+            .tempdir()
+            .expect("tempdir");
         let notify = NotifyRecorder::bind(&dir.path().join("notify.sock"));
         fs::create_dir(dir.path().join("xdg")).expect("mkdir xdg");
-        Sandbox { dir, notify, port: free_port(), logs: AtomicUsize::new(0) }
+        Sandbox {
+            dir,
+            notify,
+            port: free_port(),
+            logs: AtomicUsize::new(0),
+        }
     }
 
     /// A path inside the sandbox.
@@ -148,7 +161,10 @@ impl Sandbox {
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new(program);
         cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
             .env("HOME", self.dir())
             .env("RUST_LOG", "info")
             .env("NOTIFY_SOCKET", self.notify.path())
@@ -175,12 +191,21 @@ impl Sandbox {
     pub fn spawn(&self, mut cmd: Command) -> Baton {
         let n = self.logs.fetch_add(1, Ordering::SeqCst);
         let log = self.path(&format!("baton-{n}.log"));
-        let out = OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let err = out.try_clone().expect("log file");
         cmd.stdout(out).stderr(err).process_group(0);
         let child = reaper::spawn_registered(&mut cmd).expect("spawn baton");
         let pid = child.id() as i32;
-        Baton { child, pid, log, status: None }
+        Baton {
+            child,
+            pid,
+            log,
+            status: None,
+        }
     }
 
     /// Starts `baton --config …` with the usual config and waits for its `READY=1`.
@@ -248,7 +273,11 @@ impl Baton {
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         match try_wait_until(timeout, || self.try_exit()) {
             Some(st) => st,
-            None => panic!("process {} did not exit within {timeout:?}; log:\n{}", self.pid, self.log()),
+            None => panic!(
+                "process {} did not exit within {timeout:?}; log:\n{}",
+                self.pid,
+                self.log()
+            ),
         }
     }
 
@@ -259,7 +288,11 @@ impl Baton {
 
     /// Members that are alive (not zombies).
     pub fn live_members(&self) -> Vec<i32> {
-        self.members().into_iter().filter(|p| !p.is_zombie()).map(|p| p.pid).collect()
+        self.members()
+            .into_iter()
+            .filter(|p| !p.is_zombie())
+            .map(|p| p.pid)
+            .collect()
     }
 
     /// Waits until no process of the group exists any more (the leader reaped by us, orphans by
@@ -274,7 +307,10 @@ impl Baton {
 
     /// Sends a signal to one process (usually the current main pid).
     pub fn signal(&self, pid: i32, sig: Signal) {
-        assert!(procs::kill(pid, sig), "kill({pid}, {sig:?}) failed: no such process");
+        assert!(
+            procs::kill(pid, sig),
+            "kill({pid}, {sig:?}) failed: no such process"
+        );
     }
 }
 
@@ -343,43 +379,88 @@ impl Reload {
 pub fn reload(notify: &NotifyRecorder, old: i32) -> Reload {
     let from = notify.len();
     let sighup_at = Instant::now();
-    assert!(procs::kill(old, Signal::SIGHUP), "SIGHUP to {old}: no such process");
-    let end = notify.wait_for_after(from, DEADLINE, &format!("MAINPID= or reload failed from {old}"), |n| {
-        n.pid == old
-            && (n.mainpid().is_some() || n.get("STATUS").map(|s| s.starts_with("reload failed")).unwrap_or(false))
-    });
-    let Some(new) = end.mainpid() else {
-        panic!("reload of {old} failed: {:?}\nnotifications:\n{}", end, notify.dump());
-    };
-    let reloading = notify.wait_for_after(from, Duration::ZERO, &format!("RELOADING=1 from {old}"), |n| {
-        n.pid == old && n.has("RELOADING=1")
-    });
-    assert!(reloading.seq < end.seq, "RELOADING=1 must precede MAINPID=: {}", notify.dump());
     assert!(
-        reloading.get("MONOTONIC_USEC").and_then(|v| v.parse::<u64>().ok()).is_some(),
+        procs::kill(old, Signal::SIGHUP),
+        "SIGHUP to {old}: no such process"
+    );
+    let end = notify.wait_for_after(
+        from,
+        DEADLINE,
+        &format!("MAINPID= or reload failed from {old}"),
+        |n| {
+            n.pid == old
+                && (n.mainpid().is_some()
+                    || n.get("STATUS")
+                        .map(|s| s.starts_with("reload failed"))
+                        .unwrap_or(false))
+        },
+    );
+    let Some(new) = end.mainpid() else {
+        panic!(
+            "reload of {old} failed: {:?}\nnotifications:\n{}",
+            end,
+            notify.dump()
+        );
+    };
+    let reloading = notify.wait_for_after(
+        from,
+        Duration::ZERO,
+        &format!("RELOADING=1 from {old}"),
+        |n| n.pid == old && n.has("RELOADING=1"),
+    );
+    assert!(
+        reloading.seq < end.seq,
+        "RELOADING=1 must precede MAINPID=: {}",
+        notify.dump()
+    );
+    assert!(
+        reloading
+            .get("MONOTONIC_USEC")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some(),
         "RELOADING=1 without MONOTONIC_USEC=: {reloading:?}"
     );
     assert_ne!(new, old, "MAINPID= names the old process itself");
-    let ready = notify.wait_for_after(from, DEADLINE, &format!("READY=1 from the successor {new}"), |n| {
-        n.pid == new && n.has("READY=1")
-    });
+    let ready = notify.wait_for_after(
+        from,
+        DEADLINE,
+        &format!("READY=1 from the successor {new}"),
+        |n| n.pid == new && n.has("READY=1"),
+    );
     assert!(
         end.seq < ready.seq,
         "the successor said READY=1 before its predecessor announced MAINPID=:\n{}",
         notify.dump()
     );
-    Reload { old, new, sighup_at, reloading, mainpid: end, ready }
+    Reload {
+        old,
+        new,
+        sighup_at,
+        reloading,
+        mainpid: end,
+        ready,
+    }
 }
 
 /// SIGHUP to `old` and waits for a failed reload: `READY=1` with `STATUS=reload failed: …`
 /// from `old` (and no `MAINPID=`). Returns the status text.
 pub fn reload_expect_failure(notify: &NotifyRecorder, old: i32) -> String {
     let from = notify.len();
-    assert!(procs::kill(old, Signal::SIGHUP), "SIGHUP to {old}: no such process");
-    let end = notify.wait_for_after(from, DEADLINE, &format!("MAINPID= or READY=1 from {old}"), |n| {
-        n.pid == old && (n.mainpid().is_some() || n.has("READY=1"))
-    });
-    assert!(end.mainpid().is_none(), "the reload was expected to fail but succeeded: {}", notify.dump());
+    assert!(
+        procs::kill(old, Signal::SIGHUP),
+        "SIGHUP to {old}: no such process"
+    );
+    let end = notify.wait_for_after(
+        from,
+        DEADLINE,
+        &format!("MAINPID= or READY=1 from {old}"),
+        |n| n.pid == old && (n.mainpid().is_some() || n.has("READY=1")),
+    );
+    assert!(
+        end.mainpid().is_none(),
+        "the reload was expected to fail but succeeded: {}",
+        notify.dump()
+    );
     let status = end.get("STATUS").unwrap_or_default().to_string();
     assert!(
         status.starts_with("reload failed: "),
@@ -410,7 +491,11 @@ pub fn feed_fifo(path: &Path, content: &str, timeout: Duration) -> bool {
     use std::os::unix::fs::OpenOptionsExt;
     let file: Option<File> = try_wait_until(timeout, || {
         // O_NONBLOCK write-open fails with ENXIO while no reader has it open.
-        OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path).ok()
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .ok()
     });
     match file {
         Some(mut f) => {
@@ -419,5 +504,44 @@ pub fn feed_fifo(path: &Path, content: &str, timeout: Duration) -> bool {
             true
         }
         None => false,
+    }
+}
+
+/// The config file replaced by a FIFO, so that the next process that reads its config (the
+/// successor of a reload) blocks in `open(2)` until [`HeldConfig::release`]: a real way to keep a
+/// successor in the middle of its start for as long as a test needs, without any test hook.
+pub struct HeldConfig {
+    fifo: PathBuf,
+    config: PathBuf,
+}
+
+impl HeldConfig {
+    /// Installs the FIFO at the sandbox's config path (atomically, like an editor's rename).
+    pub fn install(sb: &Sandbox) -> HeldConfig {
+        let fifo = sb.path("held-config.fifo");
+        mkfifo(&fifo);
+        let tmp = sb.path("held-config.link");
+        fs::hard_link(&fifo, &tmp).expect("link the FIFO");
+        fs::rename(&tmp, sb.config_path()).expect("rename the FIFO over the config");
+        HeldConfig {
+            fifo,
+            config: sb.config_path(),
+        }
+    }
+
+    /// Puts a regular config file back, then hands `content` to the reader blocked on the FIFO.
+    /// Returns false if nobody was (or came within `timeout`) reading it.
+    pub fn release(&self, content: &str, timeout: Duration) -> bool {
+        let tmp = self.config.with_extension("released");
+        fs::write(&tmp, content).expect("write config");
+        fs::rename(&tmp, &self.config).expect("rename config");
+        feed_fifo(&self.fifo, content, timeout)
+    }
+
+    /// Puts a regular config file back without feeding anyone.
+    pub fn restore(&self, content: &str) {
+        let tmp = self.config.with_extension("restored");
+        fs::write(&tmp, content).expect("write config");
+        fs::rename(&tmp, &self.config).expect("rename config");
     }
 }

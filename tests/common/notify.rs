@@ -14,7 +14,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, UnixCredentials};
+use nix::sys::socket::{
+    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, UnixCredentials,
+};
 
 /// One datagram as received.
 #[derive(Clone)]
@@ -41,7 +43,9 @@ impl Notification {
 
     /// The value of `KEY=`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.lines.iter().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        self.lines
+            .iter()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
     }
 
     /// `MAINPID=` parsed.
@@ -57,7 +61,13 @@ impl Notification {
 
 impl fmt::Debug for Notification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{} pid={} {:?}", self.seq, self.pid, self.lines.join(" | "))?;
+        write!(
+            f,
+            "#{} pid={} {:?}",
+            self.seq,
+            self.pid,
+            self.lines.join(" | ")
+        )?;
         if self.fds > 0 {
             write!(f, " (+{} fd)", self.fds)?;
         }
@@ -83,15 +93,23 @@ impl NotifyRecorder {
     pub fn bind(path: &Path) -> NotifyRecorder {
         let sock = UnixDatagram::bind(path).expect("bind notify socket");
         setsockopt(&sock, sockopt::PassCred, &true).expect("SO_PASSCRED");
-        sock.set_read_timeout(Some(Duration::from_millis(50))).expect("SO_RCVTIMEO");
-        let shared =
-            Arc::new(Shared { log: Mutex::new(Vec::new()), cond: Condvar::new(), stop: AtomicBool::new(false) });
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("SO_RCVTIMEO");
+        let shared = Arc::new(Shared {
+            log: Mutex::new(Vec::new()),
+            cond: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
         let s2 = shared.clone();
         let thread = thread::Builder::new()
             .name("notify-recorder".into())
             .spawn(move || record(sock, s2))
             .expect("notify thread");
-        NotifyRecorder { path: path.to_path_buf(), shared, thread: Some(thread) }
+        NotifyRecorder {
+            path: path.to_path_buf(),
+            shared,
+            thread: Some(thread),
+        }
     }
 
     /// The socket path, for `NOTIFY_SOCKET`.
@@ -110,7 +128,12 @@ impl NotifyRecorder {
     }
 
     /// Waits for the first datagram (from the beginning) matching `pred`.
-    pub fn wait_for(&self, timeout: Duration, what: &str, pred: impl Fn(&Notification) -> bool) -> Notification {
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Notification) -> bool,
+    ) -> Notification {
         self.wait_for_after(0, timeout, what, pred)
     }
 
@@ -125,7 +148,10 @@ impl NotifyRecorder {
     ) -> Notification {
         match self.try_wait_for_after(from, timeout, pred) {
             Some(n) => n,
-            None => panic!("no notification {what} within {timeout:?}; got:\n{}", self.dump()),
+            None => panic!(
+                "no notification {what} within {timeout:?}; got:\n{}",
+                self.dump()
+            ),
         }
     }
 
@@ -146,7 +172,12 @@ impl NotifyRecorder {
             if now >= deadline {
                 return None;
             }
-            log = self.shared.cond.wait_timeout(log, deadline - now).unwrap().0;
+            log = self
+                .shared
+                .cond
+                .wait_timeout(log, deadline - now)
+                .unwrap()
+                .0;
         }
     }
 
@@ -171,34 +202,46 @@ fn record(sock: UnixDatagram, shared: Arc<Shared>) {
     while !shared.stop.load(Ordering::SeqCst) {
         let mut cmsg = nix::cmsg_space!(UnixCredentials, [RawFd; 16]);
         let mut iov = [IoSliceMut::new(&mut buf)];
-        let (bytes, pid, uid, fds) = match recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
-            Ok(msg) => {
-                let mut pid = 0;
-                let mut uid = u32::MAX;
-                let mut fds = Vec::new();
-                if let Ok(cmsgs) = msg.cmsgs() {
-                    for c in cmsgs {
-                        match c {
-                            ControlMessageOwned::ScmCredentials(cred) => {
-                                pid = cred.pid();
-                                uid = cred.uid();
+        let (bytes, pid, uid, fds) =
+            match recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+                Ok(msg) => {
+                    let mut pid = 0;
+                    let mut uid = u32::MAX;
+                    let mut fds = Vec::new();
+                    if let Ok(cmsgs) = msg.cmsgs() {
+                        for c in cmsgs {
+                            match c {
+                                ControlMessageOwned::ScmCredentials(cred) => {
+                                    pid = cred.pid();
+                                    uid = cred.uid();
+                                }
+                                ControlMessageOwned::ScmRights(v) => fds.extend(v),
+                                _ => {}
                             }
-                            ControlMessageOwned::ScmRights(v) => fds.extend(v),
-                            _ => {}
                         }
                     }
+                    (msg.bytes, pid, uid, fds)
                 }
-                (msg.bytes, pid, uid, fds)
-            }
-            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => panic!("notify recvmsg: {e}"),
-        };
+                Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => panic!("notify recvmsg: {e}"),
+            };
         let text = String::from_utf8_lossy(&buf[..bytes]).into_owned();
-        let lines: Vec<String> = text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
         {
             let mut log = shared.log.lock().unwrap();
             let seq = log.len();
-            log.push(Notification { seq, pid, uid, lines, fds: fds.len(), at: Instant::now() });
+            log.push(Notification {
+                seq,
+                pid,
+                uid,
+                lines,
+                fds: fds.len(),
+                at: Instant::now(),
+            });
         }
         shared.cond.notify_all();
         // Processed: release the barrier (and any other descriptor) only now.

@@ -49,7 +49,11 @@ pub fn all_processes() -> Vec<ProcStat> {
     let mut out = Vec::new();
     if let Ok(dir) = fs::read_dir("/proc") {
         for entry in dir.flatten() {
-            if let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+            if let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            {
                 if let Some(st) = stat(pid) {
                     out.push(st);
                 }
@@ -76,12 +80,18 @@ pub fn is_alive(pid: i32) -> bool {
 
 /// Direct children of `pid` (zombies included).
 pub fn children_of(pid: i32) -> Vec<ProcStat> {
-    all_processes().into_iter().filter(|p| p.ppid == pid).collect()
+    all_processes()
+        .into_iter()
+        .filter(|p| p.ppid == pid)
+        .collect()
 }
 
 /// Members of a process group (zombies included).
 pub fn group_members(pgid: i32) -> Vec<ProcStat> {
-    all_processes().into_iter().filter(|p| p.pgrp == pgid).collect()
+    all_processes()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid)
+        .collect()
 }
 
 /// Sends a signal; returns false if the process does not exist.
@@ -123,7 +133,11 @@ pub fn socket_fds(pid: i32) -> Vec<(i32, u64)> {
     let mut out = Vec::new();
     if let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) {
         for entry in dir.flatten() {
-            let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
                 continue;
             };
             if let Ok(target) = fs::read_link(entry.path()) {
@@ -169,21 +183,32 @@ fn parse_hex_v6(s: &str) -> Option<Ipv6Addr> {
 pub fn tcp_listeners() -> Vec<TcpListenEntry> {
     let mut out = Vec::new();
     for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
-        let Ok(text) = fs::read_to_string(file) else { continue };
+        let Ok(text) = fs::read_to_string(file) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.len() < 10 || cols[3] != "0A" {
                 continue;
             }
-            let Some((ip, port)) = cols[1].split_once(':') else { continue };
-            let Ok(port) = u16::from_str_radix(port, 16) else { continue };
+            let Some((ip, port)) = cols[1].split_once(':') else {
+                continue;
+            };
+            let Ok(port) = u16::from_str_radix(port, 16) else {
+                continue;
+            };
             let ip = if v6 {
                 parse_hex_v6(ip).map(std::net::IpAddr::V6)
             } else {
                 parse_hex_v4(ip).map(std::net::IpAddr::V4)
             };
-            let (Some(ip), Ok(inode)) = (ip, cols[9].parse::<u64>()) else { continue };
-            out.push(TcpListenEntry { addr: SocketAddr::new(ip, port), inode });
+            let (Some(ip), Ok(inode)) = (ip, cols[9].parse::<u64>()) else {
+                continue;
+            };
+            out.push(TcpListenEntry {
+                addr: SocketAddr::new(ip, port),
+                inode,
+            });
         }
     }
     out
@@ -191,8 +216,11 @@ pub fn tcp_listeners() -> Vec<TcpListenEntry> {
 
 /// Inodes of the listening TCP sockets on `port` (any address).
 pub fn listening_inodes_on_port(port: u16) -> Vec<u64> {
-    let mut v: Vec<u64> =
-        tcp_listeners().into_iter().filter(|e| e.addr.port() == port).map(|e| e.inode).collect();
+    let mut v: Vec<u64> = tcp_listeners()
+        .into_iter()
+        .filter(|e| e.addr.port() == port)
+        .map(|e| e.inode)
+        .collect();
     v.sort();
     v.dedup();
     v
@@ -201,7 +229,10 @@ pub fn listening_inodes_on_port(port: u16) -> Vec<u64> {
 /// The listening TCP sockets a process holds.
 pub fn listening_tcp_of(pid: i32) -> Vec<TcpListenEntry> {
     let mine: HashSet<u64> = socket_fds(pid).into_iter().map(|(_, i)| i).collect();
-    tcp_listeners().into_iter().filter(|e| mine.contains(&e.inode)).collect()
+    tcp_listeners()
+        .into_iter()
+        .filter(|e| mine.contains(&e.inode))
+        .collect()
 }
 
 /// The processes of a group that hold a listening socket with this inode: the ones that can
@@ -219,13 +250,19 @@ pub fn holders_of(pgid: i32, inode: u64) -> Vec<i32> {
 /// `client_port` (from /proc/net/tcp{,6}, any state). 0 while it sits unaccepted in no process.
 pub fn server_side_inode(server_port: u16, client_port: u16) -> Option<u64> {
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = fs::read_to_string(file) else { continue };
+        let Ok(text) = fs::read_to_string(file) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.len() < 10 {
                 continue;
             }
-            let port = |c: &str| c.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            let port = |c: &str| {
+                c.rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
             if port(cols[1]) == Some(server_port) && port(cols[2]) == Some(client_port) {
                 if let Ok(inode) = cols[9].parse::<u64>() {
                     if inode != 0 {

@@ -33,10 +33,18 @@ fn lock() -> std::sync::MutexGuard<'static, Option<State>> {
 /// Makes this process a child subreaper and starts the reaping thread (once).
 pub fn init() {
     INIT.call_once(|| {
-        *lock() = Some(State { leaders: HashSet::new(), exits: HashMap::new() });
+        *lock() = Some(State {
+            leaders: HashSet::new(),
+            exits: HashMap::new(),
+        });
         // SAFETY: plain prctl with integer arguments.
         let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-        assert_eq!(rc, 0, "PR_SET_CHILD_SUBREAPER: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "PR_SET_CHILD_SUBREAPER: {}",
+            std::io::Error::last_os_error()
+        );
         thread::Builder::new()
             .name("orphan-reaper".into())
             .spawn(|| loop {
@@ -69,7 +77,11 @@ pub fn spawn_registered(cmd: &mut Command) -> std::io::Result<Child> {
     init();
     let mut guard = lock();
     let child = cmd.spawn()?;
-    guard.as_mut().expect("reaper state").leaders.insert(child.id() as i32);
+    guard
+        .as_mut()
+        .expect("reaper state")
+        .leaders
+        .insert(child.id() as i32);
     Ok(child)
 }
 

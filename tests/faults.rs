@@ -1,0 +1,1107 @@
+//! Story: everything that goes wrong around a reload, one test per fault. Whatever happens, the
+//! service keeps answering, exactly one process ends up serving, nothing is left behind, and
+//! every refusal is one clear line, never a panic.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::load::{body_is_one_of, Load};
+use common::{baton_exe, http, procs, Baton, HeldConfig, Sandbox, DEADLINE};
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+/// The main pid as systemd would track it: the leader, then each `MAINPID=` sent by the main.
+fn current_main(sb: &Sandbox, leader: i32) -> i32 {
+    let mut main = leader;
+    for n in sb.notify.all() {
+        if n.pid == main {
+            if let Some(m) = n.mainpid() {
+                main = m;
+            }
+        }
+    }
+    main
+}
+
+/// Waits until the parent has no child at all (a failed successor killed and reaped).
+fn assert_no_children(parent: i32) {
+    let ok = common::try_wait_until(DEADLINE, || {
+        procs::children_of(parent).is_empty().then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "children of {parent} left: {:?}",
+        procs::children_of(parent)
+    );
+}
+
+/// Waits for a live child of `parent` (a successor being started).
+fn wait_child(parent: i32) -> i32 {
+    common::wait_until("a successor process", DEADLINE, || {
+        procs::children_of(parent)
+            .into_iter()
+            .find(|c| !c.is_zombie())
+            .map(|c| c.pid)
+    })
+}
+
+/// Waits until the hand-off socket exists (a hand-off is in progress).
+fn wait_handoff_socket(path: &Path) {
+    common::wait_until("the hand-off socket to exist", DEADLINE, || {
+        fs::symlink_metadata(path)
+            .ok()
+            .filter(|m| m.file_type().is_socket())
+            .map(|_| ())
+    });
+}
+
+/// Connects as a stranger, sends `payload`, and returns what came back before the parent closed
+/// the connection (it must close it, so this returns).
+fn stranger(path: &Path, payload: &[u8]) -> Vec<u8> {
+    let mut s =
+        UnixStream::connect(path).expect("a stranger can connect while the hand-off socket exists");
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.set_write_timeout(Some(DEADLINE)).unwrap();
+    let _ = s.write_all(payload); // the parent may already have closed it: EPIPE is fine
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("stranger read: {e} (the parent neither answered nor closed)"),
+        }
+    }
+    got
+}
+
+/// A client that sends an endless request head, one byte at a time.
+struct SlowLoris {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+    pub client_port: u16,
+}
+
+impl SlowLoris {
+    fn start(addr: SocketAddr, every: Duration) -> SlowLoris {
+        let mut conn = http::RawConn::connect(addr);
+        conn.send(b"GET / HTTP/1.1\r\nHost: baton.test\r\nX-Forever: ")
+            .unwrap();
+        let client_port = conn.stream.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                if conn.send(b"a").is_err() {
+                    break;
+                }
+                thread::sleep(every);
+            }
+        });
+        SlowLoris {
+            stop,
+            thread: Some(thread),
+            client_port,
+        }
+    }
+}
+
+impl Drop for SlowLoris {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Waits until the connection from `client_port` was accepted by a process of the group.
+fn owner_of(baton: &Baton, port: u16, client_port: u16) -> i32 {
+    common::wait_until("the connection to be accepted", DEADLINE, || {
+        procs::connection_owner(baton.pid, port, client_port)
+    })
+}
+
+fn sigterm_and_wait_gone(sb: &Sandbox, baton: &mut Baton, main: i32) {
+    let from = sb.notify.len();
+    assert!(procs::kill(main, Signal::SIGTERM), "SIGTERM {main}");
+    sb.notify.wait_for_after(from, DEADLINE, "STOPPING=1", |n| {
+        n.pid == main && n.has("STOPPING=1")
+    });
+    assert!(
+        baton.wait_group_gone(DEADLINE),
+        "processes left: {:?}",
+        baton.members()
+    );
+    assert!(!baton.log().contains("panicked"), "{}", baton.log());
+}
+
+// ---------------------------------------------------------------------------------------------
+// the successor fails
+
+#[test]
+fn a_successor_that_hangs_is_killed_after_the_child_timeout() {
+    // The successor hangs reading its config (a FIFO nobody writes: think of a config on a
+    // stuck network filesystem). The parent must give up after --child-timeout, kill and reap
+    // it, say so to systemd, and keep serving.
+    let _heavy = common::heavy();
+    let sb = Sandbox::new();
+    let mut baton = sb.start("v1", &["--child-timeout", "2s", "--shutdown-timeout", "5s"]);
+    let main = baton.pid;
+    let load = Load::start(
+        sb.addr(),
+        2,
+        2,
+        Duration::from_millis(2),
+        body_is_one_of(&["v1", "v2"]),
+    );
+    load.wait_more_ok(30, DEADLINE);
+
+    let held = HeldConfig::install(&sb);
+    let t0 = Instant::now();
+    let status = common::reload_expect_failure(&sb.notify, main);
+    let took = t0.elapsed();
+    println!("hung successor: {status:?} after {took:?}");
+    assert!(
+        took >= Duration::from_millis(1900),
+        "the reload failed before the 2 s child timeout, so the successor did not hang: {status:?}"
+    );
+    assert_no_children(main);
+    load.wait_more_ok(30, DEADLINE);
+
+    held.restore(&serde_json::to_string(&sb.config("v2")).unwrap());
+    let r = common::reload(&sb.notify, main);
+    common::wait_until("v2", DEADLINE, || {
+        (http::get_fresh(sb.addr(), "/").unwrap().text() == "v2").then_some(())
+    });
+    let report = load.stop();
+    println!("{report:?}");
+    report.assert_no_failures();
+    assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
+    sigterm_and_wait_gone(&sb, &mut baton, r.new);
+}
+
+#[test]
+fn a_successor_that_dies_after_taking_the_listener_leaves_the_parent_serving() {
+    // The new config adds a listener the successor cannot bind. It imports the shared listener
+    // first (it is at fd 3 and is offered), then fails on the new address and exits: the shared
+    // socket must survive it, and the parent serves on.
+    let _heavy = common::heavy();
+    let sb = Sandbox::new();
+    let mut baton = sb.start("v1", &["--shutdown-timeout", "5s"]);
+    let main = baton.pid;
+    let inode = procs::listening_inodes_on_port(sb.port)[0];
+    let load = Load::start(
+        sb.addr(),
+        2,
+        2,
+        Duration::from_millis(2),
+        body_is_one_of(&["v1", "v2"]),
+    );
+    load.wait_more_ok(30, DEADLINE);
+
+    fs::write(sb.path("not-a-dir"), "a regular file").unwrap();
+    let unbindable = format!("unix:{}", sb.path("not-a-dir/api.sock").display());
+    let mut cfg = sb.config("v2");
+    cfg["listen"] = serde_json::json!([sb.listen(), unbindable]);
+    sb.write_config(&cfg);
+    let status = common::reload_expect_failure(&sb.notify, main);
+    println!("successor died after the import: {status:?}");
+    println!(
+        "  (its log shows the import before the failure: {})",
+        baton
+            .log()
+            .contains("importing listeners from a baton predecessor")
+    );
+    assert!(
+        status.contains("api.sock"),
+        "the STATUS names the address that could not be bound: {status:?}"
+    );
+    assert_no_children(main);
+    assert_eq!(
+        procs::holders_of(baton.pid, inode),
+        vec![main],
+        "only the parent holds the listener now"
+    );
+    load.wait_more_ok(100, DEADLINE);
+    assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "v1");
+
+    sb.write_config(&sb.config("v2"));
+    let r = common::reload(&sb.notify, main);
+    load.wait_more_ok(30, DEADLINE);
+    let report = load.stop();
+    println!("{report:?}");
+    report.assert_no_failures();
+    assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
+    sigterm_and_wait_gone(&sb, &mut baton, r.new);
+}
+
+// ---------------------------------------------------------------------------------------------
+// signals at the wrong time
+
+#[test]
+fn fifty_sighups_within_a_second_under_load_leave_exactly_one_server() {
+    let _heavy = common::heavy();
+    let sb = Sandbox::new();
+    let mut baton = sb.start("v1", &["--shutdown-timeout", "5s"]);
+    let inode = procs::listening_inodes_on_port(sb.port)[0];
+    let load = Load::start(
+        sb.addr(),
+        3,
+        3,
+        Duration::from_millis(2),
+        body_is_one_of(&["v1"]),
+    );
+    load.wait_more_ok(50, DEADLINE);
+
+    let t0 = Instant::now();
+    let mut delivered = 0;
+    for _ in 0..50 {
+        // To whoever is main right now, as `systemctl reload` would (kill -HUP $MAINPID).
+        if procs::kill(current_main(&sb, baton.pid), Signal::SIGHUP) {
+            delivered += 1;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let storm = t0.elapsed();
+
+    // Settle: one process left in the group, the main one, with no successor in flight.
+    let survivor = common::try_wait_until(Duration::from_secs(60), || {
+        baton.try_exit();
+        let main = current_main(&sb, baton.pid);
+        let members: Vec<i32> = baton.members().iter().map(|p| p.pid).collect();
+        (members == vec![main] && procs::children_of(main).is_empty()).then_some(main)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "never settled to one process: members {:?}, main {}\n{}",
+            baton.members(),
+            current_main(&sb, baton.pid),
+            sb.notify.dump()
+        )
+    });
+    load.wait_more_ok(50, DEADLINE);
+    let report = load.stop();
+
+    let all = sb.notify.all();
+    let handoffs = all.iter().filter(|n| n.mainpid().is_some()).count();
+    let failed = all
+        .iter()
+        .filter(|n| {
+            n.get("STATUS")
+                .map(|s| s.starts_with("reload failed"))
+                .unwrap_or(false)
+        })
+        .count();
+    println!(
+        "50 SIGHUPs in {storm:?} ({delivered} delivered): {handoffs} hand-offs, {failed} refused/failed, survivor {survivor}"
+    );
+    println!("  load: {} ok, {} failed", report.ok, report.failed);
+    report.assert_no_failures();
+    // Every MAINPID= came from the main process of the moment (no retired process started a
+    // hand-off of its own), and the survivor is ready.
+    let mut main = baton.pid;
+    for n in &all {
+        if let Some(m) = n.mainpid() {
+            assert_eq!(
+                n.pid,
+                main,
+                "MAINPID= from a process that was not main: {n:?}\n{}",
+                sb.notify.dump()
+            );
+            main = m;
+        }
+    }
+    assert!(
+        handoffs >= 1,
+        "not one of 50 SIGHUPs led to a hand-off:\n{}",
+        sb.notify.dump()
+    );
+    assert!(
+        all.iter().any(|n| n.pid == survivor && n.has("READY=1")),
+        "{}",
+        sb.notify.dump()
+    );
+    assert!(
+        all.iter().all(|n| !n.has("STOPPING=1")),
+        "{}",
+        sb.notify.dump()
+    );
+    assert_eq!(
+        procs::holders_of(baton.pid, inode),
+        vec![survivor],
+        "exactly one process holds the listener"
+    );
+    assert!(
+        baton.members().iter().all(|p| !p.is_zombie()),
+        "zombies: {:?}",
+        baton.members()
+    );
+    sigterm_and_wait_gone(&sb, &mut baton, survivor);
+}
+
+#[test]
+fn sigterm_to_the_parent_while_its_successor_hangs_leaves_nothing_behind() {
+    let sb = Sandbox::new();
+    let mut baton = sb.start(
+        "v1",
+        &["--child-timeout", "15s", "--shutdown-timeout", "3s"],
+    );
+    let main = baton.pid;
+    let _held = HeldConfig::install(&sb);
+    let from = sb.notify.len();
+    assert!(procs::kill(main, Signal::SIGHUP));
+    sb.notify
+        .wait_for_after(from, DEADLINE, "RELOADING=1", |n| {
+            n.pid == main && n.has("RELOADING=1")
+        });
+    let child = wait_child(main);
+
+    let t0 = Instant::now();
+    assert!(procs::kill(main, Signal::SIGTERM));
+    sb.notify.wait_for_after(from, DEADLINE, "STOPPING=1", |n| {
+        n.pid == main && n.has("STOPPING=1")
+    });
+    let gone = baton.wait_group_gone(Duration::from_secs(3) + DEADLINE);
+    println!(
+        "SIGTERM during a hand-off: everything gone after {:?} (shutdown timeout 3 s)",
+        t0.elapsed()
+    );
+    assert!(
+        gone,
+        "left behind: {:?} (successor was {child})",
+        baton.members()
+    );
+    assert!(
+        !procs::exists(child),
+        "the successor {child} survived its parent's stop"
+    );
+    assert!(
+        sb.notify.all().iter().all(|n| n.mainpid().is_none()),
+        "{}",
+        sb.notify.dump()
+    );
+    assert_eq!(
+        baton.try_exit().and_then(|s| s.code()),
+        Some(0),
+        "SIGTERM ends with exit 0"
+    );
+}
+
+#[test]
+fn sigterm_right_after_sighup_leaves_no_orphan_serving() {
+    // Without any help to widen the window: SIGTERM as soon as the successor process exists.
+    // Either the parent stopped the hand-off (then everything exits), or the hand-off had
+    // completed first (then the successor is main and the old process says nothing).
+    let sb = Sandbox::new();
+    let mut baton = sb.start("v1", &["--shutdown-timeout", "3s"]);
+    let main = baton.pid;
+    let from = sb.notify.len();
+    assert!(procs::kill(main, Signal::SIGHUP));
+    // Spin (1 ms) until the successor exists, or the hand-off already completed.
+    let deadline = Instant::now() + DEADLINE;
+    let child = loop {
+        if let Some(c) = procs::children_of(main).first() {
+            break Some(c.pid);
+        }
+        if sb.notify.all()[from..]
+            .iter()
+            .any(|n| n.pid == main && n.mainpid().is_some())
+        {
+            break None;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no successor and no hand-off after SIGHUP: {}",
+            sb.notify.dump()
+        );
+        thread::sleep(Duration::from_millis(1));
+    };
+    let delivered = procs::kill(main, Signal::SIGTERM);
+    let first = sb.notify.wait_for_after(
+        from,
+        DEADLINE,
+        "STOPPING=1 or MAINPID= from the parent",
+        |n| n.pid == main && (n.has("STOPPING=1") || n.mainpid().is_some()),
+    );
+    println!("SIGTERM delivered to the parent: {delivered}, successor seen: {child:?}");
+    if let Some(new) = first.mainpid() {
+        println!("SIGTERM right after SIGHUP: the hand-off to {new} completed first");
+        sb.notify
+            .wait_for_after(from, DEADLINE, "READY=1 from the successor", |n| {
+                n.pid == new && n.has("READY=1")
+            });
+        assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
+        assert_eq!(sb.wait_serving().status, 200);
+        assert!(
+            sb.notify
+                .all()
+                .iter()
+                .all(|n| !(n.pid == main && n.has("STOPPING=1"))),
+            "the retired process sent STOPPING=1 after MAINPID=: {}",
+            sb.notify.dump()
+        );
+        sigterm_and_wait_gone(&sb, &mut baton, new);
+    } else {
+        println!("SIGTERM right after SIGHUP: the parent stopped during the hand-off (successor {child:?})");
+        assert!(
+            baton.wait_group_gone(Duration::from_secs(3) + DEADLINE),
+            "left behind: {:?}",
+            baton.members()
+        );
+        assert!(
+            sb.notify.all().iter().all(|n| n.mainpid().is_none()),
+            "{}",
+            sb.notify.dump()
+        );
+        assert!(
+            procs::listening_inodes_on_port(sb.port).is_empty(),
+            "something still listens"
+        );
+        assert_eq!(baton.try_exit().and_then(|s| s.code()), Some(0));
+    }
+}
+
+#[test]
+fn sigkill_to_the_retired_parent_mid_drain_leaves_the_successor_serving() {
+    let _heavy = common::heavy();
+    let sb = Sandbox::new();
+    let mut baton = sb.start("v1", &["--shutdown-timeout", "30s"]);
+    let old = baton.pid;
+    let inode = procs::listening_inodes_on_port(sb.port)[0];
+    // A request in progress keeps the old process draining.
+    let slow = SlowLoris::start(sb.addr(), Duration::from_millis(200));
+    assert_eq!(owner_of(&baton, sb.port, slow.client_port), old);
+    let r = common::reload(&sb.notify, old);
+
+    // The old process stops accepting; wait until it let go of the listener (or note that it
+    // keeps the descriptor without accepting), then put load on the successor.
+    let released = common::try_wait_until(Duration::from_secs(5), || {
+        (!procs::socket_fds(old).iter().any(|&(_, i)| i == inode)).then_some(())
+    });
+    println!(
+        "retired process closed its listener copy: {}",
+        released.is_some()
+    );
+    let load = Load::start(
+        sb.addr(),
+        2,
+        2,
+        Duration::from_millis(2),
+        body_is_one_of(&["v1"]),
+    );
+    load.wait_more_ok(50, DEADLINE);
+    assert!(
+        procs::is_alive(old),
+        "the old process is still draining the slow request"
+    );
+    assert_eq!(
+        procs::connection_owner(baton.pid, sb.port, slow.client_port),
+        Some(old)
+    );
+
+    assert!(procs::kill(old, Signal::SIGKILL));
+    let st = baton.wait_exit(DEADLINE);
+    assert_eq!(st.signal(), Some(libc::SIGKILL), "{}", common::describe(st));
+    drop(slow);
+
+    load.wait_more_ok(100, DEADLINE);
+    assert!(procs::is_alive(r.new));
+    // The successor, orphaned now, still reloads.
+    let r2 = common::reload(&sb.notify, r.new);
+    load.wait_more_ok(50, DEADLINE);
+    let report = load.stop();
+    println!("after SIGKILL of the draining parent: {report:?}");
+    report.assert_no_failures();
+    assert!(procs::wait_gone(r.new, DEADLINE));
+    sigterm_and_wait_gone(&sb, &mut baton, r2.new);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the hand-off socket
+
+#[test]
+fn a_stranger_dialing_the_hand_off_socket_gets_nothing_and_the_hand_off_succeeds() {
+    let sb = Sandbox::new();
+    let mut baton = sb.start(
+        "v1",
+        &["--child-timeout", "20s", "--shutdown-timeout", "5s"],
+    );
+    let main = baton.pid;
+    let path = sb.handoff_socket();
+    assert!(
+        !path.exists(),
+        "the hand-off socket exists only during a hand-off"
+    );
+
+    let held = HeldConfig::install(&sb);
+    let from = sb.notify.len();
+    assert!(procs::kill(main, Signal::SIGHUP));
+    wait_handoff_socket(&path);
+    let child = wait_child(main);
+    let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    let dir_mode = fs::metadata(path.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(
+        dir_mode, 0o700,
+        "the hand-off socket's directory is private"
+    );
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "the hand-off socket is not open to others: {mode:o}"
+    );
+
+    let payloads: Vec<Vec<u8>> = vec![
+        b"get_listener".to_vec(),
+        b"hello, I am not your child\n".to_vec(),
+        format!("{{\"event\":\"ready\",\"pid\":{child}}}\n").into_bytes(),
+        b"{\"event\":\"failed\",\"reason\":\"forged\"}\n".to_vec(),
+    ];
+    for p in &payloads {
+        let got = stranger(&path, p);
+        assert!(
+            got.is_empty(),
+            "a stranger sending {:?} got {:?}",
+            String::from_utf8_lossy(p),
+            String::from_utf8_lossy(&got)
+        );
+    }
+    assert!(
+        sb.notify.all()[from..]
+            .iter()
+            .all(|n| n.mainpid().is_none() && !n.has("READY=1")),
+        "a stranger's message moved the hand-off: {}",
+        sb.notify.dump()
+    );
+    assert!(
+        procs::is_alive(child),
+        "the real successor is still being waited for"
+    );
+
+    assert!(
+        held.release(&serde_json::to_string(&sb.config("v2")).unwrap(), DEADLINE),
+        "the successor reads its config"
+    );
+    let m = sb.notify.wait_for_after(from, DEADLINE, "MAINPID=", |n| {
+        n.pid == main && n.mainpid().is_some()
+    });
+    assert_eq!(m.mainpid(), Some(child), "the real successor took over");
+    sb.notify
+        .wait_for_after(from, DEADLINE, "READY=1 from the successor", |n| {
+            n.pid == child && n.has("READY=1")
+        });
+    common::wait_until("the hand-off socket to be unlinked", DEADLINE, || {
+        (!path.exists()).then_some(())
+    });
+    common::wait_until("v2", DEADLINE, || {
+        (http::get_fresh(sb.addr(), "/").unwrap().text() == "v2").then_some(())
+    });
+    assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
+    sigterm_and_wait_gone(&sb, &mut baton, child);
+}
+
+#[test]
+fn garbage_a_megabyte_and_a_slow_drip_on_the_hand_off_socket_leave_the_parent_unaffected() {
+    let _heavy = common::heavy();
+    let sb = Sandbox::new();
+    let mut baton = sb.start(
+        "v1",
+        &["--child-timeout", "20s", "--shutdown-timeout", "5s"],
+    );
+    let main = baton.pid;
+    let path = sb.handoff_socket();
+    let load = Load::start(
+        sb.addr(),
+        2,
+        2,
+        Duration::from_millis(2),
+        body_is_one_of(&["v1", "v2"]),
+    );
+    load.wait_more_ok(30, DEADLINE);
+    // Outside a hand-off there is nothing to dial.
+    assert!(UnixStream::connect(&path).is_err());
+
+    let held = HeldConfig::install(&sb);
+    let from = sb.notify.len();
+    assert!(procs::kill(main, Signal::SIGHUP));
+    wait_handoff_socket(&path);
+    let child = wait_child(main);
+
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let megabyte = vec![b'{'; 1 << 20];
+    let p1 = path.clone();
+    let g = thread::spawn(move || stranger(&p1, &garbage));
+    let p2 = path.clone();
+    let mb = thread::spawn(move || stranger(&p2, &megabyte));
+    // One byte a second of the real request: the parent must not wait for it.
+    let mut drip = UnixStream::connect(&path).unwrap();
+    drip.set_read_timeout(Some(Duration::from_millis(10)))
+        .unwrap();
+    let drip_done = Arc::new(AtomicBool::new(false));
+    let dd = drip_done.clone();
+    let dripper = thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut closed = false;
+        for &b in b"get_listener" {
+            if dd.load(Ordering::SeqCst) || drip.write_all(&[b]).is_err() {
+                break;
+            }
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(1) {
+                let mut buf = [0u8; 256];
+                match drip.read(&mut buf) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if closed {
+                break;
+            }
+        }
+        (got, closed)
+    });
+    assert!(
+        g.join().unwrap().is_empty(),
+        "the garbage sender got an answer"
+    );
+    assert!(
+        mb.join().unwrap().is_empty(),
+        "the megabyte sender got an answer"
+    );
+
+    // While the drip goes on, the real successor gets through.
+    assert!(
+        held.release(&serde_json::to_string(&sb.config("v2")).unwrap(), DEADLINE),
+        "the successor never read its config: the strangers made the parent give up on it?\n{}",
+        sb.notify.dump()
+    );
+    let m = sb.notify.wait_for_after(from, DEADLINE, "MAINPID=", |n| {
+        n.pid == main && n.mainpid().is_some()
+    });
+    assert_eq!(m.mainpid(), Some(child));
+    sb.notify.wait_for_after(from, DEADLINE, "READY=1", |n| {
+        n.pid == child && n.has("READY=1")
+    });
+    drip_done.store(true, Ordering::SeqCst);
+    let (drip_got, drip_closed) = dripper.join().unwrap();
+    println!(
+        "slow drip: closed by the parent: {drip_closed}, bytes received: {}",
+        drip_got.len()
+    );
+    assert!(
+        drip_got.is_empty(),
+        "the slow stranger got an answer: {drip_got:?}"
+    );
+
+    load.wait_more_ok(50, DEADLINE);
+    let report = load.stop();
+    println!("{report:?}");
+    report.assert_no_failures();
+    assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
+    sigterm_and_wait_gone(&sb, &mut baton, child);
+}
+
+/// Leaves a stale socket file at `path` (bound, then its listener closed).
+fn stale_socket(path: &Path) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::set_permissions(path.parent().unwrap(), fs::Permissions::from_mode(0o700)).unwrap();
+    if fs::symlink_metadata(path).is_ok() {
+        fs::remove_file(path).unwrap();
+    }
+    drop(UnixListener::bind(path).unwrap());
+    assert!(fs::symlink_metadata(path).unwrap().file_type().is_socket());
+}
+
+#[test]
+fn a_stale_socket_file_at_the_hand_off_path_is_replaced() {
+    let sb = Sandbox::new();
+    let path = sb.handoff_socket();
+    // Left over from a crash: at start it must not be mistaken for a live predecessor.
+    stale_socket(&path);
+    let mut baton = sb.start("v1", &["--shutdown-timeout", "5s"]);
+    assert_eq!(sb.wait_serving().text(), "v1");
+    assert!(baton.log().contains("source=bind"), "{}", baton.log());
+
+    // And at reload time it is replaced.
+    stale_socket(&path);
+    let r = common::reload(&sb.notify, baton.pid);
+    common::wait_until("the hand-off socket to be unlinked", DEADLINE, || {
+        (!path.exists()).then_some(())
+    });
+    stale_socket(&path);
+    let r2 = common::reload(&sb.notify, r.new);
+    assert_eq!(sb.wait_serving().status, 200);
+    assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
+    sigterm_and_wait_gone(&sb, &mut baton, r2.new);
+}
+
+#[test]
+fn a_file_a_directory_or_a_symlink_at_the_hand_off_path_refuses_the_reload() {
+    let _heavy = common::heavy();
+    let sb = Sandbox::new();
+    let mut baton = sb.start("v1", &["--shutdown-timeout", "5s"]);
+    let main = baton.pid;
+    let path = sb.handoff_socket();
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::set_permissions(path.parent().unwrap(), fs::Permissions::from_mode(0o700)).unwrap();
+    let load = Load::start(
+        sb.addr(),
+        2,
+        2,
+        Duration::from_millis(2),
+        body_is_one_of(&["v1"]),
+    );
+    load.wait_more_ok(30, DEADLINE);
+    let target = sb.path("symlink-target");
+    fs::write(&target, "the symlink's target").unwrap();
+
+    for kind in ["regular file", "directory", "symlink"] {
+        match kind {
+            "regular file" => fs::write(&path, "precious").unwrap(),
+            "directory" => {
+                fs::create_dir(&path).unwrap();
+                fs::write(path.join("inside"), "precious").unwrap();
+            }
+            _ => std::os::unix::fs::symlink(&target, &path).unwrap(),
+        }
+        let status = common::reload_expect_failure(&sb.notify, main);
+        println!("{kind} at the hand-off path: {status:?}");
+        assert!(
+            status.contains("handoff.sock"),
+            "the STATUS names the path: {status:?}"
+        );
+        assert_no_children(main);
+        // Refused means untouched.
+        match kind {
+            "regular file" => assert_eq!(fs::read_to_string(&path).unwrap(), "precious"),
+            "directory" => assert_eq!(fs::read_to_string(path.join("inside")).unwrap(), "precious"),
+            _ => {
+                assert_eq!(fs::read_link(&path).unwrap(), target);
+                assert_eq!(fs::read_to_string(&target).unwrap(), "the symlink's target");
+            }
+        }
+        load.wait_more_ok(30, DEADLINE);
+        if kind == "directory" {
+            fs::remove_dir_all(&path).unwrap();
+        } else {
+            fs::remove_file(&path).unwrap();
+        }
+    }
+    let r = common::reload(&sb.notify, main);
+    load.wait_more_ok(30, DEADLINE);
+    let report = load.stop();
+    println!("{report:?}");
+    report.assert_no_failures();
+    assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
+    sigterm_and_wait_gone(&sb, &mut baton, r.new);
+}
+
+// ---------------------------------------------------------------------------------------------
+// garbage socket activation
+
+enum Activation {
+    Served,
+    Refused,
+}
+
+/// Starts baton `--listen <port>` with activation variables; `LISTEN_PID` is baton's own pid
+/// when `own_pid` (set by a shell that execs baton), else the given value. `fd3` is placed at
+/// descriptor 3.
+fn garbage_activation(
+    sb: &Sandbox,
+    vars: &[(&str, &str)],
+    own_pid: bool,
+    fd3: Option<i32>,
+) -> Activation {
+    let mut cmd = if own_pid {
+        let mut c = sb.command("/bin/sh");
+        c.arg("-c")
+            .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+            .arg(baton_exe());
+        c
+    } else {
+        sb.baton()
+    };
+    cmd.arg("--listen")
+        .arg(sb.listen())
+        .arg("--handoff-socket")
+        .arg(sb.handoff_socket());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    if let Some(fd) = fd3 {
+        common::place_at_fd3(&mut cmd, fd);
+    }
+    let mut baton = sb.spawn(cmd);
+    let pid = baton.pid;
+    let outcome = common::wait_until("READY=1 or an exit", DEADLINE, || {
+        if let Some(st) = baton.try_exit() {
+            return Some(Err(st));
+        }
+        sb.notify
+            .all()
+            .iter()
+            .any(|n| n.pid == pid && n.has("READY=1"))
+            .then_some(Ok(()))
+    });
+    let log = baton.log();
+    assert!(
+        !log.contains("panicked"),
+        "baton panicked on {vars:?}:\n{log}"
+    );
+    match outcome {
+        Ok(()) => {
+            let r = http::get_fresh(sb.addr(), "/")
+                .unwrap_or_else(|e| panic!("ready but not serving: {e}\n{log}"));
+            assert_eq!(r.status, 200);
+            sigterm_and_wait_gone(sb, &mut baton, pid);
+            assert_eq!(baton.try_exit().and_then(|s| s.code()), Some(0));
+            println!("{vars:?}: ignored, served on {}", sb.listen());
+            Activation::Served
+        }
+        Err(st) => {
+            let code = st.code().unwrap_or(-1);
+            assert!(
+                code > 0 && code != 101,
+                "refusal must be a clean non-zero exit: {}\n{log}",
+                common::describe(st)
+            );
+            let line = log
+                .lines()
+                .find(|l| {
+                    l.contains("LISTEN_") || l.contains("socket activation") || l.contains("fd 3")
+                })
+                .unwrap_or_else(|| panic!("no error line naming the activation problem:\n{log}"))
+                .to_string();
+            println!("{vars:?}: refused with exit {code}: {line}");
+            Activation::Refused
+        }
+    }
+}
+
+#[test]
+fn listen_fds_that_is_not_a_number_is_ignored_or_refused_cleanly() {
+    let sb = Sandbox::new();
+    garbage_activation(&sb, &[("LISTEN_FDS", "abc")], true, None);
+}
+
+#[test]
+fn listen_pid_of_another_process_is_ignored() {
+    // The variables are for someone else (pid 1 here): sd_listen_fds semantics say ignore them.
+    let sb = Sandbox::new();
+    let outcome = garbage_activation(
+        &sb,
+        &[
+            ("LISTEN_FDS", "1"),
+            ("LISTEN_PID", "1"),
+            ("LISTEN_FDNAMES", "http"),
+        ],
+        false,
+        None,
+    );
+    assert!(
+        matches!(outcome, Activation::Served),
+        "activation for another pid must be ignored"
+    );
+}
+
+#[test]
+fn listen_fds_with_fd_3_not_a_socket_is_ignored_or_refused_cleanly() {
+    let sb = Sandbox::new();
+    let file = fs::File::create(sb.path("not-a-socket")).unwrap();
+    garbage_activation(
+        &sb,
+        &[("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "http")],
+        true,
+        Some(file.as_raw_fd()),
+    );
+}
+
+#[test]
+fn listen_fdnames_count_mismatch_is_ignored_or_refused_cleanly() {
+    let sb = Sandbox::new();
+    let listener = TcpListener::bind(sb.addr()).unwrap();
+    garbage_activation(
+        &sb,
+        &[("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "http:admin")],
+        true,
+        Some(listener.as_raw_fd()),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// slow clients
+
+#[test]
+fn a_slow_client_across_a_reload_is_answered_by_the_old_process() {
+    let sb = Sandbox::new();
+    let mut baton = sb.start("old", &["--shutdown-timeout", "20s"]);
+    let old = baton.pid;
+    let t0 = Instant::now();
+    let mut conn = http::RawConn::connect(sb.addr());
+    conn.send(b"GET / HTTP/1.1\r\n").unwrap();
+    let client_port = conn.stream.local_addr().unwrap().port();
+    assert_eq!(owner_of(&baton, sb.port, client_port), old);
+
+    let mut cfg = sb.config("new");
+    cfg["shutdown_timeout"] = "20s".into();
+    sb.write_config(&cfg);
+    let r = common::reload(&sb.notify, old);
+    // The rest of the head, a byte at a time, well past 5 s in all.
+    let rest = b"Host: baton.test\r\nX-Slow: 0123456789012345678901234567890123456789\r\n";
+    for &b in rest.iter() {
+        conn.send(&[b]).unwrap_or_else(|e| {
+            panic!(
+                "the old process dropped the slow request after {:?}: {e}",
+                t0.elapsed()
+            )
+        });
+        thread::sleep(Duration::from_millis(80));
+    }
+    while t0.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        baton.try_exit().is_none(),
+        "the old process exited with a request half received"
+    );
+    conn.send(b"\r\n").unwrap();
+    let resp = conn.response().unwrap_or_else(|e| {
+        panic!(
+            "slow request after {:?}: {e}\n{}",
+            t0.elapsed(),
+            baton.log()
+        )
+    });
+    println!(
+        "slow request over {:?} across the reload: {resp:?}",
+        t0.elapsed()
+    );
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.text(),
+        "old",
+        "answered by the process that accepted it"
+    );
+    let st = baton.wait_exit(DEADLINE);
+    assert_eq!(st.code(), Some(0), "{}", common::describe(st));
+    assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "new");
+    sigterm_and_wait_gone(&sb, &mut baton, r.new);
+}
+
+#[test]
+fn a_request_that_never_ends_does_not_keep_a_process_past_the_shutdown_timeout() {
+    let sb = Sandbox::new();
+    let mut baton = sb.start("v1", &["--shutdown-timeout", "2s"]);
+    let old = baton.pid;
+
+    // Retired by a reload, draining a request whose head never ends.
+    let a = SlowLoris::start(sb.addr(), Duration::from_millis(200));
+    assert_eq!(owner_of(&baton, sb.port, a.client_port), old);
+    let r = common::reload(&sb.notify, old);
+    let t = Instant::now();
+    let st = baton.wait_exit(Duration::from_secs(2) + DEADLINE);
+    println!(
+        "retired process with an endless request exited after {:?} ({})",
+        t.elapsed(),
+        common::describe(st)
+    );
+    assert_eq!(st.code(), Some(0));
+    drop(a);
+
+    // Stopped by SIGTERM, the same.
+    let b = common::wait_until("a slow connection held by the new main", DEADLINE, || {
+        let s = SlowLoris::start(sb.addr(), Duration::from_millis(200));
+        (owner_of(&baton, sb.port, s.client_port) == r.new).then_some(s)
+    });
+    let from = sb.notify.len();
+    let t = Instant::now();
+    assert!(procs::kill(r.new, Signal::SIGTERM));
+    sb.notify.wait_for_after(from, DEADLINE, "STOPPING=1", |n| {
+        n.pid == r.new && n.has("STOPPING=1")
+    });
+    assert!(
+        procs::wait_gone(r.new, Duration::from_secs(2) + DEADLINE),
+        "still running with an endless request"
+    );
+    println!(
+        "main process with an endless request exited after {:?} on SIGTERM",
+        t.elapsed()
+    );
+    assert!(
+        matches!(
+            common::reaper::orphan_exit(r.new),
+            Some(WaitStatus::Exited(_, 0))
+        ),
+        "{:?}",
+        common::reaper::orphan_exit(r.new)
+    );
+    drop(b);
+    assert!(baton.wait_group_gone(DEADLINE));
+}
+
+// ---------------------------------------------------------------------------------------------
+// start-up
+
+#[test]
+fn a_port_already_taken_at_first_start_is_one_line_and_exit_69() {
+    let sb = Sandbox::new();
+    let _taken = TcpListener::bind(sb.addr()).unwrap();
+    let mut cmd = sb.baton();
+    cmd.arg("--listen")
+        .arg(sb.listen())
+        .arg("--handoff-socket")
+        .arg(sb.handoff_socket());
+    let mut baton = sb.spawn(cmd);
+    let st = baton.wait_exit(DEADLINE);
+    let log = baton.log();
+    assert_eq!(
+        st.code(),
+        Some(69),
+        "EX_UNAVAILABLE when the address is in use, got {}:\n{log}",
+        common::describe(st)
+    );
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&sb.listen())).collect();
+    assert!(!lines.is_empty(), "a line names {}:\n{log}", sb.listen());
+    println!("port taken: {}", lines[0]);
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(
+        sb.notify.all().iter().all(|n| !n.has("READY=1")),
+        "{}",
+        sb.notify.dump()
+    );
+}
