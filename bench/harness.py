@@ -46,8 +46,20 @@ def proc_state(pid):
     return data[data.rindex(b")") + 2:][:1].decode()
 
 
-def alive(pid):
-    """True while pid runs; reaps it if it is our (zombie) child."""
+def proc_start(pid):
+    """Start time of pid (clock ticks since boot): tells a pid apart from a later reuse of it
+    (pid_max is often 32768 and a long run starts thousands of processes)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(data[data.rindex(b")") + 2:].split()[19])
+
+
+def alive(pid, start=None):
+    """True while pid runs (and, given start, is still the process that had that start time);
+    reaps it if it is our zombie child."""
     try:
         got, _ = os.waitpid(pid, os.WNOHANG)
         if got == pid:
@@ -55,7 +67,9 @@ def alive(pid):
     except ChildProcessError:
         pass
     st = proc_state(pid)
-    return st is not None and st not in ("Z", "X")
+    if st is None or st in ("Z", "X"):
+        return False
+    return start is None or proc_start(pid) == start
 
 
 def children_of(pid):
@@ -95,6 +109,20 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pids):
+    """user+system CPU time used so far by pids (all their threads), in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                data = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        rest = data[data.rindex(b")") + 2:].split()
+        total += int(rest[11]) + int(rest[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def fd_count(pid):
@@ -149,6 +177,8 @@ def reap_all():
 
 def port_free(host, port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # SO_REUSEADDR: TIME_WAIT leftovers of an earlier run do not count, a listener does
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind((host, port))
         return True

@@ -260,18 +260,19 @@ impl Server {
                             if !notify::barrier(BARRIER_TIMEOUT).await {
                                 warn!("systemd did not confirm MAINPID= in time; promoting anyway");
                             }
+                            self.write_status(requested_usec, Outcome::Ready, Some(successor_pid), None);
                             if let Err(e) = successor.promote().await {
                                 warn!(successor = successor_pid, error = %e, "could not tell the successor it is main");
                             }
-                            self.write_status(requested_usec, Outcome::Ready, Some(successor_pid), None);
                             info!(successor = successor_pid, "hand-off done");
                             return Ending::Retire;
                         }
                         Err(e) => {
                             error!(error = %e, "reload failed; serving on");
+                            // The status file first: whoever sees READY=1 finds the outcome.
+                            self.write_status(requested_usec, Outcome::Failed, None, Some(e.to_string()));
                             let status = format!("reload failed: {e}");
                             notify::send(&Event::Ready { status: &status });
-                            self.write_status(requested_usec, Outcome::Failed, None, Some(e.to_string()));
                         }
                     }
                 }
