@@ -9,12 +9,18 @@ use clap::{CommandFactory, Parser, Subcommand};
 use baton::config::{Config, Overrides};
 use baton::{exit, http::HelloService, logging, reload, Server};
 
+/// What `--version` prints: the package version when the packaging build set `BATON_VERSION`.
+const VERSION: &str = match option_env!("BATON_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
 /// An HTTP server that restarts without dropping a connection, made to live under systemd.
 ///
 /// SIGHUP (`systemctl reload`) starts the binary on disk again, hands it the listening sockets,
 /// and retires the old process once the new one serves. SIGTERM drains and exits.
 #[derive(Debug, Parser)]
-#[command(name = "baton", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(name = "baton", version = VERSION, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
