@@ -125,6 +125,64 @@ def cpu_seconds(pids):
     return total / os.sysconf("SC_CLK_TCK")
 
 
+class NoiseGauge:
+    """CPU time the rest of the machine used while we measured: every process outside our own
+    process tree (its utime+stime, plus cutime+cstime so that short-lived processes a foreign
+    parent reaped are counted too) and the hypervisor's steal time. Kernel threads are left
+    out (they mostly carry our own network traffic). A rough but useful gauge: on a quiet
+    machine it reads ~0; a neighbour's compile or load test shows as whole CPUs."""
+
+    def __init__(self):
+        self.me = os.getpid()
+        self.tck = os.sysconf("SC_CLK_TCK")
+
+    def _sample(self):
+        stat, parent = {}, {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            rest = data[data.rindex(b")") + 2:].split()
+            pid = int(name)
+            parent[pid] = int(rest[1])
+            flags = int(rest[6])
+            if flags & 0x00200000:  # PF_KTHREAD
+                continue
+            stat[pid] = sum(int(x) for x in rest[11:15])
+        ours = {self.me}
+        changed = True
+        while changed:
+            changed = False
+            for pid, pp in parent.items():
+                if pp in ours and pid not in ours:
+                    ours.add(pid)
+                    changed = True
+        foreign = {p: t for p, t in stat.items() if p not in ours}
+        steal = 0
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+            if len(fields) > 8:
+                steal = int(fields[8])
+        return foreign, steal, time.monotonic()
+
+    def start(self):
+        return self._sample()
+
+    def stop(self, start):
+        """CPUs' worth of foreign work (1.0 = one whole CPU) since start."""
+        f0, s0, t0 = start
+        f1, s1, t1 = self._sample()
+        used = sum(max(0, t - f0.get(p, t)) for p, t in f1.items() if p in f0)
+        # processes born inside the window: their whole CPU time is inside it
+        used += sum(t for p, t in f1.items() if p not in f0)
+        used += max(0, s1 - s0)
+        return used / self.tck / max(t1 - t0, 1e-6)
+
+
 def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
