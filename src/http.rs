@@ -32,8 +32,14 @@ use crate::listen::Socket;
 
 /// How long an HTTP/1 connection must stay quiet during a drain before it is closed.
 pub const IDLE_GRACE: Duration = Duration::from_secs(1);
-/// Slowloris bound: the whole request head must arrive within this.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Slowloris and idle keep-alive bound: an HTTP/1 connection on which no request reaches the
+/// service for this long, while none is in flight, is closed (what hyper's 30 s header-read
+/// timeout does, checked once a second per connection instead of a timer per request).
+pub const REQUEST_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a connection checks the bound above.
+const WAIT_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often a draining connection checks whether it is idle.
+const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// The article's handler: `200`, `text/plain`, the configured body, for every path.
 #[derive(Debug, Clone)]
@@ -82,11 +88,9 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .keep_alive(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    // No hyper header-read timer: it arms a timer for every request. The connection task
+    // enforces the same bound once a second instead (see `REQUEST_WAIT_TIMEOUT`).
+    builder.http1().keep_alive(true).header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let (draining, _) = watch::channel(false);
@@ -192,33 +196,20 @@ struct ConnContext {
     connections: TaskTracker,
 }
 
-/// What a connection did lately, shared by its I/O wrapper and its service wrapper.
+/// What a connection did lately, shared by its I/O wrapper, its service wrapper and its task.
+/// Only cheap stores on the hot path; the task reads them on its periodic checks.
+#[derive(Default)]
 struct Activity {
-    started: Instant,
-    last_read_ms: AtomicU64,
+    /// Set by every read that returned bytes; cleared by the task when it looks.
+    read_seen: AtomicBool,
+    /// Requests that reached the service.
+    requests: AtomicU64,
+    /// Requests whose response is not produced yet.
     in_flight: AtomicUsize,
+    /// The connection speaks HTTP/2.
     h2: AtomicBool,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            started: Instant::now(),
-            last_read_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            h2: AtomicBool::new(false),
-        }
-    }
-    fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-    fn idle_for(&self, grace: Duration) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0
-            && self
-                .now_ms()
-                .saturating_sub(self.last_read_ms.load(Ordering::Acquire))
-                >= grace.as_millis() as u64
-    }
+    /// The process is draining: HTTP/1 responses get `Connection: close`.
+    draining: AtomicBool,
 }
 
 impl ConnContext {
@@ -235,28 +226,59 @@ impl ConnContext {
         let builder = self.builder.clone();
         let mut draining = self.draining.clone();
         self.connections.spawn(async move {
-            let activity = Arc::new(Activity::new());
+            let activity = Arc::new(Activity::default());
             let io = TokioIo::new(ActivityIo {
                 inner: io,
                 activity: activity.clone(),
             });
             let service = DrainAware {
                 inner: service,
-                draining: draining.clone(),
                 activity: activity.clone(),
             };
             let conn = builder.serve_connection(io, service);
             tokio::pin!(conn);
-            tokio::select! {
-                res = conn.as_mut() => return log_end(res),
-                _ = draining.wait_for(|d| *d) => {}
+
+            // Serving: close an HTTP/1 connection that waits too long for a request.
+            let mut check = tokio::time::interval(WAIT_CHECK_EVERY);
+            let mut seen_requests = 0;
+            let mut waiting_since = Instant::now();
+            loop {
+                tokio::select! {
+                    res = conn.as_mut() => return log_end(res),
+                    _ = draining.wait_for(|d| *d) => break,
+                    now = check.tick() => {
+                        let requests = activity.requests.load(Ordering::Relaxed);
+                        if requests != seen_requests || activity.in_flight.load(Ordering::Relaxed) > 0 {
+                            seen_requests = requests;
+                            waiting_since = now.into_std();
+                        } else if !activity.h2.load(Ordering::Relaxed)
+                            && waiting_since.elapsed() >= REQUEST_WAIT_TIMEOUT
+                        {
+                            debug!("no request within {REQUEST_WAIT_TIMEOUT:?}; closing the connection");
+                            return;
+                        }
+                    }
+                }
             }
-            if !activity.h2.load(Ordering::Acquire) {
-                let mut tick = tokio::time::interval(Duration::from_millis(50));
+
+            // Draining: HTTP/1 closes after its current response (`Connection: close`) or once
+            // it stayed idle for the grace period; HTTP/2 gets GOAWAY at once.
+            activity.draining.store(true, Ordering::Relaxed);
+            if !activity.h2.load(Ordering::Relaxed) {
+                let mut check = tokio::time::interval(DRAIN_CHECK_EVERY);
+                let mut last_read = Instant::now();
                 loop {
                     tokio::select! {
                         res = conn.as_mut() => return log_end(res),
-                        _ = tick.tick() => if activity.idle_for(IDLE_GRACE) { break },
+                        _ = check.tick() => {
+                            if activity.read_seen.swap(false, Ordering::Relaxed) {
+                                last_read = Instant::now();
+                            } else if activity.in_flight.load(Ordering::Relaxed) == 0
+                                && last_read.elapsed() >= IDLE_GRACE
+                            {
+                                break;
+                            }
+                        }
                     }
                 }
             }
@@ -288,9 +310,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for ActivityIo<I> {
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.activity
-                .last_read_ms
-                .store(this.activity.now_ms(), Ordering::Release);
+            this.activity.read_seen.store(true, Ordering::Relaxed);
         }
         res
     }
@@ -322,50 +342,72 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ActivityIo<I> {
     }
 }
 
-/// Counts requests in flight and adds `Connection: close` to HTTP/1 responses while draining.
+/// Counts requests and adds `Connection: close` to HTTP/1 responses while draining.
 struct DrainAware<S> {
     inner: S,
-    draining: watch::Receiver<bool>,
     activity: Arc<Activity>,
-}
-
-/// Decrements the in-flight count however the request ends.
-struct InFlight(Arc<Activity>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl<S, B> Service<Request<Incoming>> for DrainAware<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
 {
     type Response = Response<B>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<B>, S::Error>> + Send>>;
+    type Future = DrainAwareFuture<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let h1 = req.version() < Version::HTTP_2;
         if !h1 {
-            self.activity.h2.store(true, Ordering::Release);
+            self.activity.h2.store(true, Ordering::Relaxed);
         }
-        self.activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        let guard = InFlight(self.activity.clone());
-        let draining = self.draining.clone();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut res = fut.await;
-            drop(guard);
-            if h1 && *draining.borrow() {
+        self.activity.requests.fetch_add(1, Ordering::Relaxed);
+        self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        DrainAwareFuture {
+            inner: self.inner.call(req),
+            in_flight: Some(InFlight(self.activity.clone())),
+            h1,
+        }
+    }
+}
+
+/// Decrements the in-flight count however the request ends (answered or dropped).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's future, plus the bookkeeping of [`DrainAware`].
+    pub struct DrainAwareFuture<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+        h1: bool,
+    }
+}
+
+impl<F, B, E> Future for DrainAwareFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut res = std::task::ready!(this.inner.poll(cx));
+        if let Some(InFlight(activity)) = this.in_flight.as_ref() {
+            if *this.h1 && activity.draining.load(Ordering::Relaxed) {
                 if let Ok(res) = res.as_mut() {
                     res.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
             }
-            res
-        })
+        }
+        *this.in_flight = None;
+        Poll::Ready(res)
     }
 }

@@ -1105,3 +1105,33 @@ fn a_port_already_taken_at_first_start_is_one_line_and_exit_69() {
         sb.notify.dump()
     );
 }
+
+#[test]
+fn a_client_that_never_finishes_its_request_head_is_disconnected_while_others_are_served() {
+    let sb = Sandbox::new();
+    let mut baton = sb.start("Hello, world!", &[]);
+    let mut slow = std::net::TcpStream::connect(sb.addr()).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: slowloris\r\n")
+        .unwrap();
+    let started = Instant::now();
+    slow.set_read_timeout(Some(Duration::from_secs(90)))
+        .unwrap();
+    // Meanwhile the server answers everybody else.
+    for _ in 0..5 {
+        assert_eq!(
+            http::get_fresh(sb.addr(), "/").unwrap().body,
+            b"Hello, world!"
+        );
+        thread::sleep(Duration::from_secs(2));
+    }
+    let mut buf = [0u8; 64];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let waited = started.elapsed();
+    assert_eq!(n, 0, "the stalled client gets no response, only the close");
+    assert!(
+        waited >= Duration::from_secs(29) && waited <= Duration::from_secs(60),
+        "closed after {waited:?}; the bound is 30 s (checked once a second)"
+    );
+    println!("stalled request head closed after {waited:?}");
+    assert!(baton.try_exit().is_none(), "{}", baton.log());
+}
