@@ -77,16 +77,62 @@ pub struct Serving {
     acceptors: TaskTracker,
 }
 
-/// Start serving `service` on every socket (each a duplicate of a listener the caller keeps).
-pub fn start<S, B>(sockets: Vec<Socket>, service: S) -> std::io::Result<Serving>
+/// Errors a service or body may return.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A hyper service baton can serve: what [`start`] and [`crate::Server::run`] accept.
+/// Implemented for every hyper service that fits.
+pub trait HttpService:
+    Service<
+        Request<Incoming>,
+        Response = Response<Self::Body>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    /// The response body.
+    type Body: Body<Data: Send, Error: Into<BoxError>> + Send + 'static;
+}
+
+impl<S, B> HttpService for S
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<BoxError>,
+    B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
 {
+    type Body = B;
+}
+
+/// A listening socket the accept loop can take connections from.
+trait Acceptor: Send + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&self) -> impl Future<Output = std::io::Result<Self::Io>> + Send;
+}
+
+impl Acceptor for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept(&self) -> std::io::Result<Self::Io> {
+        let (stream, _) = tokio::net::TcpListener::accept(self).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+}
+
+impl Acceptor for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept(&self) -> std::io::Result<Self::Io> {
+        tokio::net::UnixListener::accept(self)
+            .await
+            .map(|(stream, _)| stream)
+    }
+}
+
+/// Start serving `service` on every socket (each a duplicate of a listener the caller keeps).
+pub fn start<S: HttpService>(sockets: Vec<Socket>, service: S) -> std::io::Result<Serving> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // No hyper header-read timer: it arms a timer for every request. The connection task
     // enforces the same bound once a second instead (see `REQUEST_WAIT_TIMEOUT`).
@@ -106,43 +152,14 @@ where
             draining: serving.draining.subscribe(),
             connections: serving.connections.clone(),
         };
-        let stop = serving.stop_accepting.clone();
-        let service = service.clone();
         match socket {
             Socket::Tcp(l) => {
                 l.set_nonblocking(true)?;
-                let l = tokio::net::TcpListener::from_std(l)?;
-                serving.acceptors.spawn(async move {
-                    loop {
-                        let accepted = tokio::select! {
-                            _ = stop.cancelled() => break,
-                            a = l.accept() => a,
-                        };
-                        match accepted {
-                            Ok((stream, _)) => {
-                                let _ = stream.set_nodelay(true);
-                                ctx.spawn(stream, service.clone());
-                            }
-                            Err(e) => accept_backoff(e).await,
-                        }
-                    }
-                });
+                serving.accept_on(tokio::net::TcpListener::from_std(l)?, ctx, service.clone());
             }
             Socket::Unix(l) => {
                 l.set_nonblocking(true)?;
-                let l = tokio::net::UnixListener::from_std(l)?;
-                serving.acceptors.spawn(async move {
-                    loop {
-                        let accepted = tokio::select! {
-                            _ = stop.cancelled() => break,
-                            a = l.accept() => a,
-                        };
-                        match accepted {
-                            Ok((stream, _)) => ctx.spawn(stream, service.clone()),
-                            Err(e) => accept_backoff(e).await,
-                        }
-                    }
-                });
+                serving.accept_on(tokio::net::UnixListener::from_std(l)?, ctx, service.clone());
             }
         }
     }
@@ -157,6 +174,22 @@ async fn accept_backoff(e: std::io::Error) {
 }
 
 impl Serving {
+    fn accept_on<A: Acceptor, S: HttpService>(&self, listener: A, ctx: ConnContext, service: S) {
+        let stop = self.stop_accepting.clone();
+        self.acceptors.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    a = listener.accept() => a,
+                };
+                match accepted {
+                    Ok(io) => ctx.spawn(io, service.clone()),
+                    Err(e) => accept_backoff(e).await,
+                }
+            }
+        });
+    }
+
     /// Stop accepting; the listening sockets stay open in the caller (and the successor), so
     /// queued connections are accepted by the successor.
     pub async fn stop_accepting(&self) {
@@ -213,15 +246,10 @@ struct Activity {
 }
 
 impl ConnContext {
-    fn spawn<I, S, B>(&self, io: I, service: S)
+    fn spawn<I, S>(&self, io: I, service: S)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S: HttpService,
     {
         let builder = self.builder.clone();
         let mut draining = self.draining.clone();

@@ -12,9 +12,6 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
-use hyper::body::{Body, Incoming};
-use hyper::service::Service;
-use hyper::{Request, Response};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
@@ -24,6 +21,7 @@ use crate::handoff::child;
 use crate::handoff::parent::{self, HandoffError, ReadySuccessor};
 use crate::handoff::protocol::{GENERATION_ENV, PREDECESSOR_ENV};
 use crate::handoff::spawn::Executable;
+use crate::http::HttpService;
 use crate::listen::{self, activation::ActivationEnv, Acquired, ImportFrom, ListenError, Listener};
 use crate::notify::{self, Event};
 use crate::reload::{self, Outcome, ReloadStatus};
@@ -95,15 +93,10 @@ impl Server {
 
     /// Acquire the listeners, serve `make_service(config)` on them until a successor takes over
     /// or a stop is requested, then drain. Returns when the process should exit 0.
-    pub fn run<F, S, B>(self, make_service: F) -> Result<(), StartError>
+    pub fn run<F, S>(self, make_service: F) -> Result<(), StartError>
     where
         F: FnOnce(&Config) -> S,
-        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S: HttpService,
     {
         let import_from = match &self.predecessor {
             Some(path) => ImportFrom::Required(path.clone()),
@@ -140,15 +133,11 @@ impl Server {
         }
     }
 
-    async fn serve_until_exit<S, B>(self, acquired: Acquired, service: S) -> Result<(), StartError>
-    where
-        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+    async fn serve_until_exit<S: HttpService>(
+        self,
+        acquired: Acquired,
+        service: S,
+    ) -> Result<(), StartError> {
         let pid = std::process::id();
         let mut hup = signal(SignalKind::hangup()).map_err(StartError::Runtime)?;
         let mut term = signal(SignalKind::terminate()).map_err(StartError::Runtime)?;
