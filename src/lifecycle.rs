@@ -355,6 +355,14 @@ fn generation_from_env() -> u64 {
         .unwrap_or(0)
 }
 
+/// For a successor that fails before it has a [`Server`] (a bad configuration): tell the
+/// predecessor that spawned it why, so the reload's failure names the cause (best effort).
+pub fn report_startup_failure(reason: &str) {
+    if let Some(path) = predecessor_from_env() {
+        child::report_failure(&path, reason);
+    }
+}
+
 fn predecessor_from_env() -> Option<PathBuf> {
     std::env::var_os(PREDECESSOR_ENV)
         .filter(|p| !p.is_empty())

@@ -83,15 +83,16 @@ fn serve(overrides: &Overrides) -> u8 {
         Err(e) => {
             eprintln!("baton: {e}");
             tracing::error!(error = %e, "bad configuration");
-            if let Some(path) = std::env::var_os(baton::handoff::protocol::PREDECESSOR_ENV) {
-                baton::handoff::child::report_failure(std::path::Path::new(&path), &e.to_string());
-            }
+            baton::lifecycle::report_startup_failure(&e.to_string());
             return exit::CONFIG;
         }
     };
     let server = match Server::new(config) {
         Ok(s) => s,
-        Err(e) => return fail(&e.to_string(), e.exit_code()),
+        Err(e) => {
+            baton::lifecycle::report_startup_failure(&e.to_string());
+            return fail(&e.to_string(), e.exit_code());
+        }
     };
     match server.run(|config| HelloService::new(config.response_body.clone())) {
         Ok(()) => exit::OK,
