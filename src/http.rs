@@ -14,10 +14,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONNECTION};
 use hyper::service::Service;
 use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -41,37 +39,14 @@ const WAIT_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often a draining connection checks whether it is idle.
 const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(50);
 
-/// The article's handler: `200`, `text/plain`, the configured body, for every path.
-#[derive(Debug, Clone)]
-pub struct HelloService {
-    body: Bytes,
-}
-
-impl HelloService {
-    /// A handler answering `body`.
-    pub fn new(body: impl Into<Bytes>) -> Self {
-        HelloService { body: body.into() }
-    }
-}
-
-impl Service<Request<Incoming>> for HelloService {
-    type Response = Response<Full<Bytes>>;
-    type Error = std::convert::Infallible;
-    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
-
-    fn call(&self, _req: Request<Incoming>) -> Self::Future {
-        let mut res = Response::new(Full::new(self.body.clone()));
-        res.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        std::future::ready(Ok(res))
-    }
-}
-
 /// The accept loops and connections of one process.
 pub struct Serving {
     stop_accepting: CancellationToken,
+    /// Accept loops run while this is true; a pause parks them (see [`Serving::pause_accepting`]).
+    accepting: watch::Sender<bool>,
+    /// How many accept loops are parked.
+    parked: watch::Sender<usize>,
+    loops: usize,
     draining: watch::Sender<bool>,
     connections: TaskTracker,
     acceptors: TaskTracker,
@@ -80,7 +55,7 @@ pub struct Serving {
 /// Errors a service or body may return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A hyper service baton can serve: what [`start`] and [`crate::Server::run`] accept.
+/// A hyper service baton can serve: what [`start`] accepts (the library wraps tower services).
 /// Implemented for every hyper service that fits.
 pub trait HttpService:
     Service<
@@ -90,7 +65,6 @@ pub trait HttpService:
         Error: Into<BoxError>,
     > + Clone
     + Send
-    + Sync
     + 'static
 {
     /// The response body.
@@ -99,7 +73,7 @@ pub trait HttpService:
 
 impl<S, B> HttpService for S
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
@@ -142,6 +116,9 @@ pub fn start<S: HttpService>(sockets: Vec<Socket>, service: S) -> std::io::Resul
     let (draining, _) = watch::channel(false);
     let serving = Serving {
         stop_accepting: CancellationToken::new(),
+        accepting: watch::channel(true).0,
+        parked: watch::channel(0).0,
+        loops: sockets.len(),
         draining,
         connections: TaskTracker::new(),
         acceptors: TaskTracker::new(),
@@ -176,10 +153,26 @@ async fn accept_backoff(e: std::io::Error) {
 impl Serving {
     fn accept_on<A: Acceptor, S: HttpService>(&self, listener: A, ctx: ConnContext, service: S) {
         let stop = self.stop_accepting.clone();
+        let mut accepting = self.accepting.subscribe();
+        let parked = self.parked.clone();
         self.acceptors.spawn(async move {
             loop {
+                if !*accepting.borrow_and_update() {
+                    // Paused: connections wait in the backlog for whoever accepts next.
+                    parked.send_modify(|n| *n += 1);
+                    let resumed = tokio::select! {
+                        _ = stop.cancelled() => false,
+                        changed = accepting.changed() => changed.is_ok(),
+                    };
+                    parked.send_modify(|n| *n -= 1);
+                    if resumed {
+                        continue;
+                    }
+                    break;
+                }
                 let accepted = tokio::select! {
                     _ = stop.cancelled() => break,
+                    _ = accepting.changed() => continue,
                     a = listener.accept() => a,
                 };
                 match accepted {
@@ -190,8 +183,27 @@ impl Serving {
         });
     }
 
-    /// Stop accepting; the listening sockets stay open in the caller (and the successor), so
-    /// queued connections are accepted by the successor.
+    /// Stop accepting until [`Serving::resume_accepting`]; returns once no accept loop can take
+    /// another connection. The listening sockets stay open: a successor accepts on them, and
+    /// what arrives meanwhile waits in the shared backlog.
+    pub async fn pause_accepting(&self) {
+        self.accepting.send_replace(false);
+        let mut parked = self.parked.subscribe();
+        let loops = self.loops;
+        let stopped = self.stop_accepting.clone();
+        tokio::select! {
+            _ = parked.wait_for(|n| *n == loops) => {}
+            _ = stopped.cancelled() => {}
+        }
+    }
+
+    /// Accept again after [`Serving::pause_accepting`].
+    pub fn resume_accepting(&self) {
+        self.accepting.send_replace(true);
+    }
+
+    /// Stop accepting for good; the listening sockets stay open in the caller (and the
+    /// successor), so queued connections are accepted by the successor.
     pub async fn stop_accepting(&self) {
         self.stop_accepting.cancel();
         self.acceptors.wait().await;

@@ -1,30 +1,52 @@
 //! baton: serve HTTP with tokio + hyper and restart without dropping a connection, under systemd.
 //!
-//! The machinery serves any hyper service:
+//! On `SIGHUP` (`systemctl reload`) the program's binary on disk is started again, the
+//! listening sockets are handed to that successor, and the old process drains and exits once the
+//! successor serves. If the successor fails, the old process serves on.
+//!
+//! For an axum (or any tower) app, `baton::serve` replaces `axum::serve` and needs no listener:
 //!
 //! ```no_run
-//! use baton::{config::{Config, Overrides}, Server};
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = Config::load(&Overrides::default())?;
-//! Server::new(config)?.run(|config| baton::http::HelloService::new(config.response_body.clone()))?;
-//! # Ok(()) }
+//! use axum::{routing::get, Router};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), baton::Error> {
+//!     let app = Router::new().route("/", get(|| async { "Hello, world!" }));
+//!     baton::serve(app).await
+//! }
 //! ```
 //!
-//! Data flows one way: [`config`] → [`listen`] (activation, import, bind) → [`http`] (serving)
-//! → on SIGHUP [`handoff`] → drain → exit; [`lifecycle`] ties the steps together and [`notify`]
-//! tells systemd. The hand-off protocol is specified in `docs/handoff-protocol.md`.
+//! Settings come from the `BATON_*` variables ([`Settings::from_env`]) or from code
+//! ([`Server::bind`]). [`DrainSignal`] tells the app when its process retires;
+//! [`Serve::on_handoff`] and [`Server::inherited_state`] carry application state across a
+//! hand-off.
+//!
+//! Data flows one way: [`settings`](Settings) → `listen` (activation, bind) → `handoff` (the
+//! import from a predecessor, and later the hand-off to a successor) → `http` (serving) →
+//! `lifecycle` (a pure state machine of the ordering rules, driven by the process's signals,
+//! successor and systemd). The hand-off protocol is specified in `docs/handoff-protocol.md`.
 
 #![warn(missing_docs)]
 
-pub mod config;
-pub mod exit;
-pub mod handoff;
-pub mod http;
-pub mod lifecycle;
-pub mod listen;
-pub mod logging;
-pub mod notify;
-pub mod pidfile;
-pub mod reload;
+mod drain;
+mod error;
+pub(crate) mod handoff;
+pub(crate) mod http;
+pub(crate) mod lifecycle;
+pub(crate) mod listen;
+pub(crate) mod notify;
+pub(crate) mod pidfile;
+pub(crate) mod reload;
+mod server;
+mod settings;
 
-pub use lifecycle::{Server, StartError};
+#[cfg(feature = "cli")]
+pub mod cli;
+
+#[cfg(test)]
+mod fuzz;
+
+pub use drain::DrainSignal;
+pub use error::{Error, ErrorKind};
+pub use server::{serve, Serve, Server};
+pub use settings::{ListenAddr, Settings, SettingsError, SpecError};

@@ -12,33 +12,31 @@ use tracing::debug;
 
 /// What baton tells the service manager.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event<'a> {
+pub enum Event {
     /// Serving (at start, as a promoted successor, or after a failed reload): `READY=1` + `STATUS=`.
     Ready {
         /// Human-readable state.
-        status: &'a str,
+        status: String,
     },
     /// A reload began: `RELOADING=1` + `MONOTONIC_USEC=` + `STATUS=`.
     Reloading {
         /// Human-readable state.
-        status: &'a str,
+        status: String,
     },
     /// The unit's main process is now `pid`: `MAINPID=`.
     MainPid(u32),
     /// A real stop began: `STOPPING=1` + `STATUS=`.
     Stopping {
         /// Human-readable state.
-        status: &'a str,
+        status: String,
     },
-    /// Only a new `STATUS=`.
-    Status(&'a str),
     /// Keep-alive ping for `WatchdogSec=`: `WATCHDOG=1`.
     Watchdog,
 }
 
 /// Send `event`. Failures are logged at debug level: a missing or full notify socket must never
 /// take the server down.
-pub fn send(event: &Event<'_>) {
+pub fn send(event: &Event) {
     let monotonic;
     let states: Vec<NotifyState<'_>> = match event {
         Event::Ready { status } => vec![NotifyState::Ready, NotifyState::Status(status)],
@@ -51,7 +49,6 @@ pub fn send(event: &Event<'_>) {
         }
         Event::MainPid(pid) => vec![NotifyState::MainPid(*pid)],
         Event::Stopping { status } => vec![NotifyState::Stopping, NotifyState::Status(status)],
-        Event::Status(status) => vec![NotifyState::Status(status)],
         Event::Watchdog => vec![NotifyState::Watchdog],
     };
     if let Err(e) = sd_notify::notify(&states) {

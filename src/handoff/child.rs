@@ -1,83 +1,180 @@
-//! The successor's side of the hand-off: dial the predecessor, ask for the listeners with the
-//! documented `get_listener`, and (when the predecessor is baton) report readiness and wait to be
-//! promoted. Specified in [`docs/handoff-protocol.md`](../../docs/handoff-protocol.md).
+//! The successor's side of the hand-off, and where a starting process finds its listeners.
+//!
+//! [`acquire`] walks the chain once at start: systemd socket activation, else the documented
+//! import from a running predecessor (dial, `get_listener`, the offer), else a fresh bind. When the
+//! predecessor is baton, the connection stays open as a [`Predecessor`]: the child reports `ready`,
+//! waits to be `promoted`, and `confirmed`s. Specified in
+//! [`docs/handoff-protocol.md`](../../docs/handoff-protocol.md).
 
-use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tracing::{debug, warn};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tracing::{debug, info, warn};
 
 use super::protocol::{self, ChildMessage, ListenerOffer, ParentMessage, ProtocolError};
+use crate::listen::activation::ActivationEnv;
+use crate::listen::spec::ListenSpec;
+use crate::listen::{self, Listener, Origin, Source};
+use crate::settings::Settings;
+use crate::Error;
 
-/// Why the import failed. Each names the hand-off socket and the failing step.
+/// Why the import from a predecessor failed: the hand-off socket and the failing step.
 #[derive(Debug, thiserror::Error)]
-pub enum ImportError {
+#[error("hand-off {path}: {problem}")]
+pub struct ImportError {
+    /// The hand-off socket dialed.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub problem: ImportProblem,
+}
+
+/// The failing step of an import.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportProblem {
     /// Could not connect.
-    #[error("hand-off {path}: cannot connect: {source}")]
-    Connect {
-        /// The hand-off socket.
-        path: PathBuf,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// Could not send the request.
-    #[error("hand-off {path}: cannot send get_listener: {source}")]
+    #[error("cannot connect: {0}")]
+    Connect(io::Error),
+    /// Could not send a request.
+    #[error("cannot send {what}: {source}")]
     Write {
-        /// The hand-off socket.
-        path: PathBuf,
+        /// `get_listener` or `get_state`.
+        what: &'static str,
         /// The OS error.
         source: io::Error,
     },
     /// Could not read the answer.
-    #[error("hand-off {path}: cannot read the answer: {source}")]
-    Read {
-        /// The hand-off socket.
-        path: PathBuf,
-        /// The OS error.
-        source: io::Error,
-    },
+    #[error("cannot read the answer: {0}")]
+    Read(io::Error),
     /// No complete answer in time.
-    #[error("hand-off {path}: no answer within {after:?} ({received} bytes received)")]
+    #[error("no answer within {after:?} ({received} bytes received)")]
     Timeout {
-        /// The hand-off socket.
-        path: PathBuf,
         /// The budget.
         after: Duration,
         /// How much arrived.
         received: usize,
     },
     /// The predecessor hung up without a complete answer.
-    #[error("hand-off {path}: the predecessor closed the connection after {received} bytes without a complete answer")]
+    #[error(
+        "the predecessor closed the connection after {received} bytes without a complete answer"
+    )]
     Closed {
-        /// The hand-off socket.
-        path: PathBuf,
         /// How much arrived.
         received: usize,
     },
     /// The answer is malformed.
-    #[error("hand-off {path}: {source}")]
-    Protocol {
-        /// The hand-off socket.
-        path: PathBuf,
-        /// What is wrong.
-        source: ProtocolError,
+    #[error("{0}")]
+    Protocol(#[from] ProtocolError),
+    /// An offered descriptor is not a listening stream socket.
+    #[error("fd {fd} ({name}) {problem}")]
+    BadFd {
+        /// The descriptor.
+        fd: RawFd,
+        /// Its name.
+        name: String,
+        /// What it is instead.
+        problem: String,
+    },
+    /// The predecessor offers a listener the configuration does not name.
+    #[error("predecessor offers {offered:?} but the configuration listens on {configured}")]
+    Mismatch {
+        /// The offered address.
+        offered: String,
+        /// The configured addresses.
+        configured: String,
     },
 }
 
-/// Connect to a predecessor that must be there.
-pub fn dial(path: &Path) -> Result<UnixStream, ImportError> {
-    UnixStream::connect(path).map_err(|source| ImportError::Connect {
-        path: path.to_owned(),
-        source,
+impl ImportError {
+    fn new(path: &Path, problem: ImportProblem) -> Self {
+        ImportError {
+            path: path.to_owned(),
+            problem,
+        }
+    }
+}
+
+/// What [`acquire`] found.
+#[derive(Debug)]
+pub struct Acquired {
+    /// The listeners: systemd's first, then imported ones, then fresh binds.
+    pub listeners: Vec<Listener>,
+    /// The predecessor to report readiness to, when it speaks baton's extension.
+    pub predecessor: Option<Predecessor>,
+    /// The application state the predecessor handed over, if any.
+    pub state: Option<Vec<u8>>,
+}
+
+/// Walk the chain for every configured listener: activation, import, bind.
+///
+/// `predecessor_socket` is set when a baton parent spawned us: we import from it or fail, and
+/// never bind what it should have handed over. Otherwise the hand-off socket of the settings is
+/// dialed if something listens there (a predecessor that speaks only the base exchange).
+pub async fn acquire(
+    settings: &Settings,
+    activation: &ActivationEnv,
+    our_pid: u32,
+    predecessor_socket: Option<&Path>,
+) -> Result<Acquired, Error> {
+    let mut listeners = listen::activated(activation, our_pid)?;
+    let mut wanted: Vec<ListenSpec> = settings.listen.clone();
+    for l in &mut listeners {
+        // Keep the address as the operator wrote it when it names systemd's socket.
+        if let Some(i) = wanted.iter().position(|w| w.same_socket(&l.spec)) {
+            l.spec = wanted.remove(i);
+        }
+    }
+    if !listeners.is_empty() && !settings.listen_explicit {
+        wanted.clear(); // systemd decides where a socket-activated baton listens
+    }
+
+    let (path, stream) = match predecessor_socket {
+        Some(path) => (path.to_owned(), Some(dial(path).await?)),
+        None if !wanted.is_empty() => {
+            let path = settings.handoff_socket_or_default();
+            let stream = dial_if_listening(&path).await?;
+            (path, stream)
+        }
+        None => (PathBuf::new(), None),
+    };
+    let mut predecessor = None;
+    let mut state = None;
+    if let Some(stream) = stream {
+        let imported = import(stream, &path, settings, &mut wanted, &listeners).await?;
+        listeners.extend(imported.listeners);
+        predecessor = imported.predecessor;
+        state = imported.state;
+        if !settings.listen_explicit {
+            wanted.clear(); // the predecessor decides, as systemd would
+        }
+    }
+    listeners.extend(listen::bind_all(wanted)?);
+    if listeners.is_empty() {
+        return Err(listen::ListenError::Nothing.into());
+    }
+    for l in &listeners {
+        info!(listener = %l.spec, name = %l.name, source = %l.source, "listening");
+    }
+    Ok(Acquired {
+        listeners,
+        predecessor,
+        state,
     })
 }
 
+async fn dial(path: &Path) -> Result<UnixStream, ImportError> {
+    UnixStream::connect(path)
+        .await
+        .map_err(|e| ImportError::new(path, ImportProblem::Connect(e)))
+}
+
 /// Connect if something listens at `path`; `Ok(None)` when nothing does (no file, a stale file).
-pub fn dial_if_listening(path: &Path) -> Result<Option<UnixStream>, ImportError> {
-    match UnixStream::connect(path) {
+async fn dial_if_listening(path: &Path) -> Result<Option<UnixStream>, ImportError> {
+    match UnixStream::connect(path).await {
         Ok(s) => Ok(Some(s)),
         Err(e)
             if matches!(
@@ -88,111 +185,221 @@ pub fn dial_if_listening(path: &Path) -> Result<Option<UnixStream>, ImportError>
             debug!(path = %path.display(), error = %e, "no predecessor to import from");
             Ok(None)
         }
-        Err(source) => Err(ImportError::Connect {
-            path: path.to_owned(),
-            source,
-        }),
+        Err(e) => Err(ImportError::new(path, ImportProblem::Connect(e))),
     }
+}
+
+/// What one import brought.
+struct Imported {
+    listeners: Vec<Listener>,
+    predecessor: Option<Predecessor>,
+    state: Option<Vec<u8>>,
+}
+
+/// Request the listeners (and the state, when a baton parent has some), adopt the offered fds and
+/// keep those the configuration still names.
+async fn import(
+    stream: UnixStream,
+    path: &Path,
+    settings: &Settings,
+    wanted: &mut Vec<ListenSpec>,
+    activated: &[Listener],
+) -> Result<Imported, ImportError> {
+    let err = |problem| ImportError::new(path, problem);
+    let timeout = settings.child_timeout;
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let exchange = async {
+        write
+            .write_all(protocol::REQUEST)
+            .await
+            .map_err(|source| ImportProblem::Write {
+                what: "get_listener",
+                source,
+            })?;
+        let offer = read_offer(&mut read).await?;
+        let mut state = None;
+        if offer.baton.as_ref().is_some_and(|ext| ext.state) {
+            write
+                .write_all(&protocol::encode_line(&ChildMessage::GetState))
+                .await
+                .map_err(|source| ImportProblem::Write {
+                    what: "get_state",
+                    source,
+                })?;
+            state = Some(read_state(&mut read).await?);
+        }
+        Ok::<_, ImportProblem>((offer, state))
+    };
+    let (offer, state) = match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result.map_err(err)?,
+        Err(_) => {
+            return Err(err(ImportProblem::Timeout {
+                after: timeout,
+                received: read.buffer().len(),
+            }))
+        }
+    };
+    match &offer.baton {
+        Some(ext) => info!(path = %path.display(), predecessor_generation = ext.generation,
+            state_bytes = state.as_ref().map(Vec::len), "importing listeners from a baton predecessor"),
+        None => {
+            info!(path = %path.display(), "importing the listener from a predecessor (base protocol)")
+        }
+    }
+
+    let mut listeners = Vec::new();
+    for offered in offer.listeners() {
+        if activated
+            .iter()
+            .any(|l| l.socket.as_fd().as_raw_fd() == offered.fd)
+        {
+            return Err(err(ImportProblem::BadFd {
+                fd: offered.fd,
+                name: offered.name,
+                problem: "is already a socket-activated listener".into(),
+            }));
+        }
+        let socket = listen::adopt_listening_fd(offered.fd).map_err(|problem| {
+            err(ImportProblem::BadFd {
+                fd: offered.fd,
+                name: offered.name.clone(),
+                problem,
+            })
+        })?;
+        let spec = match wanted.iter().position(|w| w.as_str() == offered.addr) {
+            Some(i) => wanted.remove(i),
+            None if offered.origin == Origin::Systemd || !settings.listen_explicit => offered
+                .addr
+                .parse()
+                .unwrap_or_else(|_| listen::local_spec(&socket)),
+            None if offer.baton.is_some() => {
+                info!(listener = %offered.addr, "no longer configured; closing the inherited listener");
+                continue;
+            }
+            None => {
+                return Err(err(ImportProblem::Mismatch {
+                    offered: offered.addr,
+                    configured: settings
+                        .listen
+                        .iter()
+                        .map(|s| format!("{:?}", s.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }))
+            }
+        };
+        listeners.push(Listener {
+            name: offered.name,
+            spec,
+            source: Source::Import,
+            origin: offered.origin,
+            socket,
+        });
+    }
+    let predecessor = offer.baton.is_some().then(|| Predecessor {
+        read,
+        write,
+        path: path.to_owned(),
+    });
+    Ok(Imported {
+        listeners,
+        predecessor,
+        state,
+    })
+}
+
+/// Read until one complete offer has arrived. A newline after it is consumed; nothing else may
+/// follow before the child speaks again.
+async fn read_offer(read: &mut BufReader<OwnedReadHalf>) -> Result<ListenerOffer, ImportProblem> {
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        let chunk = read.fill_buf().await.map_err(ImportProblem::Read)?;
+        if chunk.is_empty() {
+            return Err(ImportProblem::Closed {
+                received: buf.len(),
+            });
+        }
+        let before = buf.len();
+        let n = chunk.len();
+        buf.extend_from_slice(chunk);
+        if let Some((offer, end)) = protocol::parse_offer_at(&buf)? {
+            read.consume(end.saturating_sub(before));
+            return Ok(offer);
+        }
+        read.consume(n);
+    }
+}
+
+/// Read the answer to `get_state`: one `state` line, then exactly that many bytes.
+async fn read_state(read: &mut BufReader<OwnedReadHalf>) -> Result<Vec<u8>, ImportProblem> {
+    let line = read_line(read).await.map_err(ImportProblem::Read)?;
+    if line.is_empty() {
+        return Err(ImportProblem::Closed { received: 0 });
+    }
+    let len = match protocol::parse_line::<ParentMessage>(&line, "state header")? {
+        Some(ParentMessage::State { len }) if len <= protocol::MAX_STATE => len,
+        Some(ParentMessage::State { .. }) => return Err(ProtocolError::TooLarge.into()),
+        _ => {
+            return Err(ProtocolError::Unexpected(protocol::preview(&line)).into());
+        }
+    };
+    let mut state = Vec::with_capacity(len as usize);
+    let got = read
+        .take(len)
+        .read_to_end(&mut state)
+        .await
+        .map_err(ImportProblem::Read)?;
+    if (got as u64) < len {
+        return Err(ImportProblem::Closed { received: got });
+    }
+    Ok(state)
+}
+
+/// One line of at most [`protocol::MAX_MESSAGE`] bytes (empty at EOF).
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(read: &mut R) -> io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    read.take(protocol::MAX_MESSAGE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .await?;
+    Ok(line)
 }
 
 /// A baton predecessor still on the line after the offer.
 #[derive(Debug)]
 pub struct Predecessor {
-    stream: UnixStream,
+    read: BufReader<OwnedReadHalf>,
+    write: OwnedWriteHalf,
     path: PathBuf,
 }
 
-/// Send `get_listener` and read the offer. Returns the connection too when the predecessor
-/// speaks baton's extension (it then waits for our readiness).
-pub fn request_listeners(
-    mut stream: UnixStream,
-    path: &Path,
-    timeout: Duration,
-) -> Result<(ListenerOffer, Option<Predecessor>), ImportError> {
-    let deadline = Instant::now() + timeout;
-    let err_path = || path.to_owned();
-    stream
-        .set_write_timeout(Some(timeout))
-        .and_then(|()| stream.write_all(protocol::REQUEST))
-        .map_err(|source| ImportError::Write {
-            path: err_path(),
-            source,
-        })?;
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ImportError::Timeout {
-                path: err_path(),
-                after: timeout,
-                received: buf.len(),
-            });
-        }
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(|source| ImportError::Read {
-                path: err_path(),
-                source,
-            })?;
-        let n = match stream.read(&mut chunk) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(ImportError::Read {
-                    path: err_path(),
-                    source,
-                })
-            }
-        };
-        if n == 0 {
-            return Err(ImportError::Closed {
-                path: err_path(),
-                received: buf.len(),
-            });
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let parsed = protocol::parse_offer(&buf).map_err(|source| ImportError::Protocol {
-            path: err_path(),
-            source,
-        })?;
-        if let Some(offer) = parsed {
-            let predecessor = offer.baton.is_some().then(|| Predecessor {
-                stream,
-                path: path.to_owned(),
-            });
-            return Ok((offer, predecessor));
-        }
-    }
+/// What the predecessor said after our `ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Promotion {
+    /// It told the service manager we are the main process.
+    Promoted,
+    /// It hung up first (it died, or was stopped): we serve on as main.
+    Gone,
 }
 
 impl Predecessor {
-    /// Tell the predecessor we serve, then wait until it says we are the main process.
-    /// Returns `false` when the predecessor hung up first (it died or was stopped): we serve on.
-    pub async fn ready_then_promoted(self, pid: u32) -> io::Result<bool> {
-        self.stream.set_nonblocking(true)?;
-        let stream = tokio::net::UnixStream::from_std(self.stream)?;
-        let (read, mut write) = stream.into_split();
-        write
+    /// Tell the predecessor we accept on every listener.
+    pub async fn ready(&mut self, pid: u32) -> io::Result<()> {
+        self.write
             .write_all(&protocol::encode_line(&ChildMessage::Ready { pid }))
-            .await?;
-        let mut reader = BufReader::new(read.take(protocol::MAX_MESSAGE as u64));
-        let mut line = Vec::new();
-        if reader.read_until(b'\n', &mut line).await? == 0 {
-            warn!(path = %self.path.display(), "predecessor hung up before promoting us; serving on as main");
-            return Ok(false);
+            .await
+    }
+
+    /// Wait for `promoted` (or the predecessor hanging up).
+    pub async fn promotion(&mut self) -> io::Result<Promotion> {
+        let line = read_line(&mut self.read).await?;
+        if line.is_empty() {
+            warn!(path = %self.path.display(), "predecessor hung up before promoting us");
+            return Ok(Promotion::Gone);
         }
         match protocol::parse_line::<ParentMessage>(&line, "parent message") {
-            Ok(Some(ParentMessage::Promoted)) => Ok(true),
-            Ok(None) | Err(_) => Err(io::Error::new(
+            Ok(Some(ParentMessage::Promoted)) => Ok(Promotion::Promoted),
+            _ => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
                     "predecessor sent {} instead of promoted",
@@ -201,19 +408,34 @@ impl Predecessor {
             )),
         }
     }
+
+    /// Tell the predecessor we serve as main (after `READY=1`); it stops accepting and retires.
+    pub async fn confirm(mut self) -> io::Result<()> {
+        self.write
+            .write_all(&protocol::encode_line(&ChildMessage::Confirmed))
+            .await?;
+        self.write.shutdown().await
+    }
 }
 
 /// Best effort, for a successor that cannot start: tell the predecessor why, then return.
-pub fn report_failure(path: &Path, reason: &str) {
-    let send = || -> io::Result<()> {
-        let mut stream = UnixStream::connect(path)?;
-        stream.set_write_timeout(Some(Duration::from_secs(1)))?;
+pub async fn report_failure(path: &Path, reason: &str) {
+    let send = async {
+        let mut stream = UnixStream::connect(path).await?;
         let one_line = reason.replace('\n', " ");
-        stream.write_all(&protocol::encode_line(&ChildMessage::Failed {
-            reason: one_line,
-        }))
+        stream
+            .write_all(&protocol::encode_line(&ChildMessage::Failed {
+                reason: one_line,
+            }))
+            .await
     };
-    if let Err(e) = send() {
-        debug!(path = %path.display(), error = %e, "could not report the failure to the predecessor");
+    match tokio::time::timeout(Duration::from_secs(1), send).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            debug!(path = %path.display(), error = %e, "could not report the failure to the predecessor")
+        }
+        Err(_) => {
+            debug!(path = %path.display(), "reporting the failure to the predecessor timed out")
+        }
     }
 }

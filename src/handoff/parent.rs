@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
@@ -107,6 +110,13 @@ pub enum HandoffError {
 /// How long after a successor's exit its failure report may still arrive.
 const EXIT_REPORT_GRACE: Duration = Duration::from_millis(300);
 
+/// Produces the application state handed to the successor (see [`crate::Serve::on_handoff`]).
+pub type StateFn = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
+
+/// How long a successor that closed the hand-off connection after `promoted` gets to show it is
+/// alive (a version-1 successor closes instead of confirming) or dead.
+const HANGUP_GRACE: Duration = Duration::from_millis(200);
+
 /// A successor that serves and waits to be promoted.
 #[derive(Debug)]
 pub struct ReadySuccessor {
@@ -114,16 +124,94 @@ pub struct ReadySuccessor {
     pub child: tokio::process::Child,
     /// Its pid.
     pub pid: u32,
+    read: BufReader<OwnedReadHalf>,
     write: OwnedWriteHalf,
 }
 
+/// What a ready successor did on the hand-off connection.
+#[derive(Debug)]
+pub enum SuccessorEvent {
+    /// It serves as main (`confirmed`, or a version-1 successor that closed after `promoted` and
+    /// lives on).
+    Confirmed,
+    /// It is gone, or broke the protocol: the hand-off failed.
+    Lost(String),
+}
+
 impl ReadySuccessor {
-    /// Tell the successor it is the main process now.
-    pub async fn promote(mut self) -> io::Result<()> {
+    /// Tell the successor that systemd knows it as the main process.
+    pub async fn promote(&mut self) -> io::Result<()> {
         self.write
             .write_all(&protocol::encode_line(&ParentMessage::Promoted))
-            .await?;
-        self.write.shutdown().await
+            .await
+    }
+
+    /// The next thing the successor does on the connection. Before `promoted` any event is a
+    /// loss (a successor says nothing between `ready` and `promoted`).
+    pub async fn next_event(&mut self, promoted: bool) -> SuccessorEvent {
+        let mut line = Vec::new();
+        let read = (&mut self.read)
+            .take(protocol::MAX_MESSAGE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await;
+        match read {
+            Err(e) => {
+                SuccessorEvent::Lost(format!("successor {}: hand-off connection: {e}", self.pid))
+            }
+            Ok(0) if promoted && self.lives_on().await => SuccessorEvent::Confirmed,
+            Ok(0) => SuccessorEvent::Lost(format!(
+                "successor {} hung up before it was confirmed as main{}",
+                self.pid,
+                if self.exited() { " (it exited)" } else { "" }
+            )),
+            Ok(_) => match protocol::parse_line::<ChildMessage>(&line, "child message") {
+                Ok(Some(ChildMessage::Confirmed)) if promoted => SuccessorEvent::Confirmed,
+                _ => SuccessorEvent::Lost(format!(
+                    "successor {} sent {} out of turn",
+                    self.pid,
+                    protocol::preview(&line)
+                )),
+            },
+        }
+    }
+
+    /// True when the process has exited (not reaped: its pid stays valid until [`Self::end`]).
+    fn exited(&self) -> bool {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        !matches!(
+            waitid(Id::Pid(nix::unistd::Pid::from_raw(self.pid as i32)), flags),
+            Ok(WaitStatus::StillAlive)
+        )
+    }
+
+    /// After a hang-up: still alive after a short grace?
+    async fn lives_on(&self) -> bool {
+        let deadline = tokio::time::Instant::now() + HANGUP_GRACE;
+        while tokio::time::Instant::now() < deadline {
+            if self.exited() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        !self.exited()
+    }
+
+    /// End a successor whose hand-off failed or was called off, and reap it. One that may already
+    /// serve connections gets `SIGTERM` and `grace` to drain them, then `SIGKILL`.
+    pub async fn end(mut self, grace: Duration) {
+        if !self.exited() {
+            let pid = nix::unistd::Pid::from_raw(self.pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
+                return;
+            }
+            warn!(
+                successor = self.pid,
+                ?grace,
+                "successor still draining; killing it"
+            );
+        }
+        kill_and_reap(&mut self.child).await;
     }
 }
 
@@ -234,7 +322,10 @@ fn prepare_directory(dir: &Path) -> Result<(), HandoffError> {
 /// What a connection task learned.
 enum ConnEvent {
     Request(OwnedReadHalf, OwnedWriteHalf),
-    Message(ChildMessage, Option<OwnedWriteHalf>),
+    Message(
+        ChildMessage,
+        Option<(BufReader<OwnedReadHalf>, OwnedWriteHalf)>,
+    ),
     Broken(HandoffError),
 }
 
@@ -246,6 +337,7 @@ pub async fn hand_off(
     listeners: &[Listener],
     generation: u64,
     child_timeout: Duration,
+    state: Option<StateFn>,
     cancel: CancellationToken,
 ) -> Result<ReadySuccessor, HandoffError> {
     let socket = HandoffSocket::open(socket_path)?;
@@ -259,17 +351,22 @@ pub async fn hand_off(
         })?;
     let pid = child.id().unwrap_or_default();
     info!(successor = pid, exe = %exe.path.display(), "successor started");
-    let offer = offer_for(listeners, generation);
+    let offer = offer_for(listeners, generation, state.is_some());
     let conversation = tokio::time::timeout(
         child_timeout,
-        converse(&socket, &mut child, pid, &offer, child_timeout),
+        converse(&socket, &mut child, pid, &offer, state, child_timeout),
     );
     let result = tokio::select! {
         r = conversation => r.unwrap_or(Err(HandoffError::Timeout { pid, after: child_timeout })),
         _ = cancel.cancelled() => Err(HandoffError::Cancelled),
     };
     match result {
-        Ok(write) => Ok(ReadySuccessor { child, pid, write }),
+        Ok((read, write)) => Ok(ReadySuccessor {
+            child,
+            pid,
+            read,
+            write,
+        }),
         Err(e) => {
             kill_and_reap(&mut child).await;
             Err(e)
@@ -285,7 +382,7 @@ pub async fn kill_and_reap(child: &mut tokio::process::Child) {
     let _ = child.wait().await;
 }
 
-fn offer_for(listeners: &[Listener], generation: u64) -> ListenerOffer {
+fn offer_for(listeners: &[Listener], generation: u64, state: bool) -> ListenerOffer {
     let offered: Vec<OfferedListener> = listeners
         .iter()
         .enumerate()
@@ -304,6 +401,7 @@ fn offer_for(listeners: &[Listener], generation: u64) -> ListenerOffer {
             version: EXTENSION_VERSION,
             generation,
             listeners: offered,
+            state,
         }),
     }
 }
@@ -313,8 +411,9 @@ async fn converse(
     child: &mut tokio::process::Child,
     pid: u32,
     offer: &ListenerOffer,
+    state: Option<StateFn>,
     budget: Duration,
-) -> Result<OwnedWriteHalf, HandoffError> {
+) -> Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf), HandoffError> {
     let (tx, mut rx) = mpsc::channel::<ConnEvent>(4);
     let me = nix::unistd::geteuid().as_raw();
     let mut offered = false;
@@ -355,9 +454,9 @@ async fn converse(
                     offered = true;
                     write.write_all(&protocol::encode_line(offer)).await
                         .map_err(|source| HandoffError::Io { pid, source })?;
-                    tokio::spawn(read_line(read, write, tx.clone(), pid).in_current_span());
+                    tokio::spawn(read_line(BufReader::new(read), write, tx.clone(), pid, state.clone()).in_current_span());
                 }
-                ConnEvent::Message(ChildMessage::Ready { .. }, Some(write)) => return Ok(write),
+                ConnEvent::Message(ChildMessage::Ready { .. }, Some(conn)) => return Ok(conn),
                 ConnEvent::Message(ChildMessage::Ready { .. }, None) => {
                     return Err(HandoffError::Protocol { pid, source: ProtocolError::Unexpected("ready before get_listener".into()) });
                 }
@@ -366,6 +465,9 @@ async fn converse(
                         Some(status) => HandoffError::Exited { pid, status, reason: Some(reason) },
                         None => HandoffError::Failed { pid, reason },
                     });
+                }
+                ConnEvent::Message(other, _) => {
+                    return Err(HandoffError::Protocol { pid, source: ProtocolError::Unexpected(format!("{other:?} out of turn")) });
                 }
                 ConnEvent::Broken(e) => return Err(e),
             }
@@ -398,26 +500,66 @@ async fn read_opening(stream: UnixStream, tx: mpsc::Sender<ConnEvent>, pid: u32,
     let _ = tx.send(event).await;
 }
 
-/// After the offer: read the child's one line (ready or failed).
+/// After the offer: answer `get_state`, then pass on the child's next line (ready or failed).
 async fn read_line(
-    read: OwnedReadHalf,
-    write: OwnedWriteHalf,
+    mut read: BufReader<OwnedReadHalf>,
+    mut write: OwnedWriteHalf,
     tx: mpsc::Sender<ConnEvent>,
     pid: u32,
+    state: Option<StateFn>,
 ) {
-    let mut reader = BufReader::new(read.take(protocol::MAX_MESSAGE as u64 + 1));
-    let mut line = Vec::new();
-    let event = match reader.read_until(b'\n', &mut line).await {
-        Ok(0) => return,
-        Ok(_) => match protocol::parse_line::<ChildMessage>(&line, "child message") {
-            Ok(Some(msg)) => ConnEvent::Message(msg, Some(write)),
-            Ok(None) => ConnEvent::Broken(HandoffError::Protocol {
+    let mut state_sent = false;
+    let event = loop {
+        let mut line = Vec::new();
+        let read_result = (&mut read)
+            .take(protocol::MAX_MESSAGE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await;
+        let msg = match read_result {
+            Ok(0) => return,
+            Ok(_) => match protocol::parse_line::<ChildMessage>(&line, "child message") {
+                Ok(Some(msg)) => msg,
+                Ok(None) => {
+                    break ConnEvent::Broken(HandoffError::Protocol {
+                        pid,
+                        source: ProtocolError::TooLarge,
+                    })
+                }
+                Err(source) => break ConnEvent::Broken(HandoffError::Protocol { pid, source }),
+            },
+            Err(source) => break ConnEvent::Broken(HandoffError::Io { pid, source }),
+        };
+        if msg != ChildMessage::GetState || state_sent {
+            break ConnEvent::Message(msg, Some((read, write)));
+        }
+        state_sent = true;
+        let bytes = state.as_ref().map(|f| f()).unwrap_or_default();
+        let header = protocol::encode_line(&ParentMessage::State {
+            len: bytes.len() as u64,
+        });
+        if bytes.len() as u64 > protocol::MAX_STATE {
+            break ConnEvent::Broken(HandoffError::Protocol {
                 pid,
-                source: ProtocolError::TooLarge,
-            }),
-            Err(source) => ConnEvent::Broken(HandoffError::Protocol { pid, source }),
-        },
-        Err(source) => ConnEvent::Broken(HandoffError::Io { pid, source }),
+                source: ProtocolError::Inconsistent(format!(
+                    "the application state has {} bytes; at most {} can be handed over",
+                    bytes.len(),
+                    protocol::MAX_STATE
+                )),
+            });
+        }
+        if let Err(source) = async {
+            write.write_all(&header).await?;
+            write.write_all(&bytes).await
+        }
+        .await
+        {
+            break ConnEvent::Broken(HandoffError::Io { pid, source });
+        }
+        info!(
+            successor = pid,
+            bytes = bytes.len(),
+            "application state handed over"
+        );
     };
     let _ = tx.send(event).await;
 }

@@ -4,12 +4,16 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::listen::Origin;
+
 /// The base request, exactly these 12 bytes and nothing else.
 pub const REQUEST: &[u8] = b"get_listener";
 /// No message on the hand-off socket may be larger than this.
 pub const MAX_MESSAGE: usize = 64 * 1024;
-/// The extension version this build speaks.
-pub const EXTENSION_VERSION: u32 = 1;
+/// The extension version this build speaks (2: `get_state`/`state`, `confirmed`).
+pub const EXTENSION_VERSION: u32 = 2;
+/// The largest application state a parent may hand over.
+pub const MAX_STATE: u64 = 16 * 1024 * 1024;
 /// The environment variable naming the predecessor's hand-off socket for a spawned successor.
 pub const PREDECESSOR_ENV: &str = "BATON_PREDECESSOR_SOCKET";
 /// The environment variable carrying the successor's generation.
@@ -38,6 +42,9 @@ pub struct Extension {
     pub generation: u64,
     /// Every inherited listener, the first repeating the base fields.
     pub listeners: Vec<OfferedListener>,
+    /// The parent holds application state for the child (version 2): the child may ask for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state: bool,
 }
 
 /// One inherited listener.
@@ -51,16 +58,6 @@ pub struct OfferedListener {
     pub name: String,
     /// Where it originally came from.
     pub origin: Origin,
-}
-
-/// Where an inherited listener originally came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Origin {
-    /// Socket activation: kept by every successor.
-    Systemd,
-    /// The configuration: kept while the configuration names it.
-    Config,
 }
 
 /// A line the child sends on the hand-off connection.
@@ -77,12 +74,22 @@ pub enum ChildMessage {
         /// Why, one line.
         reason: String,
     },
+    /// Version 2, after the offer: send the application state.
+    #[serde(rename = "get_state")]
+    GetState,
+    /// Version 2, after `promoted`: it told the service manager `READY=1` and serves as main.
+    Confirmed,
 }
 
 /// A line the parent sends on the hand-off connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ParentMessage {
+    /// Version 2, the answer to `get_state`: exactly `len` bytes of state follow the line.
+    State {
+        /// How many bytes follow (at most [`MAX_STATE`]).
+        len: u64,
+    },
     /// systemd now knows the child as the main process.
     Promoted,
 }
@@ -175,7 +182,13 @@ pub fn encode_line<T: Serialize>(msg: &T) -> Vec<u8> {
 
 /// Parse the parent's answer as it arrives. `Ok(None)`: incomplete, read more (or, at EOF, fail).
 /// Accepts the object with or without a trailing newline.
+#[cfg(test)]
 pub fn parse_offer(buf: &[u8]) -> Result<Option<ListenerOffer>, ProtocolError> {
+    Ok(parse_offer_at(buf)?.map(|(offer, _)| offer))
+}
+
+/// [`parse_offer`], also returning how many bytes the object (and one `\n` after it) took.
+pub fn parse_offer_at(buf: &[u8]) -> Result<Option<(ListenerOffer, usize)>, ProtocolError> {
     if buf.len() > MAX_MESSAGE {
         return Err(ProtocolError::TooLarge);
     }
@@ -189,7 +202,11 @@ pub fn parse_offer(buf: &[u8]) -> Result<Option<ListenerOffer>, ProtocolError> {
         }),
         Some(Ok(offer)) => {
             offer.validate()?;
-            Ok(Some(offer))
+            let mut end = stream.byte_offset();
+            if buf.get(end) == Some(&b'\n') {
+                end += 1;
+            }
+            Ok(Some((offer, end)))
         }
     }
 }
@@ -258,6 +275,14 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_extension_still_parses() {
+        let v1 = br#"{"addr":"a:1","fd":3,"filename":"x","baton":{"version":1,"generation":0,"listeners":[{"addr":"a:1","fd":3,"name":"x","origin":"config"}]}}"#;
+        let (offer, end) = parse_offer_at(v1).unwrap().unwrap();
+        assert_eq!(end, v1.len());
+        assert!(!offer.baton.unwrap().state);
+    }
+
+    #[test]
     fn offer_parses_only_when_complete() {
         let full = br#"{"addr":"a:1","fd":3,"filename":"x"}"#;
         for cut in 0..full.len() {
@@ -276,8 +301,9 @@ mod tests {
             fd: 3,
             filename: "http".into(),
             baton: Some(Extension {
-                version: 1,
+                version: 2,
                 generation: 2,
+                state: true,
                 listeners: vec![
                     OfferedListener {
                         addr: "a:1".into(),
@@ -352,6 +378,18 @@ mod tests {
         assert_eq!(
             encode_line(&ParentMessage::Promoted),
             b"{\"event\":\"promoted\"}\n"
+        );
+        assert_eq!(
+            encode_line(&ParentMessage::State { len: 3 }),
+            b"{\"event\":\"state\",\"len\":3}\n"
+        );
+        assert_eq!(
+            encode_line(&ChildMessage::GetState),
+            b"{\"event\":\"get_state\"}\n"
+        );
+        assert_eq!(
+            encode_line(&ChildMessage::Confirmed),
+            b"{\"event\":\"confirmed\"}\n"
         );
         assert_eq!(
             parse_line::<ParentMessage>(b"{\"event\":\"prom", "x").unwrap(),

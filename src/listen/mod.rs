@@ -1,6 +1,6 @@
-//! Where the listeners come from: systemd socket activation, else the documented import from a
-//! running predecessor, else a fresh bind. [`acquire`] walks that chain once at start and says,
-//! for every listener, which source it came from.
+//! Listening sockets: what systemd passed ([`activated`]), adopting a descriptor someone handed us
+//! ([`adopt_listening_fd`]) and fresh binds ([`bind`]). This module knows nothing of hand-offs: the
+//! chain activation → import → bind is walked by [`crate::handoff::child::acquire`].
 
 pub mod activation;
 pub mod spec;
@@ -9,18 +9,26 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::sys::socket::{
     self, sockopt, AddressFamily, SockFlag, SockType, SockaddrLike, SockaddrStorage,
 };
-use tracing::{info, warn};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
 
-use crate::config::Config;
-use crate::handoff::child::{self, ImportError, Predecessor};
-use crate::handoff::protocol::Origin;
 use activation::{ActivationEnv, ActivationError};
 use spec::{ListenSpec, Target};
+
+/// Where a listener originally came from: decides whether a successor keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Socket activation: kept by every successor.
+    Systemd,
+    /// The configuration: kept while the configuration names it.
+    Config,
+}
 
 /// How a listener reached this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,17 +94,15 @@ pub struct Listener {
     pub socket: Socket,
 }
 
-/// Why the listeners could not be set up. One line each, naming the fd or address.
+/// Why a listener could not be set up. One line each, naming the fd or address.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     /// The activation variables are garbage.
     #[error("socket activation: {0}")]
     Activation(#[from] ActivationError),
-    /// A passed descriptor is not a listening stream socket.
-    #[error("{from}: fd {fd} ({name}) {problem}")]
+    /// A descriptor systemd passed is not a listening stream socket.
+    #[error("socket activation: fd {fd} ({name}) {problem}")]
     BadFd {
-        /// `socket activation` or `hand-off from <path>`.
-        from: String,
         /// The descriptor.
         fd: RawFd,
         /// Its name.
@@ -112,185 +118,55 @@ pub enum ListenError {
         /// The OS error.
         source: io::Error,
     },
-    /// The import from the predecessor failed.
-    #[error(transparent)]
-    Import(#[from] ImportError),
-    /// The predecessor offers a listener the configuration does not name.
-    #[error("predecessor offers {offered:?} but the configuration listens on {configured}")]
-    Mismatch {
-        /// The offered address.
-        offered: String,
-        /// The configured addresses.
-        configured: String,
-    },
+    /// Nothing to listen on: no address configured and none passed.
+    #[error("nothing to listen on: no listen address configured and no socket passed by systemd or a predecessor")]
+    Nothing,
 }
 
-impl ListenError {
-    /// The sysexits code that fits.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ListenError::Activation(_) | ListenError::Mismatch { .. } => crate::exit::CONFIG,
-            ListenError::BadFd { from, .. } if from.starts_with("socket") => crate::exit::CONFIG,
-            ListenError::BadFd { .. } | ListenError::Import(_) => crate::exit::PROTOCOL,
-            ListenError::Bind { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
-                crate::exit::UNAVAILABLE
-            }
-            ListenError::Bind { source, .. }
-                if source.kind() == io::ErrorKind::PermissionDenied =>
-            {
-                crate::exit::NOPERM
-            }
-            ListenError::Bind { .. } => crate::exit::OSERR,
-        }
-    }
-}
-
-/// What [`acquire`] found.
-#[derive(Debug)]
-pub struct Acquired {
-    /// The listeners, in configuration order after systemd's.
-    pub listeners: Vec<Listener>,
-    /// The predecessor to report readiness to, when it speaks baton's extension.
-    pub predecessor: Option<Predecessor>,
-}
-
-/// Where to look for a predecessor.
-#[derive(Debug, Clone)]
-pub enum ImportFrom {
-    /// We were spawned by a baton parent: import from this path, or fail.
-    Required(PathBuf),
-    /// Dial this path if something listens there; otherwise bind.
-    IfPresent(PathBuf),
-}
-
-/// Walk the chain for every configured listener: activation, import, bind.
-pub fn acquire(
-    config: &Config,
-    activation: &ActivationEnv,
-    our_pid: u32,
-    import_from: ImportFrom,
-) -> Result<Acquired, ListenError> {
+/// The listeners systemd passed to `our_pid`, adopted, in `LISTEN_FDS` order.
+pub fn activated(env: &ActivationEnv, our_pid: u32) -> Result<Vec<Listener>, ListenError> {
     let mut listeners = Vec::new();
-    let mut wanted: Vec<ListenSpec> = config.listen.clone();
-
-    for passed in activation.parse(our_pid)? {
+    for passed in env.parse(our_pid)? {
         let socket = adopt_listening_fd(passed.fd).map_err(|problem| ListenError::BadFd {
-            from: "socket activation".into(),
             fd: passed.fd,
             name: passed.name.clone(),
             problem,
         })?;
-        let found = local_spec(&socket);
-        let spec = match wanted.iter().position(|w| w.same_socket(&found)) {
-            Some(i) => wanted.remove(i),
-            None => found,
-        };
         listeners.push(Listener {
+            spec: local_spec(&socket),
             name: passed.name,
-            spec,
             source: Source::Systemd,
             origin: Origin::Systemd,
             socket,
         });
     }
-    if !listeners.is_empty() && !config.listen_explicit {
-        wanted.clear(); // systemd decides where a socket-activated baton listens
-    }
+    Ok(listeners)
+}
 
-    let mut predecessor = None;
-    let dial = match &import_from {
-        ImportFrom::Required(path) => Some(child::dial(path)?),
-        ImportFrom::IfPresent(path) if !wanted.is_empty() => child::dial_if_listening(path)?,
-        ImportFrom::IfPresent(_) => None,
-    };
-    if let Some(stream) = dial {
-        let path = match &import_from {
-            ImportFrom::Required(p) | ImportFrom::IfPresent(p) => p.clone(),
-        };
-        let (offer, pred) = child::request_listeners(stream, &path, config.child_timeout)?;
-        if let Some(ext) = &offer.baton {
-            info!(path = %path.display(), predecessor_generation = ext.generation, "importing listeners from a baton predecessor");
-        } else {
-            info!(path = %path.display(), "importing the listener from a predecessor (base protocol)");
-        }
-        for offered in offer.listeners() {
-            if listeners
-                .iter()
-                .any(|l| l.socket.as_fd().as_raw_fd() == offered.fd)
-            {
-                return Err(ListenError::BadFd {
-                    from: format!("hand-off from {}", path.display()),
-                    fd: offered.fd,
-                    name: offered.name,
-                    problem: "is already a socket-activated listener".into(),
-                });
-            }
-            let socket = adopt_listening_fd(offered.fd).map_err(|problem| ListenError::BadFd {
-                from: format!("hand-off from {}", path.display()),
-                fd: offered.fd,
-                name: offered.name.clone(),
-                problem,
+/// Bind every spec afresh.
+pub fn bind_all(specs: Vec<ListenSpec>) -> Result<Vec<Listener>, ListenError> {
+    specs
+        .into_iter()
+        .map(|spec| {
+            let socket = bind(&spec).map_err(|source| ListenError::Bind {
+                addr: spec.as_str().to_owned(),
+                source,
             })?;
-            let spec = match wanted.iter().position(|w| w.as_str() == offered.addr) {
-                Some(i) => wanted.remove(i),
-                None if offered.origin == Origin::Systemd || !config.listen_explicit => {
-                    offered.addr.parse().unwrap_or_else(|_| local_spec(&socket))
-                }
-                None if offer.baton.is_some() => {
-                    info!(listener = %offered.addr, "no longer configured; closing the inherited listener");
-                    continue;
-                }
-                None => {
-                    return Err(ListenError::Mismatch {
-                        offered: offered.addr,
-                        configured: config
-                            .listen
-                            .iter()
-                            .map(|s| format!("{:?}", s.as_str()))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })
-                }
-            };
-            listeners.push(Listener {
-                name: offered.name,
+            Ok(Listener {
+                name: spec.as_str().to_owned(),
                 spec,
-                source: Source::Import,
-                origin: offered.origin,
+                source: Source::Bind,
+                origin: Origin::Config,
                 socket,
-            });
-        }
-        if !config.listen_explicit {
-            wanted.clear(); // the predecessor decides, as systemd would
-        }
-        predecessor = pred;
-    }
-
-    for spec in wanted {
-        let socket = bind(&spec).map_err(|source| ListenError::Bind {
-            addr: spec.as_str().to_owned(),
-            source,
-        })?;
-        listeners.push(Listener {
-            name: spec.as_str().to_owned(),
-            spec,
-            source: Source::Bind,
-            origin: Origin::Config,
-            socket,
-        });
-    }
-    for l in &listeners {
-        info!(listener = %l.spec, name = %l.name, source = %l.source, "listening");
-    }
-    Ok(Acquired {
-        listeners,
-        predecessor,
-    })
+            })
+        })
+        .collect()
 }
 
 /// Take ownership of a descriptor we were given, after checking it is a listening stream socket.
 /// It is marked close-on-exec (systemd's may not be; our successor gets its own copy on purpose).
-fn adopt_listening_fd(fd: RawFd) -> Result<Socket, String> {
+/// The caller must make sure no two adoptions name the same number.
+pub fn adopt_listening_fd(fd: RawFd) -> Result<Socket, String> {
     use nix::fcntl::{fcntl, FcntlArg};
     if fd < 3 {
         return Err("is a standard stream".into());
@@ -330,7 +206,7 @@ fn classify(owned: OwnedFd) -> Result<Socket, String> {
 }
 
 /// The address a socket is bound to, as a spec.
-fn local_spec(socket: &Socket) -> ListenSpec {
+pub fn local_spec(socket: &Socket) -> ListenSpec {
     match socket {
         Socket::Tcp(l) => l
             .local_addr()

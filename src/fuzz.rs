@@ -6,14 +6,13 @@
 //! inserted bytes) for `BATON_FUZZ_ITERS` rounds per target (default 3000, seed `BATON_FUZZ_SEED`).
 //! Each round must not panic and must keep the target's invariant (what parses re-encodes to
 //! something that parses the same). A failing input is printed so it can join the corpus.
-//! `tests/fuzz/run` runs this for longer in CI.
+//! `tests/fuzz/run` runs this for longer in CI (`cargo test --lib fuzz::`).
 
 use std::path::Path;
 
-use baton::config::{Config, Overrides};
-use baton::handoff::protocol::{self, ChildMessage, Opening, ParentMessage};
-use baton::listen::activation::ActivationEnv;
-use baton::listen::spec::ListenSpec;
+use crate::handoff::protocol::{self, ChildMessage, Opening, ParentMessage};
+use crate::listen::activation::ActivationEnv;
+use crate::listen::spec::ListenSpec;
 
 struct Rng(u64);
 
@@ -228,8 +227,10 @@ fn activation_variables() {
     });
 }
 
+#[cfg(feature = "cli")]
 #[test]
 fn configuration_file() {
+    use crate::cli::{FileConfig as Config, FileOverrides as Overrides};
     fuzz("config", |bytes| {
         let text = String::from_utf8_lossy(bytes);
         match Config::from_text(
@@ -238,8 +239,8 @@ fn configuration_file() {
             &text,
         ) {
             Ok(config) => {
-                assert!(!config.listen.is_empty());
-                assert!(!config.child_timeout.is_zero());
+                assert!(!config.settings.listen.is_empty());
+                assert!(!config.settings.child_timeout.is_zero());
             }
             Err(e) => {
                 let line = e.to_string();

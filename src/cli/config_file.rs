@@ -1,23 +1,18 @@
-//! Configuration: command-line options, `BATON_*` environment variables and a JSON file, merged
-//! into one validated [`Config`]. Precedence: option > environment > file > default.
+//! The `baton` command's configuration: command-line options and `BATON_*` variables (clap reads
+//! both) over a JSON file over the defaults, merged into the library's [`Settings`] plus what
+//! only the command has (the default handler's body).
 //!
 //! The same code backs `baton check`, and a successor re-reads the file, so editing the file and
 //! reloading applies it.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::listen::spec::ListenSpec;
+use crate::settings::{self, Settings, SettingsError};
 
-/// The listen address used when none is configured and systemd passed none.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 /// The body of the default handler, as in the article baton grew from.
 pub const DEFAULT_BODY: &str = "Hello, world!";
-const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFAULT_CHILD_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Settings as given on the command line or in `BATON_*` variables, not yet validated.
@@ -49,21 +44,11 @@ pub struct Overrides {
     pub pid_file: Option<PathBuf>,
 }
 
-/// The validated configuration.
+/// The validated configuration of the `baton` command.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Listeners to serve, in order.
-    pub listen: Vec<ListenSpec>,
-    /// True when `listen` came from the operator rather than the default.
-    pub listen_explicit: bool,
-    /// The hand-off socket path.
-    pub handoff_socket: PathBuf,
-    /// Drain budget.
-    pub shutdown_timeout: Duration,
-    /// Successor start budget.
-    pub child_timeout: Duration,
-    /// PID file, if any.
-    pub pid_file: Option<PathBuf>,
+    /// What the library serves with.
+    pub settings: Settings,
     /// Body of the default handler.
     pub response_body: String,
     /// The file this was read from, if any.
@@ -99,16 +84,9 @@ pub enum ConfigError {
         /// serde_json's description.
         message: String,
     },
-    /// A field has a bad value.
-    #[error("{origin}: {field}: {problem}")]
-    Field {
-        /// Where the value came from: `--listen/BATON_LISTEN` or `config /etc/baton/baton.json`.
-        origin: String,
-        /// Which field (with index for lists).
-        field: String,
-        /// What is wrong.
-        problem: String,
-    },
+    /// A setting has a bad value.
+    #[error(transparent)]
+    Field(#[from] SettingsError),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,103 +140,84 @@ impl Config {
         let file_origin = path
             .map(|p| format!("config {}", p.display()))
             .unwrap_or_default();
-        let field_err = |origin: &str, field: &str, problem: String| ConfigError::Field {
-            origin: origin.to_owned(),
-            field: field.to_owned(),
-            problem,
-        };
+        let mut s = Settings::default();
 
-        let (listen_texts, listen_origin, listen_explicit) = if !overrides.listen.is_empty() {
-            (
-                overrides.listen.clone(),
-                "--listen/BATON_LISTEN".to_owned(),
-                true,
-            )
-        } else if let Some(list) = &file.listen {
-            (list.clone(), file_origin.clone(), true)
-        } else {
-            (vec![DEFAULT_LISTEN.to_owned()], "default".to_owned(), false)
-        };
-        let mut listen: Vec<ListenSpec> = Vec::with_capacity(listen_texts.len());
-        for (i, text) in listen_texts.iter().enumerate() {
-            let spec: ListenSpec = text.parse().map_err(|e: crate::listen::spec::SpecError| {
-                field_err(&listen_origin, &format!("listen[{i}]"), e.to_string())
-            })?;
-            if let Some(dup) = listen.iter().find(|s| s.same_socket(&spec)) {
-                return Err(field_err(
-                    &listen_origin,
-                    &format!("listen[{i}]"),
-                    format!("{text:?} names the same socket as {:?}", dup.as_str()),
-                ));
-            }
-            listen.push(spec);
+        // The file first, then what clap found on the command line or in the environment.
+        if let Some(list) = &file.listen {
+            let texts: Vec<&str> = list.iter().map(String::as_str).collect();
+            s = s.listen(settings::parse_listen(&texts, &file_origin)?);
         }
-        if listen_explicit && listen.is_empty() {
-            return Err(field_err(&listen_origin, "listen", "empty list".into()));
+        if !overrides.listen.is_empty() {
+            let texts: Vec<&str> = overrides.listen.iter().map(String::as_str).collect();
+            s = s.listen(settings::parse_listen(&texts, "--listen/BATON_LISTEN")?);
         }
 
-        let duration = |cli: &Option<String>,
-                        env_name: &str,
-                        from_file: &Option<FileDuration>,
-                        field: &str,
-                        default: Duration|
-         -> Result<Duration, ConfigError> {
-            let (value, origin) = match (cli, from_file) {
-                (Some(text), _) => (
-                    parse_duration(text),
-                    format!("--{}/{env_name}", field.replace('_', "-")),
-                ),
-                (None, Some(FileDuration::Text(text))) => {
-                    (parse_duration(text), file_origin.clone())
+        let timeout = |cli: &Option<String>,
+                       env_name: &str,
+                       from_file: &Option<FileDuration>,
+                       field: &str|
+         -> Result<Option<std::time::Duration>, SettingsError> {
+            match (cli, from_file) {
+                (Some(text), _) => {
+                    let origin = format!("--{}/{env_name}", field.replace('_', "-"));
+                    settings::parse_timeout(text, &origin, field).map(Some)
                 }
-                (None, Some(FileDuration::Seconds(secs))) => (seconds(*secs), file_origin.clone()),
-                (None, None) => return Ok(default),
-            };
-            let value = value.map_err(|p| field_err(&origin, field, p))?;
-            if value.is_zero() || value > MAX_TIMEOUT {
-                return Err(field_err(
-                    &origin,
-                    field,
-                    "must be more than 0 and at most 24h".into(),
-                ));
+                (None, Some(FileDuration::Text(text))) => {
+                    settings::parse_timeout(text, &file_origin, field).map(Some)
+                }
+                (None, Some(FileDuration::Seconds(secs))) => {
+                    settings::timeout_from_secs(*secs, &file_origin, field).map(Some)
+                }
+                (None, None) => Ok(None),
             }
-            Ok(value)
         };
-        let shutdown_timeout = duration(
+        if let Some(t) = timeout(
             &overrides.shutdown_timeout,
             "BATON_SHUTDOWN_TIMEOUT",
             &file.shutdown_timeout,
             "shutdown_timeout",
-            DEFAULT_SHUTDOWN_TIMEOUT,
-        )?;
-        let child_timeout = duration(
+        )? {
+            s = s.shutdown_timeout(t);
+        }
+        if let Some(t) = timeout(
             &overrides.child_timeout,
             "BATON_CHILD_TIMEOUT",
             &file.child_timeout,
             "child_timeout",
-            DEFAULT_CHILD_TIMEOUT,
-        )?;
+        )? {
+            s = s.child_timeout(t);
+        }
 
-        let handoff_socket = match (&overrides.handoff_socket, &file.handoff_socket) {
-            (Some(p), _) => {
-                check_path(p, "--handoff-socket/BATON_HANDOFF_SOCKET", "handoff_socket")?
+        let path_setting = |cli: &Option<PathBuf>,
+                            from_file: &Option<PathBuf>,
+                            origin: &str,
+                            field: &str|
+         -> Result<Option<PathBuf>, SettingsError> {
+            match (cli, from_file) {
+                (Some(p), _) => settings::check_path(p, origin, field).map(Some),
+                (None, Some(p)) => settings::check_path(p, &file_origin, field).map(Some),
+                (None, None) => Ok(None),
             }
-            (None, Some(p)) => check_path(p, &file_origin, "handoff_socket")?,
-            (None, None) => default_handoff_socket(),
         };
-        let pid_file = match (&overrides.pid_file, &file.pid_file) {
-            (Some(p), _) => Some(check_path(p, "--pid-file/BATON_PID_FILE", "pid_file")?),
-            (None, Some(p)) => Some(check_path(p, &file_origin, "pid_file")?),
-            (None, None) => None,
-        };
+        if let Some(p) = path_setting(
+            &overrides.handoff_socket,
+            &file.handoff_socket,
+            "--handoff-socket/BATON_HANDOFF_SOCKET",
+            "handoff_socket",
+        )? {
+            s = s.handoff_socket(p);
+        }
+        if let Some(p) = path_setting(
+            &overrides.pid_file,
+            &file.pid_file,
+            "--pid-file/BATON_PID_FILE",
+            "pid_file",
+        )? {
+            s = s.pid_file(p);
+        }
 
         Ok(Config {
-            listen,
-            listen_explicit,
-            handoff_socket,
-            shutdown_timeout,
-            child_timeout,
-            pid_file,
+            settings: s,
             response_body: file
                 .response_body
                 .unwrap_or_else(|| DEFAULT_BODY.to_owned()),
@@ -304,55 +263,11 @@ fn strip_position(message: &str) -> String {
     line
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    if let Ok(secs) = text.parse::<f64>() {
-        return seconds(secs);
-    }
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{text:?} is not a duration like 30s or 500ms: {e}"))
-}
-
-fn seconds(secs: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{secs} is not a number of seconds"))
-}
-
-fn check_path(path: &Path, origin: &str, field: &str) -> Result<PathBuf, ConfigError> {
-    if path.as_os_str().is_empty() {
-        return Err(ConfigError::Field {
-            origin: origin.to_owned(),
-            field: field.to_owned(),
-            problem: "empty path".into(),
-        });
-    }
-    Ok(path.to_owned())
-}
-
-/// `$RUNTIME_DIRECTORY/handoff.sock`, else `$XDG_RUNTIME_DIR/baton/handoff.sock`, else
-/// `<tmp>/baton-<uid>/handoff.sock`.
-pub fn default_handoff_socket() -> PathBuf {
-    let non_empty = |k| std::env::var_os(k).filter(|v| !v.is_empty());
-    if let Some(dirs) = non_empty("RUNTIME_DIRECTORY") {
-        // systemd separates several RuntimeDirectory= entries with ':'
-        let first = dirs
-            .to_string_lossy()
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        return PathBuf::from(first).join("handoff.sock");
-    }
-    if let Some(xdg) = non_empty("XDG_RUNTIME_DIR") {
-        return PathBuf::from(xdg).join("baton").join("handoff.sock");
-    }
-    std::env::temp_dir()
-        .join(format!("baton-{}", nix::unistd::getuid()))
-        .join("handoff.sock")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::time::Duration;
 
     fn load_json(json: &str) -> Result<Config, ConfigError> {
         let mut f = tempfile::NamedTempFile::new().unwrap();
@@ -366,10 +281,8 @@ mod tests {
     #[test]
     fn defaults_serve_the_article_address() {
         let c = Config::load(&Overrides::default()).unwrap();
-        assert_eq!(c.listen[0].as_str(), "127.0.0.1:8000");
-        assert!(!c.listen_explicit);
+        assert_eq!(c.settings, Settings::default());
         assert_eq!(c.response_body, "Hello, world!");
-        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -378,10 +291,10 @@ mod tests {
             r#"{"listen":[":9000","unix:/tmp/x.sock"],"shutdown_timeout":2.5,"child_timeout":"750ms","response_body":"hi"}"#,
         )
         .unwrap();
-        assert_eq!(c.listen.len(), 2);
-        assert!(c.listen_explicit);
-        assert_eq!(c.shutdown_timeout, Duration::from_millis(2500));
-        assert_eq!(c.child_timeout, Duration::from_millis(750));
+        assert_eq!(c.settings.listen.len(), 2);
+        assert!(c.settings.listen_explicit);
+        assert_eq!(c.settings.shutdown_timeout, Duration::from_millis(2500));
+        assert_eq!(c.settings.child_timeout, Duration::from_millis(750));
         assert_eq!(c.response_body, "hi");
 
         let mut f = tempfile::NamedTempFile::new().unwrap();
@@ -394,8 +307,8 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(c.listen[0].as_str(), "127.0.0.1:1");
-        assert_eq!(c.child_timeout, Duration::from_secs(3));
+        assert_eq!(c.settings.listen[0].as_str(), "127.0.0.1:1");
+        assert_eq!(c.settings.child_timeout, Duration::from_secs(3));
     }
 
     #[test]
@@ -424,6 +337,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen[1]") && e.contains("same socket"), "{e}");
+        let e = load_json(r#"{"listen":[]}"#).unwrap_err().to_string();
+        assert!(e.contains("listen: empty list"), "{e}");
         let e = Config::load(&Overrides {
             config: Some("/nonexistent/baton.json".into()),
             ..Default::default()

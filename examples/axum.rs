@@ -1,0 +1,190 @@
+//! An axum app served by baton: the only change from `axum::serve(listener, app)` is
+//! `baton::serve(app)` (here in its two-step form, to read the state the previous generation
+//! handed over). Everything keeps working across `systemctl reload` / `kill -HUP`:
+//!
+//! * `GET /` — a greeting naming the pid and generation that answered;
+//! * `GET /visits` — a counter that survives reloads (handed to the successor as state);
+//! * `GET /ws` — a WebSocket echo; on the drain signal it says so, keeps echoing for
+//!   `EXAMPLE_WS_GRACE_MS` (default 1000), then closes with `1001 Going Away`;
+//! * `GET /stream?chunks=N&ms=M` — a body streamed in N chunks, M ms apart (a download, SSE);
+//! * `GET /events?count=N&ms=M` — server-sent events.
+//!
+//! ```sh
+//! BATON_LISTEN=127.0.0.1:3000 cargo run --example axum
+//! curl 127.0.0.1:3000/visits; kill -HUP <pid>; curl 127.0.0.1:3000/visits
+//! ```
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, Sse};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use futures_util::stream::{self, Stream};
+
+#[derive(Clone)]
+struct App {
+    visits: Arc<AtomicU64>,
+    drain: baton::DrainSignal,
+    generation: u64,
+    ws_grace: Duration,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_target(false).init();
+    // Async set-up before serving, as a real app would open its database pool here.
+    let ws_grace = tokio::task::spawn_blocking(|| {
+        std::env::var("EXAMPLE_WS_GRACE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::from_secs(1))
+    })
+    .await
+    .unwrap_or(Duration::from_secs(1));
+
+    let server = match baton::Server::from_env().await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("axum example: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    let visits: u64 = server
+        .inherited_state()
+        .and_then(|bytes| std::str::from_utf8(bytes).ok()?.parse().ok())
+        .unwrap_or(0);
+    let drain = baton::DrainSignal::new();
+    let app = App {
+        visits: Arc::new(AtomicU64::new(visits)),
+        drain: drain.clone(),
+        generation: server.generation(),
+        ws_grace,
+    };
+    let counter = app.visits.clone();
+    let router = Router::new()
+        .route("/", get(hello))
+        .route("/visits", get(count_visit))
+        .route("/ws", get(websocket))
+        .route("/stream", get(stream_body))
+        .route("/events", get(events))
+        .with_state(app);
+
+    let served = server
+        .serve(router)
+        .with_drain_signal(drain)
+        .on_handoff(move || counter.load(Ordering::SeqCst).to_string().into_bytes())
+        .await;
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("axum example: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn hello(State(app): State<App>) -> String {
+    format!(
+        "Hello from pid {} (generation {})\n",
+        std::process::id(),
+        app.generation
+    )
+}
+
+async fn count_visit(State(app): State<App>) -> String {
+    let n = app.visits.fetch_add(1, Ordering::SeqCst) + 1;
+    format!("{n}\n")
+}
+
+async fn websocket(ws: WebSocketUpgrade, State(app): State<App>) -> Response {
+    ws.on_upgrade(move |socket| echo(socket, app))
+}
+
+/// Echo text messages as `pid <pid>: <text>` until the client leaves or the process drains.
+async fn echo(mut socket: WebSocket, app: App) {
+    let pid = std::process::id();
+    let mut closing_at = None;
+    loop {
+        let grace_over = async {
+            match closing_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    let reply = format!("pid {pid}: {}", text.as_str());
+                    if socket.send(Message::Text(reply.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            _ = app.drain.draining(), if closing_at.is_none() => {
+                closing_at = Some(tokio::time::Instant::now() + app.ws_grace);
+                let note = format!("pid {pid}: draining");
+                if socket.send(Message::Text(note.into())).await.is_err() {
+                    return;
+                }
+            }
+            _ = grace_over => {
+                let frame = CloseFrame { code: 1001, reason: "going away".into() };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                return;
+            }
+        }
+    }
+}
+
+fn param(q: &HashMap<String, String>, name: &str, default: u64) -> u64 {
+    q.get(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// `chunks` lines, `ms` apart, each naming the pid: a body that outlives a reload.
+async fn stream_body(Query(q): Query<HashMap<String, String>>) -> Body {
+    let chunks = param(&q, "chunks", 10);
+    let every = Duration::from_millis(param(&q, "ms", 100));
+    Body::from_stream(ticks(chunks, every, move |i| {
+        format!("chunk {i} of {chunks} from pid {}\n", std::process::id())
+    }))
+}
+
+async fn events(
+    Query(q): Query<HashMap<String, String>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let count = param(&q, "count", 10);
+    let every = Duration::from_millis(param(&q, "ms", 100));
+    Sse::new(ticks(count, every, |i| {
+        Event::default().data(format!("event {i}"))
+    }))
+}
+
+/// `n` items, one every `every`, made by `item`.
+fn ticks<T: Send + 'static>(
+    n: u64,
+    every: Duration,
+    item: impl Fn(u64) -> T + Send + 'static,
+) -> impl Stream<Item = Result<T, Infallible>> + Send {
+    stream::unfold(1, move |i| {
+        let next = (i <= n).then(|| item(i));
+        async move {
+            let next = next?;
+            if i > 1 {
+                tokio::time::sleep(every).await;
+            }
+            Some((Ok(next), i + 1))
+        }
+    })
+}

@@ -1,0 +1,50 @@
+//! A plain tower service served by baton, configured in code rather than by `BATON_*` variables.
+//!
+//! ```sh
+//! cargo run --example tower                 # http://127.0.0.1:8080/anything
+//! kill -HUP <pid>                           # a fresh process takes over, nothing is dropped
+//! ```
+
+use std::convert::Infallible;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+
+async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = format!(
+        "you asked for {} (served by pid {})\n",
+        req.uri().path(),
+        std::process::id()
+    );
+    Ok(Response::new(Full::new(Bytes::from(body))))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_target(false).init();
+    let listen = match "127.0.0.1:8080".parse() {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("tower example: {e}");
+            return ExitCode::from(78);
+        }
+    };
+    let settings = baton::Settings::default()
+        .listen([listen])
+        .shutdown_timeout(Duration::from_secs(10));
+    let served = match baton::Server::bind(settings).await {
+        Ok(server) => server.serve(tower::service_fn(answer)).await,
+        Err(e) => Err(e),
+    };
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tower example: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! The `baton` command's own handler: `200`, `text/plain`, the configured body, for every path
+//! (the article's hello world). A tower service, served like any application's.
+
+use std::convert::Infallible;
+use std::future::Ready;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response};
+
+/// Answers every request with the configured body.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    body: Bytes,
+}
+
+impl Hello {
+    /// A handler answering `body`.
+    pub fn new(body: impl Into<Bytes>) -> Self {
+        Hello { body: body.into() }
+    }
+}
+
+impl tower_service::Service<Request<Incoming>> for Hello {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<Incoming>) -> Self::Future {
+        let mut res = Response::new(Full::new(self.body.clone()));
+        res.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        std::future::ready(Ok(res))
+    }
+}

@@ -1,0 +1,195 @@
+//! The `baton` command (the `cli` feature, on by default): parse the command line, set up
+//! logging and the runtime, serve the hello handler through the library, map errors to sysexits
+//! codes. `src/main.rs` only calls [`main`].
+
+mod config_file;
+mod hello;
+mod logging;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::error::exit;
+use crate::reload;
+use crate::Server;
+use config_file::{Config, Overrides};
+use hello::Hello;
+
+#[cfg(test)]
+pub(crate) use config_file::{Config as FileConfig, Overrides as FileOverrides};
+
+/// What `--version` prints: the package version when the packaging build set `BATON_VERSION`.
+const VERSION: &str = match option_env!("BATON_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
+/// An HTTP server that restarts without dropping a connection, made to live under systemd.
+///
+/// SIGHUP (`systemctl reload`) starts the binary on disk again, hands it the listening sockets,
+/// and retires the old process once the new one serves. SIGTERM drains and exits.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version = VERSION, about, long_about = None, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Overrides,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Serve(Overrides),
+    /// Hand the running server over to a fresh process and wait for the outcome.
+    Reload(ReloadArgs),
+    /// Validate the configuration and listen addresses, like `nginx -t`.
+    Check(Overrides),
+    /// Print the man page (roff) to standard output.
+    #[command(hide = true)]
+    Manpage,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReloadArgs {
+    /// The process to reload (default: $MAINPID, else the pid file).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// How long to wait for the outcome (default: the child timeout plus 5s).
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    #[command(flatten)]
+    settings: Overrides,
+}
+
+/// Run the `baton` command with this process's arguments; returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    let code = match cli.command {
+        None => serve(&cli.serve),
+        Some(Command::Serve(o)) => serve(&o),
+        Some(Command::Check(o)) => check(&o),
+        Some(Command::Reload(r)) => reload_cmd(&r),
+        Some(Command::Manpage) => manpage(),
+    };
+    ExitCode::from(code)
+}
+
+fn serve(overrides: &Overrides) -> u8 {
+    let config = Config::load(overrides);
+    logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}"), exit::OSERR),
+    };
+    let result = runtime.block_on(async {
+        let config = match config {
+            Ok(c) => c,
+            Err(e) => {
+                let e = e.to_string();
+                crate::server::report_early_failure_text(&e).await;
+                return Err((e, exit::CONFIG));
+            }
+        };
+        let served = match Server::bind(config.settings).await {
+            Ok(server) => server.serve(Hello::new(config.response_body)).await,
+            Err(e) => Err(e),
+        };
+        served.map_err(|e| (e.to_string(), e.exit_code()))
+    });
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(()) => exit::OK,
+        Err((message, code)) => fail(&message, code),
+    }
+}
+
+/// Report a fatal error once: through the log (journald or stderr).
+fn fail(message: &str, code: u8) -> u8 {
+    tracing::error!("{message}");
+    code
+}
+
+fn check(overrides: &Overrides) -> u8 {
+    match Config::load(overrides) {
+        Ok(config) => {
+            let where_ = config
+                .file
+                .as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_else(|| "options and environment".into());
+            let listen: Vec<&str> = config.settings.listen.iter().map(|l| l.as_str()).collect();
+            println!(
+                "baton: configuration ok ({where_}): listen {}",
+                listen.join(", ")
+            );
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("baton: {e}");
+            exit::CONFIG
+        }
+    }
+}
+
+fn reload_cmd(args: &ReloadArgs) -> u8 {
+    let config = match Config::load(&args.settings) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("baton reload: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let settings = &config.settings;
+    let timeout = match args.timeout.as_deref().map(humantime::parse_duration) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            eprintln!("baton reload: --timeout: {e}");
+            return exit::USAGE;
+        }
+        None => settings.child_timeout + Duration::from_secs(5),
+    };
+    let pid = match reload::target_pid(args.pid, settings.pid_file.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("baton reload: {e}");
+            return exit::USAGE;
+        }
+    };
+    match reload::reload(pid, &settings.handoff_socket_or_default(), timeout) {
+        Ok(successor) => {
+            println!("reloaded: {pid} -> {successor}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("baton reload: {e}");
+            exit::RELOAD_FAILED
+        }
+    }
+}
+
+fn manpage() -> u8 {
+    let man = clap_mangen::Man::new(Cli::command());
+    match man.render(&mut std::io::stdout()) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("baton manpage: {e}");
+            exit::OSERR
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! The drain signal: how an application learns that its process is retiring (a successor took
+//! over) or stopping, so it can close WebSockets with `1001 Going Away`, end long streams and flush
+//! what it holds.
+
+use tokio_util::sync::CancellationToken;
+
+/// Resolves once this process drains: after a successful hand-off (the successor serves new
+/// connections) or on a stop. Cheap to clone; every clone sees the same signal.
+///
+/// ```no_run
+/// # async fn demo(app: axum::Router) -> Result<(), baton::Error> {
+/// let drain = baton::DrainSignal::new();
+/// let watcher = drain.clone();
+/// tokio::spawn(async move {
+///     watcher.draining().await;
+///     // close WebSockets, end streams: the process exits once they are done
+/// });
+/// baton::serve(app).with_drain_signal(drain).await
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct DrainSignal {
+    token: CancellationToken,
+}
+
+impl DrainSignal {
+    /// A signal not yet given to a server (see [`crate::Serve::with_drain_signal`]).
+    pub fn new() -> Self {
+        DrainSignal::default()
+    }
+
+    /// Wait until the process drains.
+    pub async fn draining(&self) {
+        self.token.cancelled().await
+    }
+
+    /// True once the process drains.
+    pub fn is_draining(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    pub(crate) fn trigger(&self) {
+        self.token.cancel();
+    }
+}

@@ -1,0 +1,117 @@
+//! The one error type of the library, [`Error`]: what failed, in one line, and a typed
+//! [`ErrorKind`] that decides the exit code (sysexits).
+
+use std::io;
+
+use crate::handoff::child::{ImportError, ImportProblem};
+use crate::listen::ListenError;
+use crate::settings::SettingsError;
+
+/// Why a baton server could not start or serve. `Display` is one line naming what failed and
+/// where; [`Error::kind`] says what kind of failure it is.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Error(#[from] Inner);
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Inner {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error("cannot find the running executable: {0}")]
+    Executable(io::Error),
+    #[error("cannot set up signal handling: {0}")]
+    Signals(io::Error),
+    #[error("cannot serve: {0}")]
+    Serve(io::Error),
+}
+
+/// What kind of failure an [`Error`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A setting, a socket-activation variable or a listen address is wrong.
+    Config,
+    /// An address is already in use.
+    AddressInUse,
+    /// The operating system refused: permission denied.
+    PermissionDenied,
+    /// The predecessor broke the hand-off protocol.
+    Protocol,
+    /// Another operating-system error.
+    Os,
+}
+
+impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match &self.0 {
+            Inner::Settings(_) => ErrorKind::Config,
+            Inner::Listen(ListenError::Activation(_) | ListenError::BadFd { .. }) => {
+                ErrorKind::Config
+            }
+            Inner::Listen(ListenError::Nothing) => ErrorKind::Config,
+            Inner::Listen(ListenError::Bind { source, .. }) => io_kind(source),
+            Inner::Import(ImportError {
+                problem: ImportProblem::Mismatch { .. },
+                ..
+            }) => ErrorKind::Config,
+            Inner::Import(_) => ErrorKind::Protocol,
+            Inner::Executable(e) | Inner::Signals(e) | Inner::Serve(e) => io_kind(e),
+        }
+    }
+
+    /// The [sysexits(3)](https://man.freebsd.org/cgi/man.cgi?query=sysexits) code for this
+    /// failure: 78 configuration, 69 address in use, 77 permission denied, 76 protocol, 71 OS.
+    pub fn exit_code(&self) -> u8 {
+        match self.kind() {
+            ErrorKind::Config => exit::CONFIG,
+            ErrorKind::AddressInUse => exit::UNAVAILABLE,
+            ErrorKind::PermissionDenied => exit::NOPERM,
+            ErrorKind::Protocol => exit::PROTOCOL,
+            ErrorKind::Os => exit::OSERR,
+        }
+    }
+}
+
+fn io_kind(e: &io::Error) -> ErrorKind {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => ErrorKind::AddressInUse,
+        io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+        _ => ErrorKind::Os,
+    }
+}
+
+macro_rules! from_layer {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error(Inner::from(e))
+            }
+        }
+    )*};
+}
+from_layer!(SettingsError, ListenError, ImportError);
+
+/// Exit codes, from sysexits(3), so that systemd's `status=` tells what kind of failure it was.
+pub(crate) mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// `baton reload`: the reload was attempted and failed; the old process serves on.
+    pub const RELOAD_FAILED: u8 = 1;
+    /// Bad command-line usage.
+    pub const USAGE: u8 = 64;
+    /// The address is already in use.
+    pub const UNAVAILABLE: u8 = 69;
+    /// An operating-system error.
+    pub const OSERR: u8 = 71;
+    /// The hand-off peer broke the protocol.
+    pub const PROTOCOL: u8 = 76;
+    /// Permission denied.
+    pub const NOPERM: u8 = 77;
+    /// Bad configuration.
+    pub const CONFIG: u8 = 78;
+}

@@ -1,0 +1,746 @@
+//! The ordering rules of one baton process, as a pure state machine: inputs (signals, what the
+//! successor or predecessor did) in, actions out. No I/O, no clock: every rule is a unit test.
+//!
+//! The rules:
+//! 1. **One hand-off at a time.** A `SIGHUP` during a hand-off is ignored.
+//! 2. **Promotion before retirement.** The old process accepts until systemd knows the ready
+//!    successor as main; then it pauses accepting (the successor accepts on the same sockets; a
+//!    connection arriving meanwhile waits in the shared backlog) and sends `promoted`, so that
+//!    every connection made after the successor's `READY=1` is the successor's. It retires
+//!    (drains) only once the successor confirmed it serves as main.
+//! 3. **A failed hand-off changes nothing.** Whatever fails before that confirmation, the old
+//!    process accepts again and serves on; where it had told systemd `MAINPID=<successor>`, it
+//!    says `MAINPID=<own>` again *before* the successor is reaped, then `READY=1` +
+//!    `STATUS=reload failed: …`.
+//! 4. **A stop is honoured at any point.** `SIGTERM`/`SIGINT` during a hand-off ends the
+//!    successor too (it may already serve, so it gets to drain), and the old process stops.
+//! 5. **A successor is quiet until promoted.** It drops `SIGHUP` (meant for its predecessor) and
+//!    sends `READY=1` only once promoted (or once its predecessor is gone), before confirming.
+//! 6. **The outcome is recorded before it is announced**: the status is written before the
+//!    `READY=1` of a failed reload, and after the old process stopped accepting on success.
+//! 7. Only the main process pings the watchdog.
+
+use tracing::{info, warn};
+
+use crate::notify::Event;
+
+/// Why a process stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// `SIGTERM`.
+    Sigterm,
+    /// `SIGINT`.
+    Sigint,
+    /// The application's graceful-shutdown future resolved.
+    Requested,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopReason::Sigterm => "SIGTERM",
+            StopReason::Sigint => "SIGINT",
+            StopReason::Requested => "shutdown requested",
+        })
+    }
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// `SIGHUP`: hand off to a successor.
+    Hup,
+    /// Stop: drain and exit.
+    Stop(StopReason),
+    /// The successor accepts on every listener (`ready`).
+    SuccessorReady {
+        /// Its pid.
+        pid: u32,
+    },
+    /// systemd processed `MAINPID=<successor>` (or the barrier timed out).
+    Announced,
+    /// The successor confirmed it serves as main.
+    Confirmed,
+    /// The hand-off failed at some step.
+    HandoffFailed {
+        /// Why, one line.
+        reason: String,
+    },
+    /// (Successor) the predecessor promoted us.
+    Promoted,
+    /// (Successor) the predecessor hung up before promoting us.
+    PredecessorGone,
+    /// Time to ping the watchdog.
+    WatchdogTick,
+}
+
+/// The outcome of a hand-off, as recorded for `baton reload`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The successor serves and is main.
+    Ready {
+        /// Its pid.
+        successor: u32,
+    },
+    /// It did not work out; the old process serves on.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Something to do, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Tell the service manager.
+    Notify(Event),
+    /// Start a successor; ends in `SuccessorReady` or `HandoffFailed`.
+    BeginHandoff,
+    /// Tell systemd `MAINPID=<successor>` and wait for it to process that; ends in `Announced`.
+    Announce {
+        /// The successor.
+        successor: u32,
+    },
+    /// Tell the successor it is main; ends in `Confirmed` or `HandoffFailed`.
+    Promote,
+    /// End the successor of a failed or called-off hand-off and reap it.
+    AbortHandoff,
+    /// (Successor) tell the predecessor we serve as main.
+    ConfirmPromotion,
+    /// Record a hand-off's outcome.
+    WriteStatus(Outcome),
+    /// Write the PID file: we are main.
+    WritePidFile,
+    /// Stop accepting for now (the listening sockets stay open; the successor accepts on them).
+    PauseAccepting,
+    /// Accept again after a pause.
+    ResumeAccepting,
+    /// Drain: stop accepting for good, tell the application, finish in-flight work; then the
+    /// process ends.
+    Drain {
+        /// A real stop (the PID file is removed if it still names us) rather than a retirement.
+        stop: bool,
+    },
+}
+
+/// Where a hand-off stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The successor was started; waiting for `ready`.
+    Starting,
+    /// `MAINPID=<successor>` sent; waiting for systemd to process it.
+    Announcing,
+    /// Accepting paused and `promoted` sent; waiting for the successor's confirmation.
+    Promoting,
+}
+
+/// Where the process stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Started by a baton predecessor; serving, not yet main.
+    Successor,
+    /// The main process, serving.
+    Main,
+    /// The main process, handing off.
+    HandingOff {
+        /// How far.
+        stage: Stage,
+        /// The successor's pid once it said `ready`.
+        successor: Option<u32>,
+    },
+    /// A successor is main: draining, then exit.
+    Retiring,
+    /// Stopping: draining, then exit.
+    Stopping,
+}
+
+/// The state machine of one process.
+#[derive(Debug)]
+pub struct Machine {
+    state: State,
+    pid: u32,
+    serving_on: String,
+}
+
+impl Machine {
+    /// A process that starts as main (first start, or a predecessor that speaks only the base
+    /// exchange). Returns the actions of becoming main.
+    pub fn main(pid: u32, serving_on: String) -> (Machine, Vec<Action>) {
+        let machine = Machine {
+            state: State::Main,
+            pid,
+            serving_on,
+        };
+        let actions = machine.become_main();
+        (machine, actions)
+    }
+
+    /// A process a baton predecessor started: it serves and waits to be promoted.
+    pub fn successor(pid: u32, serving_on: String) -> Machine {
+        Machine {
+            state: State::Successor,
+            pid,
+            serving_on,
+        }
+    }
+
+    /// Where the process stands.
+    #[cfg(test)]
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// True once the process drains towards its exit.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Retiring | State::Stopping)
+    }
+
+    fn become_main(&self) -> Vec<Action> {
+        vec![
+            Action::Notify(Event::Ready {
+                status: self.serving_on.clone(),
+            }),
+            Action::WritePidFile,
+        ]
+    }
+
+    /// Take one input; return what to do, in order.
+    pub fn handle(&mut self, input: Input) -> Vec<Action> {
+        use Action as A;
+        match (self.state, input) {
+            // --- a successor, before it is main
+            (State::Successor, Input::Promoted) => {
+                self.state = State::Main;
+                let mut actions = self.become_main();
+                actions.insert(1, A::ConfirmPromotion);
+                actions
+            }
+            (State::Successor, Input::PredecessorGone) => {
+                info!("predecessor gone before promoting us; serving on as main");
+                self.state = State::Main;
+                self.become_main()
+            }
+            (State::Successor, Input::Hup) => {
+                info!("dropping a SIGHUP received before this process became main");
+                vec![]
+            }
+
+            // --- the main process
+            (State::Main, Input::Hup) => {
+                self.state = State::HandingOff {
+                    stage: Stage::Starting,
+                    successor: None,
+                };
+                vec![
+                    A::Notify(Event::Reloading {
+                        status: "reloading: starting successor".into(),
+                    }),
+                    A::BeginHandoff,
+                ]
+            }
+            (State::Main | State::HandingOff { .. }, Input::WatchdogTick) => {
+                vec![A::Notify(Event::Watchdog)]
+            }
+
+            // --- a hand-off
+            (State::HandingOff { .. }, Input::Hup) => {
+                warn!("SIGHUP during a hand-off: ignored, one hand-off at a time");
+                vec![]
+            }
+            (
+                State::HandingOff {
+                    stage: Stage::Starting,
+                    ..
+                },
+                Input::SuccessorReady { pid },
+            ) => {
+                self.state = State::HandingOff {
+                    stage: Stage::Announcing,
+                    successor: Some(pid),
+                };
+                vec![A::Announce { successor: pid }]
+            }
+            (
+                State::HandingOff {
+                    stage: Stage::Announcing,
+                    successor,
+                },
+                Input::Announced,
+            ) => {
+                self.state = State::HandingOff {
+                    stage: Stage::Promoting,
+                    successor,
+                };
+                vec![A::PauseAccepting, A::Promote]
+            }
+            (
+                State::HandingOff {
+                    stage: Stage::Promoting,
+                    successor: Some(successor),
+                },
+                Input::Confirmed,
+            ) => {
+                info!(successor, "hand-off done; retiring");
+                self.state = State::Retiring;
+                vec![
+                    A::WriteStatus(Outcome::Ready { successor }),
+                    A::Drain { stop: false },
+                ]
+            }
+            (State::HandingOff { stage, .. }, Input::HandoffFailed { reason }) => {
+                warn!(error = %reason, "reload failed; serving on");
+                self.state = State::Main;
+                let mut actions = Vec::new();
+                if stage == Stage::Promoting {
+                    actions.push(A::ResumeAccepting);
+                }
+                actions.extend(self.reclaim_main(stage));
+                actions.push(A::AbortHandoff);
+                actions.push(A::WriteStatus(Outcome::Failed {
+                    reason: reason.clone(),
+                }));
+                actions.push(A::Notify(Event::Ready {
+                    status: format!("reload failed: {reason}"),
+                }));
+                actions
+            }
+            (State::HandingOff { stage, .. }, Input::Stop(why)) => {
+                info!(reason = %why, "stopping during a hand-off: ending the successor too");
+                self.state = State::Stopping;
+                let mut actions = self.reclaim_main(stage);
+                actions.push(A::AbortHandoff);
+                actions.push(A::WriteStatus(Outcome::Failed {
+                    reason: format!("{why} during the hand-off"),
+                }));
+                actions.extend(self.stop_actions());
+                actions
+            }
+
+            // --- stopping, from wherever a stop is not a hand-off
+            (State::Successor | State::Main, Input::Stop(why)) => {
+                info!(reason = %why, "stopping");
+                self.state = State::Stopping;
+                self.stop_actions()
+            }
+
+            // --- anything else is stale or out of turn: nothing to do
+            (state, input) => {
+                tracing::debug!(?state, ?input, "nothing to do");
+                vec![]
+            }
+        }
+    }
+
+    /// After `MAINPID=<successor>` was sent, systemd must hear `MAINPID=<own>` again before the
+    /// successor is reaped.
+    fn reclaim_main(&self, stage: Stage) -> Vec<Action> {
+        match stage {
+            Stage::Starting => vec![],
+            Stage::Announcing | Stage::Promoting => vec![Action::Notify(Event::MainPid(self.pid))],
+        }
+    }
+
+    fn stop_actions(&self) -> Vec<Action> {
+        vec![
+            Action::Notify(Event::Stopping {
+                status: "stopping: draining".into(),
+            }),
+            Action::Drain { stop: true },
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action as A;
+
+    const OWN: u32 = 100;
+    const NEXT: u32 = 200;
+
+    fn main() -> Machine {
+        Machine::main(OWN, "serving".into()).0
+    }
+
+    fn ready(status: &str) -> Action {
+        A::Notify(Event::Ready {
+            status: status.into(),
+        })
+    }
+
+    fn failed(reason: &str) -> Input {
+        Input::HandoffFailed {
+            reason: reason.into(),
+        }
+    }
+
+    /// Drive the machine to the given stage of a hand-off.
+    fn at(stage: Stage) -> Machine {
+        let mut m = main();
+        m.handle(Input::Hup);
+        if stage == Stage::Starting {
+            return m;
+        }
+        m.handle(Input::SuccessorReady { pid: NEXT });
+        if stage == Stage::Announcing {
+            return m;
+        }
+        m.handle(Input::Announced);
+        m
+    }
+
+    fn position(actions: &[Action], wanted: &Action) -> usize {
+        actions
+            .iter()
+            .position(|a| a == wanted)
+            .unwrap_or_else(|| panic!("{wanted:?} not in {actions:?}"))
+    }
+
+    #[test]
+    fn a_first_start_announces_ready_then_writes_the_pid_file() {
+        let (m, actions) = Machine::main(OWN, "serving on x".into());
+        assert_eq!(actions, vec![ready("serving on x"), A::WritePidFile]);
+        assert_eq!(m.state(), State::Main);
+    }
+
+    #[test]
+    fn a_successful_hand_off_in_order() {
+        let mut m = main();
+        assert_eq!(
+            m.handle(Input::Hup),
+            vec![
+                A::Notify(Event::Reloading {
+                    status: "reloading: starting successor".into()
+                }),
+                A::BeginHandoff
+            ]
+        );
+        assert_eq!(
+            m.handle(Input::SuccessorReady { pid: NEXT }),
+            vec![A::Announce { successor: NEXT }]
+        );
+        assert_eq!(
+            m.handle(Input::Announced),
+            vec![A::PauseAccepting, A::Promote]
+        );
+        assert!(!m.is_done(), "not retiring until the successor confirms");
+        assert_eq!(
+            m.handle(Input::Confirmed),
+            vec![
+                A::WriteStatus(Outcome::Ready { successor: NEXT }),
+                A::Drain { stop: false }
+            ]
+        );
+        assert!(m.is_done());
+        assert_eq!(m.state(), State::Retiring);
+    }
+
+    #[test]
+    fn accepting_pauses_only_once_systemd_knows_the_ready_successor() {
+        let mut m = main();
+        for input in [Input::Hup, Input::SuccessorReady { pid: NEXT }] {
+            let actions = m.handle(input);
+            assert!(!actions.contains(&A::PauseAccepting), "{actions:?}");
+            assert!(!actions.iter().any(|a| matches!(a, A::Drain { .. })));
+        }
+        let actions = m.handle(Input::Announced);
+        assert_eq!(
+            position(&actions, &A::PauseAccepting) + 1,
+            position(&actions, &A::Promote),
+            "paused before the successor is promoted (and says READY=1)"
+        );
+        assert!(!actions.iter().any(|a| matches!(a, A::Drain { .. })));
+    }
+
+    #[test]
+    fn a_failure_after_the_pause_accepts_again_first() {
+        let mut m = at(Stage::Promoting);
+        let actions = m.handle(failed(
+            "successor 200 hung up before it was confirmed as main",
+        ));
+        assert_eq!(actions.first(), Some(&A::ResumeAccepting), "{actions:?}");
+        for stage in [Stage::Starting, Stage::Announcing] {
+            let actions = at(stage).handle(failed("x"));
+            assert!(
+                !actions.contains(&A::ResumeAccepting),
+                "nothing to resume at {stage:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_hand_off_at_a_time() {
+        for stage in [Stage::Starting, Stage::Announcing, Stage::Promoting] {
+            let mut m = at(stage);
+            assert_eq!(m.handle(Input::Hup), vec![], "at {stage:?}");
+            assert!(matches!(m.state(), State::HandingOff { stage: s, .. } if s == stage));
+        }
+    }
+
+    #[test]
+    fn a_failure_before_mainpid_keeps_serving_and_reports() {
+        let mut m = at(Stage::Starting);
+        assert_eq!(
+            m.handle(failed("successor 200 exited (exit status: 78)")),
+            vec![
+                A::AbortHandoff,
+                A::WriteStatus(Outcome::Failed {
+                    reason: "successor 200 exited (exit status: 78)".into()
+                }),
+                ready("reload failed: successor 200 exited (exit status: 78)"),
+            ]
+        );
+        assert_eq!(m.state(), State::Main);
+    }
+
+    #[test]
+    fn a_failure_after_mainpid_reclaims_main_before_the_successor_is_reaped() {
+        for stage in [Stage::Announcing, Stage::Promoting] {
+            let mut m = at(stage);
+            let actions = m.handle(failed("lost"));
+            let reclaim = position(&actions, &A::Notify(Event::MainPid(OWN)));
+            let abort = position(&actions, &A::AbortHandoff);
+            let status = position(
+                &actions,
+                &A::WriteStatus(Outcome::Failed {
+                    reason: "lost".into(),
+                }),
+            );
+            let ready = position(&actions, &ready("reload failed: lost"));
+            assert!(
+                reclaim < abort && abort < status && status < ready,
+                "{actions:?}"
+            );
+            assert!(!actions.iter().any(|a| matches!(a, A::Drain { .. })));
+            assert_eq!(m.state(), State::Main, "at {stage:?}");
+        }
+    }
+
+    #[test]
+    fn after_a_failed_hand_off_the_next_sighup_starts_a_new_one() {
+        let mut m = at(Stage::Promoting);
+        m.handle(failed("lost"));
+        assert!(m.handle(Input::Hup).contains(&A::BeginHandoff));
+    }
+
+    #[test]
+    fn a_stop_at_any_point_of_a_hand_off_ends_the_successor_and_stops() {
+        for stage in [Stage::Starting, Stage::Announcing, Stage::Promoting] {
+            let mut m = at(stage);
+            let actions = m.handle(Input::Stop(StopReason::Sigterm));
+            let abort = position(&actions, &A::AbortHandoff);
+            let stopping = position(
+                &actions,
+                &A::Notify(Event::Stopping {
+                    status: "stopping: draining".into(),
+                }),
+            );
+            let drain = position(&actions, &A::Drain { stop: true });
+            assert!(abort < stopping && stopping < drain, "{actions:?}");
+            let reclaims = actions.contains(&A::Notify(Event::MainPid(OWN)));
+            assert_eq!(
+                reclaims,
+                stage != Stage::Starting,
+                "at {stage:?}: {actions:?}"
+            );
+            if reclaims {
+                assert!(position(&actions, &A::Notify(Event::MainPid(OWN))) < stopping);
+            }
+            assert!(actions.contains(&A::WriteStatus(Outcome::Failed {
+                reason: "SIGTERM during the hand-off".into()
+            })));
+            assert_eq!(m.state(), State::Stopping);
+        }
+    }
+
+    #[test]
+    fn late_results_of_an_ended_hand_off_change_nothing() {
+        let mut m = at(Stage::Announcing);
+        m.handle(Input::Stop(StopReason::Sigint));
+        for late in [
+            Input::Announced,
+            Input::Confirmed,
+            Input::SuccessorReady { pid: NEXT },
+            failed("late"),
+            Input::Hup,
+            Input::Stop(StopReason::Sigterm),
+            Input::WatchdogTick,
+        ] {
+            assert_eq!(m.handle(late.clone()), vec![], "{late:?}");
+        }
+        assert_eq!(m.state(), State::Stopping);
+
+        let mut m = at(Stage::Announcing);
+        m.handle(failed("lost"));
+        assert_eq!(m.handle(Input::Announced), vec![]);
+        assert_eq!(m.handle(Input::Confirmed), vec![]);
+        assert_eq!(m.state(), State::Main);
+    }
+
+    #[test]
+    fn a_retiring_process_ignores_everything() {
+        let mut m = at(Stage::Promoting);
+        m.handle(Input::Confirmed);
+        for late in [
+            Input::Hup,
+            Input::Stop(StopReason::Sigterm),
+            Input::WatchdogTick,
+            failed("x"),
+        ] {
+            assert_eq!(m.handle(late), vec![]);
+        }
+        assert_eq!(m.state(), State::Retiring);
+    }
+
+    #[test]
+    fn a_confirmation_out_of_turn_is_not_a_retirement() {
+        for stage in [Stage::Starting, Stage::Announcing] {
+            let mut m = at(stage);
+            assert_eq!(m.handle(Input::Confirmed), vec![]);
+            assert!(!m.is_done());
+        }
+    }
+
+    #[test]
+    fn a_successor_is_ready_before_it_confirms_and_drops_early_sighups() {
+        let mut m = Machine::successor(NEXT, "serving on x; generation 1".into());
+        assert_eq!(m.handle(Input::Hup), vec![]);
+        assert_eq!(m.handle(Input::WatchdogTick), vec![]);
+        assert_eq!(
+            m.handle(Input::Promoted),
+            vec![
+                ready("serving on x; generation 1"),
+                A::ConfirmPromotion,
+                A::WritePidFile
+            ]
+        );
+        assert_eq!(m.state(), State::Main);
+        assert!(m.handle(Input::Hup).contains(&A::BeginHandoff));
+    }
+
+    #[test]
+    fn a_successor_whose_predecessor_vanished_serves_on_as_main() {
+        let mut m = Machine::successor(NEXT, "s".into());
+        assert_eq!(
+            m.handle(Input::PredecessorGone),
+            vec![ready("s"), A::WritePidFile]
+        );
+        assert_eq!(m.state(), State::Main);
+    }
+
+    #[test]
+    fn a_successor_stopped_before_promotion_just_stops() {
+        let mut m = Machine::successor(NEXT, "s".into());
+        let actions = m.handle(Input::Stop(StopReason::Sigterm));
+        assert_eq!(actions.last(), Some(&A::Drain { stop: true }));
+        assert!(!actions.contains(&A::ConfirmPromotion));
+        assert_eq!(m.handle(Input::Promoted), vec![]);
+    }
+
+    #[test]
+    fn only_the_main_process_pings_the_watchdog() {
+        assert_eq!(
+            main().handle(Input::WatchdogTick),
+            vec![A::Notify(Event::Watchdog)]
+        );
+        assert_eq!(
+            at(Stage::Announcing).handle(Input::WatchdogTick),
+            vec![A::Notify(Event::Watchdog)]
+        );
+        assert_eq!(
+            Machine::successor(1, "s".into()).handle(Input::WatchdogTick),
+            vec![]
+        );
+    }
+
+    /// Every interleaving of the inputs the fault suite covers slowly, from every state: the
+    /// machine never retires without a confirmation, never pauses without resuming or draining,
+    /// never runs two hand-offs, and after a stop or retirement does nothing more.
+    #[test]
+    fn every_sequence_of_three_inputs_keeps_the_invariants() {
+        let inputs = [
+            Input::Hup,
+            Input::Stop(StopReason::Sigterm),
+            Input::SuccessorReady { pid: NEXT },
+            Input::Announced,
+            Input::Confirmed,
+            failed("x"),
+            Input::Promoted,
+            Input::PredecessorGone,
+            Input::WatchdogTick,
+        ];
+        let starts: Vec<fn() -> Machine> = vec![
+            main,
+            || Machine::successor(NEXT, "s".into()),
+            || at(Stage::Starting),
+            || at(Stage::Announcing),
+            || at(Stage::Promoting),
+        ];
+        let mut checked = 0;
+        for start in &starts {
+            for a in &inputs {
+                for b in &inputs {
+                    for c in &inputs {
+                        let mut m = start();
+                        let mut begun = 0;
+                        let mut confirmed = false;
+                        let mut paused = start().state()
+                            == State::HandingOff {
+                                stage: Stage::Promoting,
+                                successor: Some(NEXT),
+                            };
+                        for input in [a, b, c] {
+                            let before = m.state();
+                            confirmed |= *input == Input::Confirmed
+                                && matches!(
+                                    before,
+                                    State::HandingOff {
+                                        stage: Stage::Promoting,
+                                        ..
+                                    }
+                                );
+                            let actions = m.handle(input.clone());
+                            begun += actions.iter().filter(|x| **x == A::BeginHandoff).count();
+                            if matches!(before, State::HandingOff { .. }) {
+                                assert!(!actions.contains(&A::BeginHandoff), "two hand-offs");
+                            }
+                            if actions.contains(&A::Drain { stop: false }) {
+                                assert!(confirmed, "retired without a confirmation");
+                            }
+                            if actions.contains(&A::PauseAccepting) {
+                                assert!(!paused, "paused twice");
+                                paused = true;
+                            }
+                            if actions.contains(&A::ResumeAccepting) {
+                                assert!(paused, "resumed without a pause");
+                                paused = false;
+                            }
+                            if paused
+                                && !matches!(
+                                    m.state(),
+                                    State::HandingOff {
+                                        stage: Stage::Promoting,
+                                        ..
+                                    }
+                                )
+                            {
+                                assert!(m.is_done(), "left paused after {input:?} from {before:?}");
+                            }
+                            if matches!(before, State::Retiring | State::Stopping) {
+                                assert!(actions.is_empty(), "{before:?} + {input:?}: {actions:?}");
+                            }
+                            if let Some(i) =
+                                actions.iter().position(|x| matches!(x, A::Drain { .. }))
+                            {
+                                assert_eq!(i, actions.len() - 1, "drain is the last action");
+                            }
+                        }
+                        assert!(begun <= 3);
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 5 * 9 * 9 * 9);
+    }
+}

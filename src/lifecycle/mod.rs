@@ -1,0 +1,471 @@
+//! One baton process from serving to exit.
+//!
+//! The ordering rules live in [`machine`], a pure state machine. The outside world — signals,
+//! the successor, systemd, the clock, files — is behind the [`World`] trait: [`drive`] feeds what
+//! the world reports into the machine and has the world carry out what the machine decides.
+//! [`ProcessWorld`] is the real one.
+
+pub(crate) mod machine;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::drain::DrainSignal;
+use crate::handoff::child::{Predecessor, Promotion};
+use crate::handoff::parent::{self, HandoffError, StateFn, SuccessorEvent};
+use crate::handoff::spawn::Executable;
+use crate::http::Serving;
+use crate::listen::Listener;
+use crate::notify::{self, Event};
+use crate::pidfile;
+use crate::reload::{self, ReloadStatus};
+use crate::settings::Settings;
+pub(crate) use machine::{Action, Input, Machine, Outcome, StopReason};
+
+/// How long to wait for systemd to confirm it processed `MAINPID=`.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the driver needs from the outside world.
+#[allow(async_fn_in_trait)]
+pub(crate) trait World {
+    /// The next thing that happened: a signal, a step of a hand-off, a watchdog tick.
+    async fn next(&mut self) -> Input;
+    /// Carry out one action; returns once it is done (a drain: once the process may exit).
+    async fn perform(&mut self, action: Action);
+}
+
+/// Run the process: carry out `initial`, then feed the world's inputs to the machine until it
+/// has drained.
+pub(crate) async fn drive<W: World>(mut machine: Machine, initial: Vec<Action>, world: &mut W) {
+    for action in initial {
+        world.perform(action).await;
+    }
+    while !machine.is_done() {
+        let input = world.next().await;
+        for action in machine.handle(input) {
+            world.perform(action).await;
+        }
+    }
+}
+
+/// A future the application resolves to ask for a stop (like `SIGTERM`).
+pub(crate) type ShutdownFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Everything a serving process owns.
+pub(crate) struct ProcessWorld {
+    pub(crate) settings: Settings,
+    pub(crate) exe: Executable,
+    pub(crate) generation: u64,
+    pub(crate) handoff_socket: PathBuf,
+    pub(crate) listeners: Arc<Vec<Listener>>,
+    pub(crate) serving: Serving,
+    pub(crate) state: Option<StateFn>,
+    pub(crate) drain: DrainSignal,
+    pub(crate) shutdown: Option<ShutdownFuture>,
+    signals: Signals,
+    watchdog: Option<tokio::time::Interval>,
+    inputs: mpsc::UnboundedReceiver<Input>,
+    inputs_tx: mpsc::UnboundedSender<Input>,
+    handoff: Option<mpsc::UnboundedSender<Command>>,
+    ending: Vec<JoinHandle<()>>,
+    confirm: Option<oneshot::Sender<()>>,
+    requested_usec: u64,
+}
+
+/// The signals a baton process handles, installed as early as possible.
+pub(crate) struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    /// Install the handlers (`SIGHUP`'s default action would kill the process).
+    pub(crate) fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
+/// The parts of a [`ProcessWorld`] the caller provides.
+pub(crate) struct Parts {
+    pub(crate) settings: Settings,
+    pub(crate) exe: Executable,
+    pub(crate) generation: u64,
+    pub(crate) handoff_socket: PathBuf,
+    pub(crate) listeners: Arc<Vec<Listener>>,
+    pub(crate) serving: Serving,
+    pub(crate) state: Option<StateFn>,
+    pub(crate) drain: DrainSignal,
+    pub(crate) shutdown: Option<ShutdownFuture>,
+    pub(crate) signals: Signals,
+}
+
+/// What the driver tells a hand-off task.
+enum Command {
+    Promote,
+    Abort,
+}
+
+impl ProcessWorld {
+    /// Install the signal handlers and, for a successor, start listening to the predecessor.
+    pub(crate) fn new(parts: Parts, predecessor: Option<Predecessor>) -> Self {
+        let (inputs_tx, inputs) = mpsc::unbounded_channel();
+        let mut confirm = None;
+        if let Some(predecessor) = predecessor {
+            let (tx, rx) = oneshot::channel();
+            confirm = Some(tx);
+            tokio::spawn(follow_predecessor(predecessor, rx, inputs_tx.clone()).in_current_span());
+        }
+        ProcessWorld {
+            settings: parts.settings,
+            exe: parts.exe,
+            generation: parts.generation,
+            handoff_socket: parts.handoff_socket,
+            listeners: parts.listeners,
+            serving: parts.serving,
+            state: parts.state,
+            drain: parts.drain,
+            shutdown: parts.shutdown,
+            signals: parts.signals,
+            watchdog: notify::watchdog_interval().map(|every| tokio::time::interval(every / 2)),
+            inputs,
+            inputs_tx,
+            handoff: None,
+            ending: Vec::new(),
+            confirm,
+            requested_usec: 0,
+        }
+    }
+
+    fn write_status(&self, outcome: Outcome) {
+        let (outcome, successor_pid, reason) = match outcome {
+            Outcome::Ready { successor } => (reload::Outcome::Ready, Some(successor), None),
+            Outcome::Failed { reason } => (reload::Outcome::Failed, None, Some(reason)),
+        };
+        reload::write_status(
+            &self.handoff_socket,
+            &ReloadStatus {
+                parent_pid: std::process::id(),
+                requested_usec: self.requested_usec,
+                finished_usec: reload::monotonic_usec(),
+                outcome,
+                successor_pid,
+                reason,
+            },
+        );
+    }
+
+    fn begin_handoff(&mut self) {
+        info!(exe = %self.exe.path.display(), "SIGHUP: handing off to a successor");
+        self.requested_usec = reload::monotonic_usec();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.handoff = Some(tx);
+        let task = HandoffTask {
+            exe: self.exe.clone(),
+            socket: self.handoff_socket.clone(),
+            listeners: self.listeners.clone(),
+            generation: self.generation,
+            child_timeout: self.settings.child_timeout,
+            grace: self.settings.shutdown_timeout,
+            state: self.state.clone(),
+        };
+        let handle = tokio::spawn(task.run(rx, self.inputs_tx.clone()).in_current_span());
+        self.ending.push(handle);
+    }
+
+    async fn drain(&mut self, stop: bool) {
+        info!(
+            open = self.serving.open_connections(),
+            "{}: draining",
+            if stop { "stopping" } else { "retiring" }
+        );
+        self.drain.trigger();
+        let deadline = tokio::time::Instant::now() + self.settings.shutdown_timeout;
+        self.serving.drain(self.settings.shutdown_timeout).await;
+        // A successor of a called-off hand-off drains too; wait for it within the same budget.
+        for task in self.ending.drain(..) {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                warn!("a successor did not end within the shutdown timeout");
+            }
+        }
+        if stop {
+            if let Some(path) = &self.settings.pid_file {
+                pidfile::remove_if_ours(path, std::process::id());
+            }
+        }
+        info!("{}", if stop { "stopped" } else { "retired" });
+    }
+}
+
+impl World for ProcessWorld {
+    async fn next(&mut self) -> Input {
+        tokio::select! {
+            _ = self.signals.hup.recv() => Input::Hup,
+            _ = self.signals.term.recv() => Input::Stop(StopReason::Sigterm),
+            _ = self.signals.int.recv() => Input::Stop(StopReason::Sigint),
+            _ = poll_some(&mut self.shutdown) => {
+                self.shutdown = None;
+                Input::Stop(StopReason::Requested)
+            }
+            Some(input) = self.inputs.recv() => input,
+            _ = tick(&mut self.watchdog) => Input::WatchdogTick,
+        }
+    }
+
+    async fn perform(&mut self, action: Action) {
+        match action {
+            Action::Notify(event) => notify::send(&event),
+            Action::BeginHandoff => self.begin_handoff(),
+            Action::Announce { successor } => {
+                notify::send(&Event::MainPid(successor));
+                let inputs = self.inputs_tx.clone();
+                tokio::spawn(async move {
+                    if !notify::barrier(BARRIER_TIMEOUT).await {
+                        warn!("systemd did not confirm MAINPID= in time; promoting anyway");
+                    }
+                    let _ = inputs.send(Input::Announced);
+                });
+            }
+            Action::Promote => self.command(Command::Promote),
+            Action::AbortHandoff => {
+                self.command(Command::Abort);
+                self.handoff = None;
+            }
+            Action::ConfirmPromotion => {
+                if let Some(confirm) = self.confirm.take() {
+                    let _ = confirm.send(());
+                }
+            }
+            Action::WriteStatus(outcome) => self.write_status(outcome),
+            Action::WritePidFile => {
+                if let Some(path) = &self.settings.pid_file {
+                    if let Err(e) = pidfile::write(path, std::process::id()) {
+                        warn!(path = %path.display(), error = %e, "cannot write the pid file");
+                    }
+                }
+            }
+            Action::PauseAccepting => self.serving.pause_accepting().await,
+            Action::ResumeAccepting => self.serving.resume_accepting(),
+            Action::Drain { stop } => self.drain(stop).await,
+        }
+    }
+}
+
+impl ProcessWorld {
+    fn command(&self, command: Command) {
+        if let Some(tx) = &self.handoff {
+            let _ = tx.send(command);
+        }
+    }
+}
+
+/// One hand-off, from spawning the successor to its confirmation or its end.
+struct HandoffTask {
+    exe: Executable,
+    socket: PathBuf,
+    listeners: Arc<Vec<Listener>>,
+    generation: u64,
+    child_timeout: Duration,
+    grace: Duration,
+    state: Option<StateFn>,
+}
+
+impl HandoffTask {
+    async fn run(
+        self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        inputs: mpsc::UnboundedSender<Input>,
+    ) {
+        let failed = |reason: String| {
+            let _ = inputs.send(Input::HandoffFailed { reason });
+        };
+        let cancel = CancellationToken::new();
+        let attempt = parent::hand_off(
+            &self.exe,
+            &self.socket,
+            &self.listeners,
+            self.generation,
+            self.child_timeout,
+            self.state.clone(),
+            cancel.clone(),
+        );
+        tokio::pin!(attempt);
+        let result = loop {
+            tokio::select! {
+                result = &mut attempt => break result,
+                command = commands.recv(), if !cancel.is_cancelled() => {
+                    if !matches!(command, Some(Command::Promote)) {
+                        cancel.cancel(); // the attempt kills and reaps what it started
+                    }
+                }
+            }
+        };
+        let mut successor = match result {
+            Ok(successor) if !cancel.is_cancelled() => successor,
+            Ok(successor) => return successor.end(self.grace).await,
+            Err(HandoffError::Cancelled) => return,
+            Err(e) => return failed(e.to_string()),
+        };
+        let _ = inputs.send(Input::SuccessorReady { pid: successor.pid });
+        let mut promoted = false;
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Promote) => {
+                        promoted = true;
+                        if let Err(e) = successor.promote().await {
+                            failed(format!("successor {}: cannot send promoted: {e}", successor.pid));
+                            break;
+                        }
+                    }
+                    Some(Command::Abort) | None => return successor.end(self.grace).await,
+                },
+                event = successor.next_event(promoted) => match event {
+                    SuccessorEvent::Confirmed => {
+                        let _ = inputs.send(Input::Confirmed);
+                        return; // the successor is main; dropping its handle leaves it running
+                    }
+                    SuccessorEvent::Lost(reason) => {
+                        failed(reason);
+                        break;
+                    }
+                },
+            }
+        }
+        // Failed: the driver reclaims MAINPID= first, then tells us to end (and reap) it.
+        while let Some(Command::Promote) = commands.recv().await {}
+        successor.end(self.grace).await;
+    }
+}
+
+/// A successor's side: wait for `promoted` (or the predecessor hanging up), then confirm once
+/// the driver has said `READY=1`.
+async fn follow_predecessor(
+    mut predecessor: Predecessor,
+    confirm: oneshot::Receiver<()>,
+    inputs: mpsc::UnboundedSender<Input>,
+) {
+    match predecessor.promotion().await {
+        Ok(Promotion::Promoted) => {
+            let _ = inputs.send(Input::Promoted);
+            if confirm.await.is_ok() {
+                if let Err(e) = predecessor.confirm().await {
+                    warn!(error = %e, "could not confirm the promotion to the predecessor");
+                }
+            }
+        }
+        Ok(Promotion::Gone) => {
+            let _ = inputs.send(Input::PredecessorGone);
+        }
+        Err(e) => {
+            warn!(error = %e, "hand-off connection failed before promotion; serving on as main");
+            let _ = inputs.send(Input::PredecessorGone);
+        }
+    }
+}
+
+/// Await the future if there is one; otherwise never resolve.
+async fn poll_some<F: Future + Unpin>(fut: &mut Option<F>) -> F::Output {
+    match fut {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A world that plays back inputs and records actions; a hand-off's steps answer at once.
+    struct Scripted {
+        inputs: VecDeque<Input>,
+        done: Vec<Action>,
+        successor_dies_at_announce: bool,
+    }
+
+    impl World for Scripted {
+        async fn next(&mut self) -> Input {
+            self.inputs
+                .pop_front()
+                .unwrap_or(Input::Stop(StopReason::Sigterm))
+        }
+        async fn perform(&mut self, action: Action) {
+            match &action {
+                Action::BeginHandoff => self.inputs.push_front(Input::SuccessorReady { pid: 7 }),
+                Action::Announce { .. } if self.successor_dies_at_announce => {
+                    self.inputs.push_front(Input::HandoffFailed {
+                        reason: "successor 7 hung up".into(),
+                    })
+                }
+                Action::Announce { .. } => self.inputs.push_front(Input::Announced),
+                Action::Promote => self.inputs.push_front(Input::Confirmed),
+                _ => {}
+            }
+            self.done.push(action);
+        }
+    }
+
+    fn run(successor_dies_at_announce: bool, inputs: Vec<Input>) -> Vec<Action> {
+        let (machine, initial) = Machine::main(1, "s".into());
+        let mut world = Scripted {
+            inputs: inputs.into(),
+            done: Vec::new(),
+            successor_dies_at_announce,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(drive(machine, initial, &mut world));
+        world.done
+    }
+
+    #[test]
+    fn the_driver_runs_a_whole_reload_and_stops_after_the_drain() {
+        let done = run(false, vec![Input::WatchdogTick, Input::Hup]);
+        assert_eq!(
+            done.first(),
+            Some(&Action::Notify(Event::Ready { status: "s".into() }))
+        );
+        assert_eq!(done.last(), Some(&Action::Drain { stop: false }));
+        assert!(done.contains(&Action::PauseAccepting));
+    }
+
+    #[test]
+    fn the_driver_serves_on_after_a_failed_reload_until_stopped() {
+        let done = run(true, vec![Input::Hup]);
+        let reclaim = done
+            .iter()
+            .position(|a| *a == Action::Notify(Event::MainPid(1)))
+            .unwrap();
+        let abort = done
+            .iter()
+            .position(|a| *a == Action::AbortHandoff)
+            .unwrap();
+        assert!(reclaim < abort);
+        assert!(!done.contains(&Action::PauseAccepting));
+        assert_eq!(done.last(), Some(&Action::Drain { stop: true }));
+    }
+}

@@ -1,0 +1,357 @@
+//! What a baton server is configured with: listen addresses, the hand-off socket, timeouts, the
+//! PID file.
+//!
+//! [`Settings::from_env`] reads the `BATON_*` variables the `baton` command reads, with the same
+//! names, formats and defaults, so a program configured only by its environment behaves like
+//! `baton serve`. Programs that configure in code start from [`Settings::default`] and use the
+//! setters. The `baton` command adds its JSON file and command line on top (see its man page).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::listen::spec::ListenSpec;
+
+pub use crate::listen::spec::{ListenSpec as ListenAddr, SpecError};
+
+/// Default drain budget.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default successor start budget.
+pub const DEFAULT_CHILD_TIMEOUT: Duration = Duration::from_secs(10);
+/// No timeout may be longer than a day.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The settings of one baton server. Cheap to clone; every field has a default.
+///
+/// ```
+/// use std::time::Duration;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let settings = baton::Settings::default()
+///     .listen(["127.0.0.1:3000".parse()?])
+///     .shutdown_timeout(Duration::from_secs(10));
+/// # let _ = settings; Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub(crate) listen: Vec<ListenSpec>,
+    pub(crate) listen_explicit: bool,
+    pub(crate) handoff_socket: Option<PathBuf>,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) child_timeout: Duration,
+    pub(crate) pid_file: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: vec![default_listen()],
+            listen_explicit: false,
+            handoff_socket: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            child_timeout: DEFAULT_CHILD_TIMEOUT,
+            pid_file: None,
+        }
+    }
+}
+
+/// `127.0.0.1:8000`: the listen address used when none is configured and systemd passed none.
+fn default_listen() -> ListenSpec {
+    ListenSpec::from_socket_addr(std::net::SocketAddr::from(([127, 0, 0, 1], 8000)))
+}
+
+/// A setting with a bad value. One line: where the value came from, the setting, the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {field}: {problem}")]
+pub struct SettingsError {
+    /// Where the value came from: `BATON_LISTEN`, `--listen/BATON_LISTEN`, `config FILE`, `code`.
+    pub origin: String,
+    /// The setting (with an index for lists: `listen[1]`).
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl SettingsError {
+    pub(crate) fn new(origin: &str, field: &str, problem: impl Into<String>) -> Self {
+        SettingsError {
+            origin: origin.to_owned(),
+            field: field.to_owned(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl Settings {
+    /// The defaults, overridden by the `BATON_*` variables of this process:
+    /// `BATON_LISTEN` (comma-separated), `BATON_HANDOFF_SOCKET`, `BATON_SHUTDOWN_TIMEOUT`,
+    /// `BATON_CHILD_TIMEOUT`, `BATON_PID_FILE`. Durations read like `30s`, `500ms` or a number
+    /// of seconds. `BATON_CONFIG` names the `baton` command's JSON file, which the library does
+    /// not read: it is reported in the log and otherwise ignored.
+    pub fn from_env() -> Result<Settings, SettingsError> {
+        Settings::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`Settings::from_env`] with the variables looked up by `var` instead of the environment.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
+        let var = |name: &str| var(name).filter(|v| !v.is_empty());
+        let mut settings = Settings::default();
+        if let Some(list) = var("BATON_LISTEN") {
+            let texts: Vec<&str> = list.split(',').collect();
+            settings = settings.listen(parse_listen(&texts, "BATON_LISTEN")?);
+        }
+        if let Some(path) = var("BATON_HANDOFF_SOCKET") {
+            settings.handoff_socket = Some(check_path(
+                Path::new(&path),
+                "BATON_HANDOFF_SOCKET",
+                "handoff_socket",
+            )?);
+        }
+        if let Some(text) = var("BATON_SHUTDOWN_TIMEOUT") {
+            settings.shutdown_timeout =
+                parse_timeout(&text, "BATON_SHUTDOWN_TIMEOUT", "shutdown_timeout")?;
+        }
+        if let Some(text) = var("BATON_CHILD_TIMEOUT") {
+            settings.child_timeout = parse_timeout(&text, "BATON_CHILD_TIMEOUT", "child_timeout")?;
+        }
+        if let Some(path) = var("BATON_PID_FILE") {
+            settings.pid_file = Some(check_path(Path::new(&path), "BATON_PID_FILE", "pid_file")?);
+        }
+        if let Some(file) = var("BATON_CONFIG") {
+            tracing::warn!(
+                file,
+                "BATON_CONFIG is read by the baton command only; this program takes its settings from code and BATON_* variables"
+            );
+        }
+        Ok(settings)
+    }
+
+    /// Listen on these addresses (replacing the default `127.0.0.1:8000`). Under socket
+    /// activation systemd's sockets are served as well; an empty list serves only those.
+    pub fn listen(mut self, addrs: impl IntoIterator<Item = ListenAddr>) -> Self {
+        self.listen = addrs.into_iter().collect();
+        self.listen_explicit = true;
+        self
+    }
+
+    /// The Unix socket a successor dials to take over (default: see `docs/handoff-protocol.md`).
+    pub fn handoff_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.handoff_socket = Some(path.into());
+        self
+    }
+
+    /// How long a retiring or stopping process may finish in-flight work (default 30 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How long a successor may take to serve before a reload is abandoned (default 10 s).
+    pub fn child_timeout(mut self, timeout: Duration) -> Self {
+        self.child_timeout = timeout;
+        self
+    }
+
+    /// The file the main process writes its pid to (default: none).
+    pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.pid_file = Some(path.into());
+        self
+    }
+
+    /// Check what the setters cannot: durations in range, no two addresses naming one socket.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        for (field, value) in [
+            ("shutdown_timeout", self.shutdown_timeout),
+            ("child_timeout", self.child_timeout),
+        ] {
+            check_timeout(value).map_err(|p| SettingsError::new("code", field, p))?;
+        }
+        check_distinct(&self.listen, "code")
+    }
+
+    /// The hand-off socket to use: the configured one, else the default.
+    pub(crate) fn handoff_socket_or_default(&self) -> PathBuf {
+        self.handoff_socket
+            .clone()
+            .unwrap_or_else(default_handoff_socket)
+    }
+}
+
+/// Parse a list of listen addresses from `origin`; errors name the index.
+pub(crate) fn parse_listen(texts: &[&str], origin: &str) -> Result<Vec<ListenSpec>, SettingsError> {
+    let mut listen = Vec::with_capacity(texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        let spec: ListenSpec = text.parse().map_err(|e: SpecError| {
+            SettingsError::new(origin, &format!("listen[{i}]"), e.to_string())
+        })?;
+        listen.push(spec);
+    }
+    if listen.is_empty() {
+        return Err(SettingsError::new(origin, "listen", "empty list"));
+    }
+    check_distinct(&listen, origin)?;
+    Ok(listen)
+}
+
+fn check_distinct(listen: &[ListenSpec], origin: &str) -> Result<(), SettingsError> {
+    for (i, spec) in listen.iter().enumerate() {
+        if let Some(dup) = listen[..i].iter().find(|s| s.same_socket(spec)) {
+            return Err(SettingsError::new(
+                origin,
+                &format!("listen[{i}]"),
+                format!(
+                    "{:?} names the same socket as {:?}",
+                    spec.as_str(),
+                    dup.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parse a timeout written as `30s`, `500ms`, `2m` or a number of seconds.
+pub(crate) fn parse_timeout(
+    text: &str,
+    origin: &str,
+    field: &str,
+) -> Result<Duration, SettingsError> {
+    let value = match text.parse::<f64>() {
+        Ok(secs) => seconds(secs),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|e| format!("{text:?} is not a duration like 30s or 500ms: {e}")),
+    };
+    timeout_in_range(value, origin, field)
+}
+
+/// A timeout given as a number of seconds (the JSON file allows that).
+pub(crate) fn timeout_from_secs(
+    secs: f64,
+    origin: &str,
+    field: &str,
+) -> Result<Duration, SettingsError> {
+    timeout_in_range(seconds(secs), origin, field)
+}
+
+fn timeout_in_range(
+    value: Result<Duration, String>,
+    origin: &str,
+    field: &str,
+) -> Result<Duration, SettingsError> {
+    let value = value.map_err(|p| SettingsError::new(origin, field, p))?;
+    check_timeout(value).map_err(|p| SettingsError::new(origin, field, p))?;
+    Ok(value)
+}
+
+fn check_timeout(value: Duration) -> Result<(), String> {
+    if value.is_zero() || value > MAX_TIMEOUT {
+        return Err("must be more than 0 and at most 24h".into());
+    }
+    Ok(())
+}
+
+fn seconds(secs: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{secs} is not a number of seconds"))
+}
+
+/// A path setting must not be empty.
+pub(crate) fn check_path(path: &Path, origin: &str, field: &str) -> Result<PathBuf, SettingsError> {
+    if path.as_os_str().is_empty() {
+        return Err(SettingsError::new(origin, field, "empty path"));
+    }
+    Ok(path.to_owned())
+}
+
+/// `$RUNTIME_DIRECTORY/handoff.sock`, else `$XDG_RUNTIME_DIR/baton/handoff.sock`, else
+/// `<tmp>/baton-<uid>/handoff.sock`.
+pub(crate) fn default_handoff_socket() -> PathBuf {
+    let non_empty = |k| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(dirs) = non_empty("RUNTIME_DIRECTORY") {
+        // systemd separates several RuntimeDirectory= entries with ':'
+        let first = dirs
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        return PathBuf::from(first).join("handoff.sock");
+    }
+    if let Some(xdg) = non_empty("XDG_RUNTIME_DIR") {
+        return PathBuf::from(xdg).join("baton").join("handoff.sock");
+    }
+    std::env::temp_dir()
+        .join(format!("baton-{}", nix::unistd::getuid()))
+        .join("handoff.sock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_serve_the_article_address() {
+        let s = from(&[]).unwrap();
+        assert_eq!(s.listen[0].as_str(), "127.0.0.1:8000");
+        assert!(!s.listen_explicit);
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(s.child_timeout, Duration::from_secs(10));
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn variables_override_defaults() {
+        let s = from(&[
+            ("BATON_LISTEN", "127.0.0.1:1,unix:/tmp/x.sock"),
+            ("BATON_SHUTDOWN_TIMEOUT", "2.5"),
+            ("BATON_CHILD_TIMEOUT", "750ms"),
+            ("BATON_PID_FILE", "/run/x.pid"),
+            ("BATON_HANDOFF_SOCKET", "/run/h.sock"),
+        ])
+        .unwrap();
+        assert_eq!(s.listen.len(), 2);
+        assert!(s.listen_explicit);
+        assert_eq!(s.shutdown_timeout, Duration::from_millis(2500));
+        assert_eq!(s.child_timeout, Duration::from_millis(750));
+        assert_eq!(s.pid_file.as_deref(), Some(Path::new("/run/x.pid")));
+        assert_eq!(s.handoff_socket_or_default(), Path::new("/run/h.sock"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_setting() {
+        let e = from(&[("BATON_LISTEN", "nope")]).unwrap_err().to_string();
+        assert!(e.starts_with("BATON_LISTEN: listen[0]: "), "{e}");
+        let e = from(&[("BATON_CHILD_TIMEOUT", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("BATON_CHILD_TIMEOUT: child_timeout: \"soon\""),
+            "{e}"
+        );
+        let e = from(&[("BATON_SHUTDOWN_TIMEOUT", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than 0"), "{e}");
+        let e = from(&[("BATON_LISTEN", "127.0.0.1:1,localhost:1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen[1]") && e.contains("same socket"), "{e}");
+    }
+
+    #[test]
+    fn code_settings_are_validated() {
+        let s = Settings::default().child_timeout(Duration::ZERO);
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("child_timeout"));
+        assert!(Settings::default().validate().is_ok());
+    }
+}
