@@ -52,8 +52,26 @@ pub enum Input {
     Hup,
     /// Stop: drain and exit.
     Stop(StopReason),
+    /// A step of hand-off number `attempt` (results of an ended attempt are ignored).
+    Handoff {
+        /// Which hand-off, as numbered by [`Action::BeginHandoff`].
+        attempt: u64,
+        /// What happened.
+        step: Step,
+    },
+    /// (Successor) the predecessor promoted us.
+    Promoted,
+    /// (Successor) the predecessor hung up before promoting us.
+    PredecessorGone,
+    /// Time to ping the watchdog.
+    WatchdogTick,
+}
+
+/// What happened in a hand-off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
     /// The successor accepts on every listener (`ready`).
-    SuccessorReady {
+    Ready {
         /// Its pid.
         pid: u32,
     },
@@ -62,16 +80,10 @@ pub enum Input {
     /// The successor confirmed it serves as main.
     Confirmed,
     /// The hand-off failed at some step.
-    HandoffFailed {
+    Failed {
         /// Why, one line.
         reason: String,
     },
-    /// (Successor) the predecessor promoted us.
-    Promoted,
-    /// (Successor) the predecessor hung up before promoting us.
-    PredecessorGone,
-    /// Time to ping the watchdog.
-    WatchdogTick,
 }
 
 /// The outcome of a hand-off, as recorded for `baton reload`.
@@ -94,14 +106,19 @@ pub enum Outcome {
 pub enum Action {
     /// Tell the service manager.
     Notify(Event),
-    /// Start a successor; ends in `SuccessorReady` or `HandoffFailed`.
-    BeginHandoff,
+    /// Start hand-off number `attempt`; ends in its `Ready` or `Failed` step.
+    BeginHandoff {
+        /// Its number, carried by every [`Input::Handoff`] of it.
+        attempt: u64,
+    },
     /// Tell systemd `MAINPID=<successor>` and wait for it to process that; ends in `Announced`.
     Announce {
+        /// The hand-off.
+        attempt: u64,
         /// The successor.
         successor: u32,
     },
-    /// Tell the successor it is main; ends in `Confirmed` or `HandoffFailed`.
+    /// Tell the successor it is main; ends in `Confirmed` or `Failed`.
     Promote,
     /// End the successor of a failed or called-off hand-off and reap it.
     AbortHandoff,
@@ -143,6 +160,8 @@ pub enum State {
     Main,
     /// The main process, handing off.
     HandingOff {
+        /// Which hand-off.
+        attempt: u64,
         /// How far.
         stage: Stage,
         /// The successor's pid once it said `ready`.
@@ -160,6 +179,7 @@ pub struct Machine {
     state: State,
     pid: u32,
     serving_on: String,
+    attempts: u64,
 }
 
 impl Machine {
@@ -170,6 +190,7 @@ impl Machine {
             state: State::Main,
             pid,
             serving_on,
+            attempts: 0,
         };
         let actions = machine.become_main();
         (machine, actions)
@@ -181,6 +202,7 @@ impl Machine {
             state: State::Successor,
             pid,
             serving_on,
+            attempts: 0,
         }
     }
 
@@ -227,7 +249,10 @@ impl Machine {
 
             // --- the main process
             (State::Main, Input::Hup) => {
+                self.attempts += 1;
+                let attempt = self.attempts;
                 self.state = State::HandingOff {
+                    attempt,
                     stage: Stage::Starting,
                     successor: None,
                 };
@@ -235,7 +260,7 @@ impl Machine {
                     A::Notify(Event::Reloading {
                         status: "reloading: starting successor".into(),
                     }),
-                    A::BeginHandoff,
+                    A::BeginHandoff { attempt },
                 ]
             }
             (State::Main | State::HandingOff { .. }, Input::WatchdogTick) => {
@@ -249,61 +274,12 @@ impl Machine {
             }
             (
                 State::HandingOff {
-                    stage: Stage::Starting,
-                    ..
-                },
-                Input::SuccessorReady { pid },
-            ) => {
-                self.state = State::HandingOff {
-                    stage: Stage::Announcing,
-                    successor: Some(pid),
-                };
-                vec![A::Announce { successor: pid }]
-            }
-            (
-                State::HandingOff {
-                    stage: Stage::Announcing,
+                    attempt: current,
+                    stage,
                     successor,
                 },
-                Input::Announced,
-            ) => {
-                self.state = State::HandingOff {
-                    stage: Stage::Promoting,
-                    successor,
-                };
-                vec![A::PauseAccepting, A::Promote]
-            }
-            (
-                State::HandingOff {
-                    stage: Stage::Promoting,
-                    successor: Some(successor),
-                },
-                Input::Confirmed,
-            ) => {
-                info!(successor, "hand-off done; retiring");
-                self.state = State::Retiring;
-                vec![
-                    A::WriteStatus(Outcome::Ready { successor }),
-                    A::Drain { stop: false },
-                ]
-            }
-            (State::HandingOff { stage, .. }, Input::HandoffFailed { reason }) => {
-                warn!(error = %reason, "reload failed; serving on");
-                self.state = State::Main;
-                let mut actions = Vec::new();
-                if stage == Stage::Promoting {
-                    actions.push(A::ResumeAccepting);
-                }
-                actions.extend(self.reclaim_main(stage));
-                actions.push(A::AbortHandoff);
-                actions.push(A::WriteStatus(Outcome::Failed {
-                    reason: reason.clone(),
-                }));
-                actions.push(A::Notify(Event::Ready {
-                    status: format!("reload failed: {reason}"),
-                }));
-                actions
-            }
+                Input::Handoff { attempt, step },
+            ) if attempt == current => self.step(attempt, stage, successor, step),
             (State::HandingOff { stage, .. }, Input::Stop(why)) => {
                 info!(reason = %why, "stopping during a hand-off: ending the successor too");
                 self.state = State::Stopping;
@@ -326,6 +302,67 @@ impl Machine {
             // --- anything else is stale or out of turn: nothing to do
             (state, input) => {
                 tracing::debug!(?state, ?input, "nothing to do");
+                vec![]
+            }
+        }
+    }
+
+    /// A step of the current hand-off.
+    fn step(
+        &mut self,
+        attempt: u64,
+        stage: Stage,
+        successor: Option<u32>,
+        step: Step,
+    ) -> Vec<Action> {
+        use Action as A;
+        match (stage, step, successor) {
+            (Stage::Starting, Step::Ready { pid }, _) => {
+                self.state = State::HandingOff {
+                    attempt,
+                    stage: Stage::Announcing,
+                    successor: Some(pid),
+                };
+                vec![A::Announce {
+                    attempt,
+                    successor: pid,
+                }]
+            }
+            (Stage::Announcing, Step::Announced, _) => {
+                self.state = State::HandingOff {
+                    attempt,
+                    stage: Stage::Promoting,
+                    successor,
+                };
+                vec![A::PauseAccepting, A::Promote]
+            }
+            (Stage::Promoting, Step::Confirmed, Some(successor)) => {
+                info!(successor, "hand-off done; retiring");
+                self.state = State::Retiring;
+                vec![
+                    A::WriteStatus(Outcome::Ready { successor }),
+                    A::Drain { stop: false },
+                ]
+            }
+            (stage, Step::Failed { reason }, _) => {
+                warn!(error = %reason, "reload failed; serving on");
+                self.state = State::Main;
+                let mut actions = Vec::new();
+                if stage == Stage::Promoting {
+                    actions.push(A::ResumeAccepting);
+                }
+                actions.extend(self.reclaim_main(stage));
+                actions.push(A::AbortHandoff);
+                actions.push(A::WriteStatus(Outcome::Failed {
+                    reason: reason.clone(),
+                }));
+                actions.push(A::Notify(Event::Ready {
+                    status: format!("reload failed: {reason}"),
+                }));
+                actions
+            }
+            (stage, step, _) => {
+                tracing::debug!(?stage, ?step, "hand-off step out of turn; ignored");
                 vec![]
             }
         }
@@ -368,10 +405,19 @@ mod tests {
         })
     }
 
+    /// A step of the first hand-off.
+    fn on(step: Step) -> Input {
+        Input::Handoff { attempt: 1, step }
+    }
+
     fn failed(reason: &str) -> Input {
-        Input::HandoffFailed {
+        on(Step::Failed {
             reason: reason.into(),
-        }
+        })
+    }
+
+    fn begins(actions: &[Action]) -> bool {
+        actions.iter().any(|a| matches!(a, A::BeginHandoff { .. }))
     }
 
     /// Drive the machine to the given stage of a hand-off.
@@ -381,11 +427,11 @@ mod tests {
         if stage == Stage::Starting {
             return m;
         }
-        m.handle(Input::SuccessorReady { pid: NEXT });
+        m.handle(on(Step::Ready { pid: NEXT }));
         if stage == Stage::Announcing {
             return m;
         }
-        m.handle(Input::Announced);
+        m.handle(on(Step::Announced));
         m
     }
 
@@ -412,20 +458,23 @@ mod tests {
                 A::Notify(Event::Reloading {
                     status: "reloading: starting successor".into()
                 }),
-                A::BeginHandoff
+                A::BeginHandoff { attempt: 1 }
             ]
         );
         assert_eq!(
-            m.handle(Input::SuccessorReady { pid: NEXT }),
-            vec![A::Announce { successor: NEXT }]
+            m.handle(on(Step::Ready { pid: NEXT })),
+            vec![A::Announce {
+                attempt: 1,
+                successor: NEXT
+            }]
         );
         assert_eq!(
-            m.handle(Input::Announced),
+            m.handle(on(Step::Announced)),
             vec![A::PauseAccepting, A::Promote]
         );
         assert!(!m.is_done(), "not retiring until the successor confirms");
         assert_eq!(
-            m.handle(Input::Confirmed),
+            m.handle(on(Step::Confirmed)),
             vec![
                 A::WriteStatus(Outcome::Ready { successor: NEXT }),
                 A::Drain { stop: false }
@@ -438,12 +487,12 @@ mod tests {
     #[test]
     fn accepting_pauses_only_once_systemd_knows_the_ready_successor() {
         let mut m = main();
-        for input in [Input::Hup, Input::SuccessorReady { pid: NEXT }] {
+        for input in [Input::Hup, on(Step::Ready { pid: NEXT })] {
             let actions = m.handle(input);
             assert!(!actions.contains(&A::PauseAccepting), "{actions:?}");
             assert!(!actions.iter().any(|a| matches!(a, A::Drain { .. })));
         }
-        let actions = m.handle(Input::Announced);
+        let actions = m.handle(on(Step::Announced));
         assert_eq!(
             position(&actions, &A::PauseAccepting) + 1,
             position(&actions, &A::Promote),
@@ -520,7 +569,7 @@ mod tests {
     fn after_a_failed_hand_off_the_next_sighup_starts_a_new_one() {
         let mut m = at(Stage::Promoting);
         m.handle(failed("lost"));
-        assert!(m.handle(Input::Hup).contains(&A::BeginHandoff));
+        assert!(begins(&m.handle(Input::Hup)));
     }
 
     #[test]
@@ -558,9 +607,9 @@ mod tests {
         let mut m = at(Stage::Announcing);
         m.handle(Input::Stop(StopReason::Sigint));
         for late in [
-            Input::Announced,
-            Input::Confirmed,
-            Input::SuccessorReady { pid: NEXT },
+            on(Step::Announced),
+            on(Step::Confirmed),
+            on(Step::Ready { pid: NEXT }),
             failed("late"),
             Input::Hup,
             Input::Stop(StopReason::Sigterm),
@@ -572,15 +621,52 @@ mod tests {
 
         let mut m = at(Stage::Announcing);
         m.handle(failed("lost"));
-        assert_eq!(m.handle(Input::Announced), vec![]);
-        assert_eq!(m.handle(Input::Confirmed), vec![]);
+        assert_eq!(m.handle(on(Step::Announced)), vec![]);
+        assert_eq!(m.handle(on(Step::Confirmed)), vec![]);
         assert_eq!(m.state(), State::Main);
+    }
+
+    #[test]
+    fn a_step_of_an_earlier_hand_off_is_not_taken_for_one_of_the_current() {
+        let mut m = at(Stage::Announcing);
+        m.handle(failed("lost"));
+        assert_eq!(
+            m.handle(Input::Hup),
+            vec![
+                A::Notify(Event::Reloading {
+                    status: "reloading: starting successor".into()
+                }),
+                A::BeginHandoff { attempt: 2 }
+            ]
+        );
+        let second = |step| Input::Handoff { attempt: 2, step };
+        m.handle(second(Step::Ready { pid: 300 }));
+        // The barrier of the first attempt completes late: it must not promote the second.
+        assert_eq!(m.handle(on(Step::Announced)), vec![]);
+        assert_eq!(
+            m.handle(on(Step::Failed {
+                reason: "late".into()
+            })),
+            vec![]
+        );
+        assert!(matches!(
+            m.state(),
+            State::HandingOff {
+                attempt: 2,
+                stage: Stage::Announcing,
+                successor: Some(300)
+            }
+        ));
+        assert_eq!(
+            m.handle(second(Step::Announced)),
+            vec![A::PauseAccepting, A::Promote]
+        );
     }
 
     #[test]
     fn a_retiring_process_ignores_everything() {
         let mut m = at(Stage::Promoting);
-        m.handle(Input::Confirmed);
+        m.handle(on(Step::Confirmed));
         for late in [
             Input::Hup,
             Input::Stop(StopReason::Sigterm),
@@ -596,7 +682,7 @@ mod tests {
     fn a_confirmation_out_of_turn_is_not_a_retirement() {
         for stage in [Stage::Starting, Stage::Announcing] {
             let mut m = at(stage);
-            assert_eq!(m.handle(Input::Confirmed), vec![]);
+            assert_eq!(m.handle(on(Step::Confirmed)), vec![]);
             assert!(!m.is_done());
         }
     }
@@ -615,7 +701,7 @@ mod tests {
             ]
         );
         assert_eq!(m.state(), State::Main);
-        assert!(m.handle(Input::Hup).contains(&A::BeginHandoff));
+        assert!(begins(&m.handle(Input::Hup)));
     }
 
     #[test]
@@ -661,9 +747,9 @@ mod tests {
         let inputs = [
             Input::Hup,
             Input::Stop(StopReason::Sigterm),
-            Input::SuccessorReady { pid: NEXT },
-            Input::Announced,
-            Input::Confirmed,
+            on(Step::Ready { pid: NEXT }),
+            on(Step::Announced),
+            on(Step::Confirmed),
             failed("x"),
             Input::Promoted,
             Input::PredecessorGone,
@@ -686,12 +772,13 @@ mod tests {
                         let mut confirmed = false;
                         let mut paused = start().state()
                             == State::HandingOff {
+                                attempt: 1,
                                 stage: Stage::Promoting,
                                 successor: Some(NEXT),
                             };
                         for input in [a, b, c] {
                             let before = m.state();
-                            confirmed |= *input == Input::Confirmed
+                            confirmed |= *input == on(Step::Confirmed)
                                 && matches!(
                                     before,
                                     State::HandingOff {
@@ -700,9 +787,9 @@ mod tests {
                                     }
                                 );
                             let actions = m.handle(input.clone());
-                            begun += actions.iter().filter(|x| **x == A::BeginHandoff).count();
+                            begun += usize::from(begins(&actions));
                             if matches!(before, State::HandingOff { .. }) {
-                                assert!(!actions.contains(&A::BeginHandoff), "two hand-offs");
+                                assert!(!begins(&actions), "two hand-offs");
                             }
                             if actions.contains(&A::Drain { stop: false }) {
                                 assert!(confirmed, "retired without a confirmation");

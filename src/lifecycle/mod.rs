@@ -29,7 +29,7 @@ use crate::notify::{self, Event};
 use crate::pidfile;
 use crate::reload::{self, ReloadStatus};
 use crate::settings::Settings;
-pub(crate) use machine::{Action, Input, Machine, Outcome, StopReason};
+pub(crate) use machine::{Action, Input, Machine, Outcome, Step, StopReason};
 
 /// How long to wait for systemd to confirm it processed `MAINPID=`.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -168,7 +168,7 @@ impl ProcessWorld {
         );
     }
 
-    fn begin_handoff(&mut self) {
+    fn begin_handoff(&mut self, attempt: u64) {
         info!(exe = %self.exe.path.display(), "SIGHUP: handing off to a successor");
         self.requested_usec = reload::monotonic_usec();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -182,7 +182,10 @@ impl ProcessWorld {
             grace: self.settings.shutdown_timeout,
             state: self.state.clone(),
         };
-        let handle = tokio::spawn(task.run(rx, self.inputs_tx.clone()).in_current_span());
+        let handle = tokio::spawn(
+            task.run(attempt, rx, self.inputs_tx.clone())
+                .in_current_span(),
+        );
         self.ending.push(handle);
     }
 
@@ -228,15 +231,18 @@ impl World for ProcessWorld {
     async fn perform(&mut self, action: Action) {
         match action {
             Action::Notify(event) => notify::send(&event),
-            Action::BeginHandoff => self.begin_handoff(),
-            Action::Announce { successor } => {
+            Action::BeginHandoff { attempt } => self.begin_handoff(attempt),
+            Action::Announce { attempt, successor } => {
                 notify::send(&Event::MainPid(successor));
                 let inputs = self.inputs_tx.clone();
                 tokio::spawn(async move {
                     if !notify::barrier(BARRIER_TIMEOUT).await {
                         warn!("systemd did not confirm MAINPID= in time; promoting anyway");
                     }
-                    let _ = inputs.send(Input::Announced);
+                    let _ = inputs.send(Input::Handoff {
+                        attempt,
+                        step: Step::Announced,
+                    });
                 });
             }
             Action::Promote => self.command(Command::Promote),
@@ -286,12 +292,14 @@ struct HandoffTask {
 impl HandoffTask {
     async fn run(
         self,
+        attempt: u64,
         mut commands: mpsc::UnboundedReceiver<Command>,
         inputs: mpsc::UnboundedSender<Input>,
     ) {
-        let failed = |reason: String| {
-            let _ = inputs.send(Input::HandoffFailed { reason });
+        let report = |step: Step| {
+            let _ = inputs.send(Input::Handoff { attempt, step });
         };
+        let failed = |reason: String| report(Step::Failed { reason });
         let cancel = CancellationToken::new();
         let attempt = parent::hand_off(
             &self.exe,
@@ -319,7 +327,7 @@ impl HandoffTask {
             Err(HandoffError::Cancelled) => return,
             Err(e) => return failed(e.to_string()),
         };
-        let _ = inputs.send(Input::SuccessorReady { pid: successor.pid });
+        report(Step::Ready { pid: successor.pid });
         let mut promoted = false;
         loop {
             tokio::select! {
@@ -335,7 +343,7 @@ impl HandoffTask {
                 },
                 event = successor.next_event(promoted) => match event {
                     SuccessorEvent::Confirmed => {
-                        let _ = inputs.send(Input::Confirmed);
+                        report(Step::Confirmed);
                         return; // the successor is main; dropping its handle leaves it running
                     }
                     SuccessorEvent::Lost(reason) => {
@@ -413,16 +421,17 @@ mod tests {
                 .unwrap_or(Input::Stop(StopReason::Sigterm))
         }
         async fn perform(&mut self, action: Action) {
-            match &action {
-                Action::BeginHandoff => self.inputs.push_front(Input::SuccessorReady { pid: 7 }),
-                Action::Announce { .. } if self.successor_dies_at_announce => {
-                    self.inputs.push_front(Input::HandoffFailed {
-                        reason: "successor 7 hung up".into(),
-                    })
-                }
-                Action::Announce { .. } => self.inputs.push_front(Input::Announced),
-                Action::Promote => self.inputs.push_front(Input::Confirmed),
-                _ => {}
+            let step = match &action {
+                Action::BeginHandoff { .. } => Some(Step::Ready { pid: 7 }),
+                Action::Announce { .. } if self.successor_dies_at_announce => Some(Step::Failed {
+                    reason: "successor 7 hung up".into(),
+                }),
+                Action::Announce { .. } => Some(Step::Announced),
+                Action::Promote => Some(Step::Confirmed),
+                _ => None,
+            };
+            if let Some(step) = step {
+                self.inputs.push_front(Input::Handoff { attempt: 1, step });
             }
             self.done.push(action);
         }

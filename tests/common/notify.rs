@@ -79,6 +79,8 @@ struct Shared {
     log: Mutex<Vec<Notification>>,
     cond: Condvar,
     stop: AtomicBool,
+    /// How long to keep the descriptors a datagram carried (a `BARRIER=1` waits that long).
+    hold: Mutex<Duration>,
 }
 
 /// Records every datagram sent to its socket until dropped.
@@ -99,6 +101,7 @@ impl NotifyRecorder {
             log: Mutex::new(Vec::new()),
             cond: Condvar::new(),
             stop: AtomicBool::new(false),
+            hold: Mutex::new(Duration::ZERO),
         });
         let s2 = shared.clone();
         let thread = thread::Builder::new()
@@ -110,6 +113,12 @@ impl NotifyRecorder {
             shared,
             thread: Some(thread),
         }
+    }
+
+    /// Keep the descriptors of later datagrams open for `hold` (as a slow or stuck reader would),
+    /// so that every `BARRIER=1` waits that long.
+    pub fn hold_barriers(&self, hold: Duration) {
+        *self.shared.hold.lock().unwrap() = hold;
     }
 
     /// The socket path, for `NOTIFY_SOCKET`.
@@ -244,10 +253,21 @@ fn record(sock: UnixDatagram, shared: Arc<Shared>) {
             });
         }
         shared.cond.notify_all();
-        // Processed: release the barrier (and any other descriptor) only now.
-        for fd in fds {
-            // SAFETY: received with SCM_RIGHTS, owned by nobody else in this process.
-            unsafe { libc::close(fd) };
+        // Processed: release the barrier (and any other descriptor) only now, or after the hold.
+        let hold = *shared.hold.lock().unwrap();
+        let release = move || {
+            for fd in fds {
+                // SAFETY: received with SCM_RIGHTS, owned by nobody else in this process.
+                unsafe { libc::close(fd) };
+            }
+        };
+        if hold.is_zero() {
+            release();
+        } else {
+            thread::spawn(move || {
+                thread::sleep(hold);
+                release();
+            });
         }
     }
 }
