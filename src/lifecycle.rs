@@ -22,7 +22,7 @@ use crate::handoff::parent::{self, HandoffError, ReadySuccessor};
 use crate::handoff::protocol::{GENERATION_ENV, PREDECESSOR_ENV};
 use crate::handoff::spawn::Executable;
 use crate::http::HttpService;
-use crate::listen::{self, activation::ActivationEnv, Acquired, ImportFrom, ListenError, Listener};
+use crate::listen::{self, Acquired, ImportFrom, ListenError, Listener};
 use crate::notify::{self, Event};
 use crate::reload::{self, Outcome, ReloadStatus};
 use crate::{exit, http, pidfile};
@@ -110,7 +110,7 @@ impl Server {
         let entered = span.enter();
         let acquired = listen::acquire(
             &self.config,
-            &ActivationEnv::from_process(),
+            &crate::supervisor::activation_env(),
             std::process::id(),
             import_from,
         )

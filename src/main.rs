@@ -87,6 +87,10 @@ fn serve(overrides: &Overrides) -> u8 {
             return exit::CONFIG;
         }
     };
+    // As PID 1 or when asked: this process stays as the generations' stable parent.
+    if let Some(code) = baton::supervisor::enter(&config) {
+        return code;
+    }
     let server = match Server::new(config) {
         Ok(s) => s,
         Err(e) => {
