@@ -88,7 +88,12 @@ fn ns_pid(host_pid: i32) -> Option<i32> {
 impl Service {
     fn start(sb: &Sandbox, mode: Mode, body: &str, cfg_extra: &[(&str, &str)]) -> Service {
         sb.write_config(&config(sb, mode, body, cfg_extra));
-        let baton = sb.spawn(command(sb, mode, &[]));
+        Service::launch(sb, mode, command(sb, mode, &[]))
+    }
+
+    /// Spawns `cmd` (made by [`command`]) and waits for generation 0.
+    fn launch(sb: &Sandbox, mode: Mode, cmd: Command) -> Service {
+        let baton = sb.spawn(cmd);
         let sup = match mode {
             Mode::Pid1 => common::wait_until("the namespace's PID 1", DEADLINE, || {
                 procs::children_of(baton.pid).first().map(|p| p.pid)
@@ -841,4 +846,66 @@ fn pid1_follows_the_main_generation_down_a_line_of_draining_ones() {
 #[test]
 fn supervised_follows_the_main_generation_down_a_line_of_draining_ones() {
     a_line_of_draining_generations(Mode::Supervise(Ask::Flag));
+}
+
+// ---------------------------------------------------------------------------------------------
+// watchdog and crash
+
+#[test]
+fn watchdog_pings_of_the_main_generation_are_passed_on() {
+    let sb = Sandbox::new();
+    let mode = Mode::Supervise(Ask::Flag);
+    sb.write_config(&config(&sb, mode, "v1", &[]));
+    let mut cmd = command(&sb, mode, &[]);
+    cmd.env("WATCHDOG_USEC", "400000");
+    let svc = Service::launch(&sb, mode, cmd);
+    let sup = svc.sup;
+    let watchdog_after = |from| {
+        sb.notify
+            .wait_for_after(from, DEADLINE, "WATCHDOG=1 passed on", |n| {
+                n.pid == sup && n.has("WATCHDOG=1")
+            })
+    };
+    watchdog_after(0);
+    let from = sb.notify.len();
+    svc.reload(&sb, sup, 1);
+    let ready = sb
+        .notify
+        .all()
+        .into_iter()
+        .skip(from)
+        .find(|n| n.has("READY=1"))
+        .expect("READY=1 of generation 1");
+    watchdog_after(ready.seq + 1);
+    let environ = procs::environ(svc.wait_settled());
+    assert!(
+        environ.iter().any(|v| v == "WATCHDOG_USEC=400000")
+            && !environ.iter().any(|v| v.starts_with("WATCHDOG_PID=")),
+        "{environ:?}"
+    );
+}
+
+fn a_crash_ends_the_service(mode: Mode) {
+    let sb = Sandbox::new();
+    let mut svc = Service::start(&sb, mode, "v1", &[]);
+    let main = svc.wait_main_other_than(&sb, None);
+    assert!(procs::kill(main, Signal::SIGKILL));
+    let st = svc.baton.wait_exit(DEADLINE);
+    println!(
+        "{}: the main generation killed: {}",
+        mode_name(mode),
+        common::describe(st)
+    );
+    assert_eq!(st.code(), Some(128 + 9), "{}", svc.baton.log());
+    assert!(svc.baton.wait_group_gone(DEADLINE));
+}
+
+#[test]
+fn pid1_a_crashed_main_generation_ends_the_container_with_its_status() {
+    a_crash_ends_the_service(Mode::Pid1);
+}
+
+#[test]
+fn supervised_a_crashed_main_generation_ends_the_supervisor_with_its_status() {
+    a_crash_ends_the_service(Mode::Supervise(Ask::Env));
 }
