@@ -460,6 +460,29 @@ impl Supervisor {
         }
         let exe = Executable::current().map_err(setup("cannot find the running executable"))?;
 
+        // Descriptors a service manager or container runtime passed to us go to generation 0.
+        // Only listening sockets are taken, before the supervisor opens descriptors of its own:
+        // it must never hand over, or close, one of those.
+        let activation = ActivationEnv::from_process();
+        let for_us = activation
+            .listen_pid
+            .as_deref()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            == Some(me);
+        let passed: Vec<RawFd> = if for_us {
+            activation
+                .parse(me)
+                .map(|fds| {
+                    fds.into_iter()
+                        .map(|f| f.fd)
+                        .filter(|&fd| is_listening(fd))
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+
         // SIGCHLD must not be ignored, or children would be reaped by the kernel behind our back.
         // SAFETY: installs the default disposition, no handler; nothing else runs yet.
         unsafe { signal::signal(Signal::SIGCHLD, signal::SigHandler::SigDfl) }
@@ -485,22 +508,6 @@ impl Supervisor {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let notify = PrivateSocket::open(base)?;
-
-        // Descriptors a service manager or container runtime passed to us go to generation 0.
-        let activation = ActivationEnv::from_process();
-        let for_us = activation
-            .listen_pid
-            .as_deref()
-            .and_then(|p| p.trim().parse::<u32>().ok())
-            == Some(me);
-        let passed: Vec<RawFd> = if for_us {
-            activation
-                .parse(me)
-                .map(|fds| fds.into_iter().map(|f| f.fd).collect())
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
 
         let mut cmd = std::process::Command::new(&exe.path);
         cmd.args(&exe.args)
@@ -784,6 +791,24 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// `fd` is an open, listening socket.
+fn is_listening(fd: RawFd) -> bool {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt on a plain descriptor number writes at most `len` bytes into `value`;
+    // a number that is not an open socket only yields EBADF or ENOTSOCK.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    rc == 0 && value != 0
 }
 
 /// `/proc` belongs to our PID namespace (a container that mounted its own, or none at all).
