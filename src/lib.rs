@@ -39,6 +39,7 @@ pub(crate) mod pidfile;
 pub(crate) mod reload;
 mod server;
 mod settings;
+pub(crate) mod supervisor;
 
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -50,3 +51,12 @@ pub use drain::DrainSignal;
 pub use error::{Error, ErrorKind};
 pub use server::{serve, Serve, Server};
 pub use settings::{ListenAddr, Settings, SettingsError, SpecError};
+
+/// Become the stable parent of every generation when this process is PID 1 (a container's
+/// entry point) or when `asked`: call it first in `main`, before a runtime or any thread starts.
+/// Returns `Some(exit code)` when this process was the supervisor and the service is over (exit
+/// with it), `None` when this process goes on to serve. Under systemd it does nothing (systemd
+/// follows `MAINPID=` itself). See the README, "Containers and pid-following supervisors".
+pub fn supervise(settings: &Settings, asked: bool) -> Option<u8> {
+    supervisor::enter(asked, &settings.handoff_socket_or_default())
+}

@@ -168,10 +168,48 @@ pub fn reload(pid: u32, socket: &Path, timeout: Duration) -> Result<u32, ReloadE
     }
 }
 
-/// The status in `path` if `pid` wrote it after `since`.
+/// The status in `path` if it answers a SIGHUP sent to `pid` at `since`.
 fn fresh_status(path: &Path, pid: u32, since: u64) -> Option<ReloadStatus> {
     let bytes = std::fs::read(path).ok()?;
     serde_json::from_slice::<ReloadStatus>(&bytes)
         .ok()
-        .filter(|s| s.parent_pid == pid && s.finished_usec >= since)
+        .filter(|s| answers(s, pid, since))
+}
+
+/// `pid` finished a hand-off after `since` (possibly one already running when the signal came),
+/// or another process received SIGHUP after `since`: `pid` was a supervisor (see
+/// [`crate::supervisor`]) and passed the signal on to the main generation.
+fn answers(status: &ReloadStatus, pid: u32, since: u64) -> bool {
+    (status.parent_pid == pid && status.finished_usec >= since) || status.requested_usec >= since
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(parent_pid: u32, requested_usec: u64, finished_usec: u64) -> ReloadStatus {
+        ReloadStatus {
+            parent_pid,
+            requested_usec,
+            finished_usec,
+            outcome: Outcome::Ready,
+            successor_pid: Some(parent_pid + 1),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn a_status_answers_the_signal_sent_to_the_process_or_to_its_supervisor() {
+        // Sent to the main process at t=100.
+        assert!(answers(&status(40, 105, 120), 40, 100));
+        assert!(
+            answers(&status(40, 90, 120), 40, 100),
+            "a hand-off already running"
+        );
+        assert!(!answers(&status(40, 50, 60), 40, 100), "an older reload");
+        // Sent to a supervisor (pid 1) at t=100: the main generation handled it.
+        assert!(answers(&status(40, 105, 120), 1, 100));
+        assert!(!answers(&status(40, 90, 120), 1, 100), "not ours");
+        assert!(!answers(&status(40, 50, 60), 1, 100));
+    }
 }

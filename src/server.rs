@@ -19,7 +19,6 @@ use crate::handoff::protocol::{GENERATION_ENV, PREDECESSOR_ENV};
 use crate::handoff::spawn::Executable;
 use crate::http::{self, BoxError};
 use crate::lifecycle::{self, Machine, Parts, ProcessWorld, ShutdownFuture, Signals};
-use crate::listen::activation::ActivationEnv;
 use crate::listen::Listener;
 use crate::settings::Settings;
 
@@ -125,7 +124,7 @@ impl Server {
         let exe = Executable::current().map_err(Inner::Executable)?;
         let acquired = child::acquire(
             &settings,
-            &ActivationEnv::from_process(),
+            &crate::supervisor::activation_env(),
             std::process::id(),
             predecessor_socket.as_deref(),
         )

@@ -42,6 +42,18 @@ pub struct Overrides {
     /// File the serving main process writes its pid to.
     #[arg(long, env = "BATON_PID_FILE", value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
+    /// Keep the first process as a stable parent of every generation (always on as PID 1;
+    /// ignored under systemd). `--supervise` alone means true.
+    #[arg(
+        long,
+        env = "BATON_SUPERVISE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub supervise: Option<bool>,
 }
 
 /// The validated configuration of the `baton` command.
@@ -51,6 +63,8 @@ pub struct Config {
     pub settings: Settings,
     /// Body of the default handler.
     pub response_body: String,
+    /// Asked for a supervisor process (see [`crate::supervisor`]).
+    pub supervise: bool,
     /// The file this was read from, if any.
     pub file: Option<PathBuf>,
 }
@@ -98,6 +112,7 @@ struct FileConfig {
     child_timeout: Option<FileDuration>,
     pid_file: Option<PathBuf>,
     response_body: Option<String>,
+    supervise: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,6 +236,7 @@ impl Config {
             response_body: file
                 .response_body
                 .unwrap_or_else(|| DEFAULT_BODY.to_owned()),
+            supervise: overrides.supervise.or(file.supervise).unwrap_or(false),
             file: path.map(Path::to_path_buf),
         })
     }
@@ -309,6 +325,23 @@ mod tests {
         .unwrap();
         assert_eq!(c.settings.listen[0].as_str(), "127.0.0.1:1");
         assert_eq!(c.settings.child_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn supervise_from_option_environment_or_file() {
+        assert!(!Config::load(&Overrides::default()).unwrap().supervise);
+        assert!(load_json(r#"{"supervise":true}"#).unwrap().supervise);
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(br#"{"supervise":true}"#).unwrap();
+        let c = Config::load(&Overrides {
+            config: Some(f.path().to_owned()),
+            supervise: Some(false),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!c.supervise, "the option wins over the file");
+        let e = load_json(r#"{"supervise":"yes"}"#).unwrap_err().to_string();
+        assert!(e.contains("expected a boolean"), "{e}");
     }
 
     #[test]

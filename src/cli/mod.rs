@@ -90,6 +90,14 @@ pub fn main() -> ExitCode {
 fn serve(overrides: &Overrides) -> u8 {
     let config = Config::load(overrides);
     logging::init();
+    // As PID 1 or when asked: this process stays as the generations' stable parent.
+    if let Ok(c) = &config {
+        if let Some(code) =
+            crate::supervisor::enter(c.supervise, &c.settings.handoff_socket_or_default())
+        {
+            return code;
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
