@@ -17,6 +17,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 pub const DEFAULT_BODY: &str = "Hello, world!";
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CHILD_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -47,6 +48,10 @@ pub struct Overrides {
     /// File the serving main process writes its pid to.
     #[arg(long, env = "BATON_PID_FILE", value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
+    /// How long a connection may wait for a request while nothing is in flight before it is
+    /// closed (e.g. 30s).
+    #[arg(long, env = "BATON_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
 }
 
 /// The validated configuration.
@@ -62,6 +67,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Successor start budget.
     pub child_timeout: Duration,
+    /// Idle and slow-request bound of a connection with nothing in flight.
+    pub idle_timeout: Duration,
     /// PID file, if any.
     pub pid_file: Option<PathBuf>,
     /// Body of the default handler.
@@ -118,6 +125,7 @@ struct FileConfig {
     handoff_socket: Option<PathBuf>,
     shutdown_timeout: Option<FileDuration>,
     child_timeout: Option<FileDuration>,
+    idle_timeout: Option<FileDuration>,
     pid_file: Option<PathBuf>,
     response_body: Option<String>,
 }
@@ -238,6 +246,13 @@ impl Config {
             "child_timeout",
             DEFAULT_CHILD_TIMEOUT,
         )?;
+        let idle_timeout = duration(
+            &overrides.idle_timeout,
+            "BATON_IDLE_TIMEOUT",
+            &file.idle_timeout,
+            "idle_timeout",
+            DEFAULT_IDLE_TIMEOUT,
+        )?;
 
         let handoff_socket = match (&overrides.handoff_socket, &file.handoff_socket) {
             (Some(p), _) => {
@@ -258,6 +273,7 @@ impl Config {
             handoff_socket,
             shutdown_timeout,
             child_timeout,
+            idle_timeout,
             pid_file,
             response_body: file
                 .response_body
@@ -370,18 +386,20 @@ mod tests {
         assert!(!c.listen_explicit);
         assert_eq!(c.response_body, "Hello, world!");
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.idle_timeout, Duration::from_secs(30));
     }
 
     #[test]
     fn file_fields_and_precedence() {
         let c = load_json(
-            r#"{"listen":[":9000","unix:/tmp/x.sock"],"shutdown_timeout":2.5,"child_timeout":"750ms","response_body":"hi"}"#,
+            r#"{"listen":[":9000","unix:/tmp/x.sock"],"shutdown_timeout":2.5,"child_timeout":"750ms","idle_timeout":"2s","response_body":"hi"}"#,
         )
         .unwrap();
         assert_eq!(c.listen.len(), 2);
         assert!(c.listen_explicit);
         assert_eq!(c.shutdown_timeout, Duration::from_millis(2500));
         assert_eq!(c.child_timeout, Duration::from_millis(750));
+        assert_eq!(c.idle_timeout, Duration::from_secs(2));
         assert_eq!(c.response_body, "hi");
 
         let mut f = tempfile::NamedTempFile::new().unwrap();
@@ -391,11 +409,13 @@ mod tests {
             config: Some(f.path().to_owned()),
             listen: vec!["127.0.0.1:1".into()],
             child_timeout: Some("3s".into()),
+            idle_timeout: Some("500ms".into()),
             ..Default::default()
         })
         .unwrap();
         assert_eq!(c.listen[0].as_str(), "127.0.0.1:1");
         assert_eq!(c.child_timeout, Duration::from_secs(3));
+        assert_eq!(c.idle_timeout, Duration::from_millis(500));
     }
 
     #[test]
@@ -420,6 +440,10 @@ mod tests {
         );
         let e = load_json(r#"{"child_timeout":0}"#).unwrap_err().to_string();
         assert!(e.contains("child_timeout"), "{e}");
+        let e = load_json(r#"{"idle_timeout":"never"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("idle_timeout") && e.contains("\"never\""), "{e}");
         let e = load_json(r#"{"listen":["127.0.0.1:1","localhost:1"]}"#)
             .unwrap_err()
             .to_string();

@@ -152,7 +152,10 @@ impl Server {
             .map(|l| l.socket.try_clone())
             .collect::<io::Result<Vec<_>>>()
             .map_err(StartError::Serve)?;
-        let serving = http::start(sockets, service)
+        let options = http::Options {
+            idle_timeout: self.config.idle_timeout,
+        };
+        let serving = http::start(sockets, service, &options)
             .inspect_err(|e| self.report_failure(&format!("cannot serve: {e}")))
             .map_err(StartError::Serve)?;
         let serving_on = describe(&listeners, self.generation);
