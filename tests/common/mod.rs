@@ -12,6 +12,8 @@
 //! whose parent retired are reparented to it and reaped, so they vanish from /proc.
 #![allow(dead_code)]
 
+pub mod examples;
+pub mod h2;
 pub mod http;
 pub mod load;
 pub mod notify;

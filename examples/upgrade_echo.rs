@@ -1,0 +1,93 @@
+//! An HTTP upgrade served by baton: a request with `Upgrade: echo` is answered `101 Switching
+//! Protocols`, and from then on every byte the client sends comes back. Any other request gets
+//! `pid N`. The upgraded connection belongs to this program: a retiring baton keeps serving it
+//! until the client closes it (or `shutdown_timeout` ends it), and exits after that.
+//!
+//! ```sh
+//! cargo run --example upgrade_echo -- --listen 127.0.0.1:8080
+//! curl -s 127.0.0.1:8080/                        # pid N
+//! printf 'GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nhello' \
+//!   | nc 127.0.0.1 8080                          # 101, then "hello" echoed
+//! ```
+
+use std::convert::Infallible;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONNECTION, UPGRADE};
+use hyper::{body::Incoming, service::service_fn, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use baton::config::{Config, Overrides};
+use baton::Server;
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    settings: Overrides,
+}
+
+async fn answer(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let wants_echo = req
+        .headers()
+        .get(UPGRADE)
+        .map(|v| v.as_bytes().eq_ignore_ascii_case(b"echo"))
+        .unwrap_or(false);
+    if !wants_echo {
+        let body = format!("pid {}", std::process::id());
+        return Ok(Response::new(Full::new(Bytes::from(body))));
+    }
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("upgrade_echo: upgrade failed: {e}");
+                return;
+            }
+        };
+        let mut io = TokioIo::new(upgraded);
+        let mut buf = [0u8; 4096];
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = io.shutdown().await;
+    });
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    res.headers_mut()
+        .insert(UPGRADE, HeaderValue::from_static("echo"));
+    res.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    Ok(res)
+}
+
+fn main() -> ExitCode {
+    baton::logging::init();
+    let args = Args::parse();
+    let config = match Config::load(&args.settings) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("upgrade_echo: {e}");
+            return ExitCode::from(baton::exit::CONFIG);
+        }
+    };
+    let result = Server::new(config).and_then(|server| server.run(|_config| service_fn(answer)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("upgrade_echo: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
