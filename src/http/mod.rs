@@ -1,12 +1,12 @@
 //! Serving HTTP/1.1 (with upgrades) and HTTP/2 on the listeners, and draining.
 //!
-//! * [`accept`]: the accept loop, generic over the listener and its stream type.
-//! * [`conn`]: one connection's task: the idle bound while serving, the drain steps, the
+//! * `accept`: the accept loop, generic over the listener and its stream type.
+//! * `conn`: one connection's task: the idle bound while serving, the drain steps, the
 //!   lingering close.
-//! * [`io`]: the I/O wrapper that records activity, recognises the HTTP/2 preface, keeps the
+//! * `io`: the I/O wrapper that records activity, recognises the HTTP/2 preface, keeps the
 //!   connection counted while it lives (upgraded connections included) and hands the stream back
 //!   for the lingering close.
-//! * [`body`]: the service wrapper that counts a request in flight until its response body has
+//! * `body`: the service wrapper that counts a request in flight until its response body has
 //!   ended, and asks HTTP/1 clients to close while draining.
 //!
 //! A drain stops accepting (the listening sockets stay open in the successor), then:
@@ -27,8 +27,10 @@
 //! disappear for busy clients: they send a request within the grace, get `Connection: close` and
 //! reconnect — to the successor, which shares the listening socket.
 //!
-//! The hot path (one request) costs a few relaxed atomic operations; timers and clocks are per
-//! connection (a one-second check), never per request.
+//! Baton's own cost per request is a few relaxed atomic operations and a reference count; its
+//! timers are per connection (a one-second check). hyper's HTTP/2 keep-alive, enabled for
+//! dead-peer detection, adds a mutex and a clock read per HTTP/2 request (measured with
+//! callgrind: about 1,000 instructions, 3.7 % of an h2c request); HTTP/1 is not affected.
 
 mod accept;
 mod body;
