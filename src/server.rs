@@ -274,7 +274,10 @@ where
         let state = self.state;
         let shutdown = self.shutdown;
         async move {
-            let serving = match start_serving(&listeners, app) {
+            let options = http::Options {
+                idle_timeout: settings.idle_timeout,
+            };
+            let serving = match start_serving(&listeners, app, &options) {
                 Ok(serving) => serving,
                 Err(e) => {
                     if let Some(path) = &predecessor_socket {
@@ -319,7 +322,11 @@ where
     }
 }
 
-fn start_serving<S>(listeners: &[Listener], service: S) -> Result<http::Serving, Error>
+fn start_serving<S>(
+    listeners: &[Listener],
+    service: S,
+    options: &http::Options,
+) -> Result<http::Serving, Error>
 where
     S: http::HttpService,
 {
@@ -328,7 +335,7 @@ where
         .map(|l| l.socket.try_clone())
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(Inner::Serve)?;
-    Ok(http::start(sockets, service).map_err(Inner::Serve)?)
+    Ok(http::start(sockets, service, options).map_err(Inner::Serve)?)
 }
 
 fn describe(listeners: &[Listener], generation: u64) -> String {

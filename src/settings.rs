@@ -37,6 +37,7 @@ pub struct Settings {
     pub(crate) handoff_socket: Option<PathBuf>,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) child_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     pub(crate) pid_file: Option<PathBuf>,
 }
 
@@ -48,6 +49,7 @@ impl Default for Settings {
             handoff_socket: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             child_timeout: DEFAULT_CHILD_TIMEOUT,
+            idle_timeout: crate::http::DEFAULT_IDLE_TIMEOUT,
             pid_file: None,
         }
     }
@@ -83,7 +85,7 @@ impl SettingsError {
 impl Settings {
     /// The defaults, overridden by the `BATON_*` variables of this process:
     /// `BATON_LISTEN` (comma-separated), `BATON_HANDOFF_SOCKET`, `BATON_SHUTDOWN_TIMEOUT`,
-    /// `BATON_CHILD_TIMEOUT`, `BATON_PID_FILE`. Durations read like `30s`, `500ms` or a number
+    /// `BATON_CHILD_TIMEOUT`, `BATON_IDLE_TIMEOUT`, `BATON_PID_FILE`. Durations read like `30s`, `500ms` or a number
     /// of seconds. `BATON_CONFIG` names the `baton` command's JSON file, which the library does
     /// not read: it is reported in the log and otherwise ignored.
     pub fn from_env() -> Result<Settings, SettingsError> {
@@ -111,6 +113,9 @@ impl Settings {
         }
         if let Some(text) = var("BATON_CHILD_TIMEOUT") {
             settings.child_timeout = parse_timeout(&text, "BATON_CHILD_TIMEOUT", "child_timeout")?;
+        }
+        if let Some(text) = var("BATON_IDLE_TIMEOUT") {
+            settings.idle_timeout = parse_timeout(&text, "BATON_IDLE_TIMEOUT", "idle_timeout")?;
         }
         if let Some(path) = var("BATON_PID_FILE") {
             settings.pid_file = Some(check_path(Path::new(&path), "BATON_PID_FILE", "pid_file")?);
@@ -150,6 +155,14 @@ impl Settings {
         self
     }
 
+    /// How long a connection may wait for a request while nothing is in flight (a response
+    /// body still streaming counts as in flight) before it is closed; also the interval of
+    /// HTTP/2 keep-alive PINGs (default 30 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
     /// The file the main process writes its pid to (default: none).
     pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.pid_file = Some(path.into());
@@ -161,6 +174,7 @@ impl Settings {
         for (field, value) in [
             ("shutdown_timeout", self.shutdown_timeout),
             ("child_timeout", self.child_timeout),
+            ("idle_timeout", self.idle_timeout),
         ] {
             check_timeout(value).map_err(|p| SettingsError::new("code", field, p))?;
         }
@@ -311,6 +325,7 @@ mod tests {
             ("BATON_LISTEN", "127.0.0.1:1,unix:/tmp/x.sock"),
             ("BATON_SHUTDOWN_TIMEOUT", "2.5"),
             ("BATON_CHILD_TIMEOUT", "750ms"),
+            ("BATON_IDLE_TIMEOUT", "2s"),
             ("BATON_PID_FILE", "/run/x.pid"),
             ("BATON_HANDOFF_SOCKET", "/run/h.sock"),
         ])
@@ -319,6 +334,7 @@ mod tests {
         assert!(s.listen_explicit);
         assert_eq!(s.shutdown_timeout, Duration::from_millis(2500));
         assert_eq!(s.child_timeout, Duration::from_millis(750));
+        assert_eq!(s.idle_timeout, Duration::from_secs(2));
         assert_eq!(s.pid_file.as_deref(), Some(Path::new("/run/x.pid")));
         assert_eq!(s.handoff_socket_or_default(), Path::new("/run/h.sock"));
     }

@@ -42,6 +42,10 @@ pub struct Overrides {
     /// File the serving main process writes its pid to.
     #[arg(long, env = "BATON_PID_FILE", value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
+    /// How long a connection may wait for a request while nothing is in flight before it is
+    /// closed (e.g. 30s).
+    #[arg(long, env = "BATON_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
     /// Keep the first process as a stable parent of every generation (always on as PID 1;
     /// ignored under systemd). `--supervise` alone means true.
     #[arg(
@@ -110,6 +114,7 @@ struct FileConfig {
     handoff_socket: Option<PathBuf>,
     shutdown_timeout: Option<FileDuration>,
     child_timeout: Option<FileDuration>,
+    idle_timeout: Option<FileDuration>,
     pid_file: Option<PathBuf>,
     response_body: Option<String>,
     supervise: Option<bool>,
@@ -201,6 +206,14 @@ impl Config {
             "child_timeout",
         )? {
             s = s.child_timeout(t);
+        }
+        if let Some(t) = timeout(
+            &overrides.idle_timeout,
+            "BATON_IDLE_TIMEOUT",
+            &file.idle_timeout,
+            "idle_timeout",
+        )? {
+            s = s.idle_timeout(t);
         }
 
         let path_setting = |cli: &Option<PathBuf>,
@@ -304,13 +317,14 @@ mod tests {
     #[test]
     fn file_fields_and_precedence() {
         let c = load_json(
-            r#"{"listen":[":9000","unix:/tmp/x.sock"],"shutdown_timeout":2.5,"child_timeout":"750ms","response_body":"hi"}"#,
+            r#"{"listen":[":9000","unix:/tmp/x.sock"],"shutdown_timeout":2.5,"child_timeout":"750ms","idle_timeout":"2s","response_body":"hi"}"#,
         )
         .unwrap();
         assert_eq!(c.settings.listen.len(), 2);
         assert!(c.settings.listen_explicit);
         assert_eq!(c.settings.shutdown_timeout, Duration::from_millis(2500));
         assert_eq!(c.settings.child_timeout, Duration::from_millis(750));
+        assert_eq!(c.settings.idle_timeout, Duration::from_secs(2));
         assert_eq!(c.response_body, "hi");
 
         let mut f = tempfile::NamedTempFile::new().unwrap();

@@ -12,6 +12,8 @@
 //! whose parent retired are reparented to it and reaped, so they vanish from /proc.
 #![allow(dead_code)]
 
+pub mod examples;
+pub mod h2;
 pub mod http;
 pub mod load;
 pub mod notify;
@@ -208,6 +210,19 @@ impl Sandbox {
         }
     }
 
+    /// An example program (a library user) with the usual settings as `BATON_*` variables
+    /// (listen on the sandbox port, hand-off socket and PID file in the sandbox) plus `env`.
+    pub fn app(&self, example: &str, env: &[(&str, &str)]) -> Command {
+        let mut cmd = self.command(examples::example(example));
+        cmd.env("BATON_LISTEN", self.listen())
+            .env("BATON_HANDOFF_SOCKET", self.handoff_socket())
+            .env("BATON_PID_FILE", self.pid_file());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
     /// Starts `baton --config …` with the usual config and waits for its `READY=1`.
     pub fn start(&self, body: &str, extra: &[&str]) -> Baton {
         self.write_config(&self.config(body));
@@ -353,6 +368,19 @@ pub fn place_at_fd3(cmd: &mut Command, fd: RawFd) {
             Ok(())
         });
     }
+}
+
+/// The main pid as systemd would track it: the leader, then each `MAINPID=` sent by the main.
+pub fn current_main(notify: &NotifyRecorder, leader: i32) -> i32 {
+    let mut main = leader;
+    for n in notify.all() {
+        if n.pid == main {
+            if let Some(m) = n.mainpid() {
+                main = m;
+            }
+        }
+    }
+    main
 }
 
 /// One successful hand-off as systemd sees it.

@@ -1,0 +1,90 @@
+//! The accept loop, generic over the listener: a TCP or Unix listener today; a TLS acceptor can
+//! be added as another [`Acceptor`] whose stream type wraps the TCP stream (the connection task
+//! serves any `AsyncRead + AsyncWrite` stream, HTTP/2 recognised by its preface, which also
+//! holds after an ALPN `h2` handshake).
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::conn::ConnContext;
+use super::HttpService;
+
+/// A listening socket the accept loop can take connections from.
+pub(crate) trait Acceptor: Send + 'static {
+    /// The stream of one accepted connection.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The next connection.
+    fn accept(&self) -> impl Future<Output = std::io::Result<Self::Io>> + Send;
+}
+
+impl Acceptor for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept(&self) -> std::io::Result<Self::Io> {
+        let (stream, _) = tokio::net::TcpListener::accept(self).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+}
+
+impl Acceptor for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept(&self) -> std::io::Result<Self::Io> {
+        tokio::net::UnixListener::accept(self)
+            .await
+            .map(|(stream, _)| stream)
+    }
+}
+
+/// How the process steers its accept loops.
+pub(super) struct Control {
+    /// Stop for good.
+    pub(super) stop: CancellationToken,
+    /// Accept while true; park while false.
+    pub(super) accepting: watch::Receiver<bool>,
+    /// Counts the parked loops.
+    pub(super) parked: watch::Sender<usize>,
+}
+
+/// Accept until stopped, handing each connection to its own task; park while paused.
+pub(super) async fn accept_loop<A: Acceptor, S: HttpService>(
+    listener: A,
+    mut control: Control,
+    ctx: ConnContext,
+    service: S,
+) {
+    loop {
+        if !*control.accepting.borrow_and_update() {
+            // Paused: connections wait in the backlog for whoever accepts next.
+            control.parked.send_modify(|n| *n += 1);
+            let resumed = tokio::select! {
+                _ = control.stop.cancelled() => false,
+                changed = control.accepting.changed() => changed.is_ok(),
+            };
+            control.parked.send_modify(|n| *n -= 1);
+            if resumed {
+                continue;
+            }
+            break;
+        }
+        let accepted = tokio::select! {
+            _ = control.stop.cancelled() => break,
+            _ = control.accepting.changed() => continue,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok(io) => ctx.spawn(io, service.clone()),
+            Err(e) => accept_backoff(e).await,
+        }
+    }
+}
+
+/// Out of descriptors or a transient network error: log, wait a little, go on.
+async fn accept_backoff(e: std::io::Error) {
+    warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}

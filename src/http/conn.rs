@@ -1,0 +1,176 @@
+//! One connection's task: serve it, close it when it stays idle, drain it, close it lingering.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+use super::body::DrainAware;
+use super::io::{Activity, ConnIo, Shared};
+use super::{HttpService, GOAWAY_WAIT, IDLE_GRACE, LINGER};
+
+/// How often a connection checks the idle bound (and, after a GOAWAY, whether it is done).
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often a draining HTTP/1 connection checks whether it is idle.
+const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// What every connection task of one process shares.
+#[derive(Clone)]
+pub(super) struct ConnContext {
+    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub draining: watch::Receiver<bool>,
+    pub connections: TaskTracker,
+    pub idle_timeout: Duration,
+}
+
+/// Why a connection that is still open is being closed.
+enum Closing {
+    /// Nothing in flight and no request for the idle timeout.
+    Idle,
+    /// The process retires or stops.
+    Drain,
+}
+
+impl ConnContext {
+    /// Serve one accepted connection on its own task. The connection counts as open (for the
+    /// drain) from now until its stream is closed, wherever the stream is by then.
+    pub(super) fn spawn<I, S>(&self, io: I, service: S)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: HttpService,
+    {
+        let token = self.connections.token();
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let shared = Shared::new();
+            let io = TokioIo::new(ConnIo::new(io, token, shared.clone()));
+            let service = DrainAware {
+                inner: service,
+                shared: shared.clone(),
+            };
+            ctx.serve(io, service, &shared.activity).await;
+            // Hyper is done with the stream. Unless the peer had closed already (or the stream
+            // now belongs to an upgrade), close it lingering.
+            if let Some(parked) = shared.take_parked() {
+                linger(parked.io).await;
+            }
+        });
+    }
+
+    async fn serve<I, S>(
+        mut self,
+        io: TokioIo<ConnIo<I>>,
+        service: DrainAware<S, I>,
+        activity: &Activity,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: HttpService,
+    {
+        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+
+        // Serving: close a connection that waits too long for a request.
+        let closing = {
+            let mut check = tokio::time::interval(CHECK_EVERY);
+            let mut seen_requests = 0;
+            let mut waiting_since = Instant::now();
+            loop {
+                tokio::select! {
+                    res = conn.as_mut() => return log_end(res),
+                    _ = self.draining.wait_for(|d| *d) => break Closing::Drain,
+                    now = check.tick() => {
+                        let requests = activity.requests.load(Ordering::Relaxed);
+                        if requests != seen_requests || activity.in_flight.load(Ordering::Relaxed) > 0 {
+                            seen_requests = requests;
+                            waiting_since = now;
+                        } else if now.duration_since(waiting_since) >= self.idle_timeout {
+                            break Closing::Idle;
+                        }
+                    }
+                }
+            }
+        };
+
+        match closing {
+            Closing::Idle if !activity.h2.load(Ordering::Relaxed) => {
+                debug!(idle_timeout = ?self.idle_timeout, "no request in time; closing the connection");
+                return;
+            }
+            Closing::Idle => {
+                debug!(idle_timeout = ?self.idle_timeout, "idle HTTP/2 connection: GOAWAY");
+            }
+            Closing::Drain => {
+                // HTTP/1 closes after its current response (`Connection: close`) or once it
+                // stayed quiet for the grace period; HTTP/2 gets GOAWAY at once.
+                activity.draining.store(true, Ordering::Relaxed);
+                let mut check = tokio::time::interval(DRAIN_CHECK_EVERY);
+                let mut last_read = Instant::now();
+                while !activity.h2.load(Ordering::Relaxed) {
+                    tokio::select! {
+                        res = conn.as_mut() => return log_end(res),
+                        now = check.tick() => {
+                            if activity.read_seen.swap(false, Ordering::Relaxed) {
+                                last_read = now;
+                            } else if activity.in_flight.load(Ordering::Relaxed) == 0
+                                && now.duration_since(last_read) >= IDLE_GRACE
+                            {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        // HTTP/2: GOAWAY (last stream id 2^31-1) and a PING; the PING's answer brings the final
+        // GOAWAY with the last stream processed, and the connection closes once every accepted
+        // stream is answered. A peer that never answers (dead, or not reading) is given up on
+        // once nothing is in flight for a while. HTTP/1: close now (nothing is in flight).
+        conn.as_mut().graceful_shutdown();
+        let give_up_after = GOAWAY_WAIT.min(self.idle_timeout);
+        let mut check = tokio::time::interval(CHECK_EVERY);
+        let mut quiet_since = Instant::now();
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => return log_end(res),
+                now = check.tick() => {
+                    if activity.in_flight.load(Ordering::Relaxed) > 0 {
+                        quiet_since = now;
+                    } else if now.duration_since(quiet_since) >= give_up_after {
+                        debug!("no answer to GOAWAY; closing the connection");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Our FIN first, then read and drop what the peer still sends until its FIN (or [`LINGER`]):
+/// closing a socket with unread data makes the kernel send a reset, which can destroy answers
+/// the peer has received but not read yet.
+async fn linger<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) {
+    let _ = tokio::time::timeout(LINGER, async {
+        let _ = io.shutdown().await;
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = io.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+fn log_end(res: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(e) = res {
+        debug!(error = %e, "connection ended with an error");
+    }
+}

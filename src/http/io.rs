@@ -1,0 +1,169 @@
+//! The I/O wrapper of a connection and the state it shares with the service wrapper and the
+//! connection task. Only cheap relaxed stores on the hot path; the task reads them on its
+//! periodic checks.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+/// The first bytes of every HTTP/2 connection (RFC 9113, section 3.4).
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+
+/// What a connection did lately.
+#[derive(Default)]
+pub(super) struct Activity {
+    /// Set by every read that returned bytes; cleared by the task when it looks.
+    pub read_seen: AtomicBool,
+    /// Requests that reached the service.
+    pub requests: AtomicU64,
+    /// Requests whose response body has not ended yet.
+    pub in_flight: AtomicUsize,
+    /// The connection speaks HTTP/2.
+    pub h2: AtomicBool,
+    /// The process is draining: HTTP/1 responses get `Connection: close`.
+    pub draining: AtomicBool,
+}
+
+/// One allocation per connection: the activity, and the slot where the I/O wrapper leaves the
+/// stream when hyper is done with it, for the lingering close.
+pub(super) struct Shared<I> {
+    pub activity: Activity,
+    parked: Mutex<Option<Parked<I>>>,
+}
+
+/// A stream hyper let go of, still counted as an open connection.
+pub(super) struct Parked<I> {
+    pub io: I,
+    pub _token: TaskTrackerToken,
+}
+
+impl<I> Shared<I> {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Shared {
+            activity: Activity::default(),
+            parked: Mutex::new(None),
+        })
+    }
+
+    /// The stream, if hyper dropped it before the peer closed its side.
+    pub fn take_parked(&self) -> Option<Parked<I>> {
+        self.parked.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+/// The stream as hyper sees it: records reads, recognises HTTP/2, holds the connection's tracker
+/// token (so the process waits for it, upgraded or not) and, when dropped before the peer closed,
+/// parks the stream for the lingering close instead of closing it at once.
+pub(super) struct ConnIo<I> {
+    inner: Option<Parked<I>>,
+    shared: Arc<Shared<I>>,
+    /// The first bytes were looked at.
+    sniffed: bool,
+    /// A read returned end-of-file: the peer closed its side, nothing to linger for.
+    eof: bool,
+}
+
+impl<I> ConnIo<I> {
+    pub fn new(io: I, token: TaskTrackerToken, shared: Arc<Shared<I>>) -> Self {
+        ConnIo {
+            inner: Some(Parked { io, _token: token }),
+            shared,
+            sniffed: false,
+            eof: false,
+        }
+    }
+}
+
+impl<I> Drop for ConnIo<I> {
+    fn drop(&mut self) {
+        if self.eof {
+            return;
+        }
+        if let (Some(parked), Ok(mut slot)) = (self.inner.take(), self.shared.parked.lock()) {
+            *slot = Some(parked);
+        }
+    }
+}
+
+fn gone() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, "connection parked")
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for ConnIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
+        let before = buf.filled().len();
+        let room = buf.remaining() > 0;
+        let res = Pin::new(&mut inner.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = res {
+            let filled = buf.filled();
+            if filled.len() > before {
+                this.shared
+                    .activity
+                    .read_seen
+                    .store(true, Ordering::Relaxed);
+                if !this.sniffed {
+                    this.sniffed = true;
+                    if filled[before..].starts_with(H2_PREFACE_START) {
+                        this.shared.activity.h2.store(true, Ordering::Relaxed);
+                    }
+                }
+            } else if room {
+                this.eof = true;
+            }
+        }
+        res
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for ConnIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut().inner.as_mut() {
+            Some(inner) => Pin::new(&mut inner.io).poll_write(cx, buf),
+            None => Poll::Ready(Err(gone())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut().inner.as_mut() {
+            Some(inner) => Pin::new(&mut inner.io).poll_flush(cx),
+            None => Poll::Ready(Err(gone())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut().inner.as_mut() {
+            Some(inner) => Pin::new(&mut inner.io).poll_shutdown(cx),
+            None => Poll::Ready(Err(gone())),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut().inner.as_mut() {
+            Some(inner) => Pin::new(&mut inner.io).poll_write_vectored(cx, bufs),
+            None => Poll::Ready(Err(gone())),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner
+            .as_ref()
+            .map(|inner| inner.io.is_write_vectored())
+            .unwrap_or(false)
+    }
+}

@@ -1,0 +1,237 @@
+//! Story: an application streams long responses (downloads, server-sent events) through baton
+//! (`examples/slow_stream.rs`, a real program). A request counts as in flight until its body has
+//! ended, so the idle bound never cuts a stream: with a 2 s bound, a 5 s body arrives whole over
+//! HTTP/1 and HTTP/2 (the same logic keeps a 40 s body under the default 30 s bound), while an
+//! idle keep-alive connection beside it is closed at the bound. A stream started before a reload
+//! arrives whole from the old process, which exits after it. An HTTP/2 peer that stops answering
+//! in the middle of a stream is found out by keep-alive PINGs and closed.
+
+mod common;
+
+use std::io::BufReader;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::h2::{RawH2, FLAG_END_STREAM, FRAME_DATA, FRAME_PING};
+use common::{http, procs, Baton, Sandbox, DEADLINE};
+
+/// Starts `examples/slow_stream` with the sandbox settings plus `env`.
+fn start_app(sb: &Sandbox, env: &[(&str, &str)]) -> Baton {
+    let app = sb.spawn(sb.app("slow_stream", env));
+    app.wait_ready(&sb.notify);
+    app
+}
+
+fn expected_body(lines: u32, pid: i32) -> String {
+    let mut s: String = (1..=lines)
+        .map(|i| format!("line {i} of {lines} from pid {pid}\n"))
+        .collect();
+    s.push_str("end\n");
+    s
+}
+
+/// GET over a fresh HTTP/1.1 connection; the whole (chunked) body.
+fn get_h1(sb: &Sandbox, path: &str) -> Result<http::Response, http::HttpError> {
+    http::get_fresh(sb.addr(), path)
+}
+
+/// GET over a fresh h2c connection (answering PINGs): the body and whether END_STREAM came.
+fn get_h2(sb: &Sandbox, path: &str) -> (String, bool, Vec<String>) {
+    let mut p = RawH2::connect(sb.addr()).expect("connect");
+    p.get(1, &sb.listen(), path).expect("GET");
+    let ended = p.read_until(DEADLINE * 3, |f| {
+        f.kind == FRAME_DATA && f.stream == 1 && f.flags & FLAG_END_STREAM != 0
+    });
+    let body: Vec<u8> = p
+        .frames
+        .iter()
+        .filter(|f| f.kind == FRAME_DATA && f.stream == 1)
+        .flat_map(|f| f.payload.iter().copied())
+        .collect();
+    let transcript = p.transcript();
+    (
+        String::from_utf8_lossy(&body).into_owned(),
+        ended,
+        transcript,
+    )
+}
+
+#[test]
+fn a_stream_longer_than_the_idle_bound_is_not_cut_while_an_idle_connection_is() {
+    let sb = Sandbox::new();
+    let app = start_app(&sb, &[("BATON_IDLE_TIMEOUT", "2s")]);
+    let path = "/stream?lines=10&every_ms=500";
+    let want = expected_body(10, app.pid);
+
+    // Beside the streams: a keep-alive connection that asks once and then stays idle.
+    let mut idle = TcpStream::connect(sb.addr()).unwrap();
+    idle.write_all(http::get_request("/", false).as_bytes())
+        .unwrap();
+    let mut idle_reader = BufReader::new(idle.try_clone().unwrap());
+    let r = http::read_response(&mut idle_reader).expect("first answer");
+    assert_eq!(r.text(), format!("pid {}", app.pid));
+    let idle_since = Instant::now();
+    let idle_thread = thread::spawn(move || {
+        idle.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut buf = [0u8; 16];
+        let n = idle_reader.read(&mut buf).unwrap_or(usize::MAX);
+        (n, idle_since.elapsed())
+    });
+
+    let h2 = {
+        let sb_addr = sb.addr();
+        let listen = sb.listen();
+        thread::spawn(move || {
+            let mut p = RawH2::connect(sb_addr).expect("connect");
+            p.get(1, &listen, "/stream?lines=10&every_ms=500")
+                .expect("GET");
+            let t = Instant::now();
+            let ended = p.read_until(DEADLINE * 3, |f| {
+                f.kind == FRAME_DATA && f.stream == 1 && f.flags & FLAG_END_STREAM != 0
+            });
+            let body: Vec<u8> = p
+                .frames
+                .iter()
+                .filter(|f| f.kind == FRAME_DATA && f.stream == 1)
+                .flat_map(|f| f.payload.iter().copied())
+                .collect();
+            (
+                String::from_utf8_lossy(&body).into_owned(),
+                ended,
+                t.elapsed(),
+                p.transcript(),
+            )
+        })
+    };
+    let t = Instant::now();
+    let h1 = get_h1(&sb, path).expect("HTTP/1 stream");
+    let h1_took = t.elapsed();
+    let (h2_body, h2_ended, h2_took, h2_transcript) = h2.join().unwrap();
+    let (idle_read, idle_closed_after) = idle_thread.join().unwrap();
+
+    println!(
+        "idle bound 2 s: HTTP/1 stream of 5 s took {h1_took:?}, HTTP/2 stream {h2_took:?}; \
+         the idle keep-alive connection beside them was closed after {idle_closed_after:?}"
+    );
+    assert_eq!(h1.text(), want, "the HTTP/1 stream arrives whole");
+    assert!(h2_ended, "the HTTP/2 stream ends: {h2_transcript:?}");
+    assert_eq!(h2_body, want, "the HTTP/2 stream arrives whole");
+    assert!(
+        h1_took > Duration::from_secs(4),
+        "the stream really outlasted the bound: {h1_took:?}"
+    );
+    assert_eq!(idle_read, 0, "the idle connection gets EOF");
+    assert!(
+        idle_closed_after < h1_took,
+        "the idle connection was closed at the bound while the streams went on"
+    );
+}
+
+#[test]
+fn a_stream_started_before_a_reload_arrives_whole_from_the_old_process() {
+    let sb = Sandbox::new();
+    let mut app = start_app(&sb, &[("BATON_SHUTDOWN_TIMEOUT", "30s")]);
+    let old = app.pid;
+    let path = "/stream?lines=12&every_ms=250";
+    let h1 = {
+        let addr = sb.addr();
+        thread::spawn(move || http::get_fresh(addr, path))
+    };
+    let h2 = {
+        let sb2 = (sb.addr(), sb.listen());
+        thread::spawn(move || {
+            let mut p = RawH2::connect(sb2.0).expect("connect");
+            p.get(1, &sb2.1, path).expect("GET");
+            let ended = p.read_until(DEADLINE * 3, |f| {
+                f.kind == FRAME_DATA && f.stream == 1 && f.flags & FLAG_END_STREAM != 0
+            });
+            let body: Vec<u8> = p
+                .frames
+                .iter()
+                .filter(|f| f.kind == FRAME_DATA && f.stream == 1)
+                .flat_map(|f| f.payload.iter().copied())
+                .collect();
+            // After the stream, the old process closes the connection.
+            p.read_to_close(DEADLINE);
+            (
+                String::from_utf8_lossy(&body).into_owned(),
+                ended,
+                p.transcript(),
+            )
+        })
+    };
+    thread::sleep(Duration::from_millis(800));
+    let r = common::reload(&sb.notify, old);
+    assert_eq!(
+        http::get_fresh(sb.addr(), "/").unwrap().text(),
+        format!("pid {}", r.new),
+        "new requests go to the successor"
+    );
+    assert!(
+        procs::is_alive(old),
+        "the old process serves its streams on"
+    );
+    let want = expected_body(12, old);
+    let h1 = h1.join().unwrap().expect("HTTP/1 stream");
+    assert_eq!(
+        h1.text(),
+        want,
+        "the HTTP/1 stream arrives whole from the old pid"
+    );
+    let (h2_body, h2_ended, transcript) = h2.join().unwrap();
+    println!("HTTP/2 stream across a reload: {transcript:?}");
+    assert!(h2_ended, "{transcript:?}");
+    assert_eq!(
+        h2_body, want,
+        "the HTTP/2 stream arrives whole from the old pid"
+    );
+    let goaway_at = transcript.iter().position(|t| t.starts_with("GOAWAY"));
+    let end_at = transcript.iter().position(|t| t.ends_with("end)"));
+    assert!(
+        goaway_at.is_some() && goaway_at < end_at,
+        "the GOAWAY came during the stream, the stream went on: {transcript:?}"
+    );
+    let st = app.wait_exit(DEADLINE);
+    assert_eq!(st.code(), Some(0), "{}", app.log());
+}
+
+#[test]
+fn keep_alive_pings_close_an_h2_connection_whose_peer_stopped_answering_mid_stream() {
+    let sb = Sandbox::new();
+    let app = start_app(&sb, &[("BATON_IDLE_TIMEOUT", "2s")]);
+    let mut p = RawH2::connect(sb.addr()).expect("connect");
+    p.ack_pings = false;
+    // A minute of stream; the peer will read but never answer a PING.
+    p.get(1, &sb.listen(), "/stream?lines=120&every_ms=500")
+        .expect("GET");
+    let t = Instant::now();
+    assert!(
+        p.read_to_close(DEADLINE * 2),
+        "never closed: {:?}",
+        p.transcript()
+    );
+    let took = t.elapsed();
+    let lines = p
+        .frames
+        .iter()
+        .filter(|f| f.kind == FRAME_DATA && f.stream == 1)
+        .count();
+    println!("silent peer mid-stream closed after {took:?}, {lines} lines in");
+    assert!(
+        p.frames
+            .iter()
+            .any(|f| f.kind == FRAME_PING && f.flags & 1 == 0),
+        "the server sent keep-alive PINGs: {:?}",
+        p.transcript()
+    );
+    assert!(
+        lines > 0 && lines < 120,
+        "closed in the middle of the stream: {:?}",
+        p.transcript()
+    );
+    // The same stream to a peer that answers goes on (a few lines are enough to see it).
+    let (body, _, _) = get_h2(&sb, "/stream?lines=8&every_ms=500");
+    assert_eq!(body, expected_body(8, app.pid));
+}
