@@ -27,7 +27,7 @@ die() { log "ERROR: $*"; exit 2; }
 ensure_host_tools() {
     local missing=() pair
     for pair in systemd-nspawn:systemd-container debootstrap:debootstrap curl:curl \
-                wrk:wrk rpm:rpm jq:jq nsenter:util-linux pgrep:procps lintian:lintian; do
+                wrk:wrk rpm:rpm jq:jq nsenter:util-linux pgrep:procps lintian:lintian file:file; do
         command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
     done
     if [ ${#missing[@]} -gt 0 ]; then
