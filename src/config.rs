@@ -81,6 +81,15 @@ pub enum ConfigError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The path is not a regular file (a FIFO, a device, a directory): refused without reading,
+    /// so that nothing hangs.
+    #[error("config {path}: {what}")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        what: String,
+    },
     /// The file is larger than 1 MiB.
     #[error("config {path}: larger than 1 MiB")]
     TooLarge {
@@ -241,10 +250,14 @@ impl Config {
 
         let handoff_socket = match (&overrides.handoff_socket, &file.handoff_socket) {
             (Some(p), _) => {
-                check_path(p, "--handoff-socket/BATON_HANDOFF_SOCKET", "handoff_socket")?
+                check_socket_path(p, "--handoff-socket/BATON_HANDOFF_SOCKET", "handoff_socket")?
             }
-            (None, Some(p)) => check_path(p, &file_origin, "handoff_socket")?,
-            (None, None) => default_handoff_socket(),
+            (None, Some(p)) => check_socket_path(p, &file_origin, "handoff_socket")?,
+            (None, None) => check_socket_path(
+                &default_handoff_socket(),
+                "default (from RUNTIME_DIRECTORY, XDG_RUNTIME_DIR or TMPDIR)",
+                "handoff_socket",
+            )?,
         };
         let pid_file = match (&overrides.pid_file, &file.pid_file) {
             (Some(p), _) => Some(check_path(p, "--pid-file/BATON_PID_FILE", "pid_file")?),
@@ -273,7 +286,14 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_err)?;
+    // O_NONBLOCK open and a file-type check: a FIFO or a device must not block us.
+    let file = crate::safe_fs::open_regular_for_reading(path).map_err(|e| match e {
+        crate::safe_fs::FsError::Io { source, .. } => read_err(source),
+        crate::safe_fs::FsError::Unsafe { problem, .. } => ConfigError::NotAFile {
+            path: path.to_owned(),
+            what: problem,
+        },
+    })?;
     let mut text = String::new();
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_string(&mut text)
@@ -325,6 +345,34 @@ fn check_path(path: &Path, origin: &str, field: &str) -> Result<PathBuf, ConfigE
         });
     }
     Ok(path.to_owned())
+}
+
+/// A hand-off socket path must fit a `sockaddr_un`, and so must the per-hand-off sockets baton
+/// makes in its directory (`<dir>/handoff.<pid>.<random>/handoff.sock`).
+fn check_socket_path(path: &Path, origin: &str, field: &str) -> Result<PathBuf, ConfigError> {
+    use crate::safe_fs::{sockaddr_len, MAX_SOCKET_PATH};
+    let path = check_path(path, origin, field)?;
+    let problem = |problem: String| ConfigError::Field {
+        origin: origin.to_owned(),
+        field: field.to_owned(),
+        problem,
+    };
+    let len = sockaddr_len(&path);
+    if len > MAX_SOCKET_PATH {
+        return Err(problem(format!(
+            "{:?} is {len} bytes; a Unix socket address holds at most {MAX_SOCKET_PATH}",
+            path.display().to_string()
+        )));
+    }
+    let dir = crate::handoff::runtime_dir(&path);
+    let needed = sockaddr_len(&dir) + crate::handoff::parent::PATH_SUFFIX_MAX;
+    if needed > MAX_SOCKET_PATH {
+        return Err(problem(format!(
+            "the hand-off sockets made in its directory {:?} take up to {needed} bytes; a Unix socket address holds at most {MAX_SOCKET_PATH}",
+            dir.display().to_string()
+        )));
+    }
+    Ok(path)
 }
 
 /// `$RUNTIME_DIRECTORY/handoff.sock`, else `$XDG_RUNTIME_DIR/baton/handoff.sock`, else
@@ -435,5 +483,53 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn a_config_that_is_not_a_regular_file_is_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("baton.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for (path, what) in [
+            (fifo.as_path(), "is a FIFO"),
+            (dir.path(), "is a directory"),
+            (Path::new("/dev/null"), "is a character device"),
+        ] {
+            let e = Config::load(&Overrides {
+                config: Some(path.to_owned()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert_eq!(
+                e,
+                format!("config {}: {what}, not a regular file", path.display())
+            );
+        }
+    }
+
+    #[test]
+    fn hand_off_paths_must_fit_a_socket_address() {
+        let load = |p: String| {
+            Config::load(&Overrides {
+                handoff_socket: Some(p.into()),
+                ..Default::default()
+            })
+        };
+        let e = load(format!("/run/{}/h.sock", "d".repeat(100)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("handoff_socket") && e.contains("at most 107"),
+            "{e}"
+        );
+        // Fits itself, but the sockets made in its directory would not.
+        let dir = format!("/run/{}", "d".repeat(70));
+        let e = load(format!("{dir}/h.sock")).unwrap_err().to_string();
+        assert!(
+            e.contains("made in its directory") && e.contains(&dir),
+            "{e}"
+        );
+        load("/run/baton/handoff.sock".into()).unwrap();
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod exit;
+pub mod fds;
 pub mod handoff;
 pub mod http;
 pub mod lifecycle;
@@ -26,5 +27,6 @@ pub mod logging;
 pub mod notify;
 pub mod pidfile;
 pub mod reload;
+pub mod safe_fs;
 
 pub use lifecycle::{Server, StartError};

@@ -69,7 +69,10 @@ pub struct Server {
 /// How the signal loop ended.
 enum Ending {
     /// A successor is main: drain silently and exit.
-    Retire,
+    Retire {
+        /// The successor.
+        successor: u32,
+    },
     /// A real stop.
     Stop(&'static str),
 }
@@ -115,6 +118,11 @@ impl Server {
             import_from,
         )
         .inspect_err(|e| self.report_failure(&e.to_string()))?;
+        // Only stdio and the listeners may reach a successor (issue 8, row 6).
+        match crate::fds::close_inherited_on_exec() {
+            Ok(how) => tracing::debug!(how, "inherited descriptors marked close-on-exec"),
+            Err(e) => warn!(error = %e, "cannot mark inherited descriptors close-on-exec"),
+        }
         let service = make_service(&self.config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -139,6 +147,8 @@ impl Server {
         service: S,
     ) -> Result<(), StartError> {
         let pid = std::process::id();
+        // Before tokio's SIGHUP handler, so a request is recorded before it is seen.
+        reload::accept_requests().map_err(StartError::Runtime)?;
         let mut hup = signal(SignalKind::hangup()).map_err(StartError::Runtime)?;
         let mut term = signal(SignalKind::terminate()).map_err(StartError::Runtime)?;
         let mut int = signal(SignalKind::interrupt()).map_err(StartError::Runtime)?;
@@ -180,8 +190,8 @@ impl Server {
             status: &serving_on,
         });
         if let Some(path) = &self.config.pid_file {
-            if let Err(e) = pidfile::write(path, pid) {
-                warn!(path = %path.display(), error = %e, "cannot write the pid file");
+            if let Err(e) = pidfile::update(path, pid) {
+                error!(error = %e, "cannot write the pid file");
             }
         }
         info!(status = %serving_on, "ready");
@@ -190,8 +200,9 @@ impl Server {
             .signal_loop(&listeners, &serving, &mut hup, &mut term, &mut int)
             .await;
         match ending {
-            Ending::Retire => {
+            Ending::Retire { successor } => {
                 info!("successor is main; draining and retiring");
+                let _forward = reload::forward_requests(successor);
                 serving.drain(self.config.shutdown_timeout).await;
                 info!("retired");
                 Ok(())
@@ -216,10 +227,12 @@ impl Server {
         let mut requested_usec = 0;
         let mut watchdog =
             notify::watchdog_interval().map(|every| tokio::time::interval(every / 2));
+        // `baton reload` requests that arrived before we were main are not dropped: serve them.
+        let mut queued = reload::has_pending_requests();
 
         let stop = loop {
             tokio::select! {
-                _ = hup.recv() => {
+                _ = next_hup(hup, &mut queued) => {
                     if handoff.is_some() {
                         warn!("SIGHUP during a hand-off: ignored, one hand-off at a time");
                         continue;
@@ -254,7 +267,7 @@ impl Server {
                                 warn!(successor = successor_pid, error = %e, "could not tell the successor it is main");
                             }
                             info!(successor = successor_pid, "hand-off done");
-                            return Ending::Retire;
+                            return Ending::Retire { successor: successor_pid };
                         }
                         Err(e) => {
                             error!(error = %e, "reload failed; serving on");
@@ -309,7 +322,7 @@ impl Server {
         successor_pid: Option<u32>,
         reason: Option<String>,
     ) {
-        reload::write_status(
+        reload::publish(
             &self.config.handoff_socket,
             &ReloadStatus {
                 parent_pid: std::process::id(),
@@ -321,6 +334,14 @@ impl Server {
             },
         );
     }
+}
+
+/// The next SIGHUP, or at once when a reload request is queued.
+async fn next_hup(hup: &mut tokio::signal::unix::Signal, queued: &mut bool) {
+    if std::mem::take(queued) {
+        return;
+    }
+    hup.recv().await;
 }
 
 /// Await the future if there is one; otherwise never resolve.

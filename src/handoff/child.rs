@@ -57,6 +57,18 @@ pub enum ImportError {
         /// How much arrived.
         received: usize,
     },
+    /// The process listening there is not one we may take listeners from.
+    #[error("hand-off {path}: refusing to deal with pid {pid} ({owner}): {why}")]
+    Stranger {
+        /// The hand-off socket.
+        path: PathBuf,
+        /// The listening process, as the kernel reports it (`SO_PEERCRED`).
+        pid: i32,
+        /// Its user.
+        owner: String,
+        /// Why it is refused.
+        why: String,
+    },
     /// The answer is malformed.
     #[error("hand-off {path}: {source}")]
     Protocol {
@@ -67,18 +79,69 @@ pub enum ImportError {
     },
 }
 
-/// Connect to a predecessor that must be there.
-pub fn dial(path: &Path) -> Result<UnixStream, ImportError> {
-    UnixStream::connect(path).map_err(|source| ImportError::Connect {
-        path: path.to_owned(),
-        source,
-    })
+/// Who may hand us listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// The process that started us (a baton parent mid-hand-off), running as our user or root.
+    OurParent,
+    /// Any process running as our user or as root (a predecessor found at the configured path).
+    SameUserOrRoot,
 }
 
-/// Connect if something listens at `path`; `Ok(None)` when nothing does (no file, a stale file).
+/// Check the credentials of the process listening on the other end (`SO_PEERCRED`, recorded by
+/// the kernel when it called `listen`) before a byte is exchanged.
+pub fn check_peer(stream: &UnixStream, path: &Path, expect: Peer) -> Result<(), ImportError> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    let cred = getsockopt(stream, sockopt::PeerCredentials).map_err(|e| ImportError::Connect {
+        path: path.to_owned(),
+        source: e.into(),
+    })?;
+    let me = nix::unistd::geteuid().as_raw();
+    let stranger = |why: String| ImportError::Stranger {
+        path: path.to_owned(),
+        pid: cred.pid(),
+        owner: crate::safe_fs::describe_uid(cred.uid()),
+        why,
+    };
+    if cred.uid() != me && cred.uid() != 0 {
+        return Err(stranger(format!(
+            "it runs as another user (we are {}), and only our own user or root may hand us listeners",
+            crate::safe_fs::describe_uid(me)
+        )));
+    }
+    if expect == Peer::OurParent {
+        let parent = nix::unistd::getppid().as_raw();
+        if cred.pid() != parent {
+            return Err(stranger(format!(
+                "it is not the process that started us (pid {parent})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Connect to the predecessor that started us: it must be there, and be it.
+pub fn dial(path: &Path) -> Result<UnixStream, ImportError> {
+    let stream = UnixStream::connect(path).map_err(|source| ImportError::Connect {
+        path: path.to_owned(),
+        source,
+    })?;
+    check_peer(&stream, path, Peer::OurParent)?;
+    Ok(stream)
+}
+
+/// Connect if something listens at `path`; `Ok(None)` when nothing does (no file, a stale file)
+/// or when what listens runs as another user (logged, never spoken to).
 pub fn dial_if_listening(path: &Path) -> Result<Option<UnixStream>, ImportError> {
     match UnixStream::connect(path) {
-        Ok(s) => Ok(Some(s)),
+        Ok(s) => match check_peer(&s, path, Peer::SameUserOrRoot) {
+            Ok(()) => Ok(Some(s)),
+            Err(e @ ImportError::Stranger { .. }) => {
+                warn!(error = %e, "not importing; binding instead");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        },
         Err(e)
             if matches!(
                 e.kind(),
@@ -207,6 +270,7 @@ impl Predecessor {
 pub fn report_failure(path: &Path, reason: &str) {
     let send = || -> io::Result<()> {
         let mut stream = UnixStream::connect(path)?;
+        check_peer(&stream, path, Peer::OurParent).map_err(|e| io::Error::other(e.to_string()))?;
         stream.set_write_timeout(Some(Duration::from_secs(1)))?;
         let one_line = reason.replace('\n', " ");
         stream.write_all(&protocol::encode_line(&ChildMessage::Failed {

@@ -131,6 +131,7 @@ impl ListenError {
         match self {
             ListenError::Activation(_) | ListenError::Mismatch { .. } => crate::exit::CONFIG,
             ListenError::BadFd { from, .. } if from.starts_with("socket") => crate::exit::CONFIG,
+            ListenError::Import(ImportError::Stranger { .. }) => crate::exit::NOPERM,
             ListenError::BadFd { .. } | ListenError::Import(_) => crate::exit::PROTOCOL,
             ListenError::Bind { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
                 crate::exit::UNAVAILABLE
