@@ -445,17 +445,30 @@ pub fn target_pid(explicit: Option<u32>, pid_file: Option<&Path>) -> Result<u32,
         return main.parse().map_err(|_| ReloadError::BadMainPid(main));
     }
     let path = pid_file.ok_or(ReloadError::NoPid)?;
-    let pid = pidfile::read(path).map_err(|source| ReloadError::PidFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    if safe_fs::pid_is_gone(pid) {
-        return Err(ReloadError::StalePidFile {
+    let read = || {
+        pidfile::read(path).map_err(|source| ReloadError::PidFile {
             path: path.to_owned(),
-            pid,
-        });
+            source,
+        })
+    };
+    let pid = read()?;
+    if !safe_fs::pid_is_gone(pid) {
+        return Ok(pid);
     }
-    Ok(pid)
+    // Right after a hand-off the old main may be gone before its successor, just promoted,
+    // wrote the file: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        match read() {
+            Ok(now) if now != pid && !safe_fs::pid_is_gone(now) => return Ok(now),
+            _ => {}
+        }
+    }
+    Err(ReloadError::StalePidFile {
+        path: path.to_owned(),
+        pid,
+    })
 }
 
 /// Ask `pid` to hand off and wait for its answer. Returns the successor's pid. The status file
@@ -512,6 +525,11 @@ fn failure_reason(handoff_socket: &Path, pid: u32, unrecorded: Option<i32>) -> S
     let dir = runtime_dir(handoff_socket);
     let path = dir.join(status_name(pid));
     if let Some(errno) = unrecorded {
+        // Say what is wrong with the directory when that is the cause (another user's, say).
+        let owner = process_uid(pid).unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        if let Err(e @ FsError::Unsafe { .. }) = TrustedDir::open_for(&dir, Create::Never, owner) {
+            return format!("the reason could not be recorded: {e}; see the journal");
+        }
         return format!(
             "the reason could not be recorded in {}: {}; see the journal",
             path.display(),

@@ -359,7 +359,14 @@ impl TrustedDir {
     pub fn write_atomically(&self, name: &str, bytes: &[u8], mode: u32) -> Result<(), FsError> {
         let dest = self.join(name);
         let dir = self.fd.as_raw_fd();
-        let (tmp, mut file) = self.create_exclusive(&format!(".{name}."), mode)?;
+        let (tmp, mut file) =
+            self.create_exclusive(&format!(".{name}."), mode)
+                .map_err(|e| match e {
+                    FsError::Io { source, .. } => {
+                        FsError::io(&dest, "create a new version of", source)
+                    }
+                    other => other,
+                })?;
         let result = (|| {
             file.write_all(bytes)
                 .map_err(|e| FsError::io(&dest, "write", e))?;

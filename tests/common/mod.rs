@@ -17,6 +17,8 @@ pub mod load;
 pub mod notify;
 pub mod procs;
 pub mod reaper;
+pub mod tmpfs;
+pub mod users;
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
