@@ -33,11 +33,9 @@ fn run(sb: &Sandbox, args: &[&str]) -> (Option<i32>, String) {
 }
 
 fn run_cmd(mut cmd: Command) -> (Option<i32>, String) {
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = common::reaper::spawn_registered(&mut cmd).expect("spawn");
     let pid = child.id() as i32;
     // A hang is a failure: kill it after the deadline.
     let killer = thread::spawn(move || {
@@ -51,6 +49,7 @@ fn run_cmd(mut cmd: Command) -> (Option<i32>, String) {
         procs::kill(pid, Signal::SIGKILL)
     });
     let out: Output = child.wait_with_output().expect("wait");
+    common::reaper::forget_leader(pid);
     assert!(
         !killer.join().unwrap(),
         "baton {:?} hung and was killed",
@@ -460,12 +459,19 @@ fn descriptors_inherited_by_the_first_process_never_reach_a_successor() {
     let (read_end, write_end) = nix::unistd::pipe().unwrap();
     let (f, w) = (file.as_raw_fd(), write_end.as_raw_fd());
     let mut cmd = sb.serve(&[]);
-    // SAFETY: only dup2 between fork and exec; dup2 onto another number clears FD_CLOEXEC.
+    // SAFETY: only fcntl and dup2 between fork and exec. Both are first moved above 100 so that
+    // placing one cannot overwrite the other; dup2 onto another number clears FD_CLOEXEC.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(f, 7) < 0 || libc::dup2(w, 8) < 0 {
+            let (f, w) = (
+                libc::fcntl(f, libc::F_DUPFD, 100),
+                libc::fcntl(w, libc::F_DUPFD, 100),
+            );
+            if f < 0 || w < 0 || libc::dup2(f, 7) < 0 || libc::dup2(w, 8) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            libc::close(f);
+            libc::close(w);
             Ok(())
         });
     }

@@ -15,11 +15,12 @@ impl Tmpfs {
     /// `mount -t tmpfs -o <options> tmpfs <path>` (the directory is created).
     pub fn mount(path: &Path, options: &str) -> Option<Tmpfs> {
         fs::create_dir_all(path).expect("mount point");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(path)
-            .output()
-            .expect("run mount");
+        let out = super::reaper::output(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+                .arg(path),
+        )
+        .expect("run mount");
         if !out.status.success() {
             println!(
                 "SKIPPED: cannot mount a tmpfs at {}: {}",
@@ -35,12 +36,18 @@ impl Tmpfs {
 
     /// `mount -o remount,<options>`.
     pub fn remount(&self, options: &str) {
-        let st = Command::new("mount")
-            .args(["-o", &format!("remount,{options}")])
-            .arg(&self.path)
-            .status()
-            .expect("run mount");
-        assert!(st.success(), "remount {options} {}", self.path.display());
+        let out = super::reaper::output(
+            Command::new("mount")
+                .args(["-o", &format!("remount,{options}")])
+                .arg(&self.path),
+        )
+        .expect("run mount");
+        assert!(
+            out.status.success(),
+            "remount {options} {}: {}",
+            self.path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Fills the data blocks: one file grown until ENOSPC. Returns the bytes written.
@@ -74,6 +81,6 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = super::reaper::output(Command::new("umount").arg("-l").arg(&self.path));
     }
 }

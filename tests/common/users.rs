@@ -25,7 +25,7 @@ fn run_locked(cmd: &mut Command) -> Result<Output, String> {
     let mut why = String::new();
     // Another process (another test binary) may hold the lock on /etc/passwd for a moment.
     for _ in 0..50 {
-        let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+        let out = super::reaper::output(cmd).map_err(|e| format!("{cmd:?}: {e}"))?;
         if out.status.success() {
             return Ok(out);
         }
@@ -87,12 +87,9 @@ impl OtherUser {
 
     /// Runs a shell script as this user; panics with its output if it fails.
     pub fn sh(&self, script: &str) {
-        let out = self
-            .command("/bin/sh")
-            .arg("-ec")
-            .arg(script)
-            .output()
-            .expect("run sh as the other user");
+        let mut cmd = self.command("/bin/sh");
+        cmd.arg("-ec").arg(script);
+        let out = super::reaper::output(&mut cmd).expect("run sh as the other user");
         assert!(
             out.status.success(),
             "as {}: {script}\n{}{}",
@@ -130,11 +127,12 @@ while (my $c = $l->accept) {
 impl Drop for OtherUser {
     fn drop(&mut self) {
         // Whatever still runs as the user first (the test's own children are killed by then).
-        let _ = Command::new("pkill")
-            .arg("-KILL")
-            .arg("-U")
-            .arg(self.uid.to_string())
-            .status();
+        let _ = super::reaper::output(
+            Command::new("pkill")
+                .arg("-KILL")
+                .arg("-U")
+                .arg(self.uid.to_string()),
+        );
         if let Err(why) = run_locked(Command::new("userdel").arg(&self.name)) {
             eprintln!("userdel {}: {why}", self.name);
         }
