@@ -72,7 +72,7 @@ impl FsError {
         }
     }
 
-    fn unsafe_(path: &Path, problem: String) -> FsError {
+    fn refused(path: &Path, problem: String) -> FsError {
         FsError::Unsafe {
             path: path.to_owned(),
             problem,
@@ -148,7 +148,7 @@ fn kind_of(st: &FileStat) -> &'static str {
 /// The rule for a directory on the way: root's or ours, not writable by others unless sticky.
 fn check_ancestor(path: &Path, st: &FileStat, me: u32) -> Result<(), FsError> {
     if st.st_uid != 0 && st.st_uid != me {
-        return Err(FsError::unsafe_(
+        return Err(FsError::refused(
             path,
             format!(
                 "owned by {}, neither root nor baton's user ({}): another user controls this path",
@@ -159,7 +159,7 @@ fn check_ancestor(path: &Path, st: &FileStat, me: u32) -> Result<(), FsError> {
     }
     let mode = st.st_mode & 0o7777;
     if mode & 0o022 != 0 && mode & 0o1000 == 0 {
-        return Err(FsError::unsafe_(
+        return Err(FsError::refused(
             path,
             format!("writable by others (mode {mode:04o}) and not sticky"),
         ));
@@ -170,7 +170,7 @@ fn check_ancestor(path: &Path, st: &FileStat, me: u32) -> Result<(), FsError> {
 /// The rule for the directory baton creates files in: ours, not writable by group or others.
 fn check_final(path: &Path, st: &FileStat, me: u32) -> Result<(), FsError> {
     if st.st_uid != me {
-        return Err(FsError::unsafe_(
+        return Err(FsError::refused(
             path,
             format!(
                 "owned by {}, not by baton's user ({}); refusing to create files in it",
@@ -181,7 +181,7 @@ fn check_final(path: &Path, st: &FileStat, me: u32) -> Result<(), FsError> {
     }
     let mode = st.st_mode & 0o7777;
     if mode & 0o022 != 0 {
-        return Err(FsError::unsafe_(
+        return Err(FsError::refused(
             path,
             format!("writable by others (mode {mode:04o}); refusing to create files in it"),
         ));
@@ -227,7 +227,7 @@ impl TrustedDir {
             let (here, here_path) = stack
                 .last()
                 .map(|(f, p)| (f.as_raw_fd(), p.clone()))
-                .ok_or_else(|| FsError::unsafe_(path, "empty walk".into()))?;
+                .ok_or_else(|| FsError::refused(path, "empty walk".into()))?;
             let next_path = here_path.join(&name);
             match open_dir_fd(Some(here), &name) {
                 Ok(fd) => {
@@ -253,13 +253,13 @@ impl TrustedDir {
                         stat::fstatat(Some(here), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
                             .map_err(|e| FsError::io(&next_path, "inspect", e))?;
                     if file_type(&st) != SFlag::S_IFLNK {
-                        return Err(FsError::unsafe_(
+                        return Err(FsError::refused(
                             &next_path,
                             format!("is {}, not a directory", kind_of(&st)),
                         ));
                     }
                     if st.st_uid != 0 && st.st_uid != me {
-                        return Err(FsError::unsafe_(
+                        return Err(FsError::refused(
                             &next_path,
                             format!(
                                 "is a symlink owned by {}: another user controls where it points",
@@ -269,7 +269,7 @@ impl TrustedDir {
                     }
                     followed += 1;
                     if followed > MAX_SYMLINKS {
-                        return Err(FsError::unsafe_(path, "too many symlinks".into()));
+                        return Err(FsError::refused(path, "too many symlinks".into()));
                     }
                     let target = fcntl::readlinkat(Some(here), name.as_os_str())
                         .map_err(|e| FsError::io(&next_path, "read the symlink", e))?;
@@ -292,7 +292,7 @@ impl TrustedDir {
 
     fn finish(mut stack: Vec<(OwnedFd, PathBuf)>, me: u32) -> Result<TrustedDir, FsError> {
         let Some((fd, path)) = stack.pop() else {
-            return Err(FsError::unsafe_(Path::new("/"), "empty walk".into()));
+            return Err(FsError::refused(Path::new("/"), "empty walk".into()));
         };
         let st = stat::fstat(fd.as_raw_fd()).map_err(|e| FsError::io(&path, "inspect", e))?;
         check_final(&path, &st, me)?;
@@ -340,14 +340,14 @@ impl TrustedDir {
             let st = stat::fstat(fd.as_raw_fd()).map_err(|e| FsError::io(&path, "inspect", e))?;
             check_final(&path, &st, me)?;
             if st.st_mode & 0o077 != 0 {
-                return Err(FsError::unsafe_(
+                return Err(FsError::refused(
                     &path,
                     format!("created with mode {:04o}", st.st_mode & 0o7777),
                 ));
             }
             return Ok((TrustedDir { fd, path }, name));
         }
-        Err(FsError::unsafe_(
+        Err(FsError::refused(
             &self.join(&format!("{prefix}*")),
             "no free name after 16 attempts".into(),
         ))
@@ -414,7 +414,7 @@ impl TrustedDir {
                 Err(e) => return Err(FsError::io(&self.join(&format!("{prefix}*")), "create", e)),
             }
         }
-        Err(FsError::unsafe_(
+        Err(FsError::refused(
             &self.join(&format!("{prefix}*")),
             "no free name after 16 attempts".into(),
         ))
@@ -428,7 +428,7 @@ impl TrustedDir {
         let file = self.open_regular(name, OFlag::O_WRONLY, &path, |uid, me| uid == me)?;
         let st = stat::fstat(file.as_raw_fd()).map_err(|e| FsError::io(&path, "inspect", e))?;
         if st.st_nlink != 1 {
-            return Err(FsError::unsafe_(
+            return Err(FsError::refused(
                 &path,
                 format!("has {} links; refusing to write through it", st.st_nlink),
             ));
@@ -455,20 +455,20 @@ impl TrustedDir {
             Mode::empty(),
         )
         .map_err(|e| match e {
-            Errno::ELOOP => FsError::unsafe_(path, "is a symlink".into()),
+            Errno::ELOOP => FsError::refused(path, "is a symlink".into()),
             e => FsError::io(path, "open", e),
         })?;
         let file = std::fs::File::from(own(fd));
         let st = stat::fstat(file.as_raw_fd()).map_err(|e| FsError::io(path, "inspect", e))?;
         if file_type(&st) != SFlag::S_IFREG {
-            return Err(FsError::unsafe_(
+            return Err(FsError::refused(
                 path,
                 format!("is {}, not a regular file", kind_of(&st)),
             ));
         }
         let me = unistd::geteuid().as_raw();
         if !owner_ok(st.st_uid, me) {
-            return Err(FsError::unsafe_(
+            return Err(FsError::refused(
                 path,
                 format!("owned by {}", describe_uid(st.st_uid)),
             ));
@@ -491,7 +491,7 @@ impl TrustedDir {
             .read_to_end(&mut bytes)
             .map_err(|e| FsError::io(&path, "read", e))?;
         if bytes.len() as u64 > max {
-            return Err(FsError::unsafe_(&path, format!("larger than {max} bytes")));
+            return Err(FsError::refused(&path, format!("larger than {max} bytes")));
         }
         Ok(bytes)
     }
@@ -507,7 +507,7 @@ impl TrustedDir {
         )
         .map_err(|e| FsError::io(&path, "inspect", e))?;
         if file_type(&st) == SFlag::S_IFLNK {
-            return Err(FsError::unsafe_(&path, "is a symlink".into()));
+            return Err(FsError::refused(&path, "is a symlink".into()));
         }
         stat::fchmodat(
             Some(self.fd.as_raw_fd()),
@@ -567,7 +567,7 @@ pub fn split_file(path: &Path) -> Result<(PathBuf, String), FsError> {
     let name = match path.file_name().and_then(OsStr::to_str) {
         Some(n) if !n.is_empty() && n != "." && n != ".." => n.to_owned(),
         _ => {
-            return Err(FsError::unsafe_(
+            return Err(FsError::refused(
                 path,
                 "does not end in a plain UTF-8 file name".into(),
             ))
@@ -631,7 +631,7 @@ pub fn open_regular_for_reading(path: &Path) -> Result<std::fs::File, FsError> {
     let file = std::fs::File::from(own(fd));
     let st = stat::fstat(file.as_raw_fd()).map_err(|e| FsError::io(path, "inspect", e))?;
     if file_type(&st) != SFlag::S_IFREG {
-        return Err(FsError::unsafe_(
+        return Err(FsError::refused(
             path,
             format!("is {}, not a regular file", kind_of(&st)),
         ));
