@@ -59,6 +59,10 @@ impl Error {
                 problem: ImportProblem::Mismatch { .. },
                 ..
             }) => ErrorKind::Config,
+            Inner::Import(ImportError {
+                problem: ImportProblem::Stranger { .. },
+                ..
+            }) => ErrorKind::PermissionDenied,
             Inner::Import(_) => ErrorKind::Protocol,
             Inner::Executable(e) | Inner::Signals(e) | Inner::Serve(e) => io_kind(e),
         }

@@ -1,5 +1,6 @@
 //! Everything that parses bytes from outside, fuzzed: hand-off messages, `LISTEN_*` variables,
-//! listen address specs and the configuration file.
+//! listen address specs, the configuration file, the reload status file and the value a reload
+//! answer carries.
 //!
 //! A small deterministic mutation fuzzer (no nightly toolchain needed): every input in
 //! `tests/fuzz/corpus/<target>/` is replayed, then mutated (bit flips, truncation, splices,
@@ -13,6 +14,7 @@ use std::path::Path;
 use crate::handoff::protocol::{self, ChildMessage, Opening, ParentMessage};
 use crate::listen::activation::ActivationEnv;
 use crate::listen::spec::ListenSpec;
+use crate::reload::{self, Reply};
 
 struct Rng(u64);
 
@@ -248,5 +250,32 @@ fn configuration_file() {
                 assert!(!line.contains('\n'), "{line}");
             }
         }
+    });
+}
+
+#[test]
+fn reload_answer_values() {
+    fuzz("reply", |bytes| {
+        let mut raw = [0u8; 8];
+        let n = bytes.len().min(8);
+        raw[..n].copy_from_slice(&bytes[..n]);
+        let value = i64::from_le_bytes(raw);
+        if let Some(reply) = Reply::decode(value) {
+            assert_eq!(reply.encode(), value, "{reply:?}");
+            if let Reply::Ready { successor } | Reply::NotMain { main: successor } = reply {
+                assert!(successor > 0);
+            }
+        }
+    });
+}
+
+#[test]
+fn reload_status_file() {
+    fuzz("status", |bytes| match reload::parse_status(bytes) {
+        Ok(status) => {
+            let again = reload::parse_status(&serde_json::to_vec(&status).unwrap()).unwrap();
+            assert_eq!(again, status);
+        }
+        Err(e) => assert!(!e.contains('\n'), "{e}"),
     });
 }

@@ -30,6 +30,7 @@
 
 mod drain;
 mod error;
+pub(crate) mod fds;
 pub(crate) mod handoff;
 pub(crate) mod http;
 pub(crate) mod lifecycle;
@@ -37,6 +38,7 @@ pub(crate) mod listen;
 pub(crate) mod notify;
 pub(crate) mod pidfile;
 pub(crate) mod reload;
+pub(crate) mod safe_fs;
 mod server;
 mod settings;
 pub(crate) mod supervisor;

@@ -1,22 +1,52 @@
-//! `baton reload`: trigger the hand-off of a running baton and wait for its outcome, so that
-//! `systemctl reload` (with `ExecReload=baton reload`) fails visibly when the successor fails.
+//! `baton reload` and the running process's answer to it, so that `systemctl reload` (with
+//! `ExecReload=baton reload`) tells the truth about a hand-off, even when the disk is full or
+//! read-only.
 //!
-//! The running process writes [`ReloadStatus`] to `reload-status.json` beside the hand-off socket
-//! after every attempt (see `docs/handoff-protocol.md`, "Reload status file").
+//! * The **request** is a `SIGHUP` sent with sigqueue(3) carrying [`REQUEST_VALUE`]. A plain
+//!   `kill -HUP` still reloads; it just gets no answer.
+//! * The **answer** is the real-time signal [`reply_signal`] (`SIGRTMIN+5`) queued back to the
+//!   requesting process through a pidfd taken when the request arrived (so a recycled pid is never
+//!   signalled), carrying a [`Reply`]: the successor's pid, a failure, or "not main any more, ask
+//!   this pid". Nothing on disk is needed, so nothing on disk can lose or forge it.
+//! * The **reason** of a failure is in the status file `reload-status.<pid>.json` of the runtime
+//!   directory, written with [`crate::safe_fs`] and read by `baton reload` only from a directory
+//!   and a file owned by the reloaded process's user. If it could not be written, the answer says
+//!   so with the errno, and the reason is in the journal.
+//!
+//! See `docs/handoff-protocol.md`, "Reload requests and their answer".
 
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
 
+use crate::handoff::runtime_dir;
 use crate::pidfile;
+use crate::safe_fs::{self, Create, FsError, TrustedDir};
 
-/// File name of the status file, in the hand-off socket's directory.
-pub const STATUS_FILE: &str = "reload-status.json";
+/// File names of status files start with this, then the parent's pid: `reload-status.<pid>.json`.
+pub const STATUS_PREFIX: &str = "reload-status.";
 
-/// The outcome of one hand-off attempt.
+/// What `baton reload` puts in the `SIGHUP` it queues ("batn"): "answer me".
+pub const REQUEST_VALUE: usize = 0x6261_746e;
+
+/// The status file of the process `pid`.
+pub fn status_name(pid: u32) -> String {
+    format!("{STATUS_PREFIX}{pid}.json")
+}
+
+/// The signal that carries the answer: `SIGRTMIN+5` (real-time signals queue and carry a value).
+pub fn reply_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 5
+}
+
+/// The outcome of one hand-off attempt, as the status file records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadStatus {
     /// The process that handled SIGHUP.
@@ -43,9 +73,63 @@ pub enum Outcome {
     Failed,
 }
 
-/// Where the status file for hand-off socket `socket` lives.
-pub fn status_path(socket: &Path) -> PathBuf {
-    socket.with_file_name(STATUS_FILE)
+/// The answer to a reload request, as one signal value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// The hand-off worked: this pid serves now.
+    Ready {
+        /// The successor.
+        successor: u32,
+    },
+    /// The hand-off failed; the old process serves on. The reason is in its status file, unless
+    /// writing that failed with `unrecorded` (an errno).
+    Failed {
+        /// Why the status file could not be written, if it could not.
+        unrecorded: Option<i32>,
+    },
+    /// This process hands over to (or has handed over to) `main`: ask it.
+    NotMain {
+        /// The process that is (or is about to be) main.
+        main: u32,
+    },
+}
+
+/// Values at or below this carry [`Reply::NotMain`].
+const NOT_MAIN_BASE: i64 = -(1 << 24);
+/// The largest pid Linux hands out (`PID_MAX_LIMIT`).
+const PID_MAX: u32 = 1 << 22;
+
+impl Reply {
+    /// As a signal value: `pid > 0` ready; `0` failed (reason recorded); `-errno` failed (reason
+    /// not recorded); `-(2^24) - pid` not main.
+    pub fn encode(self) -> i64 {
+        match self {
+            Reply::Ready { successor } => i64::from(successor),
+            Reply::Failed { unrecorded: None } => 0,
+            Reply::Failed {
+                unrecorded: Some(errno),
+            } => -i64::from(errno.clamp(1, 4095)),
+            Reply::NotMain { main } => NOT_MAIN_BASE - i64::from(main),
+        }
+    }
+
+    /// The reply a signal value carries; `None` for values no baton sends.
+    pub fn decode(value: i64) -> Option<Reply> {
+        match value {
+            0 => Some(Reply::Failed { unrecorded: None }),
+            v if v > 0 => u32::try_from(v)
+                .ok()
+                .filter(|p| *p <= PID_MAX)
+                .map(|successor| Reply::Ready { successor }),
+            v if (-4095..0).contains(&v) => Some(Reply::Failed {
+                unrecorded: Some(-v as i32),
+            }),
+            v => u32::try_from(NOT_MAIN_BASE - v)
+                .ok()
+                .filter(|p| *p > 0 && *p <= PID_MAX)
+                .map(|main| Reply::NotMain { main }),
+        }
+    }
 }
 
 /// `CLOCK_MONOTONIC` in microseconds, comparable across processes of one boot.
@@ -55,15 +139,254 @@ pub fn monotonic_usec() -> u64 {
         .unwrap_or_default()
 }
 
-/// Write the status atomically; failures are logged, never fatal.
-pub fn write_status(socket: &Path, status: &ReloadStatus) {
-    let path = status_path(socket);
-    let mut bytes = serde_json::to_vec(status).unwrap_or_default();
-    bytes.push(b'\n');
-    if let Err(e) = pidfile::write_atomically(&path, &bytes) {
-        tracing::warn!(path = %path.display(), error = %e, "cannot write the reload status");
+// ---------------------------------------------------------------------------------------------
+// The running process's side.
+
+/// Requests not answered yet: `pid | pidfd << 32` (pidfd `u32::MAX` when none could be opened),
+/// 0 for a free slot. Written by the signal handler, so fixed-size and lock-free.
+static PENDING: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+const NO_PIDFD: u64 = u32::MAX as u64;
+
+/// Start recording reload requests. Call it before the first `SIGHUP` stream is created (the
+/// handler of tokio and this one then both run, this one first). Idempotent.
+pub fn accept_requests() -> io::Result<()> {
+    static INSTALL: Once = Once::new();
+    let mut result = Ok(());
+    INSTALL.call_once(|| {
+        // SAFETY: the action only does what a signal handler may: it reads the siginfo, makes
+        // two system calls (pidfd_open, close) and touches atomics; it allocates nothing and
+        // takes no lock.
+        let registered = unsafe {
+            signal_hook_registry::register_sigaction(libc::SIGHUP, |info: &libc::siginfo_t| {
+                record_request(info)
+            })
+        };
+        if let Err(e) = registered {
+            result = Err(e);
+        }
+    });
+    result
+}
+
+fn record_request(info: &libc::siginfo_t) {
+    if info.si_code != libc::SI_QUEUE {
+        return;
+    }
+    // SAFETY: for SI_QUEUE the kernel delivers the sender's pid, uid and value in these fields.
+    let (pid, value) = unsafe { (info.si_pid(), info.si_value().sival_ptr as usize) };
+    if value != REQUEST_VALUE || pid <= 0 {
+        return;
+    }
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1; a plain
+    // system call, safe in a signal handler.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd_bits = if pidfd >= 0 { pidfd as u64 } else { NO_PIDFD };
+    let entry = pid as u64 | fd_bits << 32;
+    for slot in &PENDING {
+        if slot
+            .compare_exchange(0, entry, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return;
+        }
+    }
+    if pidfd >= 0 {
+        // SAFETY: the descriptor was opened just above and is not stored anywhere.
+        unsafe { libc::close(pidfd as libc::c_int) };
     }
 }
+
+/// A process waiting for an answer.
+#[derive(Debug)]
+struct Requester {
+    pid: i32,
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+fn take_requests() -> Vec<Requester> {
+    let mut out = Vec::new();
+    for slot in &PENDING {
+        let entry = slot.swap(0, Ordering::SeqCst);
+        if entry == 0 {
+            continue;
+        }
+        let fd = entry >> 32;
+        out.push(Requester {
+            pid: (entry & 0xffff_ffff) as i32,
+            pidfd: (fd != NO_PIDFD).then(|| {
+                // SAFETY: the handler opened this pidfd and stored it here; swapping the slot to 0
+                // made us its only owner.
+                unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) }
+            }),
+        });
+    }
+    out
+}
+
+/// True when a reload request arrived that no hand-off has answered yet.
+pub fn has_pending_requests() -> bool {
+    PENDING.iter().any(|s| s.load(Ordering::SeqCst) != 0)
+}
+
+/// The fields of a `siginfo_t` for `SI_QUEUE`, laid out as the kernel's: three ints, then the
+/// union (pointer-aligned) whose `_rt` member is pid, uid, value.
+#[repr(C)]
+struct QueuedInfo {
+    signo: libc::c_int,
+    errno: libc::c_int,
+    code: libc::c_int,
+    rt: QueuedFields,
+}
+
+/// The `_rt` member of the kernel's `__sifields` union; nested so that it starts where the
+/// union does (aligned like a pointer: offset 16 on 64-bit targets, 12 on 32-bit ones).
+#[repr(C)]
+struct QueuedFields {
+    pid: libc::pid_t,
+    uid: libc::uid_t,
+    value: libc::sigval,
+}
+
+const _: () = assert!(
+    std::mem::offset_of!(QueuedInfo, rt)
+        == if cfg!(target_pointer_width = "64") {
+            16
+        } else {
+            12
+        }
+);
+
+const _: () = assert!(std::mem::size_of::<QueuedInfo>() <= std::mem::size_of::<libc::siginfo_t>());
+
+fn send_reply(to: &Requester, reply: Reply) -> io::Result<()> {
+    let value = libc::sigval {
+        sival_ptr: reply.encode() as isize as *mut libc::c_void,
+    };
+    let signo = reply_signal();
+    let rc = match &to.pidfd {
+        Some(pidfd) => {
+            use std::os::fd::AsRawFd;
+            // SAFETY: an all-zero siginfo_t is valid; the queued fields are then written through
+            // a struct with the kernel's layout for them (checked to fit above).
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: `info` is a live, writable siginfo_t at least as large as QueuedInfo, and
+            // QueuedInfo's alignment (that of a pointer) is not larger than siginfo_t's.
+            unsafe {
+                std::ptr::write(
+                    (&mut info as *mut libc::siginfo_t).cast::<QueuedInfo>(),
+                    QueuedInfo {
+                        signo,
+                        errno: 0,
+                        code: libc::SI_QUEUE,
+                        rt: QueuedFields {
+                            pid: libc::getpid(),
+                            uid: libc::getuid(),
+                            value,
+                        },
+                    },
+                )
+            };
+            // SAFETY: pidfd_send_signal(2) with a pidfd we own, a valid signal, a pointer to an
+            // initialised siginfo_t that outlives the call, and no flags.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    signo,
+                    &info as *const libc::siginfo_t,
+                    0,
+                )
+            }
+        }
+        // No pidfd (kernel older than 5.3, or a filter forbids it): by pid.
+        // SAFETY: sigqueue(3) with a pid, a valid signal and a plain value.
+        None => i64::from(unsafe { libc::sigqueue(to.pid, signo, value) }),
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// True for a `SIGHUP` queued by `baton reload` (`si_code` `SI_QUEUE`, value
+/// [`REQUEST_VALUE`]), as a signalfd reports it.
+pub fn is_request(code: i32, value: u64) -> bool {
+    code == libc::SI_QUEUE && value == REQUEST_VALUE as u64
+}
+
+/// Answer one request directly (by pid): what a supervisor, which holds no hand-off, says.
+pub fn answer(requester: i32, reply: Reply) -> io::Result<()> {
+    send_reply(
+        &Requester {
+            pid: requester,
+            pidfd: None,
+        },
+        reply,
+    )
+}
+
+fn answer_all(reply: Reply) {
+    for r in take_requests() {
+        match send_reply(&r, reply) {
+            Ok(()) => debug!(requester = r.pid, ?reply, "answered a reload request"),
+            Err(e) => debug!(requester = r.pid, error = %e, "could not answer a reload request"),
+        }
+    }
+}
+
+/// Record the outcome of a hand-off: write the status file (failures are logged with the path
+/// and errno, never fatal) and answer every process that asked for a reload and waits.
+pub fn publish(handoff_socket: &Path, status: &ReloadStatus) {
+    let written = write_status(handoff_socket, status);
+    if let Err(e) = &written {
+        match status.outcome {
+            Outcome::Ready => warn!(error = %e, "cannot write the reload status"),
+            Outcome::Failed => {
+                tracing::error!(error = %e, "cannot write the reload status: `baton reload` gets the failure without its reason")
+            }
+        }
+    }
+    let reply = match (status.outcome, status.successor_pid) {
+        (Outcome::Ready, Some(successor)) => Reply::Ready { successor },
+        _ => Reply::Failed {
+            unrecorded: written.err().map(|e| e.errno().unwrap_or(libc::EPERM)),
+        },
+    };
+    answer_all(reply);
+}
+
+/// Write the status file `reload-status.<parent pid>.json` in the runtime directory.
+pub fn write_status(handoff_socket: &Path, status: &ReloadStatus) -> Result<(), FsError> {
+    let mut bytes = serde_json::to_vec(status).unwrap_or_default();
+    bytes.push(b'\n');
+    let dir = TrustedDir::open(&runtime_dir(handoff_socket), Create::Missing)?;
+    dir.write_atomically(&status_name(status.parent_pid), &bytes, 0o644)
+}
+
+/// While this process retires, answer every reload request with "ask `main`". Stops when dropped.
+pub fn forward_requests(main: u32) -> ForwardRequests {
+    answer_all(Reply::NotMain { main });
+    ForwardRequests(tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            every.tick().await;
+            answer_all(Reply::NotMain { main });
+        }
+    }))
+}
+
+/// The task started by [`forward_requests`], aborted on drop.
+#[derive(Debug)]
+pub struct ForwardRequests(tokio::task::JoinHandle<()>);
+
+impl Drop for ForwardRequests {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `baton reload`.
 
 /// Why `baton reload` could not report success.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +402,14 @@ pub enum ReloadError {
         /// The error.
         source: std::io::Error,
     },
+    /// The PID file names a process that does not exist.
+    #[error("pid file {path} names pid {pid}, which is not running (is baton running? the journal says why the file was not updated)")]
+    StalePidFile {
+        /// The file.
+        path: PathBuf,
+        /// The pid in it.
+        pid: u32,
+    },
     /// `$MAINPID` is garbage.
     #[error("MAINPID={0:?} is not a pid")]
     BadMainPid(String),
@@ -88,7 +419,7 @@ pub enum ReloadError {
         /// The target.
         pid: u32,
         /// The error.
-        source: nix::Error,
+        source: io::Error,
     },
     /// The hand-off failed; the old process serves on.
     #[error("reload failed: {reason} (pid {pid} keeps serving)")]
@@ -98,11 +429,19 @@ pub enum ReloadError {
         /// The successor's error.
         reason: String,
     },
-    /// The process exited without reporting an outcome.
+    /// The process exited without answering.
     #[error("pid {pid} exited without reporting the reload's outcome")]
     Vanished {
         /// The old process.
         pid: u32,
+    },
+    /// Processes kept pointing at each other.
+    #[error("pid {pid} keeps handing over (followed {hops} hand-overs); try again")]
+    TooManyHops {
+        /// The last process asked.
+        pid: u32,
+        /// How many times we were sent on.
+        hops: u32,
     },
     /// No outcome within the timeout.
     #[error("no outcome from pid {pid} within {after:?}")]
@@ -123,93 +462,269 @@ pub fn target_pid(explicit: Option<u32>, pid_file: Option<&Path>) -> Result<u32,
         return main.parse().map_err(|_| ReloadError::BadMainPid(main));
     }
     let path = pid_file.ok_or(ReloadError::NoPid)?;
-    pidfile::read(path).map_err(|source| ReloadError::PidFile {
+    let read = || {
+        pidfile::read(path).map_err(|source| ReloadError::PidFile {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let pid = read()?;
+    if !safe_fs::pid_is_gone(pid) {
+        return Ok(pid);
+    }
+    // Right after a hand-off the old main may be gone before its successor, just promoted,
+    // wrote the file: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        match read() {
+            Ok(now) if now != pid && !safe_fs::pid_is_gone(now) => return Ok(now),
+            _ => {}
+        }
+    }
+    Err(ReloadError::StalePidFile {
         path: path.to_owned(),
-        source,
+        pid,
     })
 }
 
-/// Send SIGHUP to `pid` and wait for the outcome in the status file beside `socket`.
-/// Returns the successor's pid.
-pub fn reload(pid: u32, socket: &Path, timeout: Duration) -> Result<u32, ReloadError> {
-    let status_file = status_path(socket);
-    let sent_usec = monotonic_usec();
-    kill(Pid::from_raw(pid as i32), Signal::SIGHUP)
-        .map_err(|source| ReloadError::Signal { pid, source })?;
+/// Ask `pid` to hand off and wait for its answer. Returns the successor's pid. The status file
+/// for a failure's reason is looked up in the runtime directory of `handoff_socket`.
+pub fn reload(pid: u32, handoff_socket: &Path, timeout: Duration) -> Result<u32, ReloadError> {
+    let replies = ReplyWaiter::new().map_err(|source| ReloadError::Signal { pid, source })?;
     let deadline = Instant::now() + timeout;
+    let mut target = pid;
+    let mut hops = 0;
+    request(target)?;
     loop {
-        if let Some(status) = fresh_status(&status_file, pid, sent_usec) {
-            return match status.outcome {
-                Outcome::Ready => Ok(status.successor_pid.unwrap_or_default()),
-                Outcome::Failed => Err(ReloadError::Failed {
-                    pid,
-                    reason: status.reason.unwrap_or_default(),
-                }),
-            };
-        }
-        if kill(Pid::from_raw(pid as i32), None).is_err() {
-            // Gone: it may have written the status just before exiting; look once more.
-            return match fresh_status(&status_file, pid, sent_usec) {
-                Some(ReloadStatus {
-                    outcome: Outcome::Ready,
-                    successor_pid,
-                    ..
-                }) => Ok(successor_pid.unwrap_or_default()),
-                _ => Err(ReloadError::Vanished { pid }),
-            };
-        }
-        if Instant::now() >= deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return Err(ReloadError::Timeout {
-                pid,
+                pid: target,
                 after: timeout,
             });
         }
-        std::thread::sleep(Duration::from_millis(10));
+        match replies.wait(left.min(Duration::from_millis(100))) {
+            Some((from, reply)) if from == target => match reply {
+                Reply::Ready { successor } => return Ok(successor),
+                Reply::Failed { unrecorded } => {
+                    return Err(ReloadError::Failed {
+                        pid: target,
+                        reason: failure_reason(handoff_socket, target, unrecorded),
+                    })
+                }
+                Reply::NotMain { main } => {
+                    hops += 1;
+                    if hops > 8 {
+                        return Err(ReloadError::TooManyHops { pid: main, hops });
+                    }
+                    info!(
+                        from = target,
+                        to = main,
+                        "not main any more: asking its successor"
+                    );
+                    target = main;
+                    request(target)?;
+                }
+            },
+            Some((from, reply)) => debug!(from, ?reply, "ignoring an answer from another process"),
+            None => {
+                if kill(Pid::from_raw(target as i32), None).is_err() {
+                    return Err(ReloadError::Vanished { pid: target });
+                }
+            }
+        }
     }
 }
 
-/// The status in `path` if it answers a SIGHUP sent to `pid` at `since`.
-fn fresh_status(path: &Path, pid: u32, since: u64) -> Option<ReloadStatus> {
-    let bytes = std::fs::read(path).ok()?;
-    serde_json::from_slice::<ReloadStatus>(&bytes)
-        .ok()
-        .filter(|s| answers(s, pid, since))
+/// The failure's reason from the status file of `pid`, or why it is not available.
+fn failure_reason(handoff_socket: &Path, pid: u32, unrecorded: Option<i32>) -> String {
+    let dir = runtime_dir(handoff_socket);
+    let path = dir.join(status_name(pid));
+    if let Some(errno) = unrecorded {
+        // Say what is wrong with the directory when that is the cause (another user's, say).
+        let owner = process_uid(pid).unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        if let Err(e @ FsError::Unsafe { .. }) = TrustedDir::open_for(&dir, Create::Never, owner) {
+            return format!("the reason could not be recorded: {e}; see the journal");
+        }
+        return format!(
+            "the reason could not be recorded in {}: {}; see the journal",
+            path.display(),
+            io::Error::from_raw_os_error(errno)
+        );
+    }
+    match read_status(handoff_socket, pid) {
+        Ok(status) => status
+            .reason
+            .map(|r| one_line(&r))
+            .unwrap_or_else(|| "no reason recorded".to_owned()),
+        Err(e) => format!("the reason is not available ({e}); see the journal"),
+    }
 }
 
-/// `pid` finished a hand-off after `since` (possibly one already running when the signal came),
-/// or another process received SIGHUP after `since`: `pid` was a supervisor (see
-/// [`crate::supervisor`]) and passed the signal on to the main generation.
-fn answers(status: &ReloadStatus, pid: u32, since: u64) -> bool {
-    (status.parent_pid == pid && status.finished_usec >= since) || status.requested_usec >= since
+/// Read the status file of `pid` from the runtime directory of `handoff_socket`, trusting only a
+/// directory and a file owned by that process's user.
+pub fn read_status(handoff_socket: &Path, pid: u32) -> Result<ReloadStatus, String> {
+    let owner = process_uid(pid).unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+    let dir = TrustedDir::open_for(&runtime_dir(handoff_socket), Create::Never, owner)
+        .map_err(|e| e.to_string())?;
+    let name = status_name(pid);
+    let bytes = dir
+        .read_regular(&name, 64 * 1024, |uid| uid == owner)
+        .map_err(|e| e.to_string())?;
+    let status = parse_status(&bytes).map_err(|e| format!("{}: {e}", dir.join(&name).display()))?;
+    if status.parent_pid != pid {
+        return Err(format!(
+            "{}: written for pid {}, not {pid}",
+            dir.join(&name).display(),
+            status.parent_pid
+        ));
+    }
+    Ok(status)
+}
+
+/// Parse a status file.
+pub fn parse_status(bytes: &[u8]) -> Result<ReloadStatus, String> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| format!("not a reload status: {}", one_line(&e.to_string())))
+}
+
+/// Control characters (from strings in a file) escaped, so a message stays on one line.
+fn one_line(text: &str) -> String {
+    let mut line = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line
+}
+
+/// The effective uid of a process (the owner of `/proc/<pid>`).
+fn process_uid(pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
+}
+
+/// Send the request. Run as root against a baton of another user, first make that user's
+/// answer deliverable: the saved uid becomes the target's (real and effective stay root), which
+/// lets that user signal us and nothing more.
+fn request(pid: u32) -> Result<(), ReloadError> {
+    let signal_err = |source| ReloadError::Signal { pid, source };
+    let me = nix::unistd::geteuid().as_raw();
+    if me == 0 {
+        if let Some(uid) = process_uid(pid).filter(|u| *u != 0) {
+            if let Ok(ids) = nix::unistd::getresuid() {
+                if let Err(e) =
+                    nix::unistd::setresuid(ids.real, ids.effective, nix::unistd::Uid::from_raw(uid))
+                {
+                    warn!(error = %e, "cannot let pid {pid}'s user answer; waiting may time out");
+                }
+            }
+        }
+    }
+    let value = libc::sigval {
+        sival_ptr: REQUEST_VALUE as *mut libc::c_void,
+    };
+    // SAFETY: sigqueue(3) with a pid, SIGHUP and a plain value.
+    if unsafe { libc::sigqueue(pid as libc::pid_t, libc::SIGHUP, value) } < 0 {
+        return Err(signal_err(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// The reply signal, blocked in this thread so it can be waited for.
+struct ReplyWaiter {
+    set: libc::sigset_t,
+}
+
+impl ReplyWaiter {
+    fn new() -> io::Result<ReplyWaiter> {
+        // SAFETY: sigemptyset/sigaddset initialise the set we own; pthread_sigmask blocks it in
+        // this thread (baton reload has no other thread).
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, reply_signal());
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            Ok(ReplyWaiter { set })
+        }
+    }
+
+    /// The next answer within `timeout`: who sent it and what it says.
+    fn wait(&self, timeout: Duration) -> Option<(u32, Reply)> {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: an all-zero siginfo_t is a valid buffer for sigtimedwait to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: the set and the buffers live across the call; the signal is blocked.
+        let signo = unsafe { libc::sigtimedwait(&self.set, &mut info, &ts) };
+        if signo != reply_signal() || info.si_code != libc::SI_QUEUE {
+            return None;
+        }
+        // SAFETY: an SI_QUEUE siginfo carries the sender's pid and value.
+        let (from, value) = unsafe { (info.si_pid(), info.si_value().sival_ptr as isize) };
+        let reply = Reply::decode(value as i64)?;
+        Some((u32::try_from(from).ok()?, reply))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn status(parent_pid: u32, requested_usec: u64, finished_usec: u64) -> ReloadStatus {
-        ReloadStatus {
-            parent_pid,
-            requested_usec,
-            finished_usec,
-            outcome: Outcome::Ready,
-            successor_pid: Some(parent_pid + 1),
-            reason: None,
+    #[test]
+    fn replies_roundtrip_and_garbage_is_refused() {
+        for r in [
+            Reply::Ready { successor: 1 },
+            Reply::Ready { successor: PID_MAX },
+            Reply::Failed { unrecorded: None },
+            Reply::Failed {
+                unrecorded: Some(libc::ENOSPC),
+            },
+            Reply::Failed {
+                unrecorded: Some(libc::EROFS),
+            },
+            Reply::NotMain { main: 1 },
+            Reply::NotMain { main: PID_MAX },
+        ] {
+            assert_eq!(Reply::decode(r.encode()), Some(r), "{r:?}");
         }
+        assert_eq!(Reply::decode(i64::from(PID_MAX) + 1), None);
+        assert_eq!(Reply::decode(-5000), None);
+        assert_eq!(Reply::decode(NOT_MAIN_BASE), None);
+        assert_eq!(Reply::decode(i64::MIN), None);
     }
 
     #[test]
-    fn a_status_answers_the_signal_sent_to_the_process_or_to_its_supervisor() {
-        // Sent to the main process at t=100.
-        assert!(answers(&status(40, 105, 120), 40, 100));
-        assert!(
-            answers(&status(40, 90, 120), 40, 100),
-            "a hand-off already running"
-        );
-        assert!(!answers(&status(40, 50, 60), 40, 100), "an older reload");
-        // Sent to a supervisor (pid 1) at t=100: the main generation handled it.
-        assert!(answers(&status(40, 105, 120), 1, 100));
-        assert!(!answers(&status(40, 90, 120), 1, 100), "not ours");
-        assert!(!answers(&status(40, 50, 60), 1, 100));
+    fn status_files_are_written_privately_and_read_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let socket = tmp.path().join("run/handoff.sock");
+        let me = std::process::id();
+        let status = ReloadStatus {
+            parent_pid: me,
+            requested_usec: 1,
+            finished_usec: 2,
+            outcome: Outcome::Failed,
+            successor_pid: None,
+            reason: Some("config /x: bad".into()),
+        };
+        write_status(&socket, &status).unwrap();
+        assert_eq!(read_status(&socket, me).unwrap(), status);
+        assert!(failure_reason(&socket, me, None).contains("config /x: bad"));
+        assert!(failure_reason(&socket, me, Some(libc::ENOSPC)).contains("No space left"));
+        let e = read_status(&socket, me + 1).unwrap_err();
+        assert!(e.contains("reload-status."), "{e}");
+        let e = parse_status(br#"{"outcome":"x\ny"}"#).unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
     }
 }

@@ -129,6 +129,11 @@ impl Server {
             predecessor_socket.as_deref(),
         )
         .await?;
+        // Only stdio and the listeners may reach a successor.
+        match crate::fds::close_inherited_on_exec() {
+            Ok(how) => tracing::debug!(how, "inherited descriptors marked close-on-exec"),
+            Err(e) => warn!(error = %e, "cannot mark inherited descriptors close-on-exec"),
+        }
         Ok(Server {
             handoff_socket: settings.handoff_socket_or_default(),
             settings,

@@ -169,8 +169,17 @@ impl Settings {
         self
     }
 
-    /// Check what the setters cannot: durations in range, no two addresses naming one socket.
+    /// Check what the setters cannot: durations in range, no two addresses naming one socket, a
+    /// hand-off socket path (configured or default) that fits a Unix socket address.
     pub fn validate(&self) -> Result<(), SettingsError> {
+        match &self.handoff_socket {
+            Some(path) => check_socket_path(path, "code", "handoff_socket")?,
+            None => check_socket_path(
+                &default_handoff_socket(),
+                "default (from RUNTIME_DIRECTORY, XDG_RUNTIME_DIR or TMPDIR)",
+                "handoff_socket",
+            )?,
+        };
         for (field, value) in [
             ("shutdown_timeout", self.shutdown_timeout),
             ("child_timeout", self.child_timeout),
@@ -272,6 +281,41 @@ pub(crate) fn check_path(path: &Path, origin: &str, field: &str) -> Result<PathB
         return Err(SettingsError::new(origin, field, "empty path"));
     }
     Ok(path.to_owned())
+}
+
+/// A hand-off socket path must fit a `sockaddr_un`, and so must the per-hand-off sockets baton
+/// makes in its directory (`<dir>/handoff.<pid>.<random>/handoff.sock`).
+pub(crate) fn check_socket_path(
+    path: &Path,
+    origin: &str,
+    field: &str,
+) -> Result<PathBuf, SettingsError> {
+    use crate::safe_fs::{sockaddr_len, MAX_SOCKET_PATH};
+    let path = check_path(path, origin, field)?;
+    let len = sockaddr_len(&path);
+    if len > MAX_SOCKET_PATH {
+        return Err(SettingsError::new(
+            origin,
+            field,
+            format!(
+                "{:?} is {len} bytes; a Unix socket address holds at most {MAX_SOCKET_PATH}",
+                path.display().to_string()
+            ),
+        ));
+    }
+    let dir = crate::handoff::runtime_dir(&path);
+    let needed = sockaddr_len(&dir) + crate::handoff::parent::PATH_SUFFIX_MAX;
+    if needed > MAX_SOCKET_PATH {
+        return Err(SettingsError::new(
+            origin,
+            field,
+            format!(
+                "the hand-off sockets made in its directory {:?} take up to {needed} bytes; a Unix socket address holds at most {MAX_SOCKET_PATH}",
+                dir.display().to_string()
+            ),
+        ));
+    }
+    Ok(path)
 }
 
 /// `$RUNTIME_DIRECTORY/handoff.sock`, else `$XDG_RUNTIME_DIR/baton/handoff.sock`, else

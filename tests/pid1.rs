@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::load::{body_is_one_of, Load};
-use common::{baton_exe, http, procs, Baton, HeldConfig, Notification, Sandbox, DEADLINE};
+use common::{baton_exe, http, procs, Baton, HeldSuccessor, Notification, Sandbox, DEADLINE};
 use nix::sys::signal::Signal;
 
 /// How `--supervise` is asked for when baton is not PID 1.
@@ -62,7 +62,7 @@ fn command(sb: &Sandbox, mode: Mode, args: &[&str]) -> Command {
             );
             let mut cmd = sb.command("unshare");
             cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-                .arg(baton_exe())
+                .arg(sb.exe())
                 .arg("--config")
                 .arg(sb.config_path())
                 .args(args);
@@ -476,8 +476,8 @@ fn stop_during_handoff(mode: Mode) {
     let mut keep = http::Client::new(sb.addr());
     assert_eq!(keep.get("/").unwrap().text(), "v1");
 
-    // The successor blocks reading its configuration: the hand-off stays in flight.
-    let _held = HeldConfig::install(&sb);
+    // The successor hangs at its very start: the hand-off stays in flight.
+    let _held = HeldSuccessor::install(&sb);
     let from = sb.notify.len();
     assert!(procs::kill(svc.sup, Signal::SIGHUP));
     let sup = svc.sup;
@@ -550,7 +550,7 @@ fn baton_reload(sb: &Sandbox, svc: &Service, extra: &[&str]) -> (i32, String) {
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let out = cmd.output().expect("baton reload");
+    let out = common::reaper::output(&mut cmd).expect("baton reload");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -84,6 +84,15 @@ pub enum ConfigError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The path is not a regular file (a FIFO, a device, a directory): refused without reading,
+    /// so that nothing hangs.
+    #[error("config {path}: {what}")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        what: String,
+    },
     /// The file is larger than 1 MiB.
     #[error("config {path}: larger than 1 MiB")]
     TooLarge {
@@ -216,14 +225,16 @@ impl Config {
             s = s.idle_timeout(t);
         }
 
+        type Check = fn(&Path, &str, &str) -> Result<PathBuf, SettingsError>;
         let path_setting = |cli: &Option<PathBuf>,
                             from_file: &Option<PathBuf>,
                             origin: &str,
-                            field: &str|
+                            field: &str,
+                            check: Check|
          -> Result<Option<PathBuf>, SettingsError> {
             match (cli, from_file) {
-                (Some(p), _) => settings::check_path(p, origin, field).map(Some),
-                (None, Some(p)) => settings::check_path(p, &file_origin, field).map(Some),
+                (Some(p), _) => check(p, origin, field).map(Some),
+                (None, Some(p)) => check(p, &file_origin, field).map(Some),
                 (None, None) => Ok(None),
             }
         };
@@ -232,6 +243,7 @@ impl Config {
             &file.handoff_socket,
             "--handoff-socket/BATON_HANDOFF_SOCKET",
             "handoff_socket",
+            settings::check_socket_path,
         )? {
             s = s.handoff_socket(p);
         }
@@ -240,10 +252,12 @@ impl Config {
             &file.pid_file,
             "--pid-file/BATON_PID_FILE",
             "pid_file",
+            settings::check_path,
         )? {
             s = s.pid_file(p);
         }
 
+        s.validate()?;
         Ok(Config {
             settings: s,
             response_body: file
@@ -261,7 +275,14 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_err)?;
+    // O_NONBLOCK open and a file-type check: a FIFO or a device must not block us.
+    let file = crate::safe_fs::open_regular_for_reading(path).map_err(|e| match e {
+        crate::safe_fs::FsError::Io { source, .. } => read_err(source),
+        crate::safe_fs::FsError::Unsafe { problem, .. } => ConfigError::NotAFile {
+            path: path.to_owned(),
+            what: problem,
+        },
+    })?;
     let mut text = String::new();
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_string(&mut text)
@@ -397,5 +418,53 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn a_config_that_is_not_a_regular_file_is_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("baton.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for (path, what) in [
+            (fifo.as_path(), "is a FIFO"),
+            (dir.path(), "is a directory"),
+            (Path::new("/dev/null"), "is a character device"),
+        ] {
+            let e = Config::load(&Overrides {
+                config: Some(path.to_owned()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert_eq!(
+                e,
+                format!("config {}: {what}, not a regular file", path.display())
+            );
+        }
+    }
+
+    #[test]
+    fn hand_off_paths_must_fit_a_socket_address() {
+        let load = |p: String| {
+            Config::load(&Overrides {
+                handoff_socket: Some(p.into()),
+                ..Default::default()
+            })
+        };
+        let e = load(format!("/run/{}/h.sock", "d".repeat(100)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("handoff_socket") && e.contains("at most 107"),
+            "{e}"
+        );
+        // Fits itself, but the sockets made in its directory would not.
+        let dir = format!("/run/{}", "d".repeat(70));
+        let e = load(format!("{dir}/h.sock")).unwrap_err().to_string();
+        assert!(
+            e.contains("made in its directory") && e.contains(&dir),
+            "{e}"
+        );
+        load("/run/baton/handoff.sock".into()).unwrap();
     }
 }

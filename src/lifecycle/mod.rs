@@ -79,6 +79,10 @@ pub(crate) struct ProcessWorld {
     ending: Vec<JoinHandle<()>>,
     confirm: Option<oneshot::Sender<()>>,
     requested_usec: u64,
+    /// A `baton reload` request arrived before this world existed.
+    queued: bool,
+    /// The successor this process retires for.
+    retiring_for: Option<u32>,
 }
 
 /// The signals a baton process handles, installed as early as possible.
@@ -89,8 +93,10 @@ pub(crate) struct Signals {
 }
 
 impl Signals {
-    /// Install the handlers (`SIGHUP`'s default action would kill the process).
+    /// Install the handlers (`SIGHUP`'s default action would kill the process). `baton reload`'s
+    /// requests are recorded first, before tokio's handler sees the signal.
     pub(crate) fn install() -> std::io::Result<Signals> {
+        reload::accept_requests()?;
         Ok(Signals {
             hup: signal(SignalKind::hangup())?,
             term: signal(SignalKind::terminate())?,
@@ -147,15 +153,21 @@ impl ProcessWorld {
             ending: Vec::new(),
             confirm,
             requested_usec: 0,
+            queued: reload::has_pending_requests(),
+            retiring_for: None,
         }
     }
 
-    fn write_status(&self, outcome: Outcome) {
+    /// Record the outcome and answer every `baton reload` that waits for it.
+    fn write_status(&mut self, outcome: Outcome) {
         let (outcome, successor_pid, reason) = match outcome {
-            Outcome::Ready { successor } => (reload::Outcome::Ready, Some(successor), None),
+            Outcome::Ready { successor } => {
+                self.retiring_for = Some(successor);
+                (reload::Outcome::Ready, Some(successor), None)
+            }
             Outcome::Failed { reason } => (reload::Outcome::Failed, None, Some(reason)),
         };
-        reload::write_status(
+        reload::publish(
             &self.handoff_socket,
             &ReloadStatus {
                 parent_pid: std::process::id(),
@@ -196,6 +208,8 @@ impl ProcessWorld {
             if stop { "stopping" } else { "retiring" }
         );
         self.drain.trigger();
+        // Reload requests that reach a retiring process are answered "ask the successor".
+        let _forward = self.retiring_for.map(reload::forward_requests);
         let deadline = tokio::time::Instant::now() + self.settings.shutdown_timeout;
         self.serving.drain(self.settings.shutdown_timeout).await;
         // A successor of a called-off hand-off drains too; wait for it within the same budget.
@@ -215,8 +229,17 @@ impl ProcessWorld {
 
 impl World for ProcessWorld {
     async fn next(&mut self) -> Input {
+        if std::mem::take(&mut self.queued) {
+            return Input::ReloadRequest;
+        }
         tokio::select! {
-            _ = self.signals.hup.recv() => Input::Hup,
+            _ = self.signals.hup.recv() => {
+                if reload::has_pending_requests() {
+                    Input::ReloadRequest
+                } else {
+                    Input::Hup
+                }
+            }
             _ = self.signals.term.recv() => Input::Stop(StopReason::Sigterm),
             _ = self.signals.int.recv() => Input::Stop(StopReason::Sigint),
             _ = poll_some(&mut self.shutdown) => {
@@ -258,8 +281,8 @@ impl World for ProcessWorld {
             Action::WriteStatus(outcome) => self.write_status(outcome),
             Action::WritePidFile => {
                 if let Some(path) = &self.settings.pid_file {
-                    if let Err(e) = pidfile::write(path, std::process::id()) {
-                        warn!(path = %path.display(), error = %e, "cannot write the pid file");
+                    if let Err(e) = pidfile::update(path, std::process::id()) {
+                        tracing::error!(error = %e, "cannot write the pid file");
                     }
                 }
             }

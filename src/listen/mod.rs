@@ -8,7 +8,7 @@ pub mod spec;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 use nix::sys::socket::{
@@ -257,6 +257,17 @@ fn bind_tcp(addr: SocketAddr, dual_stack: bool) -> io::Result<std::net::TcpListe
     Ok(fd.into())
 }
 
+/// Connect to `path` without blocking (and hang up at once).
+fn probe_unix(path: &Path) -> io::Result<()> {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    socket::connect(fd.as_raw_fd(), &socket::UnixAddr::new(path)?).map_err(io::Error::from)
+}
+
 fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) => {
@@ -267,11 +278,16 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
                     "a file that is not a socket is in the way",
                 ));
             }
-            match UnixStream::connect(path) {
-                Ok(_) => return Err(io::Error::from(io::ErrorKind::AddrInUse)),
+            // Probe without blocking: a live listener with a full backlog answers EAGAIN (in
+            // use); only ECONNREFUSED means nobody listens.
+            match probe_unix(path) {
+                Ok(()) => return Err(io::Error::from(io::ErrorKind::AddrInUse)),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     warn!(path = %path.display(), "removing a stale unix socket");
                     std::fs::remove_file(path)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(io::Error::from(io::ErrorKind::AddrInUse))
                 }
                 Err(e) => return Err(e),
             }
@@ -315,7 +331,7 @@ mod tests {
         let f = tempfile::tempfile().unwrap();
         let raw = std::os::fd::IntoRawFd::into_raw_fd(f);
         assert_eq!(adopt_listening_fd(raw).unwrap_err(), "is not a socket");
-        let (a, _b) = UnixStream::pair().unwrap();
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         let raw = std::os::fd::IntoRawFd::into_raw_fd(a);
         assert_eq!(
             adopt_listening_fd(raw).unwrap_err(),
@@ -333,6 +349,29 @@ mod tests {
         let live = bind(&spec).unwrap();
         assert_eq!(bind(&spec).unwrap_err().kind(), io::ErrorKind::AddrInUse);
         drop(live);
+        // A live listener whose backlog is full is in use, not stale: no hang, no unlink.
+        let busy = dir.path().join("busy.sock");
+        let listener = UnixListener::bind(&busy).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let fd = socket::socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .unwrap();
+            match socket::connect(fd.as_raw_fd(), &socket::UnixAddr::new(&busy).unwrap()) {
+                Ok(()) => queued.push(fd),
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(queued.len() < 100_000);
+        }
+        let spec: ListenSpec = format!("unix:{}", busy.display()).parse().unwrap();
+        assert_eq!(bind(&spec).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        assert!(busy.exists());
+        drop(listener);
         let file = dir.path().join("f");
         std::fs::write(&file, b"x").unwrap();
         let spec: ListenSpec = format!("unix:{}", file.display()).parse().unwrap();
