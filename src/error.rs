@@ -105,8 +105,10 @@ pub(crate) mod exit {
     /// Success.
     pub const OK: u8 = 0;
     /// `baton reload`: the reload was attempted and failed; the old process serves on.
+    #[cfg(feature = "cli")]
     pub const RELOAD_FAILED: u8 = 1;
     /// Bad command-line usage.
+    #[cfg(feature = "cli")]
     pub const USAGE: u8 = 64;
     /// The address is already in use.
     pub const UNAVAILABLE: u8 = 69;

@@ -271,11 +271,14 @@ fn reload_answer_values() {
 
 #[test]
 fn reload_status_file() {
-    fuzz("status", |bytes| match reload::parse_status(bytes) {
-        Ok(status) => {
-            let again = reload::parse_status(&serde_json::to_vec(&status).unwrap()).unwrap();
-            assert_eq!(again, status);
+    fuzz("status", |bytes| {
+        match reload::client::parse_status(bytes) {
+            Ok(status) => {
+                let again =
+                    reload::client::parse_status(&serde_json::to_vec(&status).unwrap()).unwrap();
+                assert_eq!(again, status);
+            }
+            Err(e) => assert!(!e.contains('\n'), "{e}"),
         }
-        Err(e) => assert!(!e.contains('\n'), "{e}"),
     });
 }

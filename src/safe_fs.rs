@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -474,6 +474,7 @@ impl TrustedDir {
 
     /// Read the regular file `name` (at most `max` bytes), never through a symlink, and only if
     /// `owner_ok(file owner uid)` accepts its owner.
+    #[cfg(any(test, feature = "cli"))]
     pub fn read_regular(
         &self,
         name: &str,
@@ -482,6 +483,7 @@ impl TrustedDir {
     ) -> Result<Vec<u8>, FsError> {
         let path = self.join(name);
         let file = self.open_regular(name, OFlag::O_RDONLY, &path, |uid, _| owner_ok(uid))?;
+        use std::io::Read;
         let mut bytes = Vec::new();
         file.take(max + 1)
             .read_to_end(&mut bytes)

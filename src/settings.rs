@@ -246,6 +246,7 @@ pub(crate) fn parse_timeout(
 }
 
 /// A timeout given as a number of seconds (the JSON file allows that).
+#[cfg(feature = "cli")]
 pub(crate) fn timeout_from_secs(
     secs: f64,
     origin: &str,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error::exit;
-use crate::reload;
+use crate::reload::client as reload;
 use crate::Server;
 use config_file::{Config, Overrides};
 use hello::Hello;
