@@ -97,8 +97,10 @@ pub enum HandoffError {
 /// How long the hand-off socket pauses accepting after an error (as the HTTP accept loop does).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// How long after a successor's exit its failure report may still arrive.
+/// How long after a successor's exit a failure report still being read may take to arrive.
 const EXIT_REPORT_GRACE: Duration = Duration::from_millis(300);
+/// How long after a successor's exit a connection it made just before may take to be accepted.
+const EXIT_ACCEPT_GRACE: Duration = Duration::from_millis(30);
 
 /// Produces the application state handed to the successor (see [`crate::Serve::on_handoff`]).
 pub type StateFn = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
@@ -313,6 +315,8 @@ enum ConnEvent {
         Option<(BufReader<OwnedReadHalf>, OwnedWriteHalf)>,
     ),
     Broken(HandoffError),
+    /// A connection ended without a message (hung up, or nothing within the budget).
+    Done,
 }
 
 /// Run one hand-off: start the successor and return it once it serves. On error the successor, if
@@ -406,8 +410,10 @@ async fn converse(
     let me = nix::unistd::geteuid().as_raw();
     let mut offered = false;
     // A failing successor reports why just before it exits; after its exit, keep accepting for a
-    // moment so that report is not lost.
+    // moment so that report is not lost: a short moment when no connection is being read, longer
+    // while one is (a crash without a report is told within tens of milliseconds).
     let mut exited: Option<ExitStatus> = None;
+    let mut readers = 0usize;
     let report_grace = tokio::time::sleep(Duration::MAX);
     tokio::pin!(report_grace);
     // A persistent accept error (EMFILE, ENFILE, ENOBUFS) must not spin: pause accepting.
@@ -419,7 +425,8 @@ async fn converse(
         tokio::select! {
             status = child.wait(), if exited.is_none() => {
                 exited = Some(status.map_err(|source| HandoffError::Io { pid, source })?);
-                report_grace.as_mut().reset(tokio::time::Instant::now() + EXIT_REPORT_GRACE);
+                let grace = if readers > 0 { EXIT_REPORT_GRACE } else { EXIT_ACCEPT_GRACE };
+                report_grace.as_mut().reset(tokio::time::Instant::now() + grace);
             }
             _ = &mut report_grace, if exited.is_some() => {
                 if let Some(status) = exited {
@@ -443,6 +450,10 @@ async fn converse(
                 };
                 match stream.peer_cred() {
                     Ok(cred) if cred.pid() == Some(pid as i32) && cred.uid() == me => {
+                        readers += 1;
+                        if exited.is_some() {
+                            report_grace.as_mut().reset(tokio::time::Instant::now() + EXIT_REPORT_GRACE);
+                        }
                         tokio::spawn(read_opening(stream, tx.clone(), pid, budget).in_current_span());
                     }
                     Ok(cred) => {
@@ -453,6 +464,12 @@ async fn converse(
                 }
             }
             Some(event) = rx.recv() => match event {
+                ConnEvent::Done => {
+                    readers = readers.saturating_sub(1);
+                    if let (Some(status), 0) = (exited, readers) {
+                        return Err(HandoffError::Exited { pid, status, reason: None });
+                    }
+                }
                 ConnEvent::Request(read, mut write) => {
                     if offered {
                         return Err(HandoffError::Protocol { pid, source: ProtocolError::Unexpected("a second get_listener".into()) });
@@ -490,10 +507,10 @@ async fn read_opening(stream: UnixStream, tx: mpsc::Sender<ConnEvent>, pid: u32,
         let n = match tokio::time::timeout(budget, read.read(&mut chunk)).await {
             Ok(Ok(n)) => n,
             Ok(Err(source)) => break ConnEvent::Broken(HandoffError::Io { pid, source }),
-            Err(_) => return, // the hand-off's own deadline reports this
+            Err(_) => break ConnEvent::Done, // the hand-off's own deadline reports this
         };
         if n == 0 {
-            return; // hung up: the child's exit or the deadline tells the story
+            break ConnEvent::Done; // hung up: the child's exit or the deadline tells the story
         }
         buf.extend_from_slice(&chunk[..n]);
         match protocol::parse_opening(&buf) {
@@ -522,7 +539,7 @@ async fn read_line(
             .read_until(b'\n', &mut line)
             .await;
         let msg = match read_result {
-            Ok(0) => return,
+            Ok(0) => break ConnEvent::Done,
             Ok(_) => match protocol::parse_line::<ChildMessage>(&line, "child message") {
                 Ok(Some(msg)) => msg,
                 Ok(None) => {
