@@ -758,6 +758,16 @@ fn a_reload_sent_to_a_retiring_process_is_passed_on_to_its_successor() {
         (procs::connection_owner(baton.pid, sb.port, client_port)? == old).then_some(())
     });
     let r = common::reload(&sb.notify, old);
+    // The old process retires once its successor confirmed (just after the successor's READY=1):
+    // it records the outcome, then drains. A request before that joins the hand-off in progress.
+    let status = sb
+        .handoff_socket()
+        .with_file_name(format!("reload-status.{old}.json"));
+    common::wait_until("the old process to record its hand-off", DEADLINE, || {
+        fs::read_to_string(&status)
+            .ok()
+            .filter(|t| t.contains("\"ready\""))
+    });
     assert!(procs::is_alive(old), "the old process is draining");
     // An operator (or a stale PID file) asks the old process.
     let (code, out) = baton_reload(&sb, &sb.config_path(), old);
