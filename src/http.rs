@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::access_log::PeerAddr;
 use crate::listen::Socket;
 
 /// How long an HTTP/1 connection must stay quiet during a drain before it is closed.
@@ -84,29 +85,34 @@ where
 /// A listening socket the accept loop can take connections from.
 trait Acceptor: Send + 'static {
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    fn accept(&self) -> impl Future<Output = std::io::Result<Self::Io>> + Send;
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, PeerAddr)>> + Send;
 }
 
 impl Acceptor for tokio::net::TcpListener {
     type Io = tokio::net::TcpStream;
-    async fn accept(&self) -> std::io::Result<Self::Io> {
-        let (stream, _) = tokio::net::TcpListener::accept(self).await?;
+    async fn accept(&self) -> std::io::Result<(Self::Io, PeerAddr)> {
+        let (stream, peer) = tokio::net::TcpListener::accept(self).await?;
         let _ = stream.set_nodelay(true);
-        Ok(stream)
+        Ok((stream, PeerAddr(Some(peer))))
     }
 }
 
 impl Acceptor for tokio::net::UnixListener {
     type Io = tokio::net::UnixStream;
-    async fn accept(&self) -> std::io::Result<Self::Io> {
+    async fn accept(&self) -> std::io::Result<(Self::Io, PeerAddr)> {
         tokio::net::UnixListener::accept(self)
             .await
-            .map(|(stream, _)| stream)
+            .map(|(stream, _)| (stream, PeerAddr(None)))
     }
 }
 
 /// Start serving `service` on every socket (each a duplicate of a listener the caller keeps).
-pub fn start<S: HttpService>(sockets: Vec<Socket>, service: S) -> std::io::Result<Serving> {
+/// With `peer_addr`, every request carries its client's [`PeerAddr`] as an extension.
+pub fn start<S: HttpService>(
+    sockets: Vec<Socket>,
+    service: S,
+    peer_addr: bool,
+) -> std::io::Result<Serving> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // No hyper header-read timer: it arms a timer for every request. The connection task
     // enforces the same bound once a second instead (see `REQUEST_WAIT_TIMEOUT`).
@@ -128,6 +134,7 @@ pub fn start<S: HttpService>(sockets: Vec<Socket>, service: S) -> std::io::Resul
             builder: builder.clone(),
             draining: serving.draining.subscribe(),
             connections: serving.connections.clone(),
+            peer_addr,
         };
         match socket {
             Socket::Tcp(l) => {
@@ -176,7 +183,7 @@ impl Serving {
                     a = listener.accept() => a,
                 };
                 match accepted {
-                    Ok(io) => ctx.spawn(io, service.clone()),
+                    Ok((io, peer)) => ctx.spawn(io, peer, service.clone()),
                     Err(e) => accept_backoff(e).await,
                 }
             }
@@ -239,6 +246,7 @@ struct ConnContext {
     builder: Arc<auto::Builder<TokioExecutor>>,
     draining: watch::Receiver<bool>,
     connections: TaskTracker,
+    peer_addr: bool,
 }
 
 /// What a connection did lately, shared by its I/O wrapper, its service wrapper and its task.
@@ -258,13 +266,14 @@ struct Activity {
 }
 
 impl ConnContext {
-    fn spawn<I, S>(&self, io: I, service: S)
+    fn spawn<I, S>(&self, io: I, peer: PeerAddr, service: S)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: HttpService,
     {
         let builder = self.builder.clone();
         let mut draining = self.draining.clone();
+        let peer_addr = self.peer_addr;
         self.connections.spawn(async move {
             let activity = Arc::new(Activity::default());
             let io = TokioIo::new(ActivityIo {
@@ -274,6 +283,7 @@ impl ConnContext {
             let service = DrainAware {
                 inner: service,
                 activity: activity.clone(),
+                peer: peer_addr.then_some(peer),
             };
             let conn = builder.serve_connection(io, service);
             tokio::pin!(conn);
@@ -386,6 +396,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ActivityIo<I> {
 struct DrainAware<S> {
     inner: S,
     activity: Arc<Activity>,
+    /// Inserted into every request (only when the access log is on).
+    peer: Option<PeerAddr>,
 }
 
 impl<S, B> Service<Request<Incoming>> for DrainAware<S>
@@ -396,7 +408,10 @@ where
     type Error = S::Error;
     type Future = DrainAwareFuture<S::Future>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(peer);
+        }
         let h1 = req.version() < Version::HTTP_2;
         if !h1 {
             self.activity.h2.store(true, Ordering::Relaxed);

@@ -28,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+pub(crate) mod access_log;
 mod drain;
 mod error;
 pub(crate) mod handoff;

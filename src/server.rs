@@ -11,6 +11,7 @@ use hyper::{Request, Response};
 use hyper_util::service::TowerToHyperService;
 use tracing::{warn, Instrument};
 
+use crate::access_log::AccessLog;
 use crate::drain::DrainSignal;
 use crate::error::{Error, Inner};
 use crate::handoff::child::{self, Acquired};
@@ -269,12 +270,23 @@ where
             mut predecessor,
             state: _,
         } = acquired;
-        let app = TowerToHyperService::new(self.app);
+        let app = self.app;
+        let access_log = settings.access_log;
         let drain = self.drain;
         let state = self.state;
         let shutdown = self.shutdown;
         async move {
-            let serving = match start_serving(&listeners, app) {
+            // The access log wraps the app only when it is on: otherwise nothing is in the way.
+            let serving = if access_log {
+                start_serving(
+                    &listeners,
+                    TowerToHyperService::new(AccessLog::new(app, generation)),
+                    true,
+                )
+            } else {
+                start_serving(&listeners, TowerToHyperService::new(app), false)
+            };
+            let serving = match serving {
                 Ok(serving) => serving,
                 Err(e) => {
                     if let Some(path) = &predecessor_socket {
@@ -319,7 +331,11 @@ where
     }
 }
 
-fn start_serving<S>(listeners: &[Listener], service: S) -> Result<http::Serving, Error>
+fn start_serving<S>(
+    listeners: &[Listener],
+    service: S,
+    peer_addr: bool,
+) -> Result<http::Serving, Error>
 where
     S: http::HttpService,
 {
@@ -328,7 +344,7 @@ where
         .map(|l| l.socket.try_clone())
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(Inner::Serve)?;
-    Ok(http::start(sockets, service).map_err(Inner::Serve)?)
+    Ok(http::start(sockets, service, peer_addr).map_err(Inner::Serve)?)
 }
 
 fn describe(listeners: &[Listener], generation: u64) -> String {

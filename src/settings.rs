@@ -38,6 +38,7 @@ pub struct Settings {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) child_timeout: Duration,
     pub(crate) pid_file: Option<PathBuf>,
+    pub(crate) access_log: bool,
 }
 
 impl Default for Settings {
@@ -49,6 +50,7 @@ impl Default for Settings {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             child_timeout: DEFAULT_CHILD_TIMEOUT,
             pid_file: None,
+            access_log: false,
         }
     }
 }
@@ -83,7 +85,8 @@ impl SettingsError {
 impl Settings {
     /// The defaults, overridden by the `BATON_*` variables of this process:
     /// `BATON_LISTEN` (comma-separated), `BATON_HANDOFF_SOCKET`, `BATON_SHUTDOWN_TIMEOUT`,
-    /// `BATON_CHILD_TIMEOUT`, `BATON_PID_FILE`. Durations read like `30s`, `500ms` or a number
+    /// `BATON_CHILD_TIMEOUT`, `BATON_PID_FILE`, `BATON_ACCESS_LOG` (`1`/`0`, `true`/`false`).
+    /// Durations read like `30s`, `500ms` or a number
     /// of seconds. `BATON_CONFIG` names the `baton` command's JSON file, which the library does
     /// not read: it is reported in the log and otherwise ignored.
     pub fn from_env() -> Result<Settings, SettingsError> {
@@ -114,6 +117,9 @@ impl Settings {
         }
         if let Some(path) = var("BATON_PID_FILE") {
             settings.pid_file = Some(check_path(Path::new(&path), "BATON_PID_FILE", "pid_file")?);
+        }
+        if let Some(text) = var("BATON_ACCESS_LOG") {
+            settings.access_log = parse_bool(&text, "BATON_ACCESS_LOG", "access_log")?;
         }
         if let Some(file) = var("BATON_CONFIG") {
             tracing::warn!(
@@ -153,6 +159,14 @@ impl Settings {
     /// The file the main process writes its pid to (default: none).
     pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.pid_file = Some(path.into());
+        self
+    }
+
+    /// Log one `tracing` event per request (target `baton::access`, level INFO): method, path,
+    /// status, bytes, duration, peer and generation (default: off). When off, requests pass
+    /// through nothing extra.
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
         self
     }
 
@@ -206,6 +220,19 @@ fn check_distinct(listen: &[ListenSpec], origin: &str) -> Result<(), SettingsErr
         }
     }
     Ok(())
+}
+
+/// Parse a boolean written as `1`/`0`, `true`/`false`, `yes`/`no` or `on`/`off`.
+pub(crate) fn parse_bool(text: &str, origin: &str, field: &str) -> Result<bool, SettingsError> {
+    match text.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(SettingsError::new(
+            origin,
+            field,
+            format!("{text:?} is not a boolean (1/0, true/false, yes/no, on/off)"),
+        )),
+    }
 }
 
 /// Parse a timeout written as `30s`, `500ms`, `2m` or a number of seconds.
@@ -313,6 +340,7 @@ mod tests {
             ("BATON_CHILD_TIMEOUT", "750ms"),
             ("BATON_PID_FILE", "/run/x.pid"),
             ("BATON_HANDOFF_SOCKET", "/run/h.sock"),
+            ("BATON_ACCESS_LOG", "1"),
         ])
         .unwrap();
         assert_eq!(s.listen.len(), 2);
@@ -321,6 +349,15 @@ mod tests {
         assert_eq!(s.child_timeout, Duration::from_millis(750));
         assert_eq!(s.pid_file.as_deref(), Some(Path::new("/run/x.pid")));
         assert_eq!(s.handoff_socket_or_default(), Path::new("/run/h.sock"));
+        assert!(s.access_log);
+        assert!(!from(&[]).unwrap().access_log);
+        let e = from(&[("BATON_ACCESS_LOG", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("BATON_ACCESS_LOG: access_log: \"maybe\""),
+            "{e}"
+        );
     }
 
     #[test]
