@@ -48,6 +48,12 @@ pub mod cli;
 #[cfg(test)]
 mod fuzz;
 
+/// baton's version (`BATON_VERSION` at build time when the packaging set it), as `STATUS=` says.
+pub(crate) const VERSION: &str = match option_env!("BATON_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
 pub use drain::DrainSignal;
 pub use error::{Error, ErrorKind};
 pub use server::{serve, Serve, Server};

@@ -352,7 +352,11 @@ fn describe(listeners: &[Listener], generation: u64) -> String {
         .iter()
         .map(|l| format!("{} ({})", l.spec, l.source))
         .collect();
-    format!("serving on {}; generation {generation}", list.join(", "))
+    format!(
+        "baton {}: serving on {}; generation {generation}",
+        crate::VERSION,
+        list.join(", ")
+    )
 }
 
 fn generation_from_env() -> u64 {

@@ -18,7 +18,8 @@
 //!    sends `READY=1` only once promoted (or once its predecessor is gone), before confirming.
 //! 6. **The outcome is recorded before it is announced**: the status is written before the
 //!    `READY=1` of a failed reload, and after the old process stopped accepting on success.
-//! 7. Only the main process pings the watchdog.
+//! 7. Only the main process pings the watchdog, and only a main process that is not handing off
+//!    refreshes its `STATUS=` (which says how many connections are open).
 
 use tracing::{info, warn};
 
@@ -65,6 +66,8 @@ pub enum Input {
     PredecessorGone,
     /// Time to ping the watchdog.
     WatchdogTick,
+    /// Time to refresh `STATUS=`.
+    StatusTick,
 }
 
 /// What happened in a hand-off.
@@ -106,6 +109,8 @@ pub enum Outcome {
 pub enum Action {
     /// Tell the service manager.
     Notify(Event),
+    /// Tell the service manager the last `READY=1` status again, with the connections open now.
+    RefreshStatus,
     /// Start hand-off number `attempt`; ends in its `Ready` or `Failed` step.
     BeginHandoff {
         /// Its number, carried by every [`Input::Handoff`] of it.
@@ -266,6 +271,7 @@ impl Machine {
             (State::Main | State::HandingOff { .. }, Input::WatchdogTick) => {
                 vec![A::Notify(Event::Watchdog)]
             }
+            (State::Main, Input::StatusTick) => vec![A::RefreshStatus],
 
             // --- a hand-off
             (State::HandingOff { .. }, Input::Hup) => {
@@ -724,6 +730,21 @@ mod tests {
     }
 
     #[test]
+    fn only_a_main_process_that_is_not_handing_off_refreshes_its_status() {
+        assert_eq!(main().handle(Input::StatusTick), vec![A::RefreshStatus]);
+        for stage in [Stage::Starting, Stage::Announcing, Stage::Promoting] {
+            assert_eq!(at(stage).handle(Input::StatusTick), vec![], "{stage:?}");
+        }
+        assert_eq!(
+            Machine::successor(1, "s".into()).handle(Input::StatusTick),
+            vec![]
+        );
+        let mut m = main();
+        m.handle(Input::Stop(StopReason::Sigterm));
+        assert_eq!(m.handle(Input::StatusTick), vec![]);
+    }
+
+    #[test]
     fn only_the_main_process_pings_the_watchdog() {
         assert_eq!(
             main().handle(Input::WatchdogTick),
@@ -754,6 +775,7 @@ mod tests {
             Input::Promoted,
             Input::PredecessorGone,
             Input::WatchdogTick,
+            Input::StatusTick,
         ];
         let starts: Vec<fn() -> Machine> = vec![
             main,
@@ -816,6 +838,9 @@ mod tests {
                             if matches!(before, State::Retiring | State::Stopping) {
                                 assert!(actions.is_empty(), "{before:?} + {input:?}: {actions:?}");
                             }
+                            if actions.contains(&A::RefreshStatus) {
+                                assert_eq!(before, State::Main, "status refreshed out of turn");
+                            }
                             if let Some(i) =
                                 actions.iter().position(|x| matches!(x, A::Drain { .. }))
                             {
@@ -828,6 +853,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 5 * 9 * 9 * 9);
+        assert_eq!(checked, 5 * 10 * 10 * 10);
     }
 }
