@@ -125,6 +125,9 @@ pub enum ListenError {
 
 /// The listeners systemd passed to `our_pid`, adopted, in `LISTEN_FDS` order.
 pub fn activated(env: &ActivationEnv, our_pid: u32) -> Result<Vec<Listener>, ListenError> {
+    if let Some(warning) = env.warning() {
+        warn!("{warning}");
+    }
     let mut listeners = Vec::new();
     for passed in env.parse(our_pid)? {
         let socket = adopt_listening_fd(passed.fd).map_err(|problem| ListenError::BadFd {
