@@ -375,7 +375,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("more than 0"), "{e}");
-        let e = from(&[("BATON_LISTEN", "127.0.0.1:1,localhost:1")])
+        let e = from(&[("BATON_LISTEN", "127.0.0.1:1,127.0.0.1:01")])
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen[1]") && e.contains("same socket"), "{e}");

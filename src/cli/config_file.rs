@@ -329,7 +329,7 @@ mod tests {
         );
         let e = load_json(r#"{"child_timeout":0}"#).unwrap_err().to_string();
         assert!(e.contains("child_timeout"), "{e}");
-        let e = load_json(r#"{"listen":["127.0.0.1:1","localhost:1"]}"#)
+        let e = load_json(r#"{"listen":["127.0.0.1:1","127.0.0.1:01"]}"#)
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen[1]") && e.contains("same socket"), "{e}");

@@ -99,8 +99,21 @@ fn check(overrides: &Overrides) -> u8 {
                 .map(|f| f.display().to_string())
                 .unwrap_or_else(|| "options and environment".into());
             let listen: Vec<&str> = config.settings.listen.iter().map(|l| l.as_str()).collect();
+            let resolved = match crate::listen::resolve_blocking(&config.settings.listen) {
+                Ok(resolved) => resolved,
+                Err(e) => {
+                    eprintln!("baton: {e}");
+                    return exit::CONFIG;
+                }
+            };
+            let resolved: Vec<&str> = resolved.iter().map(|l| l.as_str()).collect();
+            let resolved = if resolved == listen {
+                String::new()
+            } else {
+                format!(" (resolved: {})", resolved.join(", "))
+            };
             println!(
-                "baton: configuration ok ({where_}): listen {}",
+                "baton: configuration ok ({where_}): listen {}{resolved}",
                 listen.join(", ")
             );
             exit::OK

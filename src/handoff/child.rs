@@ -121,7 +121,7 @@ pub async fn acquire(
     predecessor_socket: Option<&Path>,
 ) -> Result<Acquired, Error> {
     let mut listeners = listen::activated(activation, our_pid)?;
-    let mut wanted: Vec<ListenSpec> = settings.listen.clone();
+    let mut wanted: Vec<ListenSpec> = listen::resolve(&settings.listen).await?;
     for l in &mut listeners {
         // Keep the address as the operator wrote it when it names systemd's socket.
         if let Some(i) = wanted.iter().position(|w| w.same_socket(&l.spec)) {
