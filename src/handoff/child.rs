@@ -157,7 +157,8 @@ pub async fn acquire(
         return Err(listen::ListenError::Nothing.into());
     }
     for l in &listeners {
-        info!(listener = %l.spec, name = %l.name, source = %l.source, "listening");
+        // The address is in the message too: `journalctl` shows only the message.
+        info!(listener = %l.spec, name = %l.name, source = %l.source, "listening on {} ({})", l.spec, l.source);
     }
     Ok(Acquired {
         listeners,
