@@ -15,17 +15,24 @@
 //! `CARGO_TARGET_DIR`, `--target` and `--profile`). So `cargo build --release && cargo deb
 //! --no-build` (or `cargo generate-rpm`) packages them with nothing else to run.
 //! (With cargo's separate `build.build-dir` setting, `OUT_DIR` is no longer under the target
-//! directory; set `BATON_ASSETS_DIR` to choose the directory then.)
+//! directory; set `BATON_ASSETS_DIR` to choose the directory then.) Nothing is written when
+//! baton is built as a dependency from a registry or git.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/cli/args.rs");
     println!("cargo:rerun-if-env-changed=BATON_VERSION");
     println!("cargo:rerun-if-env-changed=BATON_ASSETS_DIR");
+    // Only when baton itself is built, not as a dependency fetched from a registry or git.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    if manifest_dir.contains("/.cargo/registry/") || manifest_dir.contains("/.cargo/git/") {
+        return;
+    }
+    // A missing page is reported by cargo-deb, cargo-generate-rpm and packaging/build-packages;
+    // it must not fail the build of the program.
     #[cfg(feature = "cli")]
     if let Err(e) = assets::generate() {
         println!("cargo:warning=baton: cannot generate man pages and completions: {e}");
-        std::process::exit(1);
     }
 }
 
