@@ -53,7 +53,9 @@ impl Error {
             Inner::Listen(ListenError::Activation(_) | ListenError::BadFd { .. }) => {
                 ErrorKind::Config
             }
-            Inner::Listen(ListenError::Nothing) => ErrorKind::Config,
+            Inner::Listen(
+                ListenError::Nothing | ListenError::Resolve { .. } | ListenError::Duplicate { .. },
+            ) => ErrorKind::Config,
             Inner::Listen(ListenError::Bind { source, .. }) => io_kind(source),
             Inner::Import(ImportError {
                 problem: ImportProblem::Mismatch { .. },

@@ -207,21 +207,37 @@ fn listen_spec() {
 #[test]
 fn activation_variables() {
     fuzz("activation", |bytes| {
+        // NUL-separated: LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES, BATON_LISTEN_FDS_WITHOUT_PID;
+        // a part that is a single \x01 byte is an unset variable.
         let text = String::from_utf8_lossy(bytes);
-        let mut parts = text.split('\0').map(str::to_owned);
+        let mut parts = text
+            .split('\0')
+            .map(|p| (p != "\x01").then(|| p.to_owned()));
         let env = ActivationEnv {
-            listen_pid: parts.next(),
-            listen_fds: parts.next(),
-            listen_fdnames: parts.next(),
+            listen_pid: parts.next().flatten(),
+            listen_fds: parts.next().flatten(),
+            listen_fdnames: parts.next().flatten(),
+            without_pid: parts.next().flatten(),
         };
+        if let Some(warning) = env.warning() {
+            assert!(!warning.contains('\n'), "{warning}");
+        }
         match env.parse(42) {
             Ok(fds) => {
                 for (i, fd) in fds.iter().enumerate() {
                     assert_eq!(fd.fd, 3 + i as i32);
                 }
                 if !fds.is_empty() {
-                    let pid = env.listen_pid.as_deref().unwrap_or_default();
-                    assert_eq!(pid.trim_start_matches('0'), "42", "only our pid passes");
+                    match env.listen_pid.as_deref() {
+                        Some(pid) => {
+                            assert_eq!(pid.trim_start_matches('0'), "42", "only our pid passes")
+                        }
+                        None => assert!(
+                            matches!(env.without_pid.as_deref(), Some("1" | "true")),
+                            "no LISTEN_PID passes only when opted in"
+                        ),
+                    }
+                    assert_eq!(env.warning(), None, "a warning about fds that are taken");
                 }
             }
             Err(e) => assert!(!e.to_string().contains('\n')),

@@ -28,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+pub(crate) mod access_log;
 mod drain;
 mod error;
 pub(crate) mod fds;
@@ -48,6 +49,12 @@ pub mod cli;
 
 #[cfg(test)]
 mod fuzz;
+
+/// baton's version (`BATON_VERSION` at build time when the packaging set it), as `STATUS=` says.
+pub(crate) const VERSION: &str = match option_env!("BATON_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
 
 pub use drain::DrainSignal;
 pub use error::{Error, ErrorKind};

@@ -39,6 +39,7 @@ pub struct Settings {
     pub(crate) child_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) pid_file: Option<PathBuf>,
+    pub(crate) access_log: bool,
 }
 
 impl Default for Settings {
@@ -51,6 +52,7 @@ impl Default for Settings {
             child_timeout: DEFAULT_CHILD_TIMEOUT,
             idle_timeout: crate::http::DEFAULT_IDLE_TIMEOUT,
             pid_file: None,
+            access_log: false,
         }
     }
 }
@@ -85,7 +87,8 @@ impl SettingsError {
 impl Settings {
     /// The defaults, overridden by the `BATON_*` variables of this process:
     /// `BATON_LISTEN` (comma-separated), `BATON_HANDOFF_SOCKET`, `BATON_SHUTDOWN_TIMEOUT`,
-    /// `BATON_CHILD_TIMEOUT`, `BATON_IDLE_TIMEOUT`, `BATON_PID_FILE`. Durations read like `30s`, `500ms` or a number
+    /// `BATON_CHILD_TIMEOUT`, `BATON_IDLE_TIMEOUT`, `BATON_PID_FILE`, `BATON_ACCESS_LOG`
+    /// (`1`/`0`, `true`/`false`). Durations read like `30s`, `500ms` or a number
     /// of seconds. `BATON_CONFIG` names the `baton` command's JSON file, which the library does
     /// not read: it is reported in the log and otherwise ignored.
     pub fn from_env() -> Result<Settings, SettingsError> {
@@ -119,6 +122,9 @@ impl Settings {
         }
         if let Some(path) = var("BATON_PID_FILE") {
             settings.pid_file = Some(check_path(Path::new(&path), "BATON_PID_FILE", "pid_file")?);
+        }
+        if let Some(text) = var("BATON_ACCESS_LOG") {
+            settings.access_log = parse_bool(&text, "BATON_ACCESS_LOG", "access_log")?;
         }
         if let Some(file) = var("BATON_CONFIG") {
             tracing::warn!(
@@ -166,6 +172,14 @@ impl Settings {
     /// The file the main process writes its pid to (default: none).
     pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.pid_file = Some(path.into());
+        self
+    }
+
+    /// Log one `tracing` event per request (target `baton::access`, level INFO): method, path,
+    /// status, bytes, duration, peer and generation (default: off). When off, requests pass
+    /// through nothing extra.
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
         self
     }
 
@@ -229,6 +243,19 @@ fn check_distinct(listen: &[ListenSpec], origin: &str) -> Result<(), SettingsErr
         }
     }
     Ok(())
+}
+
+/// Parse a boolean written as `1`/`0`, `true`/`false`, `yes`/`no` or `on`/`off`.
+pub(crate) fn parse_bool(text: &str, origin: &str, field: &str) -> Result<bool, SettingsError> {
+    match text.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(SettingsError::new(
+            origin,
+            field,
+            format!("{text:?} is not a boolean (1/0, true/false, yes/no, on/off)"),
+        )),
+    }
 }
 
 /// Parse a timeout written as `30s`, `500ms`, `2m` or a number of seconds.
@@ -373,6 +400,7 @@ mod tests {
             ("BATON_IDLE_TIMEOUT", "2s"),
             ("BATON_PID_FILE", "/run/x.pid"),
             ("BATON_HANDOFF_SOCKET", "/run/h.sock"),
+            ("BATON_ACCESS_LOG", "1"),
         ])
         .unwrap();
         assert_eq!(s.listen.len(), 2);
@@ -382,6 +410,15 @@ mod tests {
         assert_eq!(s.idle_timeout, Duration::from_secs(2));
         assert_eq!(s.pid_file.as_deref(), Some(Path::new("/run/x.pid")));
         assert_eq!(s.handoff_socket_or_default(), Path::new("/run/h.sock"));
+        assert!(s.access_log);
+        assert!(!from(&[]).unwrap().access_log);
+        let e = from(&[("BATON_ACCESS_LOG", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("BATON_ACCESS_LOG: access_log: \"maybe\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -399,7 +436,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("more than 0"), "{e}");
-        let e = from(&[("BATON_LISTEN", "127.0.0.1:1,localhost:1")])
+        let e = from(&[("BATON_LISTEN", "127.0.0.1:1,127.0.0.1:01")])
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen[1]") && e.contains("same socket"), "{e}");

@@ -118,15 +118,15 @@ impl Service {
     /// `READY=1` passed on by the supervisor (from its own pid) with the status of generation `g`.
     fn wait_generation_ready(&self, sb: &Sandbox, from: usize, g: u64) -> Notification {
         let sup = self.sup;
-        let suffix = format!("; generation {g}");
+        let generation = format!("; generation {g};");
         let n = sb.notify.try_wait_for_after(from, DEADLINE, |n| {
             n.pid == sup
                 && n.has("READY=1")
                 && n.get("STATUS")
-                    .is_some_and(|s| s.ends_with(&suffix) || s.starts_with("reload failed"))
+                    .is_some_and(|s| s.contains(&generation) || s.starts_with("reload failed"))
         });
         match n {
-            Some(n) if n.get("STATUS").is_some_and(|s| s.ends_with(&suffix)) => n,
+            Some(n) if n.get("STATUS").is_some_and(|s| s.contains(&generation)) => n,
             other => panic!(
                 "no READY=1 of generation {g} from the supervisor {sup}: {other:?}\nnotifications:\n{}\nlog:\n{}",
                 sb.notify.dump(),

@@ -33,9 +33,9 @@ fn twenty_reloads_under_load_lose_no_request() {
     assert!(
         first
             .get("STATUS")
-            .map(|s| s.starts_with("serving on"))
+            .map(|s| s.starts_with("baton ") && s.contains(": serving on "))
             .unwrap_or(false),
-        "READY=1 at start carries STATUS=serving on …: {first:?}"
+        "READY=1 at start carries STATUS=baton VERSION: serving on …: {first:?}"
     );
 
     let load = Load::start(

@@ -9,56 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use super::args::Overrides;
 use crate::settings::{self, Settings, SettingsError};
 
 /// The body of the default handler, as in the article baton grew from.
 pub const DEFAULT_BODY: &str = "Hello, world!";
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
-
-/// Settings as given on the command line or in `BATON_*` variables, not yet validated.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct Overrides {
-    /// Address to listen on: host:port, [v6]:port, :port (all interfaces) or unix:/path.
-    /// Repeatable; the variable takes a comma-separated list.
-    #[arg(
-        long = "listen",
-        env = "BATON_LISTEN",
-        value_name = "ADDR",
-        value_delimiter = ','
-    )]
-    pub listen: Vec<String>,
-    /// Unix socket a successor dials to take over the listeners.
-    #[arg(long, env = "BATON_HANDOFF_SOCKET", value_name = "PATH")]
-    pub handoff_socket: Option<PathBuf>,
-    /// JSON configuration file, re-read by every successor.
-    #[arg(long, env = "BATON_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// How long a draining process may finish in-flight requests (e.g. 30s).
-    #[arg(long, env = "BATON_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
-    pub shutdown_timeout: Option<String>,
-    /// How long a successor may take to serve before the reload is abandoned (e.g. 10s).
-    #[arg(long, env = "BATON_CHILD_TIMEOUT", value_name = "DURATION")]
-    pub child_timeout: Option<String>,
-    /// File the serving main process writes its pid to.
-    #[arg(long, env = "BATON_PID_FILE", value_name = "PATH")]
-    pub pid_file: Option<PathBuf>,
-    /// How long a connection may wait for a request while nothing is in flight before it is
-    /// closed (e.g. 30s).
-    #[arg(long, env = "BATON_IDLE_TIMEOUT", value_name = "DURATION")]
-    pub idle_timeout: Option<String>,
-    /// Keep the first process as a stable parent of every generation (always on as PID 1;
-    /// ignored under systemd). `--supervise` alone means true.
-    #[arg(
-        long,
-        env = "BATON_SUPERVISE",
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    pub supervise: Option<bool>,
-}
 
 /// The validated configuration of the `baton` command.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +83,7 @@ struct FileConfig {
     pid_file: Option<PathBuf>,
     response_body: Option<String>,
     supervise: Option<bool>,
+    access_log: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -257,6 +214,7 @@ impl Config {
             s = s.pid_file(p);
         }
 
+        s = s.access_log(overrides.access_log.or(file.access_log).unwrap_or(false));
         s.validate()?;
         Ok(Config {
             settings: s,
@@ -401,7 +359,7 @@ mod tests {
         );
         let e = load_json(r#"{"child_timeout":0}"#).unwrap_err().to_string();
         assert!(e.contains("child_timeout"), "{e}");
-        let e = load_json(r#"{"listen":["127.0.0.1:1","localhost:1"]}"#)
+        let e = load_json(r#"{"listen":["127.0.0.1:1","127.0.0.1:01"]}"#)
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen[1]") && e.contains("same socket"), "{e}");

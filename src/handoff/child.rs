@@ -131,7 +131,7 @@ pub async fn acquire(
     predecessor_socket: Option<&Path>,
 ) -> Result<Acquired, Error> {
     let mut listeners = listen::activated(activation, our_pid)?;
-    let mut wanted: Vec<ListenSpec> = settings.listen.clone();
+    let mut wanted: Vec<ListenSpec> = listen::resolve(&settings.listen).await?;
     for l in &mut listeners {
         // Keep the address as the operator wrote it when it names systemd's socket.
         if let Some(i) = wanted.iter().position(|w| w.same_socket(&l.spec)) {
@@ -167,7 +167,8 @@ pub async fn acquire(
         return Err(listen::ListenError::Nothing.into());
     }
     for l in &listeners {
-        info!(listener = %l.spec, name = %l.name, source = %l.source, "listening");
+        // The address is in the message too: `journalctl` shows only the message.
+        info!(listener = %l.spec, name = %l.name, source = %l.source, "listening on {} ({})", l.spec, l.source);
     }
     Ok(Acquired {
         listeners,

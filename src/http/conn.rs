@@ -15,6 +15,7 @@ use tracing::debug;
 use super::body::DrainAware;
 use super::io::{Activity, ConnIo, Shared};
 use super::{HttpService, GOAWAY_WAIT, IDLE_GRACE, LINGER};
+use crate::access_log::PeerAddr;
 
 /// How often a connection checks the idle bound (and, after a GOAWAY, whether it is done).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -28,6 +29,8 @@ pub(super) struct ConnContext {
     pub draining: watch::Receiver<bool>,
     pub connections: TaskTracker,
     pub idle_timeout: Duration,
+    /// Insert the client's address into every request (for the access log).
+    pub peer_addr: bool,
 }
 
 /// Why a connection that is still open is being closed.
@@ -41,7 +44,7 @@ enum Closing {
 impl ConnContext {
     /// Serve one accepted connection on its own task. The connection counts as open (for the
     /// drain) from now until its stream is closed, wherever the stream is by then.
-    pub(super) fn spawn<I, S>(&self, io: I, service: S)
+    pub(super) fn spawn<I, S>(&self, io: I, peer: PeerAddr, service: S)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: HttpService,
@@ -54,6 +57,7 @@ impl ConnContext {
             let service = DrainAware {
                 inner: service,
                 shared: shared.clone(),
+                peer: ctx.peer_addr.then_some(peer),
             };
             ctx.serve(io, service, &shared.activity).await;
             // Hyper is done with the stream. Unless the peer had closed already (or the stream

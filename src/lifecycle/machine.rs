@@ -20,7 +20,8 @@
 //!    confirming.
 //! 6. **The outcome is recorded before it is announced**: the status is written before the
 //!    `READY=1` of a failed reload, and after the old process stopped accepting on success.
-//! 7. Only the main process pings the watchdog.
+//! 7. Only the main process pings the watchdog, and only a main process that is not handing off
+//!    refreshes its `STATUS=` (which says how many connections are open).
 
 use tracing::{info, warn};
 
@@ -69,6 +70,8 @@ pub enum Input {
     PredecessorGone,
     /// Time to ping the watchdog.
     WatchdogTick,
+    /// Time to refresh `STATUS=`.
+    StatusTick,
 }
 
 /// What happened in a hand-off.
@@ -110,6 +113,8 @@ pub enum Outcome {
 pub enum Action {
     /// Tell the service manager.
     Notify(Event),
+    /// Tell the service manager the last `READY=1` status again, with the connections open now.
+    RefreshStatus,
     /// Start hand-off number `attempt`; ends in its `Ready` or `Failed` step.
     BeginHandoff {
         /// Its number, carried by every [`Input::Handoff`] of it.
@@ -282,6 +287,7 @@ impl Machine {
             (State::Main | State::HandingOff { .. }, Input::WatchdogTick) => {
                 vec![A::Notify(Event::Watchdog)]
             }
+            (State::Main, Input::StatusTick) => vec![A::RefreshStatus],
 
             // --- a hand-off
             (State::HandingOff { .. }, Input::Hup | Input::ReloadRequest) => {
@@ -765,6 +771,21 @@ mod tests {
     }
 
     #[test]
+    fn only_a_main_process_that_is_not_handing_off_refreshes_its_status() {
+        assert_eq!(main().handle(Input::StatusTick), vec![A::RefreshStatus]);
+        for stage in [Stage::Starting, Stage::Announcing, Stage::Promoting] {
+            assert_eq!(at(stage).handle(Input::StatusTick), vec![], "{stage:?}");
+        }
+        assert_eq!(
+            Machine::successor(1, "s".into()).handle(Input::StatusTick),
+            vec![]
+        );
+        let mut m = main();
+        m.handle(Input::Stop(StopReason::Sigterm));
+        assert_eq!(m.handle(Input::StatusTick), vec![]);
+    }
+
+    #[test]
     fn only_the_main_process_pings_the_watchdog() {
         assert_eq!(
             main().handle(Input::WatchdogTick),
@@ -796,6 +817,7 @@ mod tests {
             Input::Promoted,
             Input::PredecessorGone,
             Input::WatchdogTick,
+            Input::StatusTick,
         ];
         let starts: Vec<fn() -> Machine> = vec![
             main,
@@ -858,6 +880,9 @@ mod tests {
                             if matches!(before, State::Retiring | State::Stopping) {
                                 assert!(actions.is_empty(), "{before:?} + {input:?}: {actions:?}");
                             }
+                            if actions.contains(&A::RefreshStatus) {
+                                assert_eq!(before, State::Main, "status refreshed out of turn");
+                            }
                             if let Some(i) =
                                 actions.iter().position(|x| matches!(x, A::Drain { .. }))
                             {
@@ -870,6 +895,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 5 * 10 * 10 * 10);
+        assert_eq!(checked, 5 * 11 * 11 * 11);
     }
 }

@@ -33,6 +33,9 @@ pub(crate) use machine::{Action, Input, Machine, Outcome, Step, StopReason};
 
 /// How long to wait for systemd to confirm it processed `MAINPID=`.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a serving main process refreshes `STATUS=` (only when the count of open
+/// connections changed, and only under a service manager).
+const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 /// What the driver needs from the outside world.
 #[allow(async_fn_in_trait)]
@@ -73,6 +76,9 @@ pub(crate) struct ProcessWorld {
     pub(crate) shutdown: Option<ShutdownFuture>,
     signals: Signals,
     watchdog: Option<tokio::time::Interval>,
+    status_tick: Option<tokio::time::Interval>,
+    /// The last `READY=1` status, and the connection count last told with it.
+    status: (String, usize),
     inputs: mpsc::UnboundedReceiver<Input>,
     inputs_tx: mpsc::UnboundedSender<Input>,
     handoff: Option<mpsc::UnboundedSender<Command>>,
@@ -147,6 +153,15 @@ impl ProcessWorld {
             shutdown: parts.shutdown,
             signals: parts.signals,
             watchdog: notify::watchdog_interval().map(|every| tokio::time::interval(every / 2)),
+            status_tick: notify::enabled().then(|| {
+                let mut every = tokio::time::interval_at(
+                    tokio::time::Instant::now() + STATUS_EVERY,
+                    STATUS_EVERY,
+                );
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                every
+            }),
+            status: (String::new(), 0),
             inputs,
             inputs_tx,
             handoff: None,
@@ -248,12 +263,29 @@ impl World for ProcessWorld {
             }
             Some(input) = self.inputs.recv() => input,
             _ = tick(&mut self.watchdog) => Input::WatchdogTick,
+            _ = tick(&mut self.status_tick) => Input::StatusTick,
         }
     }
 
     async fn perform(&mut self, action: Action) {
         match action {
+            Action::Notify(Event::Ready { status }) => {
+                let open = self.serving.open_connections();
+                notify::send(&Event::Ready {
+                    status: with_connections(&status, open),
+                });
+                self.status = (status, open);
+            }
             Action::Notify(event) => notify::send(&event),
+            Action::RefreshStatus => {
+                let open = self.serving.open_connections();
+                if open != self.status.1 {
+                    self.status.1 = open;
+                    notify::send(&Event::Status {
+                        status: with_connections(&self.status.0, open),
+                    });
+                }
+            }
             Action::BeginHandoff { attempt } => self.begin_handoff(attempt),
             Action::Announce { attempt, successor } => {
                 notify::send(&Event::MainPid(successor));
@@ -406,6 +438,12 @@ async fn follow_predecessor(
             let _ = inputs.send(Input::PredecessorGone);
         }
     }
+}
+
+/// `STATUS=` while serving: the status of the last `READY=1` and the connections open now.
+fn with_connections(status: &str, open: usize) -> String {
+    let s = if open == 1 { "" } else { "s" };
+    format!("{status}; {open} open connection{s}")
 }
 
 /// Await the future if there is one; otherwise never resolve.

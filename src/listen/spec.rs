@@ -1,7 +1,8 @@
 //! Listen address specifications: what an operator writes after `--listen`.
 //!
-//! Accepted forms: `host:port` (an IP literal or `localhost`), `[v6]:port`, `:port` (every
-//! interface, IPv4 and IPv6) and `unix:/absolute/path`. The original string is kept: it is what the
+//! Accepted forms: `host:port` (an IPv4 literal or a host name, resolved when the listeners are
+//! set up, see [`crate::listen::resolve`]), `[v6]:port`, `:port` (every interface, IPv4 and
+//! IPv6) and `unix:/absolute/path`. The original string is kept: it is what the
 //! documented hand-off compares (see `docs/handoff-protocol.md`).
 
 use std::fmt;
@@ -28,6 +29,13 @@ pub enum Target {
     },
     /// A Unix stream socket at an absolute path.
     Unix(PathBuf),
+    /// A host name to resolve; every address it resolves to is a TCP listener.
+    Name {
+        /// The name, as written.
+        host: String,
+        /// The port.
+        port: u16,
+    },
 }
 
 /// Why a listen address did not parse. The message names the offending text.
@@ -128,17 +136,24 @@ impl FromStr for ListenSpec {
                 .ok_or_else(|| err("unclosed [ in IPv6 address"))?;
             let v6: Ipv6Addr = inner.parse().map_err(|_| err("not an IPv6 address"))?;
             (IpAddr::V6(v6), false)
-        } else if host == "localhost" {
-            (IpAddr::V4(Ipv4Addr::LOCALHOST), false)
         } else if host.contains(':') {
             return Err(err(
                 "IPv6 addresses must be written in brackets: [::1]:port",
             ));
-        } else {
-            let v4: Ipv4Addr = host
-                .parse()
-                .map_err(|_| err("host is not an IPv4 address, [IPv6] or localhost"))?;
+        } else if let Ok(v4) = host.parse::<Ipv4Addr>() {
             (IpAddr::V4(v4), false)
+        } else if is_host_name(host) {
+            return Ok(ListenSpec {
+                text: text.to_owned(),
+                target: Target::Name {
+                    host: host.to_owned(),
+                    port,
+                },
+            });
+        } else {
+            return Err(err(
+                "host is not an IPv4 address, [IPv6] or a host name (letters, digits, - and .)",
+            ));
         };
         Ok(ListenSpec {
             text: text.to_owned(),
@@ -150,6 +165,25 @@ impl FromStr for ListenSpec {
     }
 }
 
+/// A DNS name as RFC 1123 allows it: dot-separated labels of letters, digits and `-` (not at
+/// either end of a label), at most 63 bytes each and 253 in all, a trailing dot allowed; not
+/// all digits and dots (that is a bad IPv4 address).
+fn is_host_name(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && !name.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,7 +191,7 @@ mod tests {
     fn tcp(s: &str) -> (SocketAddr, bool) {
         match s.parse::<ListenSpec>().unwrap().target {
             Target::Tcp { addr, any } => (addr, any),
-            Target::Unix(_) => panic!("expected tcp"),
+            other => panic!("expected tcp, got {other:?}"),
         }
     }
 
@@ -169,7 +203,21 @@ mod tests {
         );
         assert_eq!(tcp("[::1]:80"), ("[::1]:80".parse().unwrap(), false));
         assert_eq!(tcp(":8080"), ("[::]:8080".parse().unwrap(), true));
-        assert_eq!(tcp("localhost:1"), ("127.0.0.1:1".parse().unwrap(), false));
+        for (text, host, port) in [
+            ("localhost:1", "localhost", 1),
+            ("example.org:80", "example.org", 80),
+            ("a-b.example.:443", "a-b.example.", 443),
+        ] {
+            let spec: ListenSpec = text.parse().unwrap();
+            assert_eq!(
+                spec.target(),
+                &Target::Name {
+                    host: host.into(),
+                    port
+                }
+            );
+            assert_eq!(spec.as_str(), text);
+        }
         let unix: ListenSpec = "unix:/run/x.sock".parse().unwrap();
         assert_eq!(unix.target(), &Target::Unix("/run/x.sock".into()));
         assert_eq!(unix.to_string(), "unix:/run/x.sock");
@@ -177,10 +225,12 @@ mod tests {
 
     #[test]
     fn keeps_the_original_text() {
-        let s: ListenSpec = "localhost:9".parse().unwrap();
-        assert_eq!(s.as_str(), "localhost:9");
+        let s: ListenSpec = "127.0.0.1:09".parse().unwrap();
+        assert_eq!(s.as_str(), "127.0.0.1:09");
         assert!(s.same_socket(&"127.0.0.1:9".parse().unwrap()));
         assert!(!s.same_socket(&"127.0.0.1:10".parse().unwrap()));
+        let n: ListenSpec = "localhost:9".parse().unwrap();
+        assert!(n.same_socket(&"localhost:9".parse().unwrap()));
     }
 
     #[test]
@@ -192,7 +242,12 @@ mod tests {
             "127.0.0.1:99999",
             "::1:80",
             "[::1:80",
-            "example.com:80",
+            "999.1.1.1:80",
+            "1.2.3:80",
+            "-bad.example:80",
+            "bad-.example:80",
+            "a..b:80",
+            "under_score:80",
             "unix:",
             "unix:relative",
             " 1.2.3.4:5",
