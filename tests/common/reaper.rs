@@ -96,3 +96,14 @@ pub fn forget_leader(pid: i32) {
         s.leaders.remove(&pid);
     }
 }
+
+/// SIGKILLs the process group of every child the harness spawned and still owns (an interrupted
+/// benchmark's last act).
+pub fn kill_all_groups() {
+    if let Some(s) = lock().as_ref() {
+        for &pgid in &s.leaders {
+            // SAFETY: kill(2) on process groups the harness created; ESRCH is fine.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+}
