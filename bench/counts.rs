@@ -1,178 +1,232 @@
 //! Issue 16's measures, which do not depend on how busy the machine is: user-space instructions
-//! per request (callgrind) and syscalls per request (strace -c) of baton, bare hyper and nginx,
-//! each N keep-alive requests minus the same run with none; and where a successor spends its time
-//! between exec and `ready` (strace timestamps of a few marker syscalls over some reloads).
+//! (callgrind) and syscalls (strace -c) per request of baton, bare hyper and nginx, each N
+//! keep-alive requests minus the same run with none; and where the time of a hand-off goes
+//! (strace timestamps of marker syscalls over some reloads).
 
 use std::collections::{BTreeMap, HashMap};
 use std::thread;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use nix::sys::signal::Signal;
+use serde_json::json;
 
 use crate::common::{http, procs, Sandbox};
-use crate::peers::{self, ms};
-use crate::{log, stats, Bench};
+use crate::peers::{self, Reloadable};
+use crate::{log, stats, Bench, Stats};
 
 const SERVERS: [&str; 3] = ["baton", "bare", "nginx"];
+type Counts = BTreeMap<String, f64>;
 
-/// Starts `server` under `wrap` (valgrind or strace writing to `out`), sends `n` GETs over 4
-/// keep-alive connections, stops it with SIGTERM and returns the tool's output.
-fn run_under(b: &Bench, server: &str, wrap: &[&str], n: u64) -> String {
-    let wrap_s: Vec<String> = wrap.iter().map(|s| s.to_string()).collect();
-    let (sb, mut story, mut other) = (Sandbox::new(), None, None);
-    let addr = if server == "baton" {
-        let s = b.baton(wrap);
-        let addr = s.sb.addr();
-        story = Some(s);
-        addr
-    } else {
-        let g = if server == "bare" { peers::bare(&sb, &b.a.bare, &[], &wrap_s) } else { peers::nginx(&sb, 0, &[], &wrap_s) };
-        other = Some(g.unwrap_or_else(|e| panic!("{server}: {e}")));
-        sb.addr()
+/// Starts `server` under `wrap` (which writes `out`), sends `n` GETs on 4 keep-alive connections,
+/// stops it with SIGTERM, and returns what the tool wrote.
+fn run_under(b: &Bench, server: &str, wrap: &[String], out: &str, n: u64) -> String {
+    let (sb, cpus) = (Sandbox::new(), &b.server_cpus);
+    let (mut story, mut other) = (None, None);
+    let addr = match server {
+        "baton" => {
+            let wrap: Vec<&str> = wrap.iter().map(String::as_str).collect();
+            story.insert(b.baton(&wrap)).sb.addr()
+        }
+        "bare" => {
+            other = Some(peers::bare(&sb, &b.a.bare, cpus, wrap));
+            sb.addr()
+        }
+        _ => {
+            other = Some(peers::nginx(&sb, 0, cpus, wrap));
+            sb.addr()
+        }
     };
-    let clients: Vec<_> = (0..4)
-        .map(|i| {
-            let k = n / 4 + u64::from(i < n % 4);
-            thread::spawn(move || {
-                let mut c = http::Client::new(addr);
-                for _ in 0..k {
-                    let st = c.get("/").map(|r| r.status).unwrap_or(0);
-                    assert_eq!(st, 200, "GET {addr}");
-                }
-            })
-        })
-        .collect();
-    for c in clients {
-        c.join().expect("client");
-    }
+    let client = move |i: u64| {
+        let mut c = http::Client::new(addr);
+        (0..n / 4 + u64::from(i < n % 4)).all(|_| c.get("/").is_ok_and(|r| r.status == 200))
+    };
+    let clients: Vec<_> = (0..4).map(|i| thread::spawn(move || client(i))).collect();
+    let ok = clients.into_iter().all(|c| c.join().unwrap_or(false));
+    assert!(ok, "{server}: a request failed");
     if let Some(s) = &mut story {
         s.stop();
     }
     if let Some(g) = &mut other {
         // the server is the wrapper itself (valgrind) or its child (strace)
         let pid = procs::children_of(g.pid).first().map_or(g.pid, |p| p.pid);
-        procs::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        assert!(g.wait_group_gone(Duration::from_secs(60)), "{server} did not stop: {}", g.log());
+        procs::kill(pid, Signal::SIGTERM);
+        assert!(
+            g.wait_group_gone(Duration::from_secs(60)),
+            "{server} did not stop"
+        );
     }
-    let out = wrap.iter().find_map(|w| w.strip_prefix("--callgrind-out-file=")).or_else(|| wrap.iter().skip_while(|w| **w != "-o").nth(1).copied()).expect("an output file");
     std::fs::read_to_string(out).unwrap_or_else(|e| panic!("{out}: {e}"))
 }
 
-fn per_request(b: &mut Bench, what: &str, tool: &dyn Fn(&str) -> Vec<String>, parse: &dyn Fn(&str) -> BTreeMap<String, f64>) -> BTreeMap<&'static str, Vec<BTreeMap<String, f64>>> {
-    let n = b.a.requests;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut out: BTreeMap<&str, Vec<BTreeMap<String, f64>>> = BTreeMap::new();
-    for run in 0..b.a.runs {
+/// Each server under `tool` ({out}: its output file), `--requests` GETs minus none, per request,
+/// `--runs` times; `parse` reads the tool's counts ("total" and any others).
+fn per_request(
+    b: &Bench,
+    what: &str,
+    tool: &[&str],
+    parse: fn(&str) -> Counts,
+) -> BTreeMap<&'static str, Vec<Counts>> {
+    let (n, dir) = (b.a.requests, tempfile::tempdir().expect("tempdir"));
+    let mut got: BTreeMap<_, Vec<_>> = BTreeMap::new();
+    for run in 1..=b.a.runs {
         for server in SERVERS {
-            let counts = [0, n].map(|k| {
-                let file = dir.path().join(format!("{server}-{run}-{k}")).display().to_string();
-                let wrap = tool(&file);
-                parse(&run_under(b, server, &wrap.iter().map(String::as_str).collect::<Vec<_>>(), k))
+            let [none, all] = [0, n].map(|k| {
+                let out = dir
+                    .path()
+                    .join(format!("{server}-{run}-{k}"))
+                    .display()
+                    .to_string();
+                let wrap: Vec<String> = tool.iter().map(|t| t.replace("{out}", &out)).collect();
+                parse(&run_under(b, server, &wrap, &out, k))
             });
-            let per: BTreeMap<String, f64> = counts[1].iter().map(|(k, v)| (k.clone(), (*v - counts[0].get(k).copied().unwrap_or(0.0)) / n as f64)).collect();
-            log(&format!("{what}: run {} {server:5}: {:.1} per request", run + 1, per.get("total").copied().unwrap_or(f64::NAN)));
-            out.entry(server).or_default().push(per);
+            let per =
+                |(k, v): (&String, &f64)| (k.clone(), (v - none.get(k).unwrap_or(&0.0)) / n as f64);
+            let per: Counts = all.iter().map(per).collect();
+            let total = per.get("total").copied().unwrap_or(f64::NAN);
+            log(&format!(
+                "{what}: run {run} {server:5}: {total:.2} per request"
+            ));
+            got.entry(server).or_default().push(per);
         }
     }
-    out
+    got
 }
 
-/// User-space instructions per request under callgrind (three runs each: median and spread).
+/// User-space instructions per request under callgrind: median and spread of the runs, ratios.
 pub fn instructions(b: &mut Bench) {
-    log(&format!("instructions: {} keep-alive GETs (4 connections) vs none, under callgrind, {} runs", b.a.requests, b.a.runs));
-    let tool = |f: &str| ["valgrind", "--tool=callgrind", "--dump-instr=no", "--compress-strings=no"].iter().map(|s| s.to_string()).chain([format!("--callgrind-out-file={f}")]).collect();
-    let parse = |text: &str| {
-        let line = text.lines().find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")));
-        BTreeMap::from([("total".to_string(), line.and_then(|l| l.split_whitespace().next()?.parse().ok()).unwrap_or(f64::NAN))])
-    };
-    let got = per_request(b, "instructions", &tool, &parse);
-    let med = |s: &str| stats(got[s].iter().map(|m| m["total"]).collect());
-    let show = |v: &Value| format!("{:.0} ({:.0}-{:.0})", v["median"].as_f64().unwrap_or(0.0), v["min"].as_f64().unwrap_or(0.0), v["max"].as_f64().unwrap_or(0.0));
-    let (bt, bh, ng) = (med("baton"), med("bare"), med("nginx"));
-    let x = |a: &Value, b: &Value| a["median"].as_f64().unwrap_or(0.0) / b["median"].as_f64().unwrap_or(1.0);
+    let (n, runs) = (b.a.requests, b.a.runs);
+    log(&format!(
+        "instructions: {n} keep-alive GETs on 4 connections minus none, callgrind, {runs} runs"
+    ));
+    let tool = ["valgrind", "--tool=callgrind", "--callgrind-out-file={out}"];
+    let got = per_request(b, "instructions", &tool, |text| {
+        let total = text
+            .lines()
+            .find_map(|l| l.strip_prefix("summary:").or(l.strip_prefix("totals:")));
+        let total = total
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(f64::NAN);
+        BTreeMap::from([("total".into(), total)])
+    });
+    let s = |k: &str| stats(got[k].iter().map(|m| m["total"]).collect());
+    let (bt, bh, ng) = (s("baton"), s("bare"), s("nginx"));
+    let show = |s: &Stats| format!("{:.0} ({:.0}-{:.0})", s.median, s.min, s.max);
     let peer = format!("bare hyper {}, nginx {}", show(&bh), show(&ng));
-    let ratio = format!("{:.3}x hyper, {:.3}x nginx / < 1", x(&bt, &bh), x(&bt, &ng));
-    b.row("instructions per request (callgrind, median (min-max))", &show(&bt), &peer, &ratio, "info", json!({"baton": bt, "bare": bh, "nginx": ng}));
+    let x = format!(
+        "{:.3}x hyper, {:.3}x nginx",
+        bt.median / bh.median,
+        bt.median / ng.median
+    );
+    let m = "user-space instructions per request, median (min-max)";
+    b.row(m, &show(&bt), &peer, &x, None);
+    b.details
+        .insert("instructions_per_request".into(), json!(got));
 }
 
-/// Syscalls per request under `strace -f -c`, with the most frequent ones.
+/// Syscalls per request under `strace -f -c`, and the most frequent ones.
 pub fn syscalls(b: &mut Bench) {
-    log(&format!("syscalls: {} keep-alive GETs vs none, under strace -f -c, {} runs", b.a.requests, b.a.runs));
-    let tool = |f: &str| ["strace", "-f", "-c", "-o", f].iter().map(|s| s.to_string()).collect();
-    let parse = |text: &str| {
-        let mut m = BTreeMap::new();
-        for l in text.lines() {
-            let c: Vec<&str> = l.split_whitespace().collect();
-            // % time, seconds, usecs/call, calls, [errors], syscall
-            if c.len() >= 5 && c[0].parse::<f64>().is_ok() {
-                m.insert(c[c.len() - 1].to_string(), c[3].parse().unwrap_or(0.0));
-            }
-        }
-        m
+    let (n, runs) = (b.a.requests, b.a.runs);
+    log(&format!(
+        "syscalls: {n} keep-alive GETs on 4 connections minus none, strace -f -c, {runs} runs"
+    ));
+    let got = per_request(
+        b,
+        "syscalls",
+        &["strace", "-f", "-c", "-o", "{out}"],
+        |text| {
+            // % time, seconds, usecs/call, calls, [errors,] syscall
+            let rows = text
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>());
+            let rows = rows.filter(|c| c.len() >= 5 && c[0].parse::<f64>().is_ok());
+            rows.map(|c| (c[c.len() - 1].to_string(), c[3].parse().unwrap_or(0.0)))
+                .collect()
+        },
+    );
+    let show = |s: &str| {
+        let med = |k: &str| {
+            stats(
+                got[s]
+                    .iter()
+                    .map(|m| m.get(k).copied().unwrap_or(0.0))
+                    .collect(),
+            )
+            .median
+        };
+        let mut top: Vec<(f64, &String)> = got[s][0].keys().map(|k| (med(k), k)).collect();
+        top.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let top: Vec<String> = top
+            .iter()
+            .skip(1)
+            .take(4)
+            .map(|(v, k)| format!("{k} {v:.2}"))
+            .collect();
+        format!("{:.2} ({})", med("total"), top.join(", "))
     };
-    let got = per_request(b, "syscalls", &tool, &parse);
-    let mut shown = HashMap::new();
-    for s in SERVERS {
-        let med = |k: &str| stats(got[s].iter().map(|m| m.get(k).copied().unwrap_or(0.0)).collect())["median"].as_f64().unwrap_or(0.0);
-        let mut top: Vec<(String, f64)> = got[s][0].keys().filter(|k| *k != "total").map(|k| (k.clone(), med(k))).filter(|x| x.1 >= 0.05).collect();
-        top.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let list: Vec<String> = top.iter().take(4).map(|(k, v)| format!("{k} {v:.2}")).collect();
-        shown.insert(s, (med("total"), list.join(", ")));
-    }
-    let peer = format!("bare {:.2} ({}); nginx {:.2} ({})", shown["bare"].0, shown["bare"].1, shown["nginx"].0, shown["nginx"].1);
-    b.row("syscalls per request (strace -f -c, median)", &format!("{:.2} ({})", shown["baton"].0, shown["baton"].1), &peer, "info", "info", json!(got));
+    let peer = format!("bare {}; nginx {}", show("bare"), show("nginx"));
+    let m = "syscalls per request (strace -f -c), median";
+    b.row(m, &show("baton"), &peer, "info", None);
+    b.details.insert("syscalls_per_request".into(), json!(got));
 }
 
-/// One strace line: thread id, start time (s), and the rest.
-struct Line<'a> {
-    tid: i32,
-    t: f64,
-    text: &'a str,
-}
-
-/// Where the successor spends its time: strace timestamps of marker syscalls over some reloads
-/// of a baton line started under `strace -f --seccomp-bpf` (only the markers stop the process).
+/// Where the time of a hand-off goes: a baton line under `strace -f --seccomp-bpf` (only the
+/// marker syscalls stop it), reloaded 10 times; the median time between consecutive markers.
+/// The untraced hand-off time of 20 reloads is shown beside it.
 pub fn handoff_breakdown(b: &mut Bench) {
-    let n = 10;
     let mut s = b.baton(&[]);
-    let mut plain = vec![];
-    for _ in 0..20 {
+    let plain = (0..20).map(|_| {
         thread::sleep(Duration::from_millis(100));
-        plain.push(s.try_reload(Duration::from_secs(30)).map(|r| ms(r.handoff_time())).unwrap_or(f64::NAN));
-    }
+        Reloadable::reload(&mut s).map_or(f64::NAN, |r| r[0])
+    });
+    let plain = stats(plain.collect());
     s.stop();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("strace").display().to_string();
-    let trace = "trace=execve,clone,clone3,poll,openat,epoll_create1,connect,recvmsg,sendmsg,sendto,write,writev";
-    let mut s = b.baton(&["strace", "-f", "-ttt", "-s", "64", "--seccomp-bpf", "-e", trace, "-e", "signal=SIGHUP", "-o", &out]);
-    let mut traced = vec![];
-    for _ in 0..n {
+    // kept beside results.json for a closer look
+    let out =
+        b.a.out
+            .with_file_name("handoff.strace")
+            .display()
+            .to_string();
+    let trace = "trace=execve,clone,clone3,poll,openat,epoll_create1,connect,sendmsg,sendto,write";
+    let wrap = [
+        "strace",
+        "-f",
+        "-ttt",
+        "-s",
+        "64",
+        "--seccomp-bpf",
+        "-e",
+        trace,
+        "-o",
+        &out,
+    ];
+    let mut s = b.baton(&[&wrap[..], &["-e", "signal=SIGHUP"]].concat());
+    let traced = (0..10).map(|_| {
         thread::sleep(Duration::from_millis(200));
-        traced.push(s.try_reload(Duration::from_secs(30)).map(|r| ms(r.handoff_time())).unwrap_or(f64::NAN));
-    }
+        Reloadable::reload(&mut s).map_or(f64::NAN, |r| r[0])
+    });
+    let traced = stats(traced.collect());
     s.stop();
     let text = std::fs::read_to_string(&out).unwrap_or_default();
-    let lines: Vec<Line> = text
-        .lines()
+    // "TID  SECONDS.MICROS text"
+    let lines: Vec<(i32, f64, &str)> = (text.lines())
         .filter_map(|l| {
-            let mut it = l.splitn(3, ' ');
-            Some(Line { tid: it.next()?.parse().ok()?, t: it.next()?.parse().ok()?, text: it.next()? })
+            let (tid, rest) = l.split_once(' ')?;
+            let (t, text) = rest.trim_start().split_once(' ')?;
+            Some((tid.parse().ok()?, t.parse().ok()?, text))
         })
         .collect();
-    // threads and processes: who created whom (a split call's return is on its "resumed" line)
-    let mut parent: HashMap<i32, i32> = HashMap::new();
-    let mut pending: HashMap<i32, bool> = HashMap::new();
-    for l in &lines {
-        if l.text.starts_with("clone") {
-            pending.insert(l.tid, l.text.contains("CLONE_THREAD"));
+    // threads belong to the process that cloned them (a split call returns on its resumed line)
+    let (mut parent, mut thread_clone) = (HashMap::new(), HashMap::new());
+    for &(tid, _, text) in &lines {
+        if text.starts_with("clone") {
+            thread_clone.insert(tid, text.contains("CLONE_THREAD"));
         }
-        if l.text.starts_with("clone") || l.text.starts_with("<... clone") {
-            let ret = l.text.rsplit("= ").next().and_then(|r| r.split_whitespace().next()?.parse::<i32>().ok());
-            if let (Some(r), Some(thread)) = (ret, pending.get(&l.tid)) {
-                if *thread && r > 0 {
-                    parent.insert(r, l.tid);
-                }
-            }
+        let ret = text
+            .rsplit("= ")
+            .next()
+            .and_then(|r| r.split_whitespace().next()?.parse::<i32>().ok());
+        if let (true, Some(r), Some(true)) = (text.contains("clone"), ret, thread_clone.get(&tid)) {
+            parent.insert(r, tid);
         }
     }
     let process = |mut tid: i32| {
@@ -181,37 +235,92 @@ pub fn handoff_breakdown(b: &mut Bench) {
         }
         tid
     };
+    // (step, marker, in the successor?)
     const MARKS: [(&str, &str, bool); 9] = [
-        ("old: SIGHUP -> successor's execve", "execve(", true),
-        ("execve (kernel) -> dynamic loader -> Rust std init", "poll(", true),
-        ("clap, environment -> config file opened", "baton.json", true),
-        ("config, logging, supervisor check -> runtime", "epoll_create1(", true),
-        ("runtime start, signals, exe -> dial predecessor", "connect(", true),
-        ("import: dial -> listeners received", "SCM_RIGHTS", true),
-        ("import done, serving set up -> `ready` sent", "\"ready\"", true),
-        ("old: `ready` -> MAINPID= sent (barrier)", "MAINPID=", false),
-        ("successor: promoted -> READY=1", "READY=1", true),
+        (
+            "old: SIGHUP -> RELOADING=1, hand-off socket -> fork",
+            "|SIGCHLD",
+            false,
+        ),
+        ("fork -> successor's execve", "execve(", true),
+        (
+            "execve, dynamic loader, libc, Rust std init",
+            "poll([{fd=0",
+            true,
+        ),
+        (
+            "clap, environment -> config file opened",
+            "baton.json",
+            true,
+        ),
+        (
+            "config, logging, cgroup quota -> runtime's epoll",
+            "epoll_create1(",
+            true,
+        ),
+        (
+            "runtime start (threads), signals, exe -> dial",
+            "connect(",
+            true,
+        ),
+        (
+            "import: get_listener, offer -> `ready` sent",
+            r#"\"ready\""#,
+            true,
+        ),
+        ("old: `ready` -> MAINPID= sent", "MAINPID=", false),
+        (
+            "old: barrier, `promoted` -> successor's READY=1",
+            "READY=1",
+            true,
+        ),
     ];
-    let mut steps: Vec<Vec<f64>> = vec![vec![]; MARKS.len()];
-    for (k, start) in lines.iter().enumerate().filter(|(_, l)| l.text.starts_with("--- SIGHUP")) {
+    let mut steps = vec![vec![]; MARKS.len()];
+    for (k, &(_, t0, _)) in lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.2.starts_with("--- SIGHUP"))
+    {
         let rest = &lines[k..];
-        let Some(succ) = rest.iter().find(|l| l.text.starts_with("execve(")).map(|l| process(l.tid)) else { continue };
-        let (mut at, mut prev) = (0, start.t);
-        for (i, (_, needle, in_succ)) in MARKS.iter().enumerate() {
-            let hit = rest[at..].iter().position(|l| (process(l.tid) == succ) == *in_succ && l.text.contains(needle) && !l.text.starts_with("<..."));
-            let Some(j) = hit else { break };
+        let Some(succ) = rest
+            .iter()
+            .find(|l| l.2.starts_with("execve("))
+            .map(|l| process(l.0))
+        else {
+            continue;
+        };
+        let (mut at, mut prev) = (0, t0);
+        for (i, &(_, needle, in_succ)) in MARKS.iter().enumerate() {
+            let hit =
+                |l: &(i32, f64, &str)| (process(l.0) == succ) == in_succ && l.2.contains(needle);
+            let Some(j) = rest[at..]
+                .iter()
+                .position(|l| hit(l) && !l.2.starts_with("<..."))
+            else {
+                break;
+            };
             at += j;
-            steps[i].push((rest[at].t - prev) * 1000.0);
-            prev = rest[at].t;
+            steps[i].push((rest[at].1 - prev) * 1000.0);
+            prev = rest[at].1;
         }
     }
-    let med = |v: &Vec<f64>| stats(v.clone())["median"].as_f64().unwrap_or(f64::NAN);
-    let (p, t) = (stats(plain.clone()), stats(traced.clone()));
-    let summary = format!("{:.2} ms untraced, {:.2} ms traced", p["median"].as_f64().unwrap_or(0.0), t["median"].as_f64().unwrap_or(0.0));
-    b.row("hand-off breakdown, SIGHUP -> MAINPID= (median)", &summary, "-", "info", "info", json!({"untraced_ms": p, "traced_ms": t}));
+    let v = format!(
+        "{:.2} ms untraced, {:.2} ms traced",
+        plain.median, traced.median
+    );
+    let m = "hand-off breakdown: SIGHUP -> MAINPID=, median";
+    b.info(m, &v);
+    let times = json!({"untraced_ms": plain, "traced_ms": traced, "steps_ms": steps});
+    b.details.insert("handoff_breakdown".into(), times);
     let mut total = 0.0;
     for (i, (label, _, _)) in MARKS.iter().enumerate() {
-        total += med(&steps[i]);
-        b.row(&format!("  {label}"), &format!("{:.2} ms", med(&steps[i])), &format!("{total:.2} ms from SIGHUP"), &format!("n={}", steps[i].len()), "info", json!(steps[i]));
+        let step = stats(steps[i].clone()).median;
+        total += step;
+        let (v, p, n) = (
+            format!("{step:.2} ms"),
+            format!("{total:.2} ms from SIGHUP"),
+            steps[i].len(),
+        );
+        b.row(&format!("  {label}"), &v, &p, &format!("n={n}"), None);
     }
 }

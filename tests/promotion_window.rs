@@ -141,7 +141,7 @@ fn a_successor_killed_at_any_point_of_the_hand_off_leaves_the_old_process_servin
             Duration::from_millis(rng.below(350))
         };
         assert!(procs::kill(old, Signal::SIGHUP), "SIGHUP to {old}");
-        let successor = successor_of(&baton, old);
+        let successor = successor_of(baton, old);
         thread::sleep(delay);
         assert!(
             procs::kill(successor, Signal::SIGKILL),
