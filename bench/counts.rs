@@ -66,16 +66,15 @@ fn per_request(
     tool: &[&str],
     parse: fn(&str) -> Counts,
 ) -> BTreeMap<&'static str, Vec<Counts>> {
-    let (n, dir) = (b.a.requests, tempfile::tempdir().expect("tempdir"));
+    // kept beside results.json, e.g. for callgrind_annotate
+    let (n, dir) = (b.a.requests, b.a.out.with_file_name("counts"));
+    std::fs::create_dir_all(&dir).expect("counts dir");
     let mut got: BTreeMap<_, Vec<_>> = BTreeMap::new();
     for run in 1..=b.a.runs {
         for server in SERVERS {
             let [none, all] = [0, n].map(|k| {
-                let out = dir
-                    .path()
-                    .join(format!("{server}-{run}-{k}"))
-                    .display()
-                    .to_string();
+                let out = dir.join(format!("{what}-{server}-{run}-{k}"));
+                let out = out.display().to_string();
                 let wrap: Vec<String> = tool.iter().map(|t| t.replace("{out}", &out)).collect();
                 parse(&run_under(b, server, &wrap, &out, k))
             });
@@ -158,6 +157,7 @@ pub fn syscalls(b: &mut Bench) {
         let top: Vec<String> = top
             .iter()
             .skip(1)
+            .filter(|(v, _)| *v >= 0.005)
             .take(4)
             .map(|(v, k)| format!("{k} {v:.2}"))
             .collect();
