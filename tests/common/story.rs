@@ -10,9 +10,12 @@
 //! s.stop();                         // SIGTERM, STOPPING=1, nothing left behind
 //! ```
 //!
-//! [`Story::main`] follows the main process as systemd does (the started process, then each
-//! `MAINPID=`). The fields stay public so that a story with a shape of its own (a supervisor, a
-//! wrapper that is not baton) uses the [`Sandbox`] and the [`Baton`] group directly.
+//! [`Story::main`] follows the main process as systemd does: the sender of the first `READY=1`
+//! (the started process; a supervisor, which passes it on, with `--supervise` or as PID 1 under
+//! an `unshare` wrapper given with [`Options::command`]), then each `MAINPID=`. The fields stay
+//! public so that a story with a shape of its own uses the [`Sandbox`] and the [`Baton`] group
+//! directly; tests/faults.rs's `sigterm_and_wait_gone` and `current_main` are
+//! [`Story::stop`] and [`Story::main`].
 
 use std::ffi::OsString;
 use std::process::Command;
