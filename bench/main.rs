@@ -625,8 +625,9 @@ fn main() {
         0
     };
     let (server_cpus, wrk_cpus) = (cpus[..half].to_vec(), cpus[half..half * 2].to_vec());
-    // the suite itself (its client threads, the reaper) keeps off the server CPUs
+    // the suite itself (its client threads, the reaper) keeps off the server CPUs, and quiet
     peers::pin_self(&wrk_cpus);
+    common::reaper::set_interval(MS(100));
     let (rows, details) = (vec![], BTreeMap::new());
     let mut bench = Bench {
         a,
