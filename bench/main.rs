@@ -56,6 +56,15 @@ fn args() -> Result<Args, String> {
             v.parse().map_err(|_| format!("{k} {v}: not a number"))
         })
     };
+    let known = "--smoke --only --bare --out --reloads --leak-reloads --rounds --connections \
+                 --pace-ms --noise-max --no-pin --no-peer-reloads --requests --runs";
+    let flags = argv.iter().filter(|a| a.starts_with("--"));
+    if let Some(a) = flags
+        .into_iter()
+        .find(|a| !known.split_whitespace().any(|k| k == *a))
+    {
+        return Err(format!("unknown option {a} (bench/run --help)"));
+    }
     let smoke = flag("--smoke");
     let only = opt("--only").unwrap_or(ALL.into());
     if let Some(p) = only.split(',').find(|p| !ALL.split(',').any(|q| q == *p)) {
