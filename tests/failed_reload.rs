@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::load::{body_is_one_of, Load};
-use common::{http, procs, Sandbox, DEADLINE};
-use nix::sys::signal::Signal;
+use common::{procs, Sandbox, Story, DEADLINE};
 
 /// Records every child of `pid` seen while it runs (a failed successor lives only briefly).
 struct ChildWatch {
@@ -76,38 +74,24 @@ fn broken_config_story(
     names_the_problem: &dyn Fn(&str) -> bool,
 ) {
     let _heavy = common::heavy();
-    let sb = Sandbox::new();
-    let mut baton = sb.start("version 1", &["--shutdown-timeout", "5s"]);
-    let main = baton.pid;
-    let load = Load::start(
-        sb.addr(),
-        3,
-        3,
-        Duration::from_millis(2),
-        body_is_one_of(&["version 1", "version 2"]),
-    );
-    load.wait_more_ok(50, DEADLINE);
+    let mut s = Story::start("version 1", &["--shutdown-timeout", "5s"]);
+    let main = s.main;
+    s.start_load(3, 3, Duration::from_millis(2), &["version 1", "version 2"]);
 
-    sb.write_config_text(&broken(&sb));
+    s.sb.write_config_text(&broken(&s.sb));
     let watch = ChildWatch::start(main);
-    let from = sb.notify.len();
-    let status = common::reload_expect_failure(&sb.notify, main);
+    // RELOADING=1, then READY=1 + STATUS=reload failed: …, and the main process lives on.
+    let status = s.reload_expect_failure();
     let seen = watch.stop();
     println!("failed reload of {main}: STATUS={status:?}, successors seen: {seen:?}");
     assert!(
         names_the_problem(&status),
         "the STATUS names the config problem: {status:?}"
     );
-    sb.notify.wait_for_after(
-        from,
-        Duration::ZERO,
-        "RELOADING=1 before the failure",
-        |n| n.pid == main && n.has("RELOADING=1"),
-    );
     // (A successor that fails on its config lives a few milliseconds: the watch may miss it; the
     // check below still sees any child, zombie or not, the parent failed to reap.)
     assert_failed_children_reaped(main, &seen);
-    let st = read_reload_status(&sb, main);
+    let st = read_reload_status(&s.sb, main);
     assert_eq!(st["outcome"], "failed", "{st}");
     assert!(
         st["reason"]
@@ -118,37 +102,35 @@ fn broken_config_story(
     );
 
     // Still the main process, still serving the old config.
-    assert!(procs::is_alive(main));
+    assert_eq!(s.main, main);
     assert!(
-        baton.try_exit().is_none(),
+        s.baton.try_exit().is_none(),
         "the parent exited after a failed reload"
     );
-    load.wait_more_ok(50, DEADLINE);
-    assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "version 1");
-    assert!(procs::holders_of(main, procs::listening_inodes_on_port(sb.port)[0]) == vec![main]);
+    s.load().wait_more_ok(50, DEADLINE);
+    assert_eq!(s.get(), "version 1");
+    assert!(procs::holders_of(main, procs::listening_inodes_on_port(s.sb.port)[0]) == vec![main]);
 
     // Fixed config: the next reload works and new requests get the new body.
-    sb.write_config(&sb.config("version 2"));
-    let r = common::reload(&sb.notify, main);
+    s.sb.write_config(&s.sb.config("version 2"));
+    s.reload();
     common::wait_until("version 2 on a fresh connection", DEADLINE, || {
-        (http::get_fresh(sb.addr(), "/").expect("request").text() == "version 2").then_some(())
+        (s.get() == "version 2").then_some(())
     });
-    load.wait_more_ok(50, DEADLINE);
-    let report = load.stop();
+    s.load().wait_more_ok(50, DEADLINE);
+    let report = s.stop_load();
     println!("failed then fixed reload under load: {report:?}");
     report.assert_no_failures();
     assert!(
-        sb.notify.all().iter().all(|n| !n.has("STOPPING=1")),
+        s.sb.notify.all().iter().all(|n| !n.has("STOPPING=1")),
         "{}",
-        sb.notify.dump()
+        s.sb.notify.dump()
     );
-    assert_eq!(read_reload_status(&sb, main)["outcome"], "ready");
+    assert_eq!(read_reload_status(&s.sb, main)["outcome"], "ready");
 
-    let st = baton.wait_exit(DEADLINE);
+    let st = s.baton.wait_exit(DEADLINE);
     assert_eq!(st.code(), Some(0), "{}", common::describe(st));
-    assert!(procs::kill(r.new, Signal::SIGTERM));
-    assert!(baton.wait_group_gone(DEADLINE), "{:?}", baton.members());
-    assert!(!baton.log().contains("panicked"), "{}", baton.log());
+    s.stop();
 }
 
 #[test]
@@ -181,9 +163,8 @@ fn baton_reload_reports_the_failure_then_the_success() {
     // The operator's command (what ExecReload= runs): `baton reload` sends SIGHUP to the main pid,
     // waits for the answer (a signal queued back to it) and tells the outcome, with the reason
     // from the status file.
-    let sb = Sandbox::new();
-    let mut baton = sb.start("version 1", &["--shutdown-timeout", "5s"]);
-    let main = baton.pid;
+    let mut s = Story::start("version 1", &["--shutdown-timeout", "5s"]);
+    let (sb, main) = (&s.sb, s.main);
     let run_reload = |args: &[&str]| {
         let mut cmd = sb.baton();
         cmd.arg("reload").args(args).arg("--timeout").arg("20s");
@@ -228,7 +209,7 @@ fn baton_reload_reports_the_failure_then_the_success() {
     assert!(!st.success(), "{out}");
     assert!(out.contains("baton.json"), "names the config file: {out}");
     assert!(procs::is_alive(main));
-    assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "version 1");
+    assert_eq!(s.get(), "version 1");
     assert!(
         sb.notify.all().iter().all(|n| n.mainpid().is_none()),
         "{}",
@@ -253,7 +234,7 @@ fn baton_reload_reports_the_failure_then_the_success() {
         out.contains(&format!("reloaded: {main} -> {new}")),
         "prints `reloaded: <old> -> <new>`: {out}"
     );
-    assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    assert!(procs::kill(new, Signal::SIGTERM));
-    assert!(baton.wait_group_gone(DEADLINE), "{:?}", baton.members());
+    assert_eq!(s.baton.wait_exit(DEADLINE).code(), Some(0));
+    s.main = new;
+    s.stop();
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{http, procs, Sandbox, DEADLINE};
+use common::{http, procs, Options, Sandbox, DEADLINE};
 use nix::sys::signal::Signal;
 
 /// Fresh connections in a loop; counts every connection the kernel refused.
@@ -122,14 +122,12 @@ fn assert_serves(sb: &Sandbox, body: &str) {
 #[test]
 fn a_successor_killed_at_any_point_of_the_hand_off_leaves_the_old_process_serving() {
     let _heavy = common::heavy();
-    let sb = Sandbox::new();
-    sb.notify.hold_barriers(Duration::from_millis(400));
-    let baton = sb.start(
-        "steady",
-        &["--child-timeout", "5s", "--shutdown-timeout", "5s"],
-    );
-    let old = baton.pid;
-    assert_serves(&sb, "steady");
+    let mut s = Options::new("steady")
+        .args(&["--child-timeout", "5s", "--shutdown-timeout", "5s"])
+        .hold_barriers(Duration::from_millis(400))
+        .start();
+    let (sb, baton, old) = (&s.sb, &s.baton, s.main);
+    assert_serves(sb, "steady");
     let prober = Prober::start(sb.addr());
     let mut rng = Rng::from_clock();
     let trials = 24;
@@ -143,7 +141,7 @@ fn a_successor_killed_at_any_point_of_the_hand_off_leaves_the_old_process_servin
             Duration::from_millis(rng.below(350))
         };
         assert!(procs::kill(old, Signal::SIGHUP), "SIGHUP to {old}");
-        let successor = successor_of(&baton, old);
+        let successor = successor_of(baton, old);
         thread::sleep(delay);
         assert!(
             procs::kill(successor, Signal::SIGKILL),
@@ -193,7 +191,7 @@ fn a_successor_killed_at_any_point_of_the_hand_off_leaves_the_old_process_servin
             procs::children_of(old).is_empty().then_some(())
         });
         assert_eq!(baton.live_members(), vec![old], "trial {trial}");
-        assert_serves(&sb, "steady");
+        assert_serves(sb, "steady");
     }
     let (connects, refused) = prober.stop();
     println!(
@@ -205,6 +203,7 @@ fn a_successor_killed_at_any_point_of_the_hand_off_leaves_the_old_process_servin
         after_mainpid > 0,
         "no kill landed after MAINPID=: the test did not reach the window it is about"
     );
+    s.stop();
 }
 
 #[test]
@@ -214,13 +213,12 @@ fn sigterm_at_any_point_of_a_hand_off_stops_the_whole_line() {
     let trials = 10;
     let mut timings = Vec::new();
     for trial in 0..trials {
-        let sb = Sandbox::new();
-        sb.notify.hold_barriers(Duration::from_millis(300));
-        let mut baton = sb.start(
-            "steady",
-            &["--child-timeout", "5s", "--shutdown-timeout", "3s"],
-        );
-        assert_serves(&sb, "steady");
+        let mut s = Options::new("steady")
+            .args(&["--child-timeout", "5s", "--shutdown-timeout", "3s"])
+            .hold_barriers(Duration::from_millis(300))
+            .start();
+        let (sb, baton) = (&s.sb, &mut s.baton);
+        assert_serves(sb, "steady");
         // Within the barrier hold: the hand-off is still under way when SIGTERM comes.
         let delay = Duration::from_millis(rng.below(250));
         let from = sb.notify.len();
@@ -270,33 +268,28 @@ fn without_a_notify_socket_a_killed_successor_never_leaves_nothing_serving() {
     let mut rng = Rng::from_clock();
     let trials = 30;
     let (mut failed, mut completed) = (0, 0);
-    let sb = Sandbox::new();
-    let start = |sb: &Sandbox| {
-        sb.write_config(&sb.config("steady"));
-        let mut cmd = sb.serve(&["--child-timeout", "5s", "--shutdown-timeout", "2s"]);
-        cmd.env_remove("NOTIFY_SOCKET");
-        let b = sb.spawn(cmd);
-        assert_serves(sb, "steady");
-        b
-    };
-    let mut baton = start(&sb);
-    let mut main = baton.pid;
-    let status_file = |main: i32| {
+    let mut s = Options::new("steady")
+        .args(&["--child-timeout", "5s", "--shutdown-timeout", "2s"])
+        .env_remove("NOTIFY_SOCKET")
+        .start();
+    assert_serves(&s.sb, "steady");
+    let mut main = s.main;
+    let status_file = |sb: &Sandbox, main: i32| {
         sb.handoff_socket()
             .with_file_name(format!("reload-status.{main}.json"))
     };
-    let prober = Prober::start(sb.addr());
+    let prober = Prober::start(s.sb.addr());
     let mut refused_outside_crashes = 0;
     for trial in 0..trials {
-        let _ = std::fs::remove_file(status_file(main));
+        let _ = std::fs::remove_file(status_file(&s.sb, main));
         let delay = Duration::from_micros(rng.below(12_000));
         let refused_before = prober.refused.load(Ordering::SeqCst);
         assert!(procs::kill(main, Signal::SIGHUP));
-        let successor = successor_of(&baton, main);
+        let successor = successor_of(&s.baton, main);
         thread::sleep(delay);
         procs::kill(successor, Signal::SIGKILL);
         let outcome: serde_json::Value = common::wait_until("the reload status", DEADLINE, || {
-            std::fs::read(status_file(main))
+            std::fs::read(status_file(&s.sb, main))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
         });
@@ -304,9 +297,9 @@ fn without_a_notify_socket_a_killed_successor_never_leaves_nothing_serving() {
             // The successor had confirmed: it was the main process when it was killed, a crash
             // like any other. Start afresh.
             completed += 1;
-            drop(baton);
-            baton = start(&sb);
-            main = baton.pid;
+            s.restart();
+            assert_serves(&s.sb, "steady");
+            main = s.main;
             continue;
         }
         failed += 1;
@@ -314,8 +307,8 @@ fn without_a_notify_socket_a_killed_successor_never_leaves_nothing_serving() {
         common::wait_until("the successor to be reaped", DEADLINE, || {
             procs::children_of(main).is_empty().then_some(())
         });
-        assert_eq!(baton.live_members(), vec![main], "trial {trial}");
-        assert_serves(&sb, "steady");
+        assert_eq!(s.baton.live_members(), vec![main], "trial {trial}");
+        assert_serves(&s.sb, "steady");
         refused_outside_crashes += prober.refused.load(Ordering::SeqCst) - refused_before;
     }
     let (connects, _) = prober.stop();
@@ -326,4 +319,6 @@ fn without_a_notify_socket_a_killed_successor_never_leaves_nothing_serving() {
     );
     assert_eq!(refused_outside_crashes, 0);
     assert!(failed > 0, "no kill landed inside the hand-off");
+    s.main = main;
+    s.stop();
 }

@@ -8,9 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::load::{body_is_one_of, Load};
-use common::{http, procs, Sandbox, DEADLINE};
-use nix::sys::signal::Signal;
+use common::{http, procs, Story, DEADLINE};
 use nix::sys::wait::WaitStatus;
 
 const RELOADS: usize = 20;
@@ -18,12 +16,11 @@ const RELOADS: usize = 20;
 #[test]
 fn twenty_reloads_under_load_lose_no_request() {
     let _heavy = common::heavy();
-    let sb = Sandbox::new();
     let body = "hello from baton";
-    let mut baton = sb.start(body, &["--shutdown-timeout", "10s"]);
-    let first = sb.notify.all()[0].clone();
+    let mut s = Story::start(body, &["--shutdown-timeout", "10s"]);
+    let first = s.sb.notify.all()[0].clone();
     assert_eq!(
-        first.pid, baton.pid,
+        first.pid, s.baton.pid,
         "the first notification comes from the started process: {first:?}"
     );
     assert!(
@@ -38,31 +35,18 @@ fn twenty_reloads_under_load_lose_no_request() {
         "READY=1 at start carries STATUS=baton VERSION: serving on …: {first:?}"
     );
 
-    let load = Load::start(
-        sb.addr(),
-        4,
-        4,
-        Duration::from_millis(1),
-        body_is_one_of(&[body]),
-    );
-    load.wait_more_ok(100, DEADLINE);
-
-    let mut main = baton.pid;
-    let mut reloads = Vec::new();
+    s.start_load(4, 4, Duration::from_millis(1), &[body]);
     for i in 0..RELOADS {
-        let r = common::reload(&sb.notify, main);
-        assert!(procs::is_alive(r.new), "the successor {} is running", r.new);
-        main = r.new;
-        reloads.push(r);
+        s.reload();
         // Traffic reaches the new generation before the next reload.
-        load.wait_more_ok(100, DEADLINE);
-        if load.failed() > 0 {
+        s.load().wait_more_ok(100, DEADLINE);
+        if s.load().failed() > 0 {
             panic!("failed requests after reload {}: stopping early", i + 1);
         }
     }
-    let report = load.stop();
+    let report = s.stop_load();
 
-    let times: Vec<Duration> = reloads.iter().map(|r| r.handoff_time()).collect();
+    let times: Vec<Duration> = s.reloads.iter().map(|r| r.handoff_time()).collect();
     let (median, max) = common::median_max(times);
     println!(
         "reload under load: {RELOADS} reloads, {} requests ok, {} failed",
@@ -77,13 +61,13 @@ fn twenty_reloads_under_load_lose_no_request() {
 
     // The notify record: no STOPPING=1 during hand-offs, and a retired process says nothing after
     // MAINPID= (a barrier is not a message).
-    let all = sb.notify.all();
+    let all = s.sb.notify.all();
     assert!(
         all.iter().all(|n| !n.has("STOPPING=1")),
         "STOPPING=1 during hand-offs:\n{}",
-        sb.notify.dump()
+        s.sb.notify.dump()
     );
-    for r in &reloads {
+    for r in &s.reloads {
         let after: Vec<_> = all
             .iter()
             .filter(|n| n.pid == r.old && n.seq > r.mainpid.seq && !n.is_barrier_only())
@@ -97,15 +81,16 @@ fn twenty_reloads_under_load_lose_no_request() {
     }
 
     // The PID file and the reload status name the final main process.
-    let pid_file = std::fs::read_to_string(sb.pid_file()).unwrap_or_default();
+    let main = s.main;
+    let pid_file = std::fs::read_to_string(s.sb.pid_file()).unwrap_or_default();
     assert_eq!(
         pid_file.trim(),
         main.to_string(),
         "the PID file names the current main process"
     );
-    let status_path = sb.handoff_socket().with_file_name(format!(
+    let status_path = s.sb.handoff_socket().with_file_name(format!(
         "reload-status.{}.json",
-        reloads.last().unwrap().old
+        s.reloads.last().unwrap().old
     ));
     let status: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(&status_path).expect("reload-status.<pid>.json"),
@@ -115,12 +100,12 @@ fn twenty_reloads_under_load_lose_no_request() {
     assert_eq!(status["successor_pid"], main, "{status}");
     assert_eq!(
         status["parent_pid"],
-        reloads.last().unwrap().old,
+        s.reloads.last().unwrap().old,
         "{status}"
     );
 
     // Retired processes exit: the first one (our child) with 0, the others vanish from /proc.
-    let st = baton.wait_exit(DEADLINE);
+    let st = s.baton.wait_exit(DEADLINE);
     assert_eq!(
         st.code(),
         Some(0),
@@ -128,7 +113,7 @@ fn twenty_reloads_under_load_lose_no_request() {
         common::describe(st)
     );
     let mut exit_codes = BTreeMap::new();
-    for r in &reloads[1..] {
+    for r in &s.reloads[1..] {
         assert!(
             procs::wait_gone(r.old, DEADLINE),
             "retired {} still exists: {:?}",
@@ -152,25 +137,15 @@ fn twenty_reloads_under_load_lose_no_request() {
     );
 
     // Exactly one live process remains, holding the listener; no zombie anywhere in the group.
-    let members = baton.members();
+    let members = s.baton.members();
     assert_eq!(
         members.iter().map(|p| p.pid).collect::<Vec<_>>(),
         vec![main],
         "{members:?}"
     );
 
-    // SIGTERM: STOPPING=1 from the main process, then nothing of baton is left.
-    let from = sb.notify.len();
-    assert!(procs::kill(main, Signal::SIGTERM));
-    sb.notify
-        .wait_for_after(from, DEADLINE, "STOPPING=1 on SIGTERM", |n| {
-            n.pid == main && n.has("STOPPING=1")
-        });
-    assert!(
-        baton.wait_group_gone(DEADLINE),
-        "left after SIGTERM: {:?}",
-        baton.members()
-    );
+    // SIGTERM: STOPPING=1 from the main process, then nothing of baton is left, nothing listens.
+    s.stop();
     assert!(
         matches!(
             common::reaper::orphan_exit(main),
@@ -179,37 +154,25 @@ fn twenty_reloads_under_load_lose_no_request() {
         "the last main process exits 0 on SIGTERM: {:?}",
         common::reaper::orphan_exit(main)
     );
-    assert!(
-        procs::listening_inodes_on_port(sb.port).is_empty(),
-        "still listening after SIGTERM"
-    );
-    assert!(!baton.log().contains("panicked"), "{}", baton.log());
 }
 
 #[test]
 fn an_edited_config_applies_to_new_requests_after_reload() {
-    let sb = Sandbox::new();
-    let baton = sb.start("before the edit", &["--shutdown-timeout", "10s"]);
-    assert_eq!(sb.wait_serving().text(), "before the edit");
+    let mut s = Story::start("before the edit", &["--shutdown-timeout", "10s"]);
+    assert_eq!(s.sb.wait_serving().text(), "before the edit");
     // A keep-alive connection to the old process, busy through the reload.
-    let mut keep = http::Client::new(sb.addr());
+    let mut keep = http::Client::new(s.sb.addr());
     assert_eq!(keep.get("/").unwrap().text(), "before the edit");
 
-    let mut cfg = sb.config("after the edit");
+    let mut cfg = s.sb.config("after the edit");
     cfg["shutdown_timeout"] = "10s".into();
-    sb.write_config(&cfg);
-    let r = common::reload(&sb.notify, baton.pid);
+    s.sb.write_config(&cfg);
+    let r = s.reload();
 
     // From READY=1 of the successor on (when `systemctl reload` returns), the reload is done:
     // every new connection gets the edited body. The old process must have stopped accepting
     // before its successor announced itself, so none of these can land on it.
-    let bodies: Vec<String> = (0..30)
-        .map(|_| {
-            http::get_fresh(sb.addr(), "/")
-                .expect("request after reload")
-                .text()
-        })
-        .collect();
+    let bodies: Vec<String> = (0..30).map(|_| s.get()).collect();
     let old_after_ready = bodies.iter().filter(|b| *b != "after the edit").count();
     println!(
         "edited config: {} -> {}, fresh requests answered with the old body after READY=1: {old_after_ready} of 30",
@@ -219,7 +182,7 @@ fn an_edited_config_applies_to_new_requests_after_reload() {
         old_after_ready, 0,
         "new connections made after the successor's READY=1 were still served the old config: {bodies:?}"
     );
-    let mut fresh_keep = http::Client::new(sb.addr());
+    let mut fresh_keep = http::Client::new(s.sb.addr());
     for _ in 0..5 {
         assert_eq!(fresh_keep.get("/").unwrap().text(), "after the edit");
     }
@@ -232,4 +195,6 @@ fn an_edited_config_applies_to_new_requests_after_reload() {
             .text();
         assert!(t == "before the edit" || t == "after the edit", "{t:?}");
     }
+    drop((keep, fresh_keep));
+    s.stop();
 }

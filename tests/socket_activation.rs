@@ -10,39 +10,43 @@ mod common;
 
 use std::time::Duration;
 
-use common::load::{body_is_one_of, Load};
-use common::{baton_exe, http, procs, Baton, Sandbox, DEADLINE};
-use nix::sys::signal::Signal;
+use common::{baton_exe, http, procs, Options, Sandbox, Story, DEADLINE};
 
 const BODY: &str = "served from a socket unit";
 
 /// Starts the activator with baton as its command (`--config` without any `listen`: systemd
 /// decides where baton listens). Returns it once it listens, with the socket's inode.
-fn activate(sb: &Sandbox) -> (Baton, u64) {
-    sb.write_config(&serde_json::json!({
-        "handoff_socket": sb.handoff_socket(),
-        "pid_file": sb.pid_file(),
-        "response_body": BODY,
-        "shutdown_timeout": "10s",
-    }));
-    let mut cmd = sb.command("systemd-socket-activate");
-    // The activator hands its children only the variables named with -E (and PATH, HOME, …).
-    cmd.arg("-l").arg(sb.listen()).arg("--fdname=http");
-    for var in ["NOTIFY_SOCKET", "RUST_LOG", "XDG_RUNTIME_DIR", "TMPDIR"] {
-        cmd.arg("-E").arg(var);
-    }
-    cmd.arg("--")
-        .arg(baton_exe())
-        .arg("--config")
-        .arg(sb.config_path());
-    let activator = sb.spawn(cmd);
-    let pid = activator.pid;
+fn activate() -> (Story, u64) {
+    let s = Options::new(BODY)
+        .config(|sb| {
+            serde_json::json!({
+                "handoff_socket": sb.handoff_socket(),
+                "pid_file": sb.pid_file(),
+                "response_body": BODY,
+                "shutdown_timeout": "10s",
+            })
+        })
+        .command(|sb| {
+            let mut cmd = sb.command("systemd-socket-activate");
+            // The activator hands its children only the variables named with -E (and PATH, HOME, …).
+            cmd.arg("-l").arg(sb.listen()).arg("--fdname=http");
+            for var in ["NOTIFY_SOCKET", "RUST_LOG", "XDG_RUNTIME_DIR", "TMPDIR"] {
+                cmd.arg("-E").arg(var);
+            }
+            cmd.arg("--")
+                .arg(baton_exe())
+                .arg("--config")
+                .arg(sb.config_path());
+            cmd
+        })
+        .spawn();
+    let pid = s.baton.pid;
     let inode = common::wait_until("the activator to listen", DEADLINE, || {
         let held = procs::listening_tcp_of(pid);
         (held.len() == 1).then(|| held[0].inode)
     });
-    assert_eq!(procs::listening_inodes_on_port(sb.port), vec![inode]);
-    (activator, inode)
+    assert_eq!(procs::listening_inodes_on_port(s.sb.port), vec![inode]);
+    (s, inode)
 }
 
 /// Nothing but the activated socket listens on the port, and `pid` holds exactly it.
@@ -66,23 +70,20 @@ fn assert_serves_on_the_activated_socket(sb: &Sandbox, pid: i32, inode: u64) {
 
 #[test]
 fn the_first_connection_starts_baton_on_the_socket_systemd_passed() {
-    let sb = Sandbox::new();
-    let (mut baton, inode) = activate(&sb);
+    let (mut s, inode) = activate();
+    let (sb, pid) = (&s.sb, s.baton.pid);
     // Before any connection nothing was started: no notification, still the activator.
     assert!(sb.notify.all().is_empty(), "{}", sb.notify.dump());
-    assert!(procs::stat(baton.pid)
-        .unwrap()
-        .comm
-        .starts_with("systemd-socket"));
+    assert!(procs::stat(pid).unwrap().comm.starts_with("systemd-socket"));
 
     // The first request starts baton and is answered by it.
     let r = http::get_fresh(sb.addr(), "/")
-        .unwrap_or_else(|e| panic!("first request: {e}\n{}", baton.log()));
+        .unwrap_or_else(|e| panic!("first request: {e}\n{}", s.baton.log()));
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.text(), BODY);
 
     // The activator exec'd baton in place: the same pid is now baton, and it said READY=1.
-    let ready = baton.wait_ready(&sb.notify);
+    let ready = s.baton.wait_ready(&sb.notify);
     assert!(
         ready
             .get("STATUS")
@@ -90,10 +91,10 @@ fn the_first_connection_starts_baton_on_the_socket_systemd_passed() {
             .unwrap_or(false),
         "READY=1 comes with STATUS=baton VERSION: serving on …: {ready:?}"
     );
-    let exe = std::fs::read_link(format!("/proc/{}/exe", baton.pid)).unwrap();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert_eq!(exe, baton_exe(), "the activated process is baton");
-    assert_serves_on_the_activated_socket(&sb, baton.pid, inode);
-    let log = baton.log();
+    assert_serves_on_the_activated_socket(sb, pid, inode);
+    let log = s.baton.log();
     assert!(
         log.contains("source=systemd"),
         "baton logs that the listener came from systemd:\n{log}"
@@ -107,39 +108,23 @@ fn the_first_connection_starts_baton_on_the_socket_systemd_passed() {
     let mut keep = http::Client::new(sb.addr());
     for _ in 0..20 {
         assert_eq!(keep.get("/").unwrap().text(), BODY);
-        assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), BODY);
+        assert_eq!(s.get(), BODY);
     }
     drop(keep);
 
-    let from = sb.notify.len();
-    baton.signal(baton.pid, Signal::SIGTERM);
-    let st = baton.wait_exit(DEADLINE);
-    assert_eq!(st.code(), Some(0), "{}", common::describe(st));
-    sb.notify
-        .wait_for_after(from, Duration::ZERO, "STOPPING=1", |n| {
-            n.pid == baton.pid && n.has("STOPPING=1")
-        });
-    assert!(!baton.log().contains("panicked"));
+    // SIGTERM: STOPPING=1, exit 0, the socket closed with the last process that held it.
+    s.stop();
 }
 
 #[test]
 fn reloads_after_socket_activation_hand_the_same_socket_over() {
-    let sb = Sandbox::new();
-    let (mut baton, inode) = activate(&sb);
-    assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), BODY);
-    baton.wait_ready(&sb.notify);
+    let (mut s, inode) = activate();
+    assert_eq!(s.get(), BODY);
+    s.baton.wait_ready(&s.sb.notify);
 
-    let load = Load::start(
-        sb.addr(),
-        2,
-        2,
-        Duration::from_millis(2),
-        body_is_one_of(&[BODY]),
-    );
-    load.wait_more_ok(20, DEADLINE);
-    let mut main = baton.pid;
+    s.start_load(2, 2, Duration::from_millis(2), &[BODY]);
     for generation in 1..=3 {
-        let r = common::reload(&sb.notify, main);
+        let r = s.reload();
         println!(
             "reload {generation}: {} -> {} in {:?}",
             r.old,
@@ -175,15 +160,14 @@ fn reloads_after_socket_activation_hand_the_same_socket_over() {
             "NOTIFY_SOCKET is kept: {env:?}"
         );
         // It got the activated socket by hand-off: no fresh bind anywhere.
-        assert_serves_on_the_activated_socket(&sb, r.new, inode);
-        load.wait_more_ok(20, DEADLINE);
-        main = r.new;
+        assert_serves_on_the_activated_socket(&s.sb, r.new, inode);
+        s.load().wait_more_ok(20, DEADLINE);
     }
-    let report = load.stop();
+    let report = s.stop_load();
     println!("socket-activated reloads under load: {report:?}");
     report.assert_no_failures();
 
-    let log = baton.log();
+    let log = s.baton.log();
     assert!(
         log.matches("source=import").count() >= 3,
         "each successor imported its listener:\n{log}"
@@ -194,23 +178,12 @@ fn reloads_after_socket_activation_hand_the_same_socket_over() {
     );
 
     // The first process (the test's child) retired and exits 0; the final SIGTERM ends the rest.
-    let st = baton.wait_exit(DEADLINE);
+    let st = s.baton.wait_exit(DEADLINE);
     assert_eq!(
         st.code(),
         Some(0),
         "the retired first process: {}",
         common::describe(st)
     );
-    let from = sb.notify.len();
-    assert!(procs::kill(main, Signal::SIGTERM));
-    sb.notify
-        .wait_for_after(from, DEADLINE, "STOPPING=1 from the last main", |n| {
-            n.pid == main && n.has("STOPPING=1")
-        });
-    assert!(
-        baton.wait_group_gone(DEADLINE),
-        "processes left: {:?}",
-        baton.members()
-    );
-    assert!(!baton.log().contains("panicked"));
+    s.stop();
 }

@@ -5,6 +5,8 @@
 //! * [`Baton`]: a spawned process group (the real binary, or a wrapper that execs it) that is
 //!   killed and reaped when dropped, with its stderr in a log file.
 //! * [`reload`]: SIGHUP to the main pid and the notify sequence of a successful hand-off.
+//! * [`Story`]: all of the above as an operator's verbs: start with options, load, reload,
+//!   reload that must fail, stop and check that nothing is left.
 //! * [`load::Load`]: concurrent keep-alive and fresh-connection clients checking every body.
 //! * [`procs`]: /proc helpers (alive, zombie, children, process group, sockets).
 //!
@@ -19,6 +21,7 @@ pub mod load;
 pub mod notify;
 pub mod procs;
 pub mod reaper;
+pub mod story;
 pub mod tmpfs;
 pub mod users;
 
@@ -37,13 +40,23 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 pub use notify::{Notification, NotifyRecorder};
+#[allow(unused_imports)]
+pub use story::{Options, Story};
 
 /// The generous deadline for anything that should happen "soon" on a loaded 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// The binary under test.
+/// The binary under test: cargo's for the tests, `$BATON_EXE` for the benchmark (an example,
+/// which cargo tells no binary path).
 pub fn baton_exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_baton"))
+    match (
+        std::env::var_os("BATON_EXE"),
+        option_env!("CARGO_BIN_EXE_baton"),
+    ) {
+        (Some(p), _) => PathBuf::from(p),
+        (None, Some(p)) => PathBuf::from(p),
+        (None, None) => panic!("set BATON_EXE to the baton binary"),
+    }
 }
 
 /// A port that was free a moment ago (bound on 127.0.0.1:0, read, released).
@@ -341,6 +354,13 @@ impl Baton {
 
 impl Drop for Baton {
     fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Baton {
+    /// SIGKILLs the whole group and reaps what it can (what dropping it does).
+    pub fn kill(&mut self) {
         // SAFETY: kill(2) on our own process group; ESRCH is fine.
         unsafe { libc::kill(-self.pid, libc::SIGKILL) };
         let _ = self.child.kill();
@@ -415,73 +435,73 @@ impl Reload {
 /// from `old`, then `MAINPID=<new>` from `old`, then `READY=1` from `new`, in that order.
 /// Panics on a failed reload (`STATUS=reload failed: …`) or a timeout, with the record.
 pub fn reload(notify: &NotifyRecorder, old: i32) -> Reload {
+    try_reload(notify, old, DEADLINE).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`reload`] that reports a failed reload, a timeout or a broken sequence as `Err(what)`
+/// (with the record) instead of panicking: the benchmark counts them.
+pub fn try_reload(notify: &NotifyRecorder, old: i32, timeout: Duration) -> Result<Reload, String> {
     let from = notify.len();
     let sighup_at = Instant::now();
-    assert!(
-        procs::kill(old, Signal::SIGHUP),
-        "SIGHUP to {old}: no such process"
-    );
-    let end = notify.wait_for_after(
-        from,
-        DEADLINE,
+    if !procs::kill(old, Signal::SIGHUP) {
+        return Err(format!("SIGHUP to {old}: no such process"));
+    }
+    let wait = |timeout, what: &str, pred: &dyn Fn(&Notification) -> bool| {
+        notify
+            .try_wait_for_after(from, timeout, pred)
+            .ok_or_else(|| format!("no {what} within {timeout:?}:\n{}", notify.dump()))
+    };
+    let end = wait(
+        timeout,
         &format!("MAINPID= or reload failed from {old}"),
-        |n| {
+        &|n| {
             n.pid == old
                 && (n.mainpid().is_some()
                     || n.get("STATUS")
-                        .map(|s| s.starts_with("reload failed"))
-                        .unwrap_or(false))
+                        .is_some_and(|s| s.starts_with("reload failed")))
         },
-    );
+    )?;
     let Some(new) = end.mainpid() else {
-        panic!(
-            "reload of {old} failed: {:?}\nnotifications:\n{}",
-            end,
+        return Err(format!(
+            "reload of {old} failed: {end:?}\n{}",
             notify.dump()
-        );
+        ));
     };
-    let reloading = notify.wait_for_after(
-        from,
-        Duration::ZERO,
-        &format!("RELOADING=1 from {old}"),
-        |n| n.pid == old && n.has("RELOADING=1"),
-    );
-    assert!(
-        reloading.seq < end.seq,
-        "RELOADING=1 must precede MAINPID=: {}",
-        notify.dump()
-    );
-    assert!(
-        reloading
-            .get("MONOTONIC_USEC")
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some(),
-        "RELOADING=1 without MONOTONIC_USEC=: {reloading:?}"
-    );
-    assert_ne!(new, old, "MAINPID= names the old process itself");
-    let ready = notify.wait_for_after(
-        from,
-        DEADLINE,
+    let reloading = wait(Duration::ZERO, &format!("RELOADING=1 from {old}"), &|n| {
+        n.pid == old && n.has("RELOADING=1")
+    })?;
+    let ready = wait(
+        timeout,
         &format!("READY=1 from the successor {new}"),
-        |n| n.pid == new && n.has("READY=1"),
-    );
-    assert!(
-        end.seq < ready.seq,
-        "the successor said READY=1 before its predecessor announced MAINPID=:\n{}",
-        notify.dump()
-    );
-    Reload {
-        old,
-        new,
-        sighup_at,
-        reloading,
-        mainpid: end,
-        ready,
-    }
+        &|n| n.pid == new && n.has("READY=1"),
+    )?;
+    let problem = if reloading.seq > end.seq {
+        "RELOADING=1 must precede MAINPID="
+    } else if reloading
+        .get("MONOTONIC_USEC")
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_none()
+    {
+        "RELOADING=1 without MONOTONIC_USEC="
+    } else if new == old {
+        "MAINPID= names the old process itself"
+    } else if end.seq > ready.seq {
+        "the successor said READY=1 before its predecessor announced MAINPID="
+    } else {
+        return Ok(Reload {
+            old,
+            new,
+            sighup_at,
+            reloading,
+            mainpid: end,
+            ready,
+        });
+    };
+    Err(format!("{problem}:\n{}", notify.dump()))
 }
 
-/// SIGHUP to `old` and waits for a failed reload: `READY=1` with `STATUS=reload failed: …`
-/// from `old` (and no `MAINPID=`). Returns the status text.
+/// SIGHUP to `old` and waits for a failed reload: `RELOADING=1`, then `READY=1` with
+/// `STATUS=reload failed: …` from `old` (and no `MAINPID=`). Returns the status text.
 pub fn reload_expect_failure(notify: &NotifyRecorder, old: i32) -> String {
     let from = notify.len();
     assert!(
@@ -503,6 +523,12 @@ pub fn reload_expect_failure(notify: &NotifyRecorder, old: i32) -> String {
     assert!(
         status.starts_with("reload failed: "),
         "READY=1 after a failed reload must carry STATUS=reload failed: …, got {end:?}"
+    );
+    notify.wait_for_after(
+        from,
+        Duration::ZERO,
+        "RELOADING=1 before the failure",
+        |n| n.pid == old && n.has("RELOADING=1") && n.seq < end.seq,
     );
     status
 }

@@ -12,11 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::socket::{
     recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, UnixCredentials,
 };
+use nix::sys::time::TimeSpec;
 
 /// One datagram as received.
 #[derive(Clone)]
@@ -31,7 +32,8 @@ pub struct Notification {
     pub lines: Vec<String>,
     /// How many descriptors came with it.
     pub fds: usize,
-    /// When it arrived.
+    /// When the kernel queued it (`SO_TIMESTAMPNS`), so the recorder's own wake-up delay on a
+    /// busy machine does not count.
     pub at: Instant,
 }
 
@@ -95,6 +97,7 @@ impl NotifyRecorder {
     pub fn bind(path: &Path) -> NotifyRecorder {
         let sock = UnixDatagram::bind(path).expect("bind notify socket");
         setsockopt(&sock, sockopt::PassCred, &true).expect("SO_PASSCRED");
+        setsockopt(&sock, sockopt::ReceiveTimestampns, &true).expect("SO_TIMESTAMPNS");
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .expect("SO_RCVTIMEO");
         let shared = Arc::new(Shared {
@@ -209,14 +212,15 @@ fn record(sock: UnixDatagram, shared: Arc<Shared>) {
     let fd = sock.as_raw_fd();
     let mut buf = vec![0u8; 64 * 1024];
     while !shared.stop.load(Ordering::SeqCst) {
-        let mut cmsg = nix::cmsg_space!(UnixCredentials, [RawFd; 16]);
+        let mut cmsg = nix::cmsg_space!(UnixCredentials, TimeSpec, [RawFd; 16]);
         let mut iov = [IoSliceMut::new(&mut buf)];
-        let (bytes, pid, uid, fds) =
+        let (bytes, pid, uid, fds, at) =
             match recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
                 Ok(msg) => {
                     let mut pid = 0;
                     let mut uid = u32::MAX;
                     let mut fds = Vec::new();
+                    let mut at = Instant::now();
                     if let Ok(cmsgs) = msg.cmsgs() {
                         for c in cmsgs {
                             match c {
@@ -225,11 +229,12 @@ fn record(sock: UnixDatagram, shared: Arc<Shared>) {
                                     uid = cred.uid();
                                 }
                                 ControlMessageOwned::ScmRights(v) => fds.extend(v),
+                                ControlMessageOwned::ScmTimestampns(ts) => at = queued_at(ts),
                                 _ => {}
                             }
                         }
                     }
-                    (msg.bytes, pid, uid, fds)
+                    (msg.bytes, pid, uid, fds, at)
                 }
                 Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => panic!("notify recvmsg: {e}"),
@@ -249,7 +254,7 @@ fn record(sock: UnixDatagram, shared: Arc<Shared>) {
                 uid,
                 lines,
                 fds: fds.len(),
-                at: Instant::now(),
+                at,
             });
         }
         shared.cond.notify_all();
@@ -270,4 +275,12 @@ fn record(sock: UnixDatagram, shared: Arc<Shared>) {
             });
         }
     }
+}
+
+/// The kernel's wall-clock stamp of a datagram as an `Instant` (how long ago it was queued).
+fn queued_at(ts: TimeSpec) -> Instant {
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let queued = UNIX_EPOCH + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32);
+    let ago = wall.duration_since(queued).unwrap_or(Duration::ZERO);
+    now.checked_sub(ago).unwrap_or(now)
 }

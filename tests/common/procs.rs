@@ -285,3 +285,32 @@ pub fn connection_owner(pgid: i32, server_port: u16, client_port: u16) -> Option
         .find(|p| socket_fds(p.pid).iter().any(|&(_, i)| i == inode))
         .map(|p| p.pid)
 }
+
+/// `VmRSS` of a process in KiB (0 when it is gone).
+pub fn rss_kib(pid: i32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// How many descriptors a process has open.
+pub fn fd_count(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Fields 14.. of `/proc/PID/stat` (utime, stime, cutime, cstime, …), in clock ticks.
+pub fn stat_times(pid: i32) -> Option<Vec<u64>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    Some(f.get(11..15)?.to_vec())
+}

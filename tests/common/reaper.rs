@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 use std::thread;
 use std::time::Duration;
@@ -25,6 +26,13 @@ struct State {
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
 static INIT: Once = Once::new();
+static EVERY_MS: AtomicU64 = AtomicU64::new(10);
+
+/// How often the reaper scans /proc (10 ms; the benchmark, which must not steal CPU from its
+/// load generator, asks for less).
+pub fn set_interval(every: Duration) {
+    EVERY_MS.store(every.as_millis() as u64, Ordering::Relaxed);
+}
 
 fn lock() -> std::sync::MutexGuard<'static, Option<State>> {
     STATE.lock().unwrap_or_else(|e| e.into_inner())
@@ -49,7 +57,7 @@ pub fn init() {
             .name("orphan-reaper".into())
             .spawn(|| loop {
                 reap_orphans();
-                thread::sleep(Duration::from_millis(10));
+                thread::sleep(Duration::from_millis(EVERY_MS.load(Ordering::Relaxed)));
             })
             .expect("reaper thread");
     });
@@ -106,5 +114,16 @@ pub fn orphan_exit(pid: i32) -> Option<WaitStatus> {
 pub fn forget_leader(pid: i32) {
     if let Some(s) = lock().as_mut() {
         s.leaders.remove(&pid);
+    }
+}
+
+/// SIGKILLs the process group of every child the harness spawned and still owns (an interrupted
+/// benchmark's last act).
+pub fn kill_all_groups() {
+    if let Some(s) = lock().as_ref() {
+        for &pgid in &s.leaders {
+            // SAFETY: kill(2) on process groups the harness created; ESRCH is fine.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
     }
 }

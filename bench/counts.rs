@@ -1,0 +1,326 @@
+//! Issue 16's measures, which do not depend on how busy the machine is: user-space instructions
+//! (callgrind) and syscalls (strace -c) per request of baton, bare hyper and nginx, each N
+//! keep-alive requests minus the same run with none; and where the time of a hand-off goes
+//! (strace timestamps of marker syscalls over some reloads).
+
+use std::collections::{BTreeMap, HashMap};
+use std::thread;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+use crate::common::{http, procs, Sandbox};
+use crate::peers::{self, Reloadable};
+use crate::{log, stats, Bench, Stats};
+
+const SERVERS: [&str; 3] = ["baton", "bare", "nginx"];
+type Counts = BTreeMap<String, f64>;
+
+/// Starts `server` under `wrap` (which writes `out`), sends `n` GETs on 4 keep-alive connections,
+/// stops it with SIGTERM, and returns what the tool wrote.
+fn run_under(b: &Bench, server: &str, wrap: &[String], out: &str, n: u64) -> String {
+    let (sb, cpus) = (Sandbox::new(), &b.server_cpus);
+    let (mut story, mut other) = (None, None);
+    let addr = match server {
+        "baton" => {
+            let wrap: Vec<&str> = wrap.iter().map(String::as_str).collect();
+            story.insert(b.baton(&wrap)).sb.addr()
+        }
+        "bare" => {
+            other = Some(peers::bare(&sb, &b.a.bare, cpus, wrap));
+            sb.addr()
+        }
+        _ => {
+            other = Some(peers::nginx(&sb, 0, cpus, wrap));
+            sb.addr()
+        }
+    };
+    let client = move |i: u64| {
+        let mut c = http::Client::new(addr);
+        (0..n / 4 + u64::from(i < n % 4)).all(|_| c.get("/").is_ok_and(|r| r.status == 200))
+    };
+    let clients: Vec<_> = (0..4).map(|i| thread::spawn(move || client(i))).collect();
+    let ok = clients.into_iter().all(|c| c.join().unwrap_or(false));
+    assert!(ok, "{server}: a request failed");
+    if let Some(s) = &mut story {
+        s.stop();
+    }
+    if let Some(g) = &mut other {
+        // the server is the wrapper itself (valgrind) or its child (strace)
+        let pid = procs::children_of(g.pid).first().map_or(g.pid, |p| p.pid);
+        procs::kill(pid, Signal::SIGTERM);
+        assert!(
+            g.wait_group_gone(Duration::from_secs(60)),
+            "{server} did not stop"
+        );
+    }
+    std::fs::read_to_string(out).unwrap_or_else(|e| panic!("{out}: {e}"))
+}
+
+/// Each server under `tool` ({out}: its output file), `--requests` GETs minus none, per request,
+/// `--runs` times; `parse` reads the tool's counts ("total" and any others).
+fn per_request(
+    b: &Bench,
+    what: &str,
+    tool: &[&str],
+    parse: fn(&str) -> Counts,
+) -> BTreeMap<&'static str, Vec<Counts>> {
+    // kept beside results.json, e.g. for callgrind_annotate
+    let (n, dir) = (b.a.requests, b.a.out.with_file_name("counts"));
+    std::fs::create_dir_all(&dir).expect("counts dir");
+    let mut got: BTreeMap<_, Vec<_>> = BTreeMap::new();
+    for run in 1..=b.a.runs {
+        for server in SERVERS {
+            let [none, all] = [0, n].map(|k| {
+                let out = dir.join(format!("{what}-{server}-{run}-{k}"));
+                let out = out.display().to_string();
+                let wrap: Vec<String> = tool.iter().map(|t| t.replace("{out}", &out)).collect();
+                parse(&run_under(b, server, &wrap, &out, k))
+            });
+            let per =
+                |(k, v): (&String, &f64)| (k.clone(), (v - none.get(k).unwrap_or(&0.0)) / n as f64);
+            let per: Counts = all.iter().map(per).collect();
+            let total = per.get("total").copied().unwrap_or(f64::NAN);
+            log(&format!(
+                "{what}: run {run} {server:5}: {total:.2} per request"
+            ));
+            got.entry(server).or_default().push(per);
+        }
+    }
+    got
+}
+
+/// User-space instructions per request under callgrind: median and spread of the runs, ratios.
+pub fn instructions(b: &mut Bench) {
+    let (n, runs) = (b.a.requests, b.a.runs);
+    log(&format!(
+        "instructions: {n} keep-alive GETs on 4 connections minus none, callgrind, {runs} runs"
+    ));
+    let tool = ["valgrind", "--tool=callgrind", "--callgrind-out-file={out}"];
+    let got = per_request(b, "instructions", &tool, |text| {
+        let total = text
+            .lines()
+            .find_map(|l| l.strip_prefix("summary:").or(l.strip_prefix("totals:")));
+        let total = total
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(f64::NAN);
+        BTreeMap::from([("total".into(), total)])
+    });
+    let s = |k: &str| stats(got[k].iter().map(|m| m["total"]).collect());
+    let (bt, bh, ng) = (s("baton"), s("bare"), s("nginx"));
+    let show = |s: &Stats| format!("{:.0} ({:.0}-{:.0})", s.median, s.min, s.max);
+    let peer = format!("bare hyper {}, nginx {}", show(&bh), show(&ng));
+    let x = format!(
+        "{:.3}x hyper, {:.3}x nginx",
+        bt.median / bh.median,
+        bt.median / ng.median
+    );
+    let m = "user-space instructions per request, median (min-max)";
+    b.row(m, &show(&bt), &peer, &x, None);
+    b.details
+        .insert("instructions_per_request".into(), json!(got));
+}
+
+/// Syscalls per request under `strace -f -c`, and the most frequent ones.
+pub fn syscalls(b: &mut Bench) {
+    let (n, runs) = (b.a.requests, b.a.runs);
+    log(&format!(
+        "syscalls: {n} keep-alive GETs on 4 connections minus none, strace -f -c, {runs} runs"
+    ));
+    let got = per_request(
+        b,
+        "syscalls",
+        &["strace", "-f", "-c", "-o", "{out}"],
+        |text| {
+            // % time, seconds, usecs/call, calls, [errors,] syscall
+            let rows = text
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>());
+            let rows = rows.filter(|c| c.len() >= 5 && c[0].parse::<f64>().is_ok());
+            rows.map(|c| (c[c.len() - 1].to_string(), c[3].parse().unwrap_or(0.0)))
+                .collect()
+        },
+    );
+    let show = |s: &str| {
+        let med = |k: &str| {
+            stats(
+                got[s]
+                    .iter()
+                    .map(|m| m.get(k).copied().unwrap_or(0.0))
+                    .collect(),
+            )
+            .median
+        };
+        let mut top: Vec<(f64, &String)> = got[s][0].keys().map(|k| (med(k), k)).collect();
+        top.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let top: Vec<String> = top
+            .iter()
+            .skip(1)
+            .filter(|(v, _)| *v >= 0.005)
+            .take(4)
+            .map(|(v, k)| format!("{k} {v:.2}"))
+            .collect();
+        format!("{:.2} ({})", med("total"), top.join(", "))
+    };
+    let peer = format!("bare {}; nginx {}", show("bare"), show("nginx"));
+    let m = "syscalls per request (strace -f -c), median";
+    b.row(m, &show("baton"), &peer, "info", None);
+    b.details.insert("syscalls_per_request".into(), json!(got));
+}
+
+/// Where the time of a hand-off goes: a baton line under `strace -f --seccomp-bpf` (only the
+/// marker syscalls stop it), reloaded 10 times; the median time between consecutive markers.
+/// The untraced hand-off time of 20 reloads is shown beside it.
+pub fn handoff_breakdown(b: &mut Bench) {
+    let mut s = b.baton(&[]);
+    let plain = (0..20).map(|_| {
+        thread::sleep(Duration::from_millis(100));
+        Reloadable::reload(&mut s).map_or(f64::NAN, |r| r[0])
+    });
+    let plain = stats(plain.collect());
+    s.stop();
+    // kept beside results.json for a closer look
+    let out =
+        b.a.out
+            .with_file_name("handoff.strace")
+            .display()
+            .to_string();
+    let trace = "trace=execve,clone,clone3,poll,openat,epoll_create1,connect,sendmsg,sendto,write";
+    let wrap = [
+        "strace",
+        "-f",
+        "-ttt",
+        "-s",
+        "64",
+        "--seccomp-bpf",
+        "-e",
+        trace,
+        "-o",
+        &out,
+    ];
+    let mut s = b.baton(&[&wrap[..], &["-e", "signal=SIGHUP"]].concat());
+    let traced = (0..10).map(|_| {
+        thread::sleep(Duration::from_millis(200));
+        Reloadable::reload(&mut s).map_or(f64::NAN, |r| r[0])
+    });
+    let traced = stats(traced.collect());
+    s.stop();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    // "TID  SECONDS.MICROS text"
+    let lines: Vec<(i32, f64, &str)> = (text.lines())
+        .filter_map(|l| {
+            let (tid, rest) = l.split_once(' ')?;
+            let (t, text) = rest.trim_start().split_once(' ')?;
+            Some((tid.parse().ok()?, t.parse().ok()?, text))
+        })
+        .collect();
+    // threads belong to the process that cloned them (a split call returns on its resumed line)
+    let (mut parent, mut thread_clone) = (HashMap::new(), HashMap::new());
+    for &(tid, _, text) in &lines {
+        if text.starts_with("clone") {
+            thread_clone.insert(tid, text.contains("CLONE_THREAD"));
+        }
+        let ret = text
+            .rsplit("= ")
+            .next()
+            .and_then(|r| r.split_whitespace().next()?.parse::<i32>().ok());
+        if let (true, Some(r), Some(true)) = (text.contains("clone"), ret, thread_clone.get(&tid)) {
+            parent.insert(r, tid);
+        }
+    }
+    let process = |mut tid: i32| {
+        while let Some(&p) = parent.get(&tid) {
+            tid = p;
+        }
+        tid
+    };
+    // (step, marker, in the successor?)
+    const MARKS: [(&str, &str, bool); 9] = [
+        (
+            "old: SIGHUP -> RELOADING=1, hand-off socket -> fork",
+            "|SIGCHLD",
+            false,
+        ),
+        ("fork -> successor's execve", "execve(", true),
+        (
+            "execve, dynamic loader, libc, Rust std init",
+            "poll([{fd=0",
+            true,
+        ),
+        (
+            "clap, environment -> config file opened",
+            "baton.json",
+            true,
+        ),
+        (
+            "config, logging, cgroup quota -> runtime's epoll",
+            "epoll_create1(",
+            true,
+        ),
+        (
+            "runtime start (threads), signals, exe -> dial",
+            "connect(",
+            true,
+        ),
+        (
+            "import: get_listener, offer -> `ready` sent",
+            r#"\"ready\""#,
+            true,
+        ),
+        ("old: `ready` -> MAINPID= sent", "MAINPID=", false),
+        (
+            "old: barrier, `promoted` -> successor's READY=1",
+            "READY=1",
+            true,
+        ),
+    ];
+    let mut steps = vec![vec![]; MARKS.len()];
+    for (k, &(_, t0, _)) in lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.2.starts_with("--- SIGHUP"))
+    {
+        let rest = &lines[k..];
+        let Some(succ) = rest
+            .iter()
+            .find(|l| l.2.starts_with("execve("))
+            .map(|l| process(l.0))
+        else {
+            continue;
+        };
+        let (mut at, mut prev) = (0, t0);
+        for (i, &(_, needle, in_succ)) in MARKS.iter().enumerate() {
+            let hit =
+                |l: &(i32, f64, &str)| (process(l.0) == succ) == in_succ && l.2.contains(needle);
+            let Some(j) = rest[at..]
+                .iter()
+                .position(|l| hit(l) && !l.2.starts_with("<..."))
+            else {
+                break;
+            };
+            at += j;
+            steps[i].push((rest[at].1 - prev) * 1000.0);
+            prev = rest[at].1;
+        }
+    }
+    let v = format!(
+        "{:.2} ms untraced, {:.2} ms traced",
+        plain.median, traced.median
+    );
+    let m = "hand-off breakdown: SIGHUP -> MAINPID=, median";
+    b.info(m, &v);
+    let times = json!({"untraced_ms": plain, "traced_ms": traced, "steps_ms": steps});
+    b.details.insert("handoff_breakdown".into(), times);
+    let mut total = 0.0;
+    for (i, (label, _, _)) in MARKS.iter().enumerate() {
+        let step = stats(steps[i].clone()).median;
+        total += step;
+        let (v, p, n) = (
+            format!("{step:.2} ms"),
+            format!("{total:.2} ms from SIGHUP"),
+            steps[i].len(),
+        );
+        b.row(&format!("  {label}"), &v, &p, &format!("n={n}"), None);
+    }
+}
