@@ -84,14 +84,20 @@ pub async fn barrier(timeout: Duration) -> bool {
         return false;
     }
     drop(write);
-    let waited = tokio::task::spawn_blocking(move || {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut fds = [PollFd::new(read.as_fd(), PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
-        matches!(poll(&mut fds, ms), Ok(n) if n > 0)
-    })
-    .await;
-    waited.unwrap_or(false)
+    // The read end becomes ready (hang-up) once systemd closed its copy: wait for that on the
+    // runtime's own poller rather than on a blocking thread, which would cost a thread start on
+    // the hand-off's critical path.
+    // SAFETY: the AsyncFd owns the descriptor (an OwnedFd) for as long as it is registered.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(read, tokio::io::Interest::READABLE)
+    };
+    let Ok(read) = registered else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(timeout, read.readable()).await,
+        Ok(Ok(_))
+    )
 }
 
 /// The watchdog interval meant for this process, if any (`WATCHDOG_USEC`, and `WATCHDOG_PID`
