@@ -220,7 +220,7 @@ pub const PATH_SUFFIX_MAX: usize = 1 + DIR_PREFIX.len() + 10 + 1 + 6 + 1 + SOCKE
 struct HandoffSocket {
     path: PathBuf,
     listener: UnixListener,
-    _place: Place,
+    place: Place,
 }
 
 /// The per-hand-off directory, removed (with the socket in it) on drop.
@@ -245,7 +245,6 @@ impl HandoffSocket {
     fn open(runtime_dir: &Path) -> Result<HandoffSocket, HandoffError> {
         let runtime =
             TrustedDir::open(runtime_dir, Create::Missing).map_err(HandoffError::Directory)?;
-        sweep_stale(&runtime);
         let (dir, name) = runtime
             .create_unique_dir(&format!("{DIR_PREFIX}{}.", std::process::id()))
             .map_err(HandoffError::Directory)?;
@@ -276,7 +275,7 @@ impl HandoffSocket {
         Ok(HandoffSocket {
             path,
             listener,
-            _place: place,
+            place,
         })
     }
 }
@@ -343,6 +342,9 @@ pub async fn hand_off(
         })?;
     let pid = child.id().unwrap_or_default();
     info!(successor = pid, exe = %exe.path.display(), "successor started");
+    // While the successor starts (not before: listing the directory and probing every pid in it
+    // would delay the start).
+    sweep_stale(&socket.place.runtime);
     let offer = offer_for(listeners, generation, state.is_some());
     let conversation = tokio::time::timeout(
         child_timeout,
