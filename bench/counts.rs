@@ -238,11 +238,11 @@ pub fn handoff_breakdown(b: &mut Bench) {
     // (step, marker, in the successor?)
     const MARKS: [(&str, &str, bool); 9] = [
         (
-            "old: SIGHUP -> RELOADING=1, hand-off socket -> fork",
+            "old: SIGHUP -> RELOADING=1, hand-off socket -> spawn (vfork)",
             "|SIGCHLD",
             false,
         ),
-        ("fork -> successor's execve", "execve(", true),
+        ("vfork -> successor's execve", "execve(", true),
         (
             "execve, dynamic loader, libc, Rust std init",
             "poll([{fd=0",

@@ -198,6 +198,95 @@ fn a_successor_that_hangs_is_killed_after_the_child_timeout() {
     sigterm_and_wait_gone(&sb, &mut baton, r.new);
 }
 
+/// A signal mask field of /proc/PID/status (`SigIgn`, `SigBlk`, …) as bits (bit 0: signal 1).
+fn signal_mask(pid: i32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    u64::from_str_radix(hex.trim(), 16).expect("hex mask")
+}
+
+#[test]
+fn a_sighup_that_reaches_a_successor_before_its_handler_exists_does_not_kill_it() {
+    // The successor starts with SIGHUP ignored and nothing blocked: `pkill -HUP baton` during a
+    // hand-off reaches it before it could install its handler. Hold it at its very start (the
+    // binary on disk is a wrapper waiting on a FIFO), look at its dispositions, signal it, let
+    // it go on: the hand-off completes.
+    let sb = Sandbox::new();
+    let mut baton = sb.start("v1", &["--child-timeout", "20s"]);
+    let main = baton.pid;
+    let mut held = HeldSuccessor::install(&sb);
+    let from = sb.notify.len();
+    assert!(procs::kill(main, Signal::SIGHUP));
+    let child = wait_child(main);
+    // (the kernel runs the wrapper as `/bin/sh <path> <arguments>`)
+    common::wait_until("the held successor to run its wrapper", DEADLINE, || {
+        procs::cmdline(child)
+            .first()
+            .is_some_and(|a| a.ends_with("sh"))
+            .then_some(())
+    });
+    let hup = 1u64 << (libc::SIGHUP - 1);
+    let (ignored, blocked) = (signal_mask(child, "SigIgn"), signal_mask(child, "SigBlk"));
+    println!("held successor {child}: SigIgn {ignored:016x}, SigBlk {blocked:016x}");
+    assert_ne!(ignored & hup, 0, "SIGHUP is ignored in the successor");
+    assert_eq!(blocked, 0, "no signal is blocked in the successor");
+    for _ in 0..3 {
+        assert!(procs::kill(child, Signal::SIGHUP));
+    }
+    assert!(held.release(DEADLINE), "the successor was waiting");
+    let m = sb.notify.wait_for_after(from, DEADLINE, "MAINPID=", |n| {
+        n.pid == main && n.mainpid().is_some()
+    });
+    assert_eq!(
+        m.mainpid(),
+        Some(child),
+        "the signalled successor took over"
+    );
+    sb.notify
+        .wait_for_after(from, DEADLINE, "READY=1 from the successor", |n| {
+            n.pid == child && n.has("READY=1")
+        });
+    assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
+    sigterm_and_wait_gone(&sb, &mut baton, child);
+}
+
+#[test]
+fn a_binary_that_cannot_be_executed_fails_the_reload_and_the_next_one_works() {
+    // The binary on disk lost its execute bit (a broken package, a bad deploy): the reload
+    // fails at once with a line naming the binary, nothing is left behind, the parent serves on.
+    let sb = Sandbox::new();
+    let mut baton = sb.start("v1", &["--shutdown-timeout", "5s"]);
+    let main = baton.pid;
+    let exe = sb.exe();
+    let keep = sb.path("bin/.kept");
+    fs::hard_link(&exe, &keep).unwrap();
+    let broken = sb.path("bin/.broken");
+    fs::write(&broken, "not a program").unwrap();
+    fs::set_permissions(&broken, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::rename(&broken, &exe).unwrap();
+
+    let status = common::reload_expect_failure(&sb.notify, main);
+    println!("unexecutable binary: {status:?}");
+    assert!(
+        status.contains("cannot start successor") && status.contains("bin/baton"),
+        "the STATUS names the binary that could not be started: {status:?}"
+    );
+    assert_no_children(main);
+    assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "v1");
+
+    fs::rename(&keep, &exe).unwrap();
+    sb.write_config(&sb.config("v2"));
+    let r = common::reload(&sb.notify, main);
+    common::wait_until("v2", DEADLINE, || {
+        (http::get_fresh(sb.addr(), "/").unwrap().text() == "v2").then_some(())
+    });
+    assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
+    sigterm_and_wait_gone(&sb, &mut baton, r.new);
+}
+
 #[test]
 fn a_successor_that_dies_after_taking_the_listener_leaves_the_parent_serving() {
     // The new config adds a listener the successor cannot bind. It imports the shared listener

@@ -21,7 +21,7 @@ use super::protocol::{
     self, ChildMessage, Extension, ListenerOffer, OfferedListener, Opening, ParentMessage,
     ProtocolError, EXTENSION_VERSION,
 };
-use super::spawn::{spawn_successor, Executable};
+use super::spawn::{spawn_successor, Child, Executable};
 use crate::listen::Listener;
 use crate::safe_fs::{self, Create, FsError, TrustedDir};
 
@@ -113,7 +113,7 @@ const HANGUP_GRACE: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub struct ReadySuccessor {
     /// Its process.
-    pub child: tokio::process::Child,
+    pub child: Child,
     /// Its pid.
     pub pid: u32,
     read: BufReader<OwnedReadHalf>,
@@ -340,7 +340,7 @@ pub async fn hand_off(
                 source,
             }
         })?;
-    let pid = child.id().unwrap_or_default();
+    let pid = child.id();
     info!(successor = pid, exe = %exe.path.display(), "successor started");
     // While the successor starts (not before: listing the directory and probing every pid in it
     // would delay the start).
@@ -369,7 +369,7 @@ pub async fn hand_off(
 }
 
 /// Kill a successor that failed and wait for it, so no zombie is left.
-pub async fn kill_and_reap(child: &mut tokio::process::Child) {
+pub async fn kill_and_reap(child: &mut Child) {
     if let Ok(None) = child.try_wait() {
         let _ = child.start_kill();
     }
@@ -402,7 +402,7 @@ fn offer_for(listeners: &[Listener], generation: u64, state: bool) -> ListenerOf
 
 async fn converse(
     socket: &HandoffSocket,
-    child: &mut tokio::process::Child,
+    child: &mut Child,
     pid: u32,
     offer: &ListenerOffer,
     state: Option<StateFn>,

@@ -2,13 +2,22 @@
 //! environment, the listeners at fds 3, 4, … and nothing else inherited. See
 //! [`docs/handoff-protocol.md`](../../docs/handoff-protocol.md), "Environment of the child".
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::fcntl::{fcntl, FcntlArg};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::signal::unix::{signal, SignalKind};
 
 use super::protocol::{GENERATION_ENV, PREDECESSOR_ENV};
 
@@ -53,7 +62,7 @@ pub fn spawn_successor(
     listeners: &[impl AsFd],
     predecessor_socket: &Path,
     generation: u64,
-) -> io::Result<tokio::process::Child> {
+) -> io::Result<Child> {
     // Duplicate every listener above the target range first, so placing one never overwrites
     // another still to be placed (and so dup2 never sees the same source and target, which would
     // leave FD_CLOEXEC set).
@@ -63,40 +72,295 @@ pub fn spawn_successor(
         .map(|l| {
             let raw = fcntl(l.as_fd().as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(first_free))?;
             // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor; nothing else owns it.
-            Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) })
+            Ok(unsafe { OwnedFd::from_raw_fd(raw) })
         })
         .collect::<nix::Result<_>>()?;
-    let sources: Vec<RawFd> = staged.iter().map(AsRawFd::as_raw_fd).collect();
 
-    let mut cmd = tokio::process::Command::new(&exe.path);
-    cmd.args(&exe.args)
-        .env(PREDECESSOR_ENV, predecessor_socket)
-        .env(GENERATION_ENV, generation.to_string())
-        .kill_on_drop(false);
-    for var in STRIPPED_ENV {
-        cmd.env_remove(var);
-    }
-    // SAFETY: the closure runs in the forked child before exec and only calls async-signal-safe
-    // functions (dup2, signal); it allocates nothing and touches no lock.
-    unsafe {
-        cmd.pre_exec(move || {
-            for (i, src) in sources.iter().enumerate() {
-                // dup2 onto a different number clears FD_CLOEXEC on the target: exactly these
-                // descriptors survive exec.
-                if libc::dup2(*src, 3 + i as RawFd) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            // A reload request before the successor installed its handler must not kill it.
-            if libc::signal(libc::SIGHUP, libc::SIG_IGN) == libc::SIG_ERR {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn();
+    let program = cstring(exe.path.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = std::iter::once(Ok(program.clone()))
+        .chain(exe.args.iter().map(|a| cstring(a.as_bytes())))
+        .collect::<io::Result<_>>()?;
+    let replaced = |key: &[u8]| {
+        STRIPPED_ENV.iter().any(|s| s.as_bytes() == key)
+            || key == PREDECESSOR_ENV.as_bytes()
+            || key == GENERATION_ENV.as_bytes()
+    };
+    let mut envp: Vec<CString> = std::env::vars_os()
+        .filter(|(key, _)| !replaced(key.as_bytes()))
+        .map(|(key, value)| env_entry(key.as_bytes(), value.as_bytes()))
+        .collect::<io::Result<_>>()?;
+    envp.push(env_entry(
+        PREDECESSOR_ENV.as_bytes(),
+        predecessor_socket.as_os_str().as_bytes(),
+    )?);
+    envp.push(env_entry(
+        GENERATION_ENV.as_bytes(),
+        generation.to_string().as_bytes(),
+    )?);
+
+    let pid = vfork_exec(&program, &argv, &envp, &staged)?;
     drop(staged);
-    child
+    Ok(Child::new(pid))
+}
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{:?} contains a NUL byte", String::from_utf8_lossy(bytes)),
+        )
+    })
+}
+
+/// `KEY=value` for the child's environment.
+fn env_entry(key: &[u8], value: &[u8]) -> io::Result<CString> {
+    cstring(&[key, b"=", value].concat())
+}
+
+/// What the child of [`vfork_exec`] needs, all prepared before the clone: the child shares our
+/// memory and must neither allocate nor take a lock.
+struct Plan {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    sources: *const RawFd,
+    count: usize,
+    /// The errno of the step that failed in the child (0: none).
+    error: AtomicI32,
+}
+
+/// Start `program` the way posix_spawn(3) does, without copying our address space (a vfork:
+/// the child borrows our memory until its execve, and this thread waits until then), so the
+/// serving process pays neither a page-table copy nor copy-on-write faults afterwards. In the
+/// child: every signal we catch back to its default (our handlers must not run there), `SIGHUP`
+/// ignored (a reload request before the successor installed its handler must not kill it; it
+/// installs one at start), `SIGPIPE` default (as std does for children), `sources[i]` at fd
+/// 3 + i, an empty signal mask, execve. posix_spawn itself cannot ignore a signal in the child.
+fn vfork_exec(
+    program: &CString,
+    argv: &[CString],
+    envp: &[CString],
+    sources: &[OwnedFd],
+) -> io::Result<u32> {
+    let pointers = |strings: &[CString]| -> Vec<*const libc::c_char> {
+        let mut v: Vec<_> = strings.iter().map(|s| s.as_ptr()).collect();
+        v.push(std::ptr::null());
+        v
+    };
+    let (argv, envp) = (pointers(argv), pointers(envp));
+    let sources: Vec<RawFd> = sources.iter().map(AsRawFd::as_raw_fd).collect();
+    let plan = Plan {
+        program: program.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        sources: sources.as_ptr(),
+        count: sources.len(),
+        error: AtomicI32::new(0),
+    };
+    // The child's stack: it runs one small function, then execve.
+    let mut stack = vec![0u128; CHILD_STACK / 16];
+    // SAFETY: one past the end of the allocation, which the child uses as the top of its
+    // (downward-growing, 16-byte aligned) stack; never dereferenced here.
+    let top = unsafe { stack.as_mut_ptr().add(stack.len()) }.cast::<libc::c_void>();
+    // SAFETY: (1) all signals are blocked in this thread around the clone, so none is handled in
+    // the child before it reset our handlers; the old mask is restored right after. (2) the
+    // child runs `vfork_child` on its own stack with `plan`, which lives (like every pointer in
+    // it) until clone returns: with CLONE_VFORK that is after the child's execve or exit.
+    // (3) the child calls only async-signal-safe functions and allocates nothing.
+    let pid = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            vfork_child,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            std::ptr::addr_of!(plan).cast_mut().cast(),
+        );
+        let clone_error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(clone_error);
+        }
+        pid
+    };
+    drop(stack);
+    match plan.error.load(Ordering::Acquire) {
+        0 => Ok(pid as u32),
+        errno => {
+            // The child exited (127) without exec: reap it.
+            let _ = waitpid(Pid::from_raw(pid), None);
+            Err(io::Error::from_raw_os_error(errno))
+        }
+    }
+}
+
+/// Stack size of the child of [`vfork_exec`].
+const CHILD_STACK: usize = 32 * 1024;
+
+/// The child of [`vfork_exec`]. Never returns: execve or `_exit(127)`.
+extern "C" fn vfork_child(plan: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `plan` points to the parent's Plan, alive and unchanged until we exec or exit
+    // (CLONE_VFORK); only async-signal-safe calls follow, with valid pointers.
+    unsafe {
+        let plan = &*(plan as *const Plan);
+        let fail = |plan: &Plan| -> ! {
+            let errno = *libc::__errno_location();
+            plan.error.store(
+                if errno == 0 { libc::EINVAL } else { errno },
+                Ordering::Release,
+            );
+            libc::_exit(127)
+        };
+        let mut action: libc::sigaction = std::mem::zeroed();
+        for signal in 1..libc::SIGRTMAX() + 1 {
+            // Signals the C library reserves, or that cannot be caught, fail here: nothing to do.
+            if libc::sigaction(signal, std::ptr::null(), &mut action) != 0 {
+                continue;
+            }
+            let wanted = match signal {
+                libc::SIGHUP => libc::SIG_IGN,
+                libc::SIGPIPE => libc::SIG_DFL,
+                _ if action.sa_sigaction == libc::SIG_IGN => continue,
+                _ => libc::SIG_DFL,
+            };
+            if action.sa_sigaction != wanted {
+                let mut new: libc::sigaction = std::mem::zeroed();
+                new.sa_sigaction = wanted;
+                libc::sigaction(signal, &new, std::ptr::null_mut());
+            }
+        }
+        for i in 0..plan.count {
+            // dup2 onto a different number clears FD_CLOEXEC on the target: exactly these
+            // descriptors survive exec.
+            if libc::dup2(*plan.sources.add(i), 3 + i as RawFd) < 0 {
+                fail(plan);
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        if libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+            fail(plan);
+        }
+        libc::execve(plan.program, plan.argv, plan.envp);
+        fail(plan)
+    }
+}
+
+/// A started successor: its pid, and a way to wait for its exit on the runtime (a pidfd where
+/// the kernel has them, `SIGCHLD` otherwise). Dropped before it was reaped, it is reaped in
+/// the background.
+#[derive(Debug)]
+pub struct Child(Reaper);
+
+/// Waits for one child's exit and reaps it.
+#[derive(Debug)]
+struct Reaper {
+    pid: u32,
+    status: Option<ExitStatus>,
+    pidfd: Option<AsyncFd<OwnedFd>>,
+}
+
+impl Child {
+    fn new(pid: u32) -> Child {
+        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        let pidfd = (fd >= 0)
+            .then(|| {
+                // SAFETY: pidfd_open just returned this descriptor; nothing else owns it.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+                // SAFETY: the AsyncFd owns the descriptor for as long as it is registered.
+                unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()
+            })
+            .flatten();
+        Child(Reaper {
+            pid,
+            status: None,
+            pidfd,
+        })
+    }
+
+    /// Its pid.
+    pub fn id(&self) -> u32 {
+        self.0.pid
+    }
+
+    /// Its exit status if it has exited (then reaped), without waiting.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.0.try_wait()
+    }
+
+    /// Wait for its exit and reap it. Cancel-safe.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        self.0.wait().await
+    }
+
+    /// Send `SIGKILL` unless it was reaped already.
+    pub fn start_kill(&mut self) -> io::Result<()> {
+        if self.0.status.is_some() {
+            return Ok(());
+        }
+        kill(Pid::from_raw(self.0.pid as libc::pid_t), Signal::SIGKILL).map_err(io::Error::from)
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.0.status.is_some() {
+            return;
+        }
+        let mut reaper = Reaper {
+            pid: self.0.pid,
+            status: None,
+            pidfd: self.0.pidfd.take(),
+        };
+        // Without a runtime (the process is ending) its exit is reaped by whoever inherits it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = reaper.wait().await;
+            });
+        }
+    }
+}
+
+impl Reaper {
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if let Some(status) = self.status {
+            return Ok(Some(status));
+        }
+        let pid = Pid::from_raw(self.pid as libc::pid_t);
+        let status = match waitpid(pid, Some(WaitPidFlag::WNOHANG))? {
+            WaitStatus::Exited(_, code) => ExitStatus::from_raw((code & 0xff) << 8),
+            WaitStatus::Signaled(_, signal, core) => {
+                ExitStatus::from_raw(signal as i32 | if core { 0x80 } else { 0 })
+            }
+            _ => return Ok(None),
+        };
+        self.status = Some(status);
+        self.pidfd = None;
+        Ok(Some(status))
+    }
+
+    async fn wait(&mut self) -> io::Result<ExitStatus> {
+        let mut sigchld = None;
+        loop {
+            if self.pidfd.is_none() && sigchld.is_none() {
+                // registered before looking, so no exit is missed
+                sigchld = Some(signal(SignalKind::child())?);
+            }
+            if let Some(status) = self.try_wait()? {
+                return Ok(status);
+            }
+            match (&self.pidfd, &mut sigchld) {
+                (Some(fd), _) => fd.readable().await?.clear_ready(),
+                (None, Some(sig)) => {
+                    sig.recv().await;
+                }
+                (None, None) => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]
