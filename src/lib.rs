@@ -26,5 +26,6 @@ pub mod logging;
 pub mod notify;
 pub mod pidfile;
 pub mod reload;
+pub mod tls;
 
 pub use lifecycle::{Server, StartError};
