@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::listen::spec::ListenSpec;
+use crate::listen::spec::{ListenSpec, Scheme};
+use crate::tls::TlsFiles;
 
 /// The listen address used when none is configured and systemd passed none.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
@@ -23,8 +24,9 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Settings as given on the command line or in `BATON_*` variables, not yet validated.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
-    /// Address to listen on: host:port, [v6]:port, :port (all interfaces) or unix:/path.
-    /// Repeatable; the variable takes a comma-separated list.
+    /// Address to listen on: host:port, [v6]:port, :port (all interfaces) or unix:/path;
+    /// https://host:port serves TLS (http:// or no scheme: plain). Repeatable; the variable
+    /// takes a comma-separated list.
     #[arg(
         long = "listen",
         env = "BATON_LISTEN",
@@ -47,6 +49,13 @@ pub struct Overrides {
     /// File the serving main process writes its pid to.
     #[arg(long, env = "BATON_PID_FILE", value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
+    /// PEM certificate chain (leaf first) for https listeners. credential:NAME, or a bare
+    /// NAME while $CREDENTIALS_DIRECTORY is set, reads $CREDENTIALS_DIRECTORY/NAME.
+    #[arg(long, env = "BATON_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, RSA or EC) matching the certificate; found like --tls-cert.
+    #[arg(long, env = "BATON_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The validated configuration.
@@ -68,6 +77,8 @@ pub struct Config {
     pub response_body: String,
     /// The file this was read from, if any.
     pub file: Option<PathBuf>,
+    /// Certificate and key for https listeners, as configured (read by [`crate::tls::load`]).
+    pub tls: Option<TlsFiles>,
 }
 
 /// What was wrong with the configuration. One line, naming the source, field and problem.
@@ -120,6 +131,8 @@ struct FileConfig {
     child_timeout: Option<FileDuration>,
     pid_file: Option<PathBuf>,
     response_body: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +265,8 @@ impl Config {
             (None, None) => None,
         };
 
+        let tls = resolve_tls(overrides, &file, &file_origin, &listen, &listen_origin)?;
+
         Ok(Config {
             listen,
             listen_explicit,
@@ -263,6 +278,7 @@ impl Config {
                 .response_body
                 .unwrap_or_else(|| DEFAULT_BODY.to_owned()),
             file: path.map(Path::to_path_buf),
+            tls,
         })
     }
 }
@@ -325,6 +341,72 @@ fn check_path(path: &Path, origin: &str, field: &str) -> Result<PathBuf, ConfigE
         });
     }
     Ok(path.to_owned())
+}
+
+/// `tls_cert` and `tls_key`: both or neither, each a valid path or `credential:NAME`, and both
+/// when a listener is `https://`. (A socket-activated listener named `https` is only known at
+/// start; serving refuses it there when these are missing.)
+fn resolve_tls(
+    overrides: &Overrides,
+    file: &FileConfig,
+    file_origin: &str,
+    listen: &[ListenSpec],
+    listen_origin: &str,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let pick =
+        |cli: &Option<PathBuf>, from_file: &Option<PathBuf>, flag: &str, env: &str, field: &str| {
+            let (path, origin) = match (cli, from_file) {
+                (Some(p), _) => (p, format!("--{flag}/{env}")),
+                (None, Some(p)) => (p, file_origin.to_owned()),
+                (None, None) => return Ok(None),
+            };
+            crate::tls::source::validate_configured(path).map_err(|problem| {
+                ConfigError::Field {
+                    origin: origin.clone(),
+                    field: field.to_owned(),
+                    problem: format!("{:?}: {problem}", path.display().to_string()),
+                }
+            })?;
+            Ok(Some((path.clone(), origin)))
+        };
+    let cert = pick(
+        &overrides.tls_cert,
+        &file.tls_cert,
+        "tls-cert",
+        "BATON_TLS_CERT",
+        "tls_cert",
+    )?;
+    let key = pick(
+        &overrides.tls_key,
+        &file.tls_key,
+        "tls-key",
+        "BATON_TLS_KEY",
+        "tls_key",
+    )?;
+    let missing = |origin: &str, field: &str, other: &str| ConfigError::Field {
+        origin: origin.to_owned(),
+        field: field.to_owned(),
+        problem: format!("missing: {other} is set, and the two go together"),
+    };
+    let tls = match (cert, key) {
+        (Some((cert, _)), Some((key, _))) => Some(TlsFiles { cert, key }),
+        (Some((_, origin)), None) => return Err(missing(&origin, "tls_key", "tls_cert")),
+        (None, Some((_, origin))) => return Err(missing(&origin, "tls_cert", "tls_key")),
+        (None, None) => None,
+    };
+    if tls.is_none() {
+        if let Some(i) = listen.iter().position(|l| l.scheme() == Scheme::Https) {
+            return Err(ConfigError::Field {
+                origin: listen_origin.to_owned(),
+                field: format!("listen[{i}]"),
+                problem: format!(
+                    "{:?} serves TLS but no certificate is configured (tls_cert and tls_key, --tls-cert and --tls-key)",
+                    listen[i].as_str()
+                ),
+            });
+        }
+    }
+    Ok(tls)
 }
 
 /// `$RUNTIME_DIRECTORY/handoff.sock`, else `$XDG_RUNTIME_DIR/baton/handoff.sock`, else
@@ -435,5 +517,83 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_and_https_needs_them() {
+        let c = load_json(
+            r#"{"listen":["https://127.0.0.1:8443","127.0.0.1:8080"],"tls_cert":"/etc/baton/cert.pem","tls_key":"credential:tls.key"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: "/etc/baton/cert.pem".into(),
+                key: "credential:tls.key".into()
+            })
+        );
+        assert_eq!(c.listen[0].scheme(), Scheme::Https);
+        assert_eq!(c.listen[0].as_str(), "https://127.0.0.1:8443");
+        assert_eq!(c.listen[1].scheme(), Scheme::Http);
+        assert_eq!(Config::load(&Overrides::default()).unwrap().tls, None);
+
+        // option over file, field by field
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(br#"{"tls_cert":"/file/cert.pem","tls_key":"/file/key.pem"}"#)
+            .unwrap();
+        let c = Config::load(&Overrides {
+            config: Some(f.path().to_owned()),
+            tls_key: Some("/cli/key.pem".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(
+            (tls.cert.to_str(), tls.key.to_str()),
+            (Some("/file/cert.pem"), Some("/cli/key.pem"))
+        );
+
+        let e = load_json(r#"{"tls_cert":"/c.pem"}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with(": tls_key: missing: tls_cert is set, and the two go together"),
+            "{e}"
+        );
+        let e = Config::load(&Overrides {
+            tls_key: Some("/k.pem".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "--tls-key/BATON_TLS_KEY: tls_cert: missing: tls_key is set, and the two go together"
+        );
+        let e = load_json(r#"{"listen":[":80","https://:443"]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(": listen[1]: \"https://:443\" serves TLS but no certificate is configured (tls_cert and tls_key, --tls-cert and --tls-key)"),
+            "{e}"
+        );
+        let e = Config::load(&Overrides {
+            listen: vec!["https://127.0.0.1:1".into()],
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("--listen/BATON_LISTEN: listen[0]: "), "{e}");
+        let e = load_json(r#"{"tls_cert":"credential:a/b","tls_key":"/k"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with(": tls_cert: \"credential:a/b\": a credential name is a plain file name (no /, not . or ..)"), "{e}");
+        let e = load_json(r#"{"tls_cert":"/c","tls_key":""}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with(": tls_key: \"\": empty path"), "{e}");
+        let e = load_json(r#"{"listen":["https://1.2.3.4:443","http://1.2.3.4:443"],"tls_cert":"/c","tls_key":"/k"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen[1]") && e.contains("same socket"), "{e}");
     }
 }
