@@ -197,6 +197,7 @@ fn listen_spec() {
                 assert_eq!(spec.as_str(), text);
                 let again: ListenSpec = spec.as_str().parse().unwrap();
                 assert!(again.same_socket(&spec));
+                assert_eq!(again.scheme(), spec.scheme());
             }
             Err(e) => assert!(!e.to_string().is_empty()),
         }
