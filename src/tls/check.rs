@@ -123,6 +123,8 @@ pub enum Finding {
         key: PathBuf,
         /// Its permission bits.
         mode: u32,
+        /// It has a POSIX ACL (then the group bits show the ACL's mask).
+        acl: bool,
         /// Who can read it.
         by: Exposure,
     },
@@ -180,10 +182,15 @@ impl fmt::Display for Finding {
                 cert.display(),
                 utc(*not_before)
             ),
-            Finding::KeyReadable { key, mode, by } => {
-                write!(f, "tls key {}: mode {mode:04o} lets ", key.display())?;
+            Finding::KeyReadable { key, mode, acl, by } => {
+                let acl = if *acl { " and its ACL" } else { "" };
+                write!(f, "tls key {}: mode {mode:04o}{acl} lets ", key.display())?;
                 match by {
                     Exposure::Everyone => f.write_str("every local user read it")?,
+                    Exposure::User { uid, name: Some(n) } => {
+                        write!(f, "user {n} (uid {uid}) read it")?
+                    }
+                    Exposure::User { uid, name: None } => write!(f, "user {uid} read it")?,
                     Exposure::Group { gid, name: Some(n) } => {
                         write!(f, "group {n} (gid {gid}) read it")?
                     }
@@ -230,6 +237,7 @@ pub(super) fn warnings(pair: &Pair, now: SystemTime) -> Vec<Finding> {
         found.push(Finding::KeyReadable {
             key: pair.key_path.clone(),
             mode: pair.key_mode,
+            acl: pair.key_acl,
             by: by.clone(),
         });
     }

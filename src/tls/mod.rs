@@ -206,6 +206,8 @@ pub struct Pair {
     pub leaf: check::Leaf,
     /// The key file's permission bits.
     pub key_mode: u32,
+    /// The key file has a POSIX ACL.
+    pub key_acl: bool,
     /// Who else can read the key file.
     pub key_exposure: Option<source::Exposure>,
 }
@@ -259,6 +261,7 @@ impl Pair {
             key_path,
             leaf,
             key_mode: key_file.mode,
+            key_acl: key_file.acl,
             key_exposure,
         })
     }

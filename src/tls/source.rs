@@ -18,14 +18,22 @@
 //!
 //! # A private key others can read
 //!
-//! [`exposure`] decides, from the key file's mode and owner, whether someone besides this
-//! process can read the key: a key readable by every user (`o+r`) always is; a group-readable
-//! key (`g+r`) is, unless this process needs the group to read it (it is neither root nor the
-//! file's owner, and the file's group is one of its groups: the `ssl-cert` group pattern).
+//! [`exposure`] decides, from the key file's permissions, whether someone besides this process
+//! (and the file's owner) can read the key:
+//! - every local user, when others may read it (`o+r`): always reported;
+//! - another user named in the file's POSIX ACL (`setfacl -m u:NAME:r`);
+//! - a group, by the group bits (`g+r`) or a named ACL group, unless this process reads the
+//!   file through that group: it is neither root nor the owner nor named in the ACL, and is a
+//!   member (the `ssl-cert` group pattern).
+//!
+//! The ACL is read because the group bits of a file with an ACL show its mask, not its group:
+//! systemd writes each credential `0400` and grants the service's user read access by an ACL,
+//! so such a file shows `0440` yet only that user can read it.
 
 use std::ffi::OsStr;
 use std::fmt;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -140,6 +148,10 @@ pub struct FileData {
     pub bytes: Vec<u8>,
     /// Permission bits (`st_mode & 0o7777`).
     pub mode: u32,
+    /// Who may read it, from the mode or the POSIX ACL.
+    pub access: ReadAccess,
+    /// It has a POSIX access ACL.
+    pub acl: bool,
     /// Owner.
     pub uid: u32,
     /// Group.
@@ -172,7 +184,8 @@ pub fn read(role: Role, path: &Path) -> Result<FileData, TlsError> {
         });
     }
     let mut bytes = Vec::with_capacity(meta.len().min(MAX_FILE_BYTES) as usize);
-    file.take(MAX_FILE_BYTES + 1)
+    (&file)
+        .take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(read_err)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
@@ -181,68 +194,190 @@ pub fn read(role: Role, path: &Path) -> Result<FileData, TlsError> {
             path: path.to_owned(),
         });
     }
+    let mode = meta.mode() & 0o7777;
+    let acl = posix_acl(&file).and_then(|xattr| ReadAccess::from_acl(&xattr));
     Ok(FileData {
         path: path.to_owned(),
         bytes,
-        mode: meta.mode() & 0o7777,
+        mode,
+        acl: acl.is_some(),
+        access: acl.unwrap_or_else(|| ReadAccess::from_mode(mode)),
         uid: meta.uid(),
         gid: meta.gid(),
     })
 }
 
-/// Who besides this process can read a private key file.
+/// The extended attribute holding a file's POSIX access ACL, when it has one (`None` also for
+/// file systems without ACLs).
+fn posix_acl(file: &std::fs::File) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 4096]; // 4 + 8 bytes per entry: 511 entries
+                                   // SAFETY: the descriptor is open (borrowed from `file` for the call); the name is a
+                                   // NUL-terminated string; the kernel writes at most `buf.len()` bytes into `buf`, which is
+                                   // ours and outlives the call.
+    let n = unsafe {
+        libc::fgetxattr(
+            file.as_raw_fd(),
+            c"system.posix_acl_access".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// Who is granted read access to a file, besides its owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadAccess {
+    /// Every other user (`o+r`).
+    pub other: bool,
+    /// The file's group (`g+r`, or the ACL's group entry under its mask).
+    pub owning_group: bool,
+    /// Users named in the ACL with read access under the mask.
+    pub users: Vec<u32>,
+    /// Groups named in the ACL with read access under the mask.
+    pub groups: Vec<u32>,
+}
+
+impl ReadAccess {
+    /// From permission bits alone (a file without an ACL).
+    pub fn from_mode(mode: u32) -> ReadAccess {
+        ReadAccess {
+            other: mode & 0o004 != 0,
+            owning_group: mode & 0o040 != 0,
+            ..ReadAccess::default()
+        }
+    }
+
+    /// From the `system.posix_acl_access` attribute (version 2, then 8-byte entries: tag,
+    /// permissions, id, little-endian); `None` when it is not that.
+    pub fn from_acl(xattr: &[u8]) -> Option<ReadAccess> {
+        const USER: u16 = 0x02;
+        const GROUP_OBJ: u16 = 0x04;
+        const GROUP: u16 = 0x08;
+        const MASK: u16 = 0x10;
+        const OTHER: u16 = 0x20;
+        const READ: u16 = 0x04;
+        let (version, entries) = xattr.split_first_chunk::<4>()?;
+        if u32::from_le_bytes(*version) != 2 || entries.len() % 8 != 0 {
+            return None;
+        }
+        let (mut mask, mut group_obj, mut other) = (0o7, 0, 0);
+        let (mut users, mut groups) = (Vec::new(), Vec::new());
+        for e in entries.chunks_exact(8) {
+            let tag = u16::from_le_bytes([e[0], e[1]]);
+            let perm = u16::from_le_bytes([e[2], e[3]]);
+            let id = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+            match tag {
+                USER => users.push((id, perm)),
+                GROUP_OBJ => group_obj = perm,
+                GROUP => groups.push((id, perm)),
+                MASK => mask = perm,
+                OTHER => other = perm,
+                _ => {}
+            }
+        }
+        let reads = |perm: u16| perm & mask & READ != 0;
+        Some(ReadAccess {
+            other: other & READ != 0, // the mask does not apply to others
+            owning_group: reads(group_obj),
+            users: users
+                .into_iter()
+                .filter(|(_, p)| reads(*p))
+                .map(|(id, _)| id)
+                .collect(),
+            groups: groups
+                .into_iter()
+                .filter(|(_, p)| reads(*p))
+                .map(|(id, _)| id)
+                .collect(),
+        })
+    }
+}
+
+/// Who besides this process (and the file's owner) can read a private key file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exposure {
     /// `o+r`: every local user.
     Everyone,
-    /// `g+r`, and this process does not read the file through that group.
+    /// Another user, named in the ACL.
+    User {
+        /// The user.
+        uid: u32,
+        /// Their name, when the user database knows it.
+        name: Option<String>,
+    },
+    /// A group, and this process does not read the file through it.
     Group {
-        /// The file's group.
+        /// The group.
         gid: u32,
         /// Its name, when the group database knows it.
         name: Option<String>,
     },
 }
 
-/// Whether a key file with `mode`, owned by `file_uid`:`file_gid`, is readable by others than a
-/// process running as `euid` with groups `groups` (effective and supplementary). See the module
-/// docs for the rule.
+/// Whether a key file with `access`, owned by `file_uid`:`file_gid`, is readable by others than
+/// its owner and a process running as `euid` with groups `groups` (effective and
+/// supplementary). See the module docs for the rule; the most exposed reader is reported.
 pub fn exposure(
-    mode: u32,
+    access: &ReadAccess,
     file_uid: u32,
     file_gid: u32,
     euid: u32,
     groups: &[u32],
 ) -> Option<Exposure> {
-    if mode & 0o004 != 0 {
+    if access.other {
         return Some(Exposure::Everyone);
     }
-    let reads_through_group = euid != 0 && euid != file_uid && groups.contains(&file_gid);
-    if mode & 0o040 != 0 && !reads_through_group {
-        return Some(Exposure::Group {
-            gid: file_gid,
+    if let Some(uid) = access.users.iter().find(|u| **u != euid && **u != file_uid) {
+        return Some(Exposure::User {
+            uid: *uid,
             name: None,
         });
     }
-    None
+    let reads_otherwise = euid == 0 || euid == file_uid || access.users.contains(&euid);
+    let needed = |gid: &u32| !reads_otherwise && groups.contains(gid);
+    let owning = Some(file_gid).filter(|_| access.owning_group);
+    let gid = owning
+        .iter()
+        .chain(access.groups.iter())
+        .find(|gid| !needed(gid))?;
+    Some(Exposure::Group {
+        gid: *gid,
+        name: None,
+    })
 }
 
-/// [`exposure`] for a file this process read, with the group's name looked up.
+/// [`exposure`] for a file this process read, with user and group names looked up.
 pub fn exposure_of(file: &FileData) -> Option<Exposure> {
-    let euid = nix::unistd::geteuid().as_raw();
-    let mut groups: Vec<u32> = nix::unistd::getgroups()
+    use nix::unistd::{getegid, geteuid, getgroups, Gid, Group, Uid, User};
+    let mut groups: Vec<u32> = getgroups()
         .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
         .unwrap_or_default();
-    groups.push(nix::unistd::getegid().as_raw());
-    match exposure(file.mode, file.uid, file.gid, euid, &groups)? {
+    groups.push(getegid().as_raw());
+    match exposure(
+        &file.access,
+        file.uid,
+        file.gid,
+        geteuid().as_raw(),
+        &groups,
+    )? {
+        Exposure::User { uid, .. } => Some(Exposure::User {
+            uid,
+            name: User::from_uid(Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name),
+        }),
         Exposure::Group { gid, .. } => Some(Exposure::Group {
             gid,
-            name: nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+            name: Group::from_gid(Gid::from_raw(gid))
                 .ok()
                 .flatten()
                 .map(|g| g.name),
         }),
-        e => Some(e),
+        Exposure::Everyone => Some(Exposure::Everyone),
     }
 }
 
@@ -303,25 +438,148 @@ mod tests {
     fn who_else_can_read_a_key() {
         let me = 1000;
         let groups = [1000, 110];
+        let mode = |m| ReadAccess::from_mode(m);
         // owner-only
-        assert_eq!(exposure(0o600, me, 1000, me, &groups), None);
-        assert_eq!(exposure(0o400, me, 1000, me, &groups), None);
+        assert_eq!(exposure(&mode(0o600), me, 1000, me, &groups), None);
+        assert_eq!(exposure(&mode(0o400), me, 1000, me, &groups), None);
         // world-readable, whoever owns it
         assert_eq!(
-            exposure(0o644, me, 1000, me, &groups),
+            exposure(&mode(0o644), me, 1000, me, &groups),
             Some(Exposure::Everyone)
         );
-        assert_eq!(exposure(0o604, 0, 0, 0, &[0]), Some(Exposure::Everyone));
+        assert_eq!(
+            exposure(&mode(0o604), 0, 0, 0, &[0]),
+            Some(Exposure::Everyone)
+        );
         // group-readable: needed when we read it through the group (ssl-cert pattern) ...
-        assert_eq!(exposure(0o640, 0, 110, me, &groups), None);
+        assert_eq!(exposure(&mode(0o640), 0, 110, me, &groups), None);
         // ... not when we own it, are root, or are not in the group (then others in it read it)
         let group = Some(Exposure::Group {
             gid: 110,
             name: None,
         });
-        assert_eq!(exposure(0o640, me, 110, me, &groups), group);
-        assert_eq!(exposure(0o640, 0, 110, 0, &[0]), group);
-        assert_eq!(exposure(0o640, 5, 110, me, &[1000]), group);
+        assert_eq!(exposure(&mode(0o640), me, 110, me, &groups), group);
+        assert_eq!(exposure(&mode(0o640), 0, 110, 0, &[0]), group);
+        assert_eq!(exposure(&mode(0o640), 5, 110, me, &[1000]), group);
+    }
+
+    /// `system.posix_acl_access` bytes for `entries` of (tag, perm, id).
+    fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+        let mut bytes = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in entries {
+            bytes.extend(tag.to_le_bytes());
+            bytes.extend(perm.to_le_bytes());
+            bytes.extend(id.to_le_bytes());
+        }
+        bytes
+    }
+
+    const NONE: u32 = u32::MAX;
+
+    #[test]
+    fn an_acl_decides_instead_of_the_group_bits() {
+        let me = 998;
+        // what systemd writes for LoadCredential= with User=: root 0400 + user:me:r (shows 0440)
+        let cred = ReadAccess::from_acl(&acl(&[
+            (0x01, 4, NONE),
+            (0x02, 4, me),
+            (0x04, 0, NONE),
+            (0x10, 4, NONE),
+            (0x20, 0, NONE),
+        ]))
+        .unwrap();
+        assert!(!cred.owning_group && !cred.other);
+        assert_eq!(cred.users, [me]);
+        assert_eq!(exposure(&cred, 0, 0, me, &[me]), None);
+        // ... but someone else named in it is reported
+        assert_eq!(
+            exposure(&cred, 0, 0, 1234, &[1234]),
+            Some(Exposure::User {
+                uid: me,
+                name: None
+            })
+        );
+        // a named group, masked out or not
+        let masked = ReadAccess::from_acl(&acl(&[
+            (0x01, 6, NONE),
+            (0x04, 0, NONE),
+            (0x08, 4, 110),
+            (0x10, 0, NONE),
+            (0x20, 0, NONE),
+        ]))
+        .unwrap();
+        assert_eq!(masked, ReadAccess::default());
+        let named = ReadAccess::from_acl(&acl(&[
+            (0x01, 6, NONE),
+            (0x04, 0, NONE),
+            (0x08, 4, 110),
+            (0x10, 4, NONE),
+            (0x20, 0, NONE),
+        ]))
+        .unwrap();
+        assert_eq!(exposure(&named, 0, 0, me, &[me, 110]), None); // we read through it
+        assert_eq!(
+            exposure(&named, me, 0, me, &[me, 110]),
+            Some(Exposure::Group {
+                gid: 110,
+                name: None
+            })
+        );
+        // others are not masked
+        let other = ReadAccess::from_acl(&acl(&[(0x10, 0, NONE), (0x20, 4, NONE)])).unwrap();
+        assert_eq!(exposure(&other, 0, 0, 0, &[0]), Some(Exposure::Everyone));
+        // not an ACL
+        assert_eq!(ReadAccess::from_acl(b""), None);
+        assert_eq!(ReadAccess::from_acl(&[1, 0, 0, 0]), None);
+        assert_eq!(ReadAccess::from_acl(&[2, 0, 0, 0, 1]), None);
+    }
+
+    #[test]
+    fn a_real_acl_like_systemds_credentials_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tls.key");
+        std::fs::write(&path, b"x").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let value = acl(&[
+            (0x01, 4, NONE),
+            (0x02, 4, 65534),
+            (0x04, 0, NONE),
+            (0x10, 4, NONE),
+            (0x20, 0, NONE),
+        ]);
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: a valid fd, a NUL-terminated name, and a buffer of the length given.
+        let rc = unsafe {
+            libc::fsetxattr(
+                file.as_raw_fd(),
+                c"system.posix_acl_access".as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        if rc != 0 {
+            eprintln!(
+                "skipped: this file system takes no ACL: {}",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+        let data = read(Role::Key, &path).unwrap();
+        assert_eq!(data.mode, 0o440, "the group bits show the mask");
+        assert!(data.acl);
+        assert_eq!(data.access.users, [65534]);
+        assert!(!data.access.owning_group);
+        // we (root, the owner here) are not the user it names: that user is reported
+        if nix::unistd::geteuid().as_raw() != 65534 {
+            assert!(matches!(
+                exposure_of(&data),
+                Some(Exposure::User { uid: 65534, .. })
+            ));
+        }
+        // and for the user it names (the service), nobody else
+        assert_eq!(exposure(&data.access, 0, 0, 65534, &[65534]), None);
     }
 
     #[test]
@@ -353,5 +611,31 @@ mod tests {
         assert_eq!(exposure_of(&data), Some(Exposure::Everyone));
         std::fs::set_permissions(&ok, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(exposure_of(&read(Role::Key, &ok).unwrap()), None);
+    }
+
+    #[test]
+    fn a_group_readable_key_names_the_group() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: chown to another group needs root");
+            return;
+        }
+        let Ok(Some(group)) = nix::unistd::Group::from_name("nogroup") else {
+            eprintln!("skipped: no group named nogroup");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.pem");
+        std::fs::write(&key, b"x").unwrap();
+        nix::unistd::chown(&key, None, Some(group.gid)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        // root reads it as its owner: the group bit only serves the members of nogroup
+        assert_eq!(
+            exposure_of(&read(Role::Key, &key).unwrap()),
+            Some(Exposure::Group {
+                gid: group.gid.as_raw(),
+                name: Some("nogroup".into())
+            })
+        );
     }
 }
