@@ -345,7 +345,7 @@ fn check_path(path: &Path, origin: &str, field: &str) -> Result<PathBuf, ConfigE
 
 /// `tls_cert` and `tls_key`: both or neither, each a valid path or `credential:NAME`, and both
 /// when a listener is `https://`. (A socket-activated listener named `https` is only known at
-/// start; serving refuses it there when these are missing.)
+/// start: serving must refuse it there when these are missing.)
 fn resolve_tls(
     overrides: &Overrides,
     file: &FileConfig,
