@@ -1,5 +1,5 @@
 //! Everything that parses bytes from outside, fuzzed: hand-off messages, `LISTEN_*` variables,
-//! listen address specs and the configuration file.
+//! listen address specs, the configuration file, and PEM certificate and key files.
 //!
 //! A small deterministic mutation fuzzer (no nightly toolchain needed): every input in
 //! `tests/fuzz/corpus/<target>/` is replayed, then mutated (bit flips, truncation, splices,
@@ -196,6 +196,7 @@ fn listen_spec() {
                 assert_eq!(spec.as_str(), text);
                 let again: ListenSpec = spec.as_str().parse().unwrap();
                 assert!(again.same_socket(&spec));
+                assert_eq!(again.scheme(), spec.scheme());
             }
             Err(e) => assert!(!e.to_string().is_empty()),
         }
@@ -241,10 +242,51 @@ fn configuration_file() {
             Ok(config) => {
                 assert!(!config.settings.listen.is_empty());
                 assert!(!config.settings.child_timeout.is_zero());
+                let https = config
+                    .settings
+                    .listen
+                    .iter()
+                    .any(|l| l.scheme() == crate::listen::spec::Scheme::Https);
+                assert!(
+                    !https || config.settings.tls.is_some(),
+                    "https without a pair"
+                );
             }
             Err(e) => {
                 let line = e.to_string();
                 assert!(line.starts_with("config /etc/baton/baton.json"), "{line}");
+                assert!(!line.contains('\n'), "{line}");
+            }
+        }
+    });
+}
+
+#[test]
+fn pem_files() {
+    use crate::tls;
+    let path = Path::new("/etc/baton/fullchain.pem");
+    fuzz("pem", |bytes| {
+        match tls::parse_chain(path, bytes) {
+            Ok(chain) => {
+                assert!(!chain.is_empty());
+                if let Err(e) = tls::check::Leaf::parse(&chain[0]) {
+                    assert!(!e.is_empty());
+                }
+            }
+            Err(e) => {
+                let line = e.to_string();
+                assert!(line.starts_with("tls certificate /etc/baton/"), "{line}");
+                assert!(!line.contains('\n'), "{line}");
+            }
+        }
+        match tls::parse_key(path, bytes) {
+            Ok(key) => {
+                // What the provider makes of it must not panic either.
+                let _ = tls::provider().key_provider.load_private_key(key);
+            }
+            Err(e) => {
+                let line = e.to_string();
+                assert!(line.starts_with("tls key /etc/baton/"), "{line}");
                 assert!(!line.contains('\n'), "{line}");
             }
         }

@@ -40,6 +40,7 @@ pub(crate) mod reload;
 mod server;
 mod settings;
 pub(crate) mod supervisor;
+pub(crate) mod tls;
 
 #[cfg(feature = "cli")]
 pub mod cli;
