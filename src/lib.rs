@@ -51,7 +51,7 @@ mod fuzz;
 pub use drain::DrainSignal;
 pub use error::{Error, ErrorKind};
 pub use server::{serve, Serve, Server};
-pub use settings::{ListenAddr, Settings, SettingsError, SpecError};
+pub use settings::{ListenAddr, Scheme, Settings, SettingsError, SpecError};
 
 /// Become the stable parent of every generation when this process is PID 1 (a container's
 /// entry point) or when `asked`: call it first in `main`, before a runtime or any thread starts.

@@ -19,8 +19,10 @@ use crate::handoff::protocol::{GENERATION_ENV, PREDECESSOR_ENV};
 use crate::handoff::spawn::Executable;
 use crate::http::{self, BoxError};
 use crate::lifecycle::{self, Machine, Parts, ProcessWorld, ShutdownFuture, Signals};
-use crate::listen::Listener;
-use crate::settings::Settings;
+use crate::listen::spec::Scheme;
+use crate::listen::{Listener, Origin};
+use crate::settings::{Settings, SettingsError};
+use crate::tls::ServerConfig;
 
 /// Serve `app` on the listeners the settings of the `BATON_*` variables name (or that systemd or
 /// a predecessor passed), until a successor takes over or a stop is requested.
@@ -71,6 +73,7 @@ pub struct Server {
     handoff_socket: PathBuf,
     predecessor_socket: Option<PathBuf>,
     acquired: Acquired,
+    tls: Option<Arc<ServerConfig>>,
     signals: Signals,
     span: tracing::Span,
 }
@@ -129,7 +132,11 @@ impl Server {
             predecessor_socket.as_deref(),
         )
         .await?;
+        // Before anything is reported ready: a pair that does not load fails this start (and,
+        // in a successor, the reload, while the predecessor serves on).
+        let tls = tls_config(&settings, &acquired.listeners)?;
         Ok(Server {
+            tls,
             handoff_socket: settings.handoff_socket_or_default(),
             settings,
             exe,
@@ -261,6 +268,7 @@ where
             handoff_socket,
             predecessor_socket,
             acquired,
+            tls,
             signals,
             span: _,
         } = server;
@@ -277,7 +285,7 @@ where
             let options = http::Options {
                 idle_timeout: settings.idle_timeout,
             };
-            let serving = match start_serving(&listeners, app, &options) {
+            let serving = match start_serving(&listeners, tls.as_ref(), app, &options) {
                 Ok(serving) => serving,
                 Err(e) => {
                     if let Some(path) = &predecessor_socket {
@@ -324,6 +332,7 @@ where
 
 fn start_serving<S>(
     listeners: &[Listener],
+    tls: Option<&Arc<ServerConfig>>,
     service: S,
     options: &http::Options,
 ) -> Result<http::Serving, Error>
@@ -332,10 +341,49 @@ where
 {
     let sockets = listeners
         .iter()
-        .map(|l| l.socket.try_clone())
+        .map(|l| {
+            let tls = match l.scheme() {
+                Scheme::Https => tls.cloned(),
+                Scheme::Http => None,
+            };
+            Ok((l.socket.try_clone()?, tls))
+        })
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(Inner::Serve)?;
     Ok(http::start(sockets, service, options).map_err(Inner::Serve)?)
+}
+
+/// Read the certificate and key when a listener serves https: every process reads them afresh,
+/// so replacing the files and reloading rotates the certificate. An https listener without
+/// them is refused (a socket-activated one named `https` is only known here).
+fn tls_config(
+    settings: &Settings,
+    listeners: &[Listener],
+) -> Result<Option<Arc<ServerConfig>>, Error> {
+    let https = listeners.iter().find(|l| l.scheme() == Scheme::Https);
+    match (&settings.tls, https) {
+        (Some(files), Some(_)) => Ok(Some(crate::tls::load(files)?)),
+        (None, Some(l)) => {
+            let (origin, how) = if l.origin == Origin::Systemd && l.spec.scheme() == Scheme::Http {
+                ("LISTEN_FDNAMES", format!("{} (socket named https)", l.spec))
+            } else {
+                ("listen", l.spec.to_string())
+            };
+            Err(SettingsError::new(
+                origin,
+                &l.name,
+                format!(
+                    "{how} serves TLS but no certificate is configured (tls_cert and tls_key, --tls-cert and --tls-key)"
+                ),
+            )
+            .into())
+        }
+        (Some(_), None) => {
+            warn!("a TLS certificate is configured but no listener serves https (write https://HOST:PORT, or name the socket https); not reading it");
+            Ok(None)
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 fn describe(listeners: &[Listener], generation: u64) -> String {

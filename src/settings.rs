@@ -9,10 +9,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::listen::spec::{ListenSpec, Scheme};
+use crate::listen::spec::ListenSpec;
 use crate::tls::TlsFiles;
 
-pub use crate::listen::spec::{ListenSpec as ListenAddr, SpecError};
+pub use crate::listen::spec::{ListenSpec as ListenAddr, Scheme, SpecError};
 
 /// Default drain budget.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use activation::{ActivationEnv, ActivationError};
-use spec::{ListenSpec, Target};
+use spec::{ListenSpec, Scheme, Target};
 
 /// Where a listener originally came from: decides whether a successor keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +92,18 @@ pub struct Listener {
     pub origin: Origin,
     /// The socket.
     pub socket: Socket,
+}
+
+impl Listener {
+    /// What this listener serves: TLS when its address says `https://`, or when it is a
+    /// socket-activated listener whose `FileDescriptorName=` is `https` (kept through hand-offs:
+    /// the name travels with the socket); plain HTTP otherwise.
+    pub fn scheme(&self) -> Scheme {
+        if self.origin == Origin::Systemd && Scheme::for_fd_name(&self.name) == Scheme::Https {
+            return Scheme::Https;
+        }
+        self.spec.scheme()
+    }
 }
 
 /// Why a listener could not be set up. One line each, naming the fd or address.

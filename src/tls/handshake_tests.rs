@@ -18,7 +18,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{handshake, load, HandshakeError, TlsFiles};
+use super::accept::HandshakeError;
+use super::{handshake, load, TlsFiles};
 
 /// The generous deadline for what should happen soon on a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(20);

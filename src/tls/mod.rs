@@ -34,11 +34,11 @@ use std::time::SystemTime;
 use rustls::crypto::CryptoProvider;
 use rustls::server::ServerSessionMemoryCache;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
-use rustls::ServerConfig;
+pub use rustls::ServerConfig;
 use rustls_pki_types::pem::{PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use accept::{handshake, Accepted, HandshakeError, HANDSHAKE_TIMEOUT};
+pub use accept::{handshake, HANDSHAKE_TIMEOUT};
 pub use check::{check, Finding};
 pub use source::{CredentialsDir, Role};
 

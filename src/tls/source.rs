@@ -142,8 +142,6 @@ fn is_bare_name(path: &Path) -> bool {
 /// A file's contents and the facts about it that matter.
 #[derive(Debug)]
 pub struct FileData {
-    /// The path read.
-    pub path: PathBuf,
     /// Its bytes.
     pub bytes: Vec<u8>,
     /// Permission bits (`st_mode & 0o7777`).
@@ -197,7 +195,6 @@ pub fn read(role: Role, path: &Path) -> Result<FileData, TlsError> {
     let mode = meta.mode() & 0o7777;
     let acl = posix_acl(&file).and_then(|xattr| ReadAccess::from_acl(&xattr));
     Ok(FileData {
-        path: path.to_owned(),
         bytes,
         mode,
         acl: acl.is_some(),
