@@ -134,7 +134,11 @@ impl Server {
         .await?;
         // Before anything is reported ready: a pair that does not load fails this start (and,
         // in a successor, the reload, while the predecessor serves on).
-        let tls = tls_config(&settings, &acquired.listeners)?;
+        let start = match predecessor_socket {
+            Some(_) => crate::tls::Start::Reload,
+            None => crate::tls::Start::First,
+        };
+        let tls = tls_config(&settings, &acquired.listeners, start)?;
         Ok(Server {
             tls,
             handoff_socket: settings.handoff_socket_or_default(),
@@ -359,10 +363,11 @@ where
 fn tls_config(
     settings: &Settings,
     listeners: &[Listener],
+    start: crate::tls::Start,
 ) -> Result<Option<Arc<ServerConfig>>, Error> {
     let https = listeners.iter().find(|l| l.scheme() == Scheme::Https);
     match (&settings.tls, https) {
-        (Some(files), Some(_)) => Ok(Some(crate::tls::load(files)?)),
+        (Some(files), Some(_)) => Ok(Some(crate::tls::load(files, start)?)),
         (None, Some(l)) => {
             let (origin, how) = if l.origin == Origin::Systemd && l.spec.scheme() == Scheme::Http {
                 ("LISTEN_FDNAMES", format!("{} (socket named https)", l.spec))

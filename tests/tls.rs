@@ -1,12 +1,21 @@
-//! TLS with the real binary. `baton check` on good, broken and doubtful pairs, run as root and
-//! as a second user (nobody) reading its key from a credentials directory made the way systemd
-//! makes it. (The handshake itself, in process with a real rustls client: `src/tls`.)
+//! Stories of TLS with the real binary and real clients (rustls, curl, h2load): serve https,
+//! rotate the certificate with a reload while a connection opened before it keeps working,
+//! refuse broken pairs on reload while the old process serves on, change a port's scheme with a
+//! reload, TLS on a socket systemd passed with the name `https`, and a library program
+//! configured by `BATON_TLS_*`. Then `baton check` on good, broken and doubtful pairs, run as
+//! root and as a second user (nobody) reading its key from a credentials directory made the way
+//! systemd makes it. (The handshake alone, in process with a rustls client: `src/tls`.)
 
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
+use common::tls::{self as tlsc, Ca, Leaf, TlsClient};
+use common::{baton_exe, http, procs, Baton, Sandbox, DEADLINE};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use serde_json::json;
 
 /// The certificate chain file and the key file.
 struct Files {
@@ -78,6 +87,519 @@ fn write_private(path: &Path, text: &str) {
     std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
 }
 
+/// Where a story keeps the certificate and key baton reads.
+fn cert_path(sb: &Sandbox) -> PathBuf {
+    sb.path("fullchain.pem")
+}
+
+fn key_path(sb: &Sandbox) -> PathBuf {
+    sb.path("privkey.pem")
+}
+
+/// The usual configuration with TLS: `listen`, the sandbox's certificate and key, `body`.
+fn write_tls_config(sb: &Sandbox, listen: &[String], body: &str) {
+    sb.write_config(&json!({
+        "listen": listen,
+        "handoff_socket": sb.handoff_socket(),
+        "pid_file": sb.pid_file(),
+        "response_body": body,
+        "shutdown_timeout": "10s",
+        "tls_cert": cert_path(sb),
+        "tls_key": key_path(sb),
+    }));
+}
+
+fn https(sb: &Sandbox) -> String {
+    format!("https://{}", sb.listen())
+}
+
+/// Starts `baton --config` with TLS on the sandbox port and waits for READY=1.
+fn start_tls(sb: &Sandbox, leaf: &Leaf, body: &str) -> Baton {
+    leaf.install(&cert_path(sb), &key_path(sb));
+    write_tls_config(sb, &[https(sb)], body);
+    let b = sb.spawn(sb.serve(&[]));
+    b.wait_ready(&sb.notify);
+    b
+}
+
+/// curl over TLS, verifying with `ca` only: (exit code, body, the certificate details curl
+/// printed with -v, the HTTP version it used).
+fn curl(sb: &Sandbox, ca: &Ca, extra: &[&str]) -> (i32, String, String, String) {
+    let ca_file = sb.path("ca.pem");
+    ca.write_root(&ca_file);
+    let port = sb.port;
+    let out = common::output(
+        Command::new("curl")
+            .args(["-sS", "-v", "--max-time", "20", "--cacert"])
+            .arg(&ca_file)
+            .arg("--resolve")
+            .arg(format!("localhost:{port}:127.0.0.1"))
+            .args(["-w", "\n%{http_version}"])
+            .args(extra)
+            .arg(format!("https://localhost:{port}/")),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, version) = stdout.rsplit_once('\n').unwrap_or((&stdout, ""));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let details: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            l.contains("expire date:") || l.contains("ALPN") || l.contains("SSL connection")
+        })
+        .collect();
+    (
+        out.status.code().unwrap_or(-1),
+        body.to_owned(),
+        details.join("\n"),
+        version.to_owned(),
+    )
+}
+
+/// Which of `leaves` a served certificate is (by its DER bytes: a full fingerprint).
+fn which(served: &rustls::pki_types::CertificateDer<'_>, leaves: &[&Leaf]) -> String {
+    leaves
+        .iter()
+        .find(|l| l.der.as_ref() == served.as_ref())
+        .map(|l| format!("serial {}", l.serial))
+        .unwrap_or_else(|| "an unknown certificate".into())
+}
+
+#[test]
+fn serves_https_and_a_reload_rotates_the_certificate() {
+    let sb = Sandbox::new();
+    let ca = Ca::new();
+    let (old, new) = (
+        ca.leaf(0x1001),
+        ca.leaf_valid(0x1002, (2021, 1, 1), (2098, 1, 1)),
+    );
+    let baton = start_tls(&sb, &old, "generation one");
+    let client = ca.client_config(&[b"http/1.1"]);
+
+    // A real client verifies the chain and is served the configured leaf.
+    let (leaf, r) = tlsc::get_fresh(sb.addr(), &client, "/").expect("https request");
+    assert_eq!((r.status, r.text().as_str()), (200, "generation one"));
+    assert_eq!(which(&leaf, &[&old, &new]), "serial 4097");
+    let (code, body, details, version) = curl(&sb, &ca, &[]);
+    assert_eq!((code, body.as_str()), (0, "generation one"), "{details}");
+    assert!(
+        details.contains("expire date: Jan  1 00:00:00 2099 GMT"),
+        "{details}"
+    );
+    println!("curl --cacert before the reload (HTTP/{version}):\n{details}");
+
+    // A keep-alive client that keeps asking, every 20 ms, across the reload.
+    let kept = {
+        let client = client.clone();
+        let addr = sb.addr();
+        std::thread::spawn(move || {
+            let mut kept = TlsClient::new(addr, client);
+            let mut seen = Vec::new();
+            let mut new_ones = 0;
+            let started = std::time::Instant::now();
+            while new_ones < 3 && started.elapsed() < DEADLINE {
+                let r = kept.get("/").map_err(|e| e.to_string());
+                let leaf = kept.leaf.clone();
+                if matches!(&r, Ok(r) if r.text() == "generation two") {
+                    new_ones += 1;
+                }
+                let failed = r.is_err();
+                seen.push((r.map(|r| (r.text(), r.closes())), leaf, kept.connects));
+                if failed {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (seen, kept.connects, kept.replaced_idle)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Renewal: new files, new configuration, reload.
+    new.install(&cert_path(&sb), &key_path(&sb));
+    write_tls_config(&sb, &[https(&sb)], "generation two");
+    let reload = common::reload(&sb.notify, baton.pid);
+    let (seen, connects, replaced_idle) = kept.join().expect("the keep-alive client");
+
+    // Every request was answered: on the first connection by the old process with the old
+    // leaf, the last of them with Connection: close once it drained; then on a second
+    // connection by the new process with the new leaf.
+    let mut lines = Vec::new();
+    for (result, leaf, connection) in &seen {
+        let (body, closes) = result
+            .as_ref()
+            .unwrap_or_else(|e| panic!("keep-alive request failed: {e}; seen {lines:#?}"));
+        let serial = which(leaf.as_ref().unwrap(), &[&old, &new]);
+        lines.push(format!(
+            "connection {connection}: {body:?} closes={closes} ({serial})"
+        ));
+        let want = if *connection == 1 {
+            ("generation one", "serial 4097")
+        } else {
+            ("generation two", "serial 4098")
+        };
+        assert_eq!((body.as_str(), serial.as_str()), want, "{lines:#?}");
+    }
+    let last_old = seen.iter().rposition(|(_, _, c)| *c == 1).unwrap();
+    assert!(
+        seen[last_old].0.as_ref().unwrap().1,
+        "the old process closed the connection with Connection: close, not under a request: {lines:#?}"
+    );
+    assert_eq!((connects, replaced_idle), (2, 0), "{lines:#?}");
+    println!(
+        "keep-alive client across the reload: {} requests on the old connection (last one with \
+         Connection: close), then {} on a new one",
+        last_old + 1,
+        seen.len() - last_old - 1
+    );
+
+    // New connections get the new leaf.
+    let (leaf, r) = tlsc::get_fresh(sb.addr(), &client, "/").expect("https request");
+    assert_eq!(r.text(), "generation two");
+    assert_eq!(which(&leaf, &[&old, &new]), "serial 4098");
+    let (code, body, details, _) = curl(&sb, &ca, &[]);
+    assert_eq!((code, body.as_str()), (0, "generation two"), "{details}");
+    assert!(
+        details.contains("expire date: Jan  1 00:00:00 2098 GMT"),
+        "{details}"
+    );
+    println!("curl --cacert after the reload:\n{details}");
+    assert!(
+        procs::wait_gone(reload.old, DEADLINE) || procs::is_zombie(reload.old),
+        "the old process retires"
+    );
+    println!(
+        "rotation: {} served serial 4097, reload to {} in {:?}, new connections served serial 4098",
+        reload.old,
+        reload.new,
+        reload.handoff_time()
+    );
+}
+
+#[test]
+fn http2_over_tls_is_chosen_by_alpn() {
+    let sb = Sandbox::new();
+    let ca = Ca::new();
+    let _baton = start_tls(&sb, &ca.leaf(7), "over h2");
+
+    let (code, body, details, version) = curl(&sb, &ca, &["--http2"]);
+    assert_eq!(
+        (code, body.as_str(), version.as_str()),
+        (0, "over h2", "2"),
+        "{details}"
+    );
+    assert!(details.contains("ALPN: server accepted h2"), "{details}");
+    let (code, body, details, version) = curl(&sb, &ca, &["--http1.1"]);
+    assert_eq!(
+        (code, body.as_str(), version.as_str()),
+        (0, "over h2", "1.1"),
+        "{details}"
+    );
+    assert!(
+        details.contains("ALPN: server accepted http/1.1"),
+        "{details}"
+    );
+
+    // rustls clients offering one protocol each
+    for (offer, want) in [(&b"h2"[..], &b"h2"[..]), (b"http/1.1", b"http/1.1")] {
+        let stream = tlsc::connect(sb.addr(), &ca.client_config(&[offer])).expect("handshake");
+        assert_eq!(tlsc::alpn(&stream).as_deref(), Some(want));
+    }
+
+    // nghttp2's h2load over https: ALPN h2, every request answered.
+    ensure_h2load();
+    let out = common::output(
+        Command::new("h2load")
+            .args(["-n", "2000", "-c", "4", "-m", "10"])
+            .arg(format!("https://{}/", sb.listen())),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Application protocol: h2"), "{text}");
+    assert!(
+        text.contains("requests: 2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed"),
+        "{text}"
+    );
+    println!(
+        "{}",
+        text.lines()
+            .filter(|l| l.starts_with("TLS Protocol")
+                || l.starts_with("Cipher")
+                || l.starts_with("Application protocol")
+                || l.starts_with("requests:")
+                || l.starts_with("finished in"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Installs Debian's nghttp2-client when h2load is missing (CI machines are fresh).
+fn ensure_h2load() {
+    let have = || Path::new("/usr/bin/h2load").exists();
+    if !have() {
+        common::output(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "nghttp2-client"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        );
+    }
+    assert!(have(), "h2load (Debian package nghttp2-client) is needed");
+}
+
+/// `baton reload` against the sandbox's configuration: (exit code, stdout + stderr).
+fn baton_reload(sb: &Sandbox, pid: i32) -> (i32, String) {
+    let out = common::output(
+        sb.baton()
+            .args(["reload", "--pid", &pid.to_string(), "--config"])
+            .arg(sb.config_path()),
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_reload_with_a_bad_pair_fails_visibly_and_the_old_process_serves_on() {
+    let sb = Sandbox::new();
+    let ca = Ca::new();
+    let good = ca.leaf(1);
+    let baton = start_tls(&sb, &good, "still here");
+    let client = ca.client_config(&[b"http/1.1"]);
+    let (cert, key) = (cert_path(&sb), key_path(&sb));
+    let other = ca.leaf(2);
+    let expired = ca.leaf_valid(3, (2019, 1, 1), (2021, 6, 1));
+    let check = |sb: &Sandbox| {
+        let out = common::output(sb.baton().args(["check", "--config"]).arg(sb.config_path()));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    type Breaker<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, Breaker, String, i32)> = vec![
+        (
+            "broken key",
+            Box::new(|| tlsc::write_atomically(&key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", 0o600)),
+            format!("tls key {}: unsupported key", key.display()),
+            78,
+        ),
+        (
+            "mismatched pair",
+            Box::new(|| tlsc::write_atomically(&key, &other.key_pem, 0o600)),
+            format!("tls key {} does not match the leaf certificate in {}", key.display(), cert.display()),
+            78,
+        ),
+        (
+            "missing file",
+            Box::new(|| std::fs::remove_file(&cert).unwrap()),
+            format!("tls certificate {}: no such file", cert.display()),
+            78,
+        ),
+        (
+            "expired leaf",
+            Box::new(|| expired.install(&cert, &key)),
+            format!("tls certificate {}: the leaf expired 2021-06-01 00:00:00 UTC; the running process keeps its certificate", cert.display()),
+            0,
+        ),
+    ];
+    for (what, break_it, problem, check_code) in &cases {
+        good.install(&cert, &key);
+        break_it();
+        // SIGHUP (systemctl reload with ExecReload=kill): systemd hears the failure ...
+        let status = common::reload_expect_failure(&sb.notify, baton.pid);
+        assert!(status.contains(problem.as_str()), "{what}: {status}");
+        // ... and `baton reload` (the packaged ExecReload=) exits 1 naming it.
+        let (code, out) = baton_reload(&sb, baton.pid);
+        assert_eq!(code, 1, "{what}: {out}");
+        assert!(out.contains(problem.as_str()), "{what}: {out}");
+        // The old process serves on, with its certificate.
+        let (leaf, r) = tlsc::get_fresh(sb.addr(), &client, "/").expect("the old process serves");
+        assert_eq!(r.text(), "still here");
+        assert_eq!(which(&leaf, &[&good]), "serial 1", "{what}");
+        // `baton check` says the same before any reload (an expired leaf: a warning).
+        let (code, err) = check(&sb);
+        assert_eq!(code, *check_code, "{what}: {err}");
+        if *check_code == 0 {
+            assert!(
+                err.contains("warning: tls certificate") && err.contains("the leaf expired"),
+                "{what}: {err}"
+            );
+        } else {
+            let first = problem.split(';').next().unwrap();
+            assert!(err.contains(first), "{what}: {err}");
+        }
+        println!("{what}: {status}");
+    }
+    // Fixed: the next reload works and serves the new leaf.
+    let fixed = ca.leaf(4);
+    fixed.install(&cert, &key);
+    let r = common::reload(&sb.notify, baton.pid);
+    let (leaf, _) = tlsc::get_fresh(sb.addr(), &client, "/").expect("after the fix");
+    assert_eq!(which(&leaf, &[&fixed]), "serial 4");
+    assert!(procs::is_alive(r.new));
+}
+
+#[test]
+fn an_expired_leaf_is_served_at_a_first_start_with_a_warning() {
+    let sb = Sandbox::new();
+    let ca = Ca::new();
+    let expired = ca.leaf_valid(9, (2019, 1, 1), (2021, 6, 1));
+    let baton = start_tls(&sb, &expired, "late");
+    // A client that checks dates refuses it; the server did its part and said so.
+    let insecure = tlsc::connect(sb.addr(), &ca.client_config(&[b"http/1.1"]));
+    assert!(insecure.is_err(), "an expired leaf does not verify");
+    let log = common::wait_until("the expiry warning", DEADLINE, || {
+        let log = baton.log();
+        log.contains("the leaf expired 2021-06-01").then_some(log)
+    });
+    assert!(log.contains("WARN"), "{log}");
+}
+
+#[test]
+fn a_reload_can_turn_a_plain_port_into_tls_and_back() {
+    let sb = Sandbox::new();
+    let ca = Ca::new();
+    let leaf = ca.leaf(5);
+    leaf.install(&cert_path(&sb), &key_path(&sb));
+    let plain = sb.listen();
+    write_tls_config(&sb, std::slice::from_ref(&plain), "plain");
+    let baton = sb.spawn(sb.serve(&[]));
+    baton.wait_ready(&sb.notify);
+    assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "plain");
+    let inode = procs::listening_inodes_on_port(sb.port);
+
+    write_tls_config(&sb, &[https(&sb)], "tls");
+    let r = common::reload(&sb.notify, baton.pid);
+    let client = ca.client_config(&[b"http/1.1"]);
+    let (_, resp) = tlsc::get_fresh(sb.addr(), &client, "/").expect("TLS after the reload");
+    assert_eq!(resp.text(), "tls");
+    assert!(
+        http::get_fresh(sb.addr(), "/").is_err(),
+        "plain HTTP is refused now"
+    );
+    assert_eq!(
+        procs::listening_inodes_on_port(sb.port),
+        inode,
+        "the same socket"
+    );
+
+    write_tls_config(&sb, std::slice::from_ref(&plain), "plain again");
+    common::reload(&sb.notify, r.new);
+    assert_eq!(
+        http::get_fresh(sb.addr(), "/").unwrap().text(),
+        "plain again"
+    );
+    assert_eq!(
+        procs::listening_inodes_on_port(sb.port),
+        inode,
+        "the same socket"
+    );
+}
+
+/// systemd's activator with `--fdname=NAME` and baton (configured by `config`) as its command.
+fn activate(sb: &Sandbox, name: &str, config: serde_json::Value) -> Baton {
+    sb.write_config(&config);
+    let mut cmd = sb.command("systemd-socket-activate");
+    cmd.arg("-l")
+        .arg(sb.listen())
+        .arg(format!("--fdname={name}"));
+    for var in ["NOTIFY_SOCKET", "RUST_LOG", "XDG_RUNTIME_DIR", "TMPDIR"] {
+        cmd.arg("-E").arg(var);
+    }
+    cmd.arg("--")
+        .arg(baton_exe())
+        .arg("--config")
+        .arg(sb.config_path());
+    let activator = sb.spawn(cmd);
+    let pid = activator.pid;
+    common::wait_until("the activator to listen", DEADLINE, || {
+        (procs::listening_tcp_of(pid).len() == 1).then_some(())
+    });
+    activator
+}
+
+#[test]
+fn a_socket_systemd_names_https_serves_tls_in_every_generation() {
+    let sb = Sandbox::new();
+    let ca = Ca::new();
+    let (first, second) = (ca.leaf(11), ca.leaf(12));
+    first.install(&cert_path(&sb), &key_path(&sb));
+    let config = json!({
+        "handoff_socket": sb.handoff_socket(),
+        "pid_file": sb.pid_file(),
+        "response_body": "activated",
+        "tls_cert": cert_path(&sb),
+        "tls_key": key_path(&sb),
+    });
+    let baton = activate(&sb, "https", config);
+    let client = ca.client_config(&[b"h2", b"http/1.1"]);
+    // The first connection starts baton, which answers it over TLS.
+    let (leaf, r) = tlsc::get_fresh(sb.addr(), &client, "/")
+        .unwrap_or_else(|e| panic!("first request: {e}\n{}", baton.log()));
+    assert_eq!(r.text(), "activated");
+    assert_eq!(which(&leaf, &[&first]), "serial 11");
+    second.install(&cert_path(&sb), &key_path(&sb));
+    let r = common::reload(&sb.notify, baton.pid);
+    let (leaf, _) = tlsc::get_fresh(sb.addr(), &client, "/").expect("after the reload");
+    assert_eq!(
+        which(&leaf, &[&second]),
+        "serial 12",
+        "the name travels with the socket"
+    );
+    assert!(procs::is_alive(r.new));
+}
+
+#[test]
+fn a_socket_named_https_without_a_certificate_is_refused() {
+    let sb = Sandbox::new();
+    let config = json!({
+        "handoff_socket": sb.handoff_socket(),
+        "pid_file": sb.pid_file(),
+    });
+    let mut baton = activate(&sb, "https", config);
+    let _ = std::net::TcpStream::connect(sb.addr()); // starts baton
+    let st = baton.wait_exit(DEADLINE);
+    let log = baton.log();
+    assert_eq!(st.code(), Some(78), "{log}");
+    assert!(
+        log.contains("LISTEN_FDNAMES: https: 127.0.0.1:")
+            && log.contains("(socket named https) serves TLS but no certificate is configured"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_library_program_takes_tls_from_its_environment() {
+    let sb = Sandbox::new();
+    let ca = Ca::new();
+    let (first, second) = (ca.leaf(21), ca.leaf(22));
+    first.install(&cert_path(&sb), &key_path(&sb));
+    let (cert, key) = (cert_path(&sb), key_path(&sb));
+    let listen = https(&sb);
+    let cmd = sb.app(
+        "axum",
+        &[
+            ("BATON_LISTEN", listen.as_str()),
+            ("BATON_TLS_CERT", cert.to_str().unwrap()),
+            ("BATON_TLS_KEY", key.to_str().unwrap()),
+        ],
+    );
+    let app = sb.spawn(cmd);
+    app.wait_ready(&sb.notify);
+    let client = ca.client_config(&[b"h2", b"http/1.1"]);
+    let (leaf, r) = tlsc::get_fresh(sb.addr(), &client, "/").expect("https from the library");
+    assert_eq!(r.status, 200);
+    assert_eq!(which(&leaf, &[&first]), "serial 21");
+    second.install(&cert, &key);
+    common::reload(&sb.notify, app.pid);
+    let (leaf, _) = tlsc::get_fresh(sb.addr(), &client, "/").expect("after the reload");
+    assert_eq!(which(&leaf, &[&second]), "serial 22");
+}
+
 /// `baton check ARGS` (the real binary) with a clean environment plus `env`, as `uid` when given.
 fn baton_check(args: &[&str], env: &[(&str, &Path)], uid: Option<u32>) -> (i32, String, String) {
     use std::os::unix::process::CommandExt;
@@ -98,7 +620,7 @@ fn baton_check(args: &[&str], env: &[(&str, &Path)], uid: Option<u32>) -> (i32, 
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid); // as root, std also drops the supplementary groups
     }
-    let out = cmd.output().unwrap();
+    let out = common::output(&mut cmd);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -271,7 +271,8 @@ pub fn validity(cert: &std::path::Path, leaf: &Leaf, now: i64) -> Option<Finding
     }
 }
 
-fn unix_seconds(t: SystemTime) -> i64 {
+/// Seconds since the epoch (negative before it).
+pub fn unix_seconds(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_secs() as i64,
         Err(e) => -(e.duration().as_secs() as i64),

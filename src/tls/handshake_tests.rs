@@ -172,7 +172,7 @@ async fn request(
 #[tokio::test]
 async fn alpn_chooses_h2_or_http11_and_each_serves() {
     let pki = pki();
-    let config = load(&pki.files).expect("the pair loads");
+    let config = load(&pki.files, super::Start::First).expect("the pair loads");
 
     for (offered, want_alpn, want_h2, want_version) in [
         (
@@ -210,7 +210,7 @@ async fn alpn_chooses_h2_or_http11_and_each_serves() {
 #[tokio::test]
 async fn a_client_that_never_hands_shakes_is_dropped_at_the_timeout() {
     let pki = pki();
-    let config = load(&pki.files).unwrap();
+    let config = load(&pki.files, super::Start::First).unwrap();
     let l = listener().await;
     let addr = l.local_addr().unwrap();
     let timeout = Duration::from_millis(300);
@@ -242,7 +242,7 @@ async fn a_client_that_never_hands_shakes_is_dropped_at_the_timeout() {
 #[tokio::test]
 async fn plain_http_on_a_tls_listener_fails_the_handshake() {
     let pki = pki();
-    let config = load(&pki.files).unwrap();
+    let config = load(&pki.files, super::Start::First).unwrap();
     let l = listener().await;
     let addr = l.local_addr().unwrap();
     let server = tokio::spawn(serve_one(l, config, Duration::from_secs(10)));
@@ -266,7 +266,7 @@ async fn plain_http_on_a_tls_listener_fails_the_handshake() {
 async fn a_client_that_does_not_trust_the_chain_is_refused() {
     let pki = pki();
     let other = self::pki(); // a different root
-    let config = load(&pki.files).unwrap();
+    let config = load(&pki.files, super::Start::First).unwrap();
     let l = listener().await;
     let addr = l.local_addr().unwrap();
     let server = tokio::spawn(serve_one(l, config, Duration::from_secs(10)));

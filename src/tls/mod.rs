@@ -39,6 +39,7 @@ use rustls_pki_types::pem::{PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use accept::{handshake, HANDSHAKE_TIMEOUT};
+
 pub use check::{check, Finding};
 pub use source::{CredentialsDir, Role};
 
@@ -155,6 +156,14 @@ pub enum TlsError {
         key: PathBuf,
         /// The certificate file.
         cert: PathBuf,
+    },
+    /// A successor was given a leaf that has expired (see [`Start::Reload`]).
+    #[error("tls certificate {path}: the leaf expired {not_after}; the running process keeps its certificate (renew it, or restart to serve the expired one)")]
+    Expired {
+        /// The certificate file.
+        path: PathBuf,
+        /// `notAfter`, in UTC.
+        not_after: String,
     },
     /// `credential:NAME` that cannot be resolved.
     #[error("tls {role} {configured}: {problem}")]
@@ -288,13 +297,35 @@ impl Pair {
     }
 }
 
+/// How a serving process came to read the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A first start: an expired leaf is served, with a warning, so that a lapsed renewal does
+    /// not take the plain listeners down as well (what nginx and others do).
+    First,
+    /// A successor taking over from a running process: an expired leaf is refused, so the
+    /// reload fails and the running process serves on with the certificate it has.
+    Reload,
+}
+
 /// Read the pair named in the configuration (credentials from this process's environment),
 /// log each warning once per process, and build the server configuration. What a serving
 /// process calls at start.
-pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn load(files: &TlsFiles, start: Start) -> Result<Arc<ServerConfig>, TlsError> {
     let pair = Pair::read(files, &CredentialsDir::from_process())?;
+    let now = SystemTime::now();
+    if start == Start::Reload {
+        if let Some(Finding::Expired { not_after, .. }) =
+            check::validity(&pair.cert_path, &pair.leaf, check::unix_seconds(now))
+        {
+            return Err(TlsError::Expired {
+                path: pair.cert_path,
+                not_after: check::utc(not_after),
+            });
+        }
+    }
     let config = pair.server_config()?;
-    for warning in pair.warnings(SystemTime::now()) {
+    for warning in pair.warnings(now) {
         warn_once(&warning);
     }
     tracing::info!(

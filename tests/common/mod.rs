@@ -5,7 +5,8 @@
 //! * [`Baton`]: a spawned process group (the real binary, or a wrapper that execs it) that is
 //!   killed and reaped when dropped, with its stderr in a log file.
 //! * [`reload`]: SIGHUP to the main pid and the notify sequence of a successful hand-off.
-//! * [`load::Load`]: concurrent keep-alive and fresh-connection clients checking every body.
+//! * [`load::Load`]: concurrent keep-alive and fresh-connection clients checking every body,
+//!   over TCP or TLS ([`tls`]: a test CA, certificate files, rustls clients).
 //! * [`procs`]: /proc helpers (alive, zombie, children, process group, sockets).
 //!
 //! The test process is a child subreaper ([`reaper`]), as systemd is for a service: successors
@@ -19,6 +20,7 @@ pub mod load;
 pub mod notify;
 pub mod procs;
 pub mod reaper;
+pub mod tls;
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -342,6 +344,20 @@ impl Drop for Baton {
             procs::group_members(pgid).is_empty().then_some(())
         });
     }
+}
+
+/// Runs `cmd` to completion and collects its output, as `Command::output` does, but registered
+/// with the [`reaper`] so that it cannot reap the child first (use this for every tool a test
+/// runs once a [`Sandbox`] exists in the test binary).
+pub fn output(cmd: &mut Command) -> std::process::Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = reaper::spawn_registered(cmd).expect("spawn");
+    let pid = child.id() as i32;
+    let out = child.wait_with_output().expect("wait for the child");
+    reaper::forget_leader(pid);
+    out
 }
 
 /// How a process ended, readable in assertions.
