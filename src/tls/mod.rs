@@ -23,6 +23,8 @@
 //! findings and their thresholds, [`accept`] for the handshake.
 
 pub mod accept;
+// `baton check` (the command) is what reads the findings whole.
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
 pub mod check;
 pub mod source;
 
@@ -40,7 +42,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use accept::{handshake, HANDSHAKE_TIMEOUT};
 
-pub use check::{check, Finding};
+#[cfg(any(feature = "cli", test))]
+pub use check::check;
+pub use check::Finding;
 pub use source::{CredentialsDir, Role};
 
 /// ALPN protocol ids the server offers, in order of preference.
