@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls_pki_types::CertificateDer;
-use x509_parser::extensions::GeneralName;
 
 use super::source::Exposure;
 use super::{CredentialsDir, Pair, TlsError, TlsFiles};
@@ -24,41 +23,30 @@ pub struct Leaf {
     pub not_after: i64,
     /// The DNS names and IP addresses of subjectAltName, else the subject.
     pub names: Vec<String>,
-    /// The serial number, hex.
+    /// The serial number, colon-separated hex bytes.
     pub serial: String,
 }
 
 impl Leaf {
     /// Parse a DER certificate; `Err` is the parser's complaint.
     pub fn parse(der: &CertificateDer<'_>) -> Result<Leaf, String> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
-        let validity = cert.validity();
-        let mut names = Vec::new();
-        if let Ok(Some(san)) = cert.subject_alternative_name() {
-            for name in &san.value.general_names {
-                match name {
-                    GeneralName::DNSName(dns) => names.push((*dns).to_owned()),
-                    GeneralName::IPAddress(ip) => names.push(match ip.len() {
-                        4 => std::net::Ipv4Addr::from([ip[0], ip[1], ip[2], ip[3]]).to_string(),
-                        16 => {
-                            let mut b = [0u8; 16];
-                            b.copy_from_slice(ip);
-                            std::net::Ipv6Addr::from(b).to_string()
-                        }
-                        _ => continue,
-                    }),
-                    _ => {}
-                }
-            }
+        let facts = super::x509::parse(der)?;
+        let mut names = facts.alt_names;
+        if names.is_empty() {
+            names = facts
+                .common_names
+                .into_iter()
+                .map(|cn| format!("CN={cn}"))
+                .collect();
         }
         if names.is_empty() {
-            names.push(cert.subject().to_string());
+            names.push("(no name)".to_owned());
         }
         Ok(Leaf {
-            not_before: validity.not_before.timestamp(),
-            not_after: validity.not_after.timestamp(),
+            not_before: facts.not_before,
+            not_after: facts.not_after,
             names,
-            serial: cert.raw_serial_as_string(),
+            serial: facts.serial,
         })
     }
 

@@ -27,6 +27,7 @@ pub mod accept;
 #[cfg_attr(not(feature = "cli"), allow(dead_code))]
 pub mod check;
 pub mod source;
+mod x509;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -336,6 +337,7 @@ pub fn load(files: &TlsFiles, start: Start) -> Result<Arc<ServerConfig>, TlsErro
         cert = %pair.cert_path.display(),
         key = %pair.key_path.display(),
         leaf = %pair.leaf.names(),
+        serial = %pair.leaf.serial,
         not_after = %check::utc(pair.leaf.not_after),
         "tls certificate loaded"
     );

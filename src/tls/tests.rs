@@ -551,3 +551,105 @@ fn permission_denied_is_exit_77() {
     };
     assert_eq!(e.exit_code(), crate::error::exit::NOPERM);
 }
+
+/// The certificate facts baton reads agree with what openssl reads, for certificates openssl
+/// made: RSA, a notAfter after 2049 (GeneralizedTime), a subject without subjectAltName.
+#[test]
+fn leaf_facts_agree_with_openssl() {
+    let dir = Dir::new();
+    for (what, args) in [
+        (
+            "RSA, 100 years, names",
+            &[
+                "-newkey",
+                "rsa:2048",
+                "-days",
+                "36500",
+                "-subj",
+                "/CN=example.test",
+                "-addext",
+                "subjectAltName=DNS:example.test,DNS:www.example.test,IP:192.0.2.1,IP:2001:db8::1",
+            ][..],
+        ),
+        (
+            "EC, 1 day, common name only",
+            &[
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-days",
+                "1",
+                "-subj",
+                "/O=baton/CN=only.example.test",
+            ][..],
+        ),
+    ] {
+        let key = dir.dir.path().join("k.pem");
+        let cert = dir.dir.path().join("c.pem");
+        let mut full = vec![
+            "req",
+            "-x509",
+            "-nodes",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ];
+        full.extend_from_slice(args);
+        openssl(&full, "");
+        let pem = std::fs::read_to_string(&cert).unwrap();
+        let der = parse_chain(&cert, pem.as_bytes()).unwrap().remove(0);
+        let leaf = check::Leaf::parse(&der).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let facts = openssl(
+            &[
+                "x509",
+                "-noout",
+                "-serial",
+                "-startdate",
+                "-enddate",
+                "-dateopt",
+                "iso_8601",
+                "-in",
+                cert.to_str().unwrap(),
+            ],
+            "",
+        );
+        let field = |name: &str| {
+            facts
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .to_owned()
+        };
+        let iso = |secs| check::utc(secs).replace(" UTC", "Z");
+        assert_eq!(iso(leaf.not_before), field("notBefore"), "{what}");
+        assert_eq!(iso(leaf.not_after), field("notAfter"), "{what}");
+        let serial = leaf.serial.replace(':', "").to_uppercase();
+        assert_eq!(
+            serial.trim_start_matches('0'),
+            field("serial").trim_start_matches('0'),
+            "{what}"
+        );
+        if what.starts_with("RSA") {
+            assert_eq!(
+                leaf.names,
+                [
+                    "example.test",
+                    "www.example.test",
+                    "192.0.2.1",
+                    "2001:db8::1"
+                ]
+            );
+        } else {
+            assert_eq!(leaf.names, ["CN=only.example.test"]);
+        }
+        println!(
+            "{what}: {} ({} .. {}), serial {}",
+            leaf.names(),
+            check::utc(leaf.not_before),
+            check::utc(leaf.not_after),
+            leaf.serial
+        );
+    }
+}
