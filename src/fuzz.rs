@@ -1,5 +1,6 @@
 //! Everything that parses bytes from outside, fuzzed: hand-off messages, `LISTEN_*` variables,
-//! listen address specs, the configuration file, and PEM certificate and key files.
+//! listen address specs, the configuration file, PEM certificate and key files, and the DER
+//! certificate reader.
 //!
 //! A small deterministic mutation fuzzer (no nightly toolchain needed): every input in
 //! `tests/fuzz/corpus/<target>/` is replayed, then mutated (bit flips, truncation, splices,
@@ -290,5 +291,19 @@ fn pem_files() {
                 assert!(!line.contains('\n'), "{line}");
             }
         }
+    });
+}
+
+#[test]
+fn x509_der() {
+    use crate::tls::x509;
+    fuzz("x509", |bytes| match x509::parse(bytes) {
+        Ok(facts) => {
+            // What `baton check` prints of it must not panic either.
+            let _ = crate::tls::check::utc(facts.not_before);
+            let _ = crate::tls::check::utc(facts.not_after);
+            assert!(!facts.serial.is_empty());
+        }
+        Err(e) => assert!(!e.contains('\n'), "{e}"),
     });
 }

@@ -27,7 +27,7 @@ pub mod accept;
 #[cfg_attr(not(feature = "cli"), allow(dead_code))]
 pub mod check;
 pub mod source;
-mod x509;
+pub(crate) mod x509;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
