@@ -8,8 +8,10 @@
 //!   ALPN chose `h2`.
 //! - [`check()`]: the same validation for `baton check`, as [`Finding`]s to print one per line.
 //!
-//! Every generation calls [`load`] afresh, so replacing the files and reloading rotates the
-//! certificate; a pair that does not load makes the successor fail and the old process serve on.
+//! Every generation calls [`load`] afresh (from `Server::bind`, before it reports ready), so
+//! replacing the files and reloading rotates the certificate; a pair that does not load — or, in
+//! a successor, a leaf that has expired ([`Start`]) — makes the successor fail and the old
+//! process serve on. The handshake runs in each connection's task (`http::conn`).
 //!
 //! # Crypto provider
 //!
@@ -20,7 +22,8 @@
 //! FIPS mode, P-521 keys and post-quantum key exchange; [`provider`] is the one place to change.
 //!
 //! Files: see [`source`] for how paths and `credential:NAME` are found, [`check`](mod@check) for the
-//! findings and their thresholds, [`accept`] for the handshake.
+//! findings and their thresholds, [`accept`] for the handshake, [`x509`] for what is read from
+//! the leaf (validity, names, serial).
 
 pub mod accept;
 // `baton check` (the command) is what reads the findings whole.
