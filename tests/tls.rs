@@ -264,7 +264,7 @@ fn serves_https_and_a_reload_rotates_the_certificate() {
     );
     println!("curl --cacert after the reload:\n{details}");
     assert!(
-        procs::wait_gone(reload.old, DEADLINE) || procs::is_zombie(reload.old),
+        common::try_wait_until(DEADLINE, || (!procs::is_alive(reload.old)).then_some(())).is_some(),
         "the old process retires"
     );
     println!(
@@ -272,6 +272,52 @@ fn serves_https_and_a_reload_rotates_the_certificate() {
         reload.old,
         reload.new,
         reload.handoff_time()
+    );
+}
+
+/// A connection the old process accepted but whose client has not sent its hello yet when the
+/// reload happens: the drain counts it, so the old process waits, completes the handshake with
+/// its own certificate and answers (with Connection: close) before it exits.
+#[test]
+fn a_connection_still_in_its_handshake_is_served_by_the_old_process() {
+    let sb = Sandbox::new();
+    let ca = Ca::new();
+    let (old, new) = (ca.leaf(31), ca.leaf(32));
+    let baton = start_tls(&sb, &old, "old");
+    let tcp = std::net::TcpStream::connect(sb.addr()).expect("connect");
+    let client_port = tcp.local_addr().unwrap().port();
+    let owner = common::wait_until("the old process to accept", DEADLINE, || {
+        procs::connection_owner(baton.pid, sb.port, client_port)
+    });
+    assert_eq!(owner, baton.pid);
+
+    new.install(&cert_path(&sb), &key_path(&sb));
+    write_tls_config(&sb, &[https(&sb)], "new");
+    let r = common::reload(&sb.notify, baton.pid);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        procs::is_alive(r.old),
+        "the old process waits for the connection in its handshake"
+    );
+
+    let mut stream = tlsc::handshake_on(tcp, &ca.client_config(&[b"http/1.1"]))
+        .expect("the old process completes the handshake");
+    assert_eq!(
+        which(&tlsc::served_leaf(&stream), &[&old, &new]),
+        "serial 31"
+    );
+    std::io::Write::write_all(&mut stream, http::get_request("/", false).as_bytes()).unwrap();
+    let resp = http::read_response(&mut std::io::BufReader::new(stream)).expect("answered");
+    assert_eq!(resp.text(), "old");
+    assert!(resp.closes(), "{resp:?}");
+    assert!(
+        common::try_wait_until(DEADLINE, || (!procs::is_alive(r.old)).then_some(())).is_some(),
+        "and then the old process retires"
+    );
+    let (leaf, resp) = tlsc::get_fresh(sb.addr(), &ca.client_config(&[b"http/1.1"]), "/").unwrap();
+    assert_eq!(
+        (which(&leaf, &[&new]).as_str(), resp.text().as_str()),
+        ("serial 32", "new")
     );
 }
 

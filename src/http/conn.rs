@@ -81,6 +81,11 @@ impl ConnContext {
         S: HttpService,
     {
         let shared = Shared::new();
+        if *self.draining.borrow() {
+            // It starts serving after the drain began (its TLS handshake ended late): the first
+            // response already tells the client to reconnect, to the successor.
+            shared.activity.draining.store(true, Ordering::Relaxed);
+        }
         let io = TokioIo::new(ConnIo::new(io, token, shared.clone()));
         let service = DrainAware {
             inner: service,

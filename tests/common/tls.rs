@@ -154,6 +154,11 @@ impl std::fmt::Display for ConnectError {
 /// Connects to `addr` and completes the handshake (the chain is verified against the CA).
 pub fn connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> Result<TlsStream, ConnectError> {
     let tcp = TcpStream::connect_timeout(&addr, REQUEST_TIMEOUT).map_err(ConnectError::Tcp)?;
+    handshake_on(tcp, config)
+}
+
+/// Completes a handshake on a TCP connection that is already open.
+pub fn handshake_on(tcp: TcpStream, config: &Arc<ClientConfig>) -> Result<TlsStream, ConnectError> {
     tcp.set_read_timeout(Some(REQUEST_TIMEOUT))
         .map_err(ConnectError::Tcp)?;
     tcp.set_write_timeout(Some(REQUEST_TIMEOUT))
