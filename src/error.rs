@@ -57,12 +57,18 @@ impl Error {
             Inner::Listen(ListenError::Activation(_) | ListenError::BadFd { .. }) => {
                 ErrorKind::Config
             }
-            Inner::Listen(ListenError::Nothing) => ErrorKind::Config,
+            Inner::Listen(
+                ListenError::Nothing | ListenError::Resolve { .. } | ListenError::Duplicate { .. },
+            ) => ErrorKind::Config,
             Inner::Listen(ListenError::Bind { source, .. }) => io_kind(source),
             Inner::Import(ImportError {
                 problem: ImportProblem::Mismatch { .. },
                 ..
             }) => ErrorKind::Config,
+            Inner::Import(ImportError {
+                problem: ImportProblem::Stranger { .. },
+                ..
+            }) => ErrorKind::PermissionDenied,
             Inner::Import(_) => ErrorKind::Protocol,
             Inner::Tls(e) => match e.exit_code() {
                 exit::NOPERM => ErrorKind::PermissionDenied,
@@ -110,8 +116,10 @@ pub(crate) mod exit {
     /// Success.
     pub const OK: u8 = 0;
     /// `baton reload`: the reload was attempted and failed; the old process serves on.
+    #[cfg(feature = "cli")]
     pub const RELOAD_FAILED: u8 = 1;
     /// Bad command-line usage.
+    #[cfg(feature = "cli")]
     pub const USAGE: u8 = 64;
     /// The address is already in use.
     pub const UNAVAILABLE: u8 = 69;

@@ -1,6 +1,6 @@
 //! Everything that parses bytes from outside, fuzzed: hand-off messages, `LISTEN_*` variables,
-//! listen address specs, the configuration file, PEM certificate and key files, and the DER
-//! certificate reader.
+//! listen address specs, the configuration file, the reload status file, the value a reload
+//! answer carries, PEM certificate and key files, and the DER certificate reader.
 //!
 //! A small deterministic mutation fuzzer (no nightly toolchain needed): every input in
 //! `tests/fuzz/corpus/<target>/` is replayed, then mutated (bit flips, truncation, splices,
@@ -14,6 +14,7 @@ use std::path::Path;
 use crate::handoff::protocol::{self, ChildMessage, Opening, ParentMessage};
 use crate::listen::activation::ActivationEnv;
 use crate::listen::spec::ListenSpec;
+use crate::reload::{self, Reply};
 
 struct Rng(u64);
 
@@ -207,21 +208,37 @@ fn listen_spec() {
 #[test]
 fn activation_variables() {
     fuzz("activation", |bytes| {
+        // NUL-separated: LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES, BATON_LISTEN_FDS_WITHOUT_PID;
+        // a part that is a single \x01 byte is an unset variable.
         let text = String::from_utf8_lossy(bytes);
-        let mut parts = text.split('\0').map(str::to_owned);
+        let mut parts = text
+            .split('\0')
+            .map(|p| (p != "\x01").then(|| p.to_owned()));
         let env = ActivationEnv {
-            listen_pid: parts.next(),
-            listen_fds: parts.next(),
-            listen_fdnames: parts.next(),
+            listen_pid: parts.next().flatten(),
+            listen_fds: parts.next().flatten(),
+            listen_fdnames: parts.next().flatten(),
+            without_pid: parts.next().flatten(),
         };
+        if let Some(warning) = env.warning() {
+            assert!(!warning.contains('\n'), "{warning}");
+        }
         match env.parse(42) {
             Ok(fds) => {
                 for (i, fd) in fds.iter().enumerate() {
                     assert_eq!(fd.fd, 3 + i as i32);
                 }
                 if !fds.is_empty() {
-                    let pid = env.listen_pid.as_deref().unwrap_or_default();
-                    assert_eq!(pid.trim_start_matches('0'), "42", "only our pid passes");
+                    match env.listen_pid.as_deref() {
+                        Some(pid) => {
+                            assert_eq!(pid.trim_start_matches('0'), "42", "only our pid passes")
+                        }
+                        None => assert!(
+                            matches!(env.without_pid.as_deref(), Some("1" | "true")),
+                            "no LISTEN_PID passes only when opted in"
+                        ),
+                    }
+                    assert_eq!(env.warning(), None, "a warning about fds that are taken");
                 }
             }
             Err(e) => assert!(!e.to_string().contains('\n')),
@@ -258,6 +275,36 @@ fn configuration_file() {
                 assert!(line.starts_with("config /etc/baton/baton.json"), "{line}");
                 assert!(!line.contains('\n'), "{line}");
             }
+        }
+    });
+}
+
+#[test]
+fn reload_answer_values() {
+    fuzz("reply", |bytes| {
+        let mut raw = [0u8; 8];
+        let n = bytes.len().min(8);
+        raw[..n].copy_from_slice(&bytes[..n]);
+        let value = i64::from_le_bytes(raw);
+        if let Some(reply) = Reply::decode(value) {
+            assert_eq!(reply.encode(), value, "{reply:?}");
+            if let Reply::Ready { successor } | Reply::NotMain { main: successor } = reply {
+                assert!(successor > 0);
+            }
+        }
+    });
+}
+
+#[test]
+fn reload_status_file() {
+    fuzz("status", |bytes| {
+        match reload::client::parse_status(bytes) {
+            Ok(status) => {
+                let again =
+                    reload::client::parse_status(&serde_json::to_vec(&status).unwrap()).unwrap();
+                assert_eq!(again, status);
+            }
+            Err(e) => assert!(!e.contains('\n'), "{e}"),
         }
     });
 }

@@ -28,8 +28,10 @@
 
 #![warn(missing_docs)]
 
+pub(crate) mod access_log;
 mod drain;
 mod error;
+pub(crate) mod fds;
 pub(crate) mod handoff;
 pub(crate) mod http;
 pub(crate) mod lifecycle;
@@ -37,6 +39,7 @@ pub(crate) mod listen;
 pub(crate) mod notify;
 pub(crate) mod pidfile;
 pub(crate) mod reload;
+pub(crate) mod safe_fs;
 mod server;
 mod settings;
 pub(crate) mod supervisor;
@@ -47,6 +50,12 @@ pub mod cli;
 
 #[cfg(test)]
 mod fuzz;
+
+/// baton's version (`BATON_VERSION` at build time when the packaging set it), as `STATUS=` says.
+pub(crate) const VERSION: &str = match option_env!("BATON_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
 
 pub use drain::DrainSignal;
 pub use error::{Error, ErrorKind};

@@ -32,6 +32,11 @@ pub enum Event {
     },
     /// Keep-alive ping for `WatchdogSec=`: `WATCHDOG=1`.
     Watchdog,
+    /// A new human-readable state while serving: `STATUS=`.
+    Status {
+        /// Human-readable state.
+        status: String,
+    },
 }
 
 /// Send `event`. Failures are logged at debug level: a missing or full notify socket must never
@@ -50,6 +55,7 @@ pub fn send(event: &Event) {
         Event::MainPid(pid) => vec![NotifyState::MainPid(*pid)],
         Event::Stopping { status } => vec![NotifyState::Stopping, NotifyState::Status(status)],
         Event::Watchdog => vec![NotifyState::Watchdog],
+        Event::Status { status } => vec![NotifyState::Status(status)],
     };
     if let Err(e) = sd_notify::notify(&states) {
         debug!(error = %e, ?event, "sd_notify failed");

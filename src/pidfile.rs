@@ -1,38 +1,65 @@
-//! The PID file of the process serving as main: written atomically (temporary file + rename) so
-//! a reader never sees a partial pid, removed on a real stop only if it still names us.
+//! The PID file of the process serving as main: written atomically (exclusive temporary file +
+//! rename, in a directory checked by [`crate::safe_fs`]) so a reader never sees a partial pid,
+//! removed on a real stop only if it still names us.
+//!
+//! On a full file system (no block or no inode for the temporary file) the existing file is
+//! overwritten in place, which needs neither; if even that fails, a file that names another pid
+//! is removed rather than left naming a process that is about to exit. Whatever fails is
+//! returned with the path and errno, for the caller to log: the PID file never goes stale
+//! silently.
 
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 
-/// Write `pid` to `path` atomically.
-pub fn write(path: &Path, pid: u32) -> io::Result<()> {
-    write_atomically(path, format!("{pid}\n").as_bytes())
+use crate::safe_fs::{self, Create, FsError, TrustedDir};
+
+/// Write `pid` to `path` atomically. The directory must exist, be ours and not writable by others.
+pub fn write(path: &Path, pid: u32) -> Result<(), FsError> {
+    let (dir, name) = safe_fs::split_file(path)?;
+    let dir = TrustedDir::open(&dir, Create::Never)?;
+    dir.write_atomically(&name, format!("{pid}\n").as_bytes(), 0o644)
 }
 
-/// Write `bytes` to `path` through a temporary file in the same directory and a rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = temp_name(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// Make `path` name `pid` by whatever still works (see the module documentation). `Err` when the
+/// file does not name `pid` afterwards.
+pub fn update(path: &Path, pid: u32) -> Result<(), FsError> {
+    let error = match write(path, pid) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    let Ok((dir, name)) = safe_fs::split_file(path) else {
+        return Err(error);
+    };
+    let Ok(dir) = TrustedDir::open(&dir, Create::Never) else {
+        return Err(error);
+    };
+    if matches!(error.errno(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+        match dir.rewrite_in_place(&name, format!("{pid}\n").as_bytes()) {
+            Ok(()) => {
+                tracing::warn!(error = %error, "pid file rewritten in place instead");
+                return Ok(());
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot rewrite the pid file in place"),
+        }
     }
-    result
+    // It names someone else (our predecessor, about to exit): better no file than a stale pid.
+    if read(path).ok().is_some_and(|named| named != pid) {
+        if let Err(e) = dir.remove_file(&name) {
+            tracing::debug!(error = %e, "cannot remove the stale pid file");
+        }
+    }
+    Err(error)
 }
 
-fn temp_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.tmp", std::process::id()));
-    path.with_file_name(name)
-}
-
-/// The pid in `path`, if it holds one.
+/// The pid in `path`, if it holds one (a regular file, not a FIFO; at most 64 bytes).
 pub fn read(path: &Path) -> io::Result<u32> {
-    let text = std::fs::read_to_string(path)?;
+    use std::io::Read;
+    let file = safe_fs::open_regular_for_reading(path).map_err(|e| match e {
+        FsError::Io { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    })?;
+    let mut text = String::new();
+    file.take(64).read_to_string(&mut text)?;
     text.trim().parse().map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -43,8 +70,14 @@ pub fn read(path: &Path) -> io::Result<u32> {
 
 /// Remove `path` if it still names `pid` (a successor may have replaced it).
 pub fn remove_if_ours(path: &Path, pid: u32) {
-    if read(path).ok() == Some(pid) {
-        let _ = std::fs::remove_file(path);
+    if read(path).ok() != Some(pid) {
+        return;
+    }
+    let removed = safe_fs::split_file(path).and_then(|(dir, name)| {
+        TrustedDir::open(&dir, Create::Never).and_then(|d| d.remove_file(&name))
+    });
+    if let Err(e) = removed {
+        tracing::warn!(error = %e, "cannot remove the pid file");
     }
 }
 
@@ -63,14 +96,29 @@ mod tests {
             1,
             "no temporary file left"
         );
+        update(&p, 43).unwrap();
+        assert_eq!(read(&p).unwrap(), 43);
         remove_if_ours(&p, 41);
         assert!(p.exists());
-        remove_if_ours(&p, 42);
+        remove_if_ours(&p, 43);
         assert!(!p.exists());
         std::fs::write(&p, "garbage").unwrap();
         assert!(read(&p)
             .unwrap_err()
             .to_string()
             .contains("does not hold a pid"));
+    }
+
+    #[test]
+    fn a_pid_file_in_a_directory_of_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+        let e = update(&shared.join("baton.pid"), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("writable by others"), "{e}");
     }
 }

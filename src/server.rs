@@ -11,6 +11,7 @@ use hyper::{Request, Response};
 use hyper_util::service::TowerToHyperService;
 use tracing::{warn, Instrument};
 
+use crate::access_log::AccessLog;
 use crate::drain::DrainSignal;
 use crate::error::{Error, Inner};
 use crate::handoff::child::{self, Acquired};
@@ -139,6 +140,11 @@ impl Server {
             None => crate::tls::Start::First,
         };
         let tls = tls_config(&settings, &acquired.listeners, start)?;
+        // Only stdio and the listeners may reach a successor.
+        match crate::fds::close_inherited_on_exec() {
+            Ok(how) => tracing::debug!(how, "inherited descriptors marked close-on-exec"),
+            Err(e) => warn!(error = %e, "cannot mark inherited descriptors close-on-exec"),
+        }
         Ok(Server {
             tls,
             handoff_socket: settings.handoff_socket_or_default(),
@@ -281,15 +287,33 @@ where
             mut predecessor,
             state: _,
         } = acquired;
-        let app = TowerToHyperService::new(self.app);
+        let app = self.app;
+        let access_log = settings.access_log;
         let drain = self.drain;
         let state = self.state;
         let shutdown = self.shutdown;
         async move {
             let options = http::Options {
                 idle_timeout: settings.idle_timeout,
+                peer_addr: access_log,
             };
-            let serving = match start_serving(&listeners, tls.as_ref(), app, &options) {
+            // The access log wraps the app only when it is on: otherwise nothing is in the way.
+            let serving = if access_log {
+                start_serving(
+                    &listeners,
+                    tls.as_ref(),
+                    TowerToHyperService::new(AccessLog::new(app, generation)),
+                    &options,
+                )
+            } else {
+                start_serving(
+                    &listeners,
+                    tls.as_ref(),
+                    TowerToHyperService::new(app),
+                    &options,
+                )
+            };
+            let serving = match serving {
                 Ok(serving) => serving,
                 Err(e) => {
                     if let Some(path) = &predecessor_socket {
@@ -396,7 +420,11 @@ fn describe(listeners: &[Listener], generation: u64) -> String {
         .iter()
         .map(|l| format!("{} ({})", l.spec, l.source))
         .collect();
-    format!("serving on {}; generation {generation}", list.join(", "))
+    format!(
+        "baton {}: serving on {}; generation {generation}",
+        crate::VERSION,
+        list.join(", ")
+    )
 }
 
 fn generation_from_env() -> u64 {

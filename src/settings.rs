@@ -41,6 +41,7 @@ pub struct Settings {
     pub(crate) idle_timeout: Duration,
     pub(crate) pid_file: Option<PathBuf>,
     pub(crate) tls: Option<TlsFiles>,
+    pub(crate) access_log: bool,
 }
 
 impl Default for Settings {
@@ -54,6 +55,7 @@ impl Default for Settings {
             idle_timeout: crate::http::DEFAULT_IDLE_TIMEOUT,
             pid_file: None,
             tls: None,
+            access_log: false,
         }
     }
 }
@@ -88,9 +90,10 @@ impl SettingsError {
 impl Settings {
     /// The defaults, overridden by the `BATON_*` variables of this process:
     /// `BATON_LISTEN` (comma-separated), `BATON_HANDOFF_SOCKET`, `BATON_SHUTDOWN_TIMEOUT`,
-    /// `BATON_CHILD_TIMEOUT`, `BATON_IDLE_TIMEOUT`, `BATON_PID_FILE`, `BATON_TLS_CERT` and
-    /// `BATON_TLS_KEY` (both or neither; see [`Settings::tls`]). Durations read like `30s`,
-    /// `500ms` or a number of seconds. `BATON_CONFIG` names the `baton` command's JSON file, which the library does
+    /// `BATON_CHILD_TIMEOUT`, `BATON_IDLE_TIMEOUT`, `BATON_PID_FILE`, `BATON_ACCESS_LOG`
+    /// (`1`/`0`, `true`/`false`), `BATON_TLS_CERT` and `BATON_TLS_KEY` (both or neither; see
+    /// [`Settings::tls`]). Durations read like `30s`, `500ms` or a number of seconds.
+    /// `BATON_CONFIG` names the `baton` command's JSON file, which the library does
     /// not read: it is reported in the log and otherwise ignored.
     pub fn from_env() -> Result<Settings, SettingsError> {
         Settings::from_vars(|name| std::env::var(name).ok())
@@ -123,6 +126,9 @@ impl Settings {
         }
         if let Some(path) = var("BATON_PID_FILE") {
             settings.pid_file = Some(check_path(Path::new(&path), "BATON_PID_FILE", "pid_file")?);
+        }
+        if let Some(text) = var("BATON_ACCESS_LOG") {
+            settings.access_log = parse_bool(&text, "BATON_ACCESS_LOG", "access_log")?;
         }
         let tls = pair_tls(
             var("BATON_TLS_CERT").map(|p| (PathBuf::from(p), "BATON_TLS_CERT".to_owned())),
@@ -181,6 +187,14 @@ impl Settings {
         self
     }
 
+    /// Log one `tracing` event per request (target `baton::access`, level INFO): method, path,
+    /// status, bytes, duration, peer and generation (default: off). When off, requests pass
+    /// through nothing extra.
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
+        self
+    }
+
     /// Serve TLS on the `https://` listeners (and on socket-activated ones named `https`) with
     /// this PEM certificate chain (leaf first) and private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
     ///
@@ -198,9 +212,18 @@ impl Settings {
         self
     }
 
-    /// Check what the setters cannot: durations in range, no two addresses naming one socket,
-    /// certificate and key named properly, and present when an address is `https://`.
+    /// Check what the setters cannot: durations in range, no two addresses naming one socket, a
+    /// hand-off socket path (configured or default) that fits a Unix socket address, certificate
+    /// and key named properly, and present when an address is `https://`.
     pub fn validate(&self) -> Result<(), SettingsError> {
+        match &self.handoff_socket {
+            Some(path) => check_socket_path(path, "code", "handoff_socket")?,
+            None => check_socket_path(
+                &default_handoff_socket(),
+                "default (from RUNTIME_DIRECTORY, XDG_RUNTIME_DIR or TMPDIR)",
+                "handoff_socket",
+            )?,
+        };
         for (field, value) in [
             ("shutdown_timeout", self.shutdown_timeout),
             ("child_timeout", self.child_timeout),
@@ -318,6 +341,19 @@ pub(crate) fn check_https_has_tls(
     }
 }
 
+/// Parse a boolean written as `1`/`0`, `true`/`false`, `yes`/`no` or `on`/`off`.
+pub(crate) fn parse_bool(text: &str, origin: &str, field: &str) -> Result<bool, SettingsError> {
+    match text.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(SettingsError::new(
+            origin,
+            field,
+            format!("{text:?} is not a boolean (1/0, true/false, yes/no, on/off)"),
+        )),
+    }
+}
+
 /// Parse a timeout written as `30s`, `500ms`, `2m` or a number of seconds.
 pub(crate) fn parse_timeout(
     text: &str,
@@ -333,6 +369,7 @@ pub(crate) fn parse_timeout(
 }
 
 /// A timeout given as a number of seconds (the JSON file allows that).
+#[cfg(feature = "cli")]
 pub(crate) fn timeout_from_secs(
     secs: f64,
     origin: &str,
@@ -368,6 +405,41 @@ pub(crate) fn check_path(path: &Path, origin: &str, field: &str) -> Result<PathB
         return Err(SettingsError::new(origin, field, "empty path"));
     }
     Ok(path.to_owned())
+}
+
+/// A hand-off socket path must fit a `sockaddr_un`, and so must the per-hand-off sockets baton
+/// makes in its directory (`<dir>/handoff.<pid>.<random>/handoff.sock`).
+pub(crate) fn check_socket_path(
+    path: &Path,
+    origin: &str,
+    field: &str,
+) -> Result<PathBuf, SettingsError> {
+    use crate::safe_fs::{sockaddr_len, MAX_SOCKET_PATH};
+    let path = check_path(path, origin, field)?;
+    let len = sockaddr_len(&path);
+    if len > MAX_SOCKET_PATH {
+        return Err(SettingsError::new(
+            origin,
+            field,
+            format!(
+                "{:?} is {len} bytes; a Unix socket address holds at most {MAX_SOCKET_PATH}",
+                path.display().to_string()
+            ),
+        ));
+    }
+    let dir = crate::handoff::runtime_dir(&path);
+    let needed = sockaddr_len(&dir) + crate::handoff::parent::PATH_SUFFIX_MAX;
+    if needed > MAX_SOCKET_PATH {
+        return Err(SettingsError::new(
+            origin,
+            field,
+            format!(
+                "the hand-off sockets made in its directory {:?} take up to {needed} bytes; a Unix socket address holds at most {MAX_SOCKET_PATH}",
+                dir.display().to_string()
+            ),
+        ));
+    }
+    Ok(path)
 }
 
 /// `$RUNTIME_DIRECTORY/handoff.sock`, else `$XDG_RUNTIME_DIR/baton/handoff.sock`, else
@@ -424,6 +496,7 @@ mod tests {
             ("BATON_IDLE_TIMEOUT", "2s"),
             ("BATON_PID_FILE", "/run/x.pid"),
             ("BATON_HANDOFF_SOCKET", "/run/h.sock"),
+            ("BATON_ACCESS_LOG", "1"),
         ])
         .unwrap();
         assert_eq!(s.listen.len(), 2);
@@ -433,6 +506,15 @@ mod tests {
         assert_eq!(s.idle_timeout, Duration::from_secs(2));
         assert_eq!(s.pid_file.as_deref(), Some(Path::new("/run/x.pid")));
         assert_eq!(s.handoff_socket_or_default(), Path::new("/run/h.sock"));
+        assert!(s.access_log);
+        assert!(!from(&[]).unwrap().access_log);
+        let e = from(&[("BATON_ACCESS_LOG", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("BATON_ACCESS_LOG: access_log: \"maybe\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -450,7 +532,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("more than 0"), "{e}");
-        let e = from(&[("BATON_LISTEN", "127.0.0.1:1,localhost:1")])
+        let e = from(&[("BATON_LISTEN", "127.0.0.1:1,127.0.0.1:01")])
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen[1]") && e.contains("same socket"), "{e}");

@@ -61,9 +61,12 @@ fn assert_failed_children_reaped(parent: i32, seen: &BTreeSet<i32>) {
     );
 }
 
-fn read_reload_status(sb: &Sandbox) -> serde_json::Value {
-    let path = sb.handoff_socket().with_file_name("reload-status.json");
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("reload-status.json"))
+/// The status file of the process `pid` (`reload-status.<pid>.json` in the runtime directory).
+fn read_reload_status(sb: &Sandbox, pid: i32) -> serde_json::Value {
+    let path = sb
+        .handoff_socket()
+        .with_file_name(format!("reload-status.{pid}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("reload-status.<pid>.json"))
         .expect("status JSON")
 }
 
@@ -104,7 +107,7 @@ fn broken_config_story(
     // (A successor that fails on its config lives a few milliseconds: the watch may miss it; the
     // check below still sees any child, zombie or not, the parent failed to reap.)
     assert_failed_children_reaped(main, &seen);
-    let st = read_reload_status(&sb);
+    let st = read_reload_status(&sb, main);
     assert_eq!(st["outcome"], "failed", "{st}");
     assert!(
         st["reason"]
@@ -139,7 +142,7 @@ fn broken_config_story(
         "{}",
         sb.notify.dump()
     );
-    assert_eq!(read_reload_status(&sb)["outcome"], "ready");
+    assert_eq!(read_reload_status(&sb, main)["outcome"], "ready");
 
     let st = baton.wait_exit(DEADLINE);
     assert_eq!(st.code(), Some(0), "{}", common::describe(st));
@@ -176,7 +179,8 @@ fn a_truncated_config_file_keeps_the_old_process_serving() {
 #[test]
 fn baton_reload_reports_the_failure_then_the_success() {
     // The operator's command (what ExecReload= runs): `baton reload` sends SIGHUP to the main pid,
-    // waits for reload-status.json and tells the outcome.
+    // waits for the answer (a signal queued back to it) and tells the outcome, with the reason
+    // from the status file.
     let sb = Sandbox::new();
     let mut baton = sb.start("version 1", &["--shutdown-timeout", "5s"]);
     let main = baton.pid;

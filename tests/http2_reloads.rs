@@ -144,9 +144,7 @@ fn count_log(path: &Path) -> LogCounts {
 /// Installs Debian's nghttp2-client when h2load is missing (CI machines are fresh).
 fn ensure_h2load() {
     let have = || {
-        Command::new("h2load")
-            .arg("--version")
-            .output()
+        common::reaper::output(Command::new("h2load").arg("--version"))
             .map(|o| o.status.success())
             .unwrap_or(false)
     };
@@ -154,15 +152,16 @@ fn ensure_h2load() {
         return;
     }
     let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "nghttp2-client"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+        common::reaper::output(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "nghttp2-client"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .map(|o| o.status.success())
+        .unwrap_or(false)
     };
     if !install() {
-        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+        let _ = common::reaper::output(Command::new("apt-get").args(["update", "-qq"]));
         install();
     }
     assert!(
@@ -193,12 +192,13 @@ fn h2load_across_twenty_reloads_loses_no_accepted_stream() {
             let mut i = 0;
             while !stop.load(Ordering::SeqCst) {
                 let log = logs.join(format!("run-{i}.log"));
-                let out = Command::new("h2load")
-                    .args(["-D", "1", "-c", "4", "-m", "10", "--log-file"])
-                    .arg(&log)
-                    .arg(&url)
-                    .output()
-                    .expect("run h2load");
+                let out = common::reaper::output(
+                    Command::new("h2load")
+                        .args(["-D", "1", "-c", "4", "-m", "10", "--log-file"])
+                        .arg(&log)
+                        .arg(&url),
+                )
+                .expect("run h2load");
                 let text = String::from_utf8_lossy(&out.stdout).into_owned();
                 let figures = H2loadFigures::parse(&text)
                     .unwrap_or_else(|| panic!("no summary from h2load:\n{text}"));

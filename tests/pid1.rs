@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::load::{body_is_one_of, Load};
-use common::{baton_exe, http, procs, Baton, HeldConfig, Notification, Sandbox, DEADLINE};
+use common::{baton_exe, http, procs, Baton, HeldSuccessor, Notification, Sandbox, DEADLINE};
 use nix::sys::signal::Signal;
 
 /// How `--supervise` is asked for when baton is not PID 1.
@@ -62,7 +62,7 @@ fn command(sb: &Sandbox, mode: Mode, args: &[&str]) -> Command {
             );
             let mut cmd = sb.command("unshare");
             cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-                .arg(baton_exe())
+                .arg(sb.exe())
                 .arg("--config")
                 .arg(sb.config_path())
                 .args(args);
@@ -118,15 +118,15 @@ impl Service {
     /// `READY=1` passed on by the supervisor (from its own pid) with the status of generation `g`.
     fn wait_generation_ready(&self, sb: &Sandbox, from: usize, g: u64) -> Notification {
         let sup = self.sup;
-        let suffix = format!("; generation {g}");
+        let generation = format!("; generation {g};");
         let n = sb.notify.try_wait_for_after(from, DEADLINE, |n| {
             n.pid == sup
                 && n.has("READY=1")
                 && n.get("STATUS")
-                    .is_some_and(|s| s.ends_with(&suffix) || s.starts_with("reload failed"))
+                    .is_some_and(|s| s.contains(&generation) || s.starts_with("reload failed"))
         });
         match n {
-            Some(n) if n.get("STATUS").is_some_and(|s| s.ends_with(&suffix)) => n,
+            Some(n) if n.get("STATUS").is_some_and(|s| s.contains(&generation)) => n,
             other => panic!(
                 "no READY=1 of generation {g} from the supervisor {sup}: {other:?}\nnotifications:\n{}\nlog:\n{}",
                 sb.notify.dump(),
@@ -476,8 +476,8 @@ fn stop_during_handoff(mode: Mode) {
     let mut keep = http::Client::new(sb.addr());
     assert_eq!(keep.get("/").unwrap().text(), "v1");
 
-    // The successor blocks reading its configuration: the hand-off stays in flight.
-    let _held = HeldConfig::install(&sb);
+    // The successor hangs at its very start: the hand-off stays in flight.
+    let _held = HeldSuccessor::install(&sb);
     let from = sb.notify.len();
     assert!(procs::kill(svc.sup, Signal::SIGHUP));
     let sup = svc.sup;
@@ -550,7 +550,7 @@ fn baton_reload(sb: &Sandbox, svc: &Service, extra: &[&str]) -> (i32, String) {
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let out = cmd.output().expect("baton reload");
+    let out = common::reaper::output(&mut cmd).expect("baton reload");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -281,11 +281,14 @@ fn without_a_notify_socket_a_killed_successor_never_leaves_nothing_serving() {
     };
     let mut baton = start(&sb);
     let mut main = baton.pid;
-    let status_file = sb.handoff_socket().with_file_name("reload-status.json");
+    let status_file = |main: i32| {
+        sb.handoff_socket()
+            .with_file_name(format!("reload-status.{main}.json"))
+    };
     let prober = Prober::start(sb.addr());
     let mut refused_outside_crashes = 0;
     for trial in 0..trials {
-        let _ = std::fs::remove_file(&status_file);
+        let _ = std::fs::remove_file(status_file(main));
         let delay = Duration::from_micros(rng.below(12_000));
         let refused_before = prober.refused.load(Ordering::SeqCst);
         assert!(procs::kill(main, Signal::SIGHUP));
@@ -293,7 +296,7 @@ fn without_a_notify_socket_a_killed_successor_never_leaves_nothing_serving() {
         thread::sleep(delay);
         procs::kill(successor, Signal::SIGKILL);
         let outcome: serde_json::Value = common::wait_until("the reload status", DEADLINE, || {
-            std::fs::read(&status_file)
+            std::fs::read(status_file(main))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
         });

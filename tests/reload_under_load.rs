@@ -33,9 +33,9 @@ fn twenty_reloads_under_load_lose_no_request() {
     assert!(
         first
             .get("STATUS")
-            .map(|s| s.starts_with("serving on"))
+            .map(|s| s.starts_with("baton ") && s.contains(": serving on "))
             .unwrap_or(false),
-        "READY=1 at start carries STATUS=serving on …: {first:?}"
+        "READY=1 at start carries STATUS=baton VERSION: serving on …: {first:?}"
     );
 
     let load = Load::start(
@@ -103,10 +103,14 @@ fn twenty_reloads_under_load_lose_no_request() {
         main.to_string(),
         "the PID file names the current main process"
     );
-    let status_path = sb.handoff_socket().with_file_name("reload-status.json");
-    let status: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&status_path).expect("reload-status.json"))
-            .unwrap();
+    let status_path = sb.handoff_socket().with_file_name(format!(
+        "reload-status.{}.json",
+        reloads.last().unwrap().old
+    ));
+    let status: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&status_path).expect("reload-status.<pid>.json"),
+    )
+    .unwrap();
     assert_eq!(status["outcome"], "ready", "{status}");
     assert_eq!(status["successor_pid"], main, "{status}");
     assert_eq!(

@@ -86,9 +86,9 @@ fn the_first_connection_starts_baton_on_the_socket_systemd_passed() {
     assert!(
         ready
             .get("STATUS")
-            .map(|s| s.starts_with("serving on"))
+            .map(|s| s.starts_with("baton ") && s.contains(": serving on "))
             .unwrap_or(false),
-        "READY=1 comes with STATUS=serving on …: {ready:?}"
+        "READY=1 comes with STATUS=baton VERSION: serving on …: {ready:?}"
     );
     let exe = std::fs::read_link(format!("/proc/{}/exe", baton.pid)).unwrap();
     assert_eq!(exe, baton_exe(), "the activated process is baton");

@@ -9,64 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use super::args::Overrides;
 use crate::settings::{self, Settings, SettingsError};
 
 /// The body of the default handler, as in the article baton grew from.
 pub const DEFAULT_BODY: &str = "Hello, world!";
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
-
-/// Settings as given on the command line or in `BATON_*` variables, not yet validated.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct Overrides {
-    /// Address to listen on: host:port, [v6]:port, :port (all interfaces) or unix:/path;
-    /// https://host:port serves TLS (http:// or no scheme: plain). Repeatable; the variable
-    /// takes a comma-separated list.
-    #[arg(
-        long = "listen",
-        env = "BATON_LISTEN",
-        value_name = "ADDR",
-        value_delimiter = ','
-    )]
-    pub listen: Vec<String>,
-    /// Unix socket a successor dials to take over the listeners.
-    #[arg(long, env = "BATON_HANDOFF_SOCKET", value_name = "PATH")]
-    pub handoff_socket: Option<PathBuf>,
-    /// JSON configuration file, re-read by every successor.
-    #[arg(long, env = "BATON_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// How long a draining process may finish in-flight requests (e.g. 30s).
-    #[arg(long, env = "BATON_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
-    pub shutdown_timeout: Option<String>,
-    /// How long a successor may take to serve before the reload is abandoned (e.g. 10s).
-    #[arg(long, env = "BATON_CHILD_TIMEOUT", value_name = "DURATION")]
-    pub child_timeout: Option<String>,
-    /// File the serving main process writes its pid to.
-    #[arg(long, env = "BATON_PID_FILE", value_name = "PATH")]
-    pub pid_file: Option<PathBuf>,
-    /// How long a connection may wait for a request while nothing is in flight before it is
-    /// closed (e.g. 30s).
-    #[arg(long, env = "BATON_IDLE_TIMEOUT", value_name = "DURATION")]
-    pub idle_timeout: Option<String>,
-    /// Keep the first process as a stable parent of every generation (always on as PID 1;
-    /// ignored under systemd). `--supervise` alone means true.
-    #[arg(
-        long,
-        env = "BATON_SUPERVISE",
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    pub supervise: Option<bool>,
-    /// PEM certificate chain (leaf first) for https listeners. credential:NAME, or a bare
-    /// NAME while $CREDENTIALS_DIRECTORY is set, reads $CREDENTIALS_DIRECTORY/NAME.
-    #[arg(long, env = "BATON_TLS_CERT", value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key (PKCS#8, RSA or EC) matching the certificate; found like --tls-cert.
-    #[arg(long, env = "BATON_TLS_KEY", value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
-}
 
 /// The validated configuration of the `baton` command.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +39,15 @@ pub enum ConfigError {
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The path is not a regular file (a FIFO, a device, a directory): refused without reading,
+    /// so that nothing hangs.
+    #[error("config {path}: {what}")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        what: String,
     },
     /// The file is larger than 1 MiB.
     #[error("config {path}: larger than 1 MiB")]
@@ -128,6 +85,7 @@ struct FileConfig {
     supervise: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    access_log: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -226,14 +184,16 @@ impl Config {
             s = s.idle_timeout(t);
         }
 
+        type Check = fn(&Path, &str, &str) -> Result<PathBuf, SettingsError>;
         let path_setting = |cli: &Option<PathBuf>,
                             from_file: &Option<PathBuf>,
                             origin: &str,
-                            field: &str|
+                            field: &str,
+                            check: Check|
          -> Result<Option<PathBuf>, SettingsError> {
             match (cli, from_file) {
-                (Some(p), _) => settings::check_path(p, origin, field).map(Some),
-                (None, Some(p)) => settings::check_path(p, &file_origin, field).map(Some),
+                (Some(p), _) => check(p, origin, field).map(Some),
+                (None, Some(p)) => check(p, &file_origin, field).map(Some),
                 (None, None) => Ok(None),
             }
         };
@@ -242,6 +202,7 @@ impl Config {
             &file.handoff_socket,
             "--handoff-socket/BATON_HANDOFF_SOCKET",
             "handoff_socket",
+            settings::check_socket_path,
         )? {
             s = s.handoff_socket(p);
         }
@@ -250,6 +211,7 @@ impl Config {
             &file.pid_file,
             "--pid-file/BATON_PID_FILE",
             "pid_file",
+            settings::check_path,
         )? {
             s = s.pid_file(p);
         }
@@ -281,6 +243,8 @@ impl Config {
         };
         settings::check_https_has_tls(&s.listen, s.tls.is_some(), listen_origin)?;
 
+        s = s.access_log(overrides.access_log.or(file.access_log).unwrap_or(false));
+        s.validate()?;
         Ok(Config {
             settings: s,
             response_body: file
@@ -298,7 +262,14 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_err)?;
+    // O_NONBLOCK open and a file-type check: a FIFO or a device must not block us.
+    let file = crate::safe_fs::open_regular_for_reading(path).map_err(|e| match e {
+        crate::safe_fs::FsError::Io { source, .. } => read_err(source),
+        crate::safe_fs::FsError::Unsafe { problem, .. } => ConfigError::NotAFile {
+            path: path.to_owned(),
+            what: problem,
+        },
+    })?;
     let mut text = String::new();
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_string(&mut text)
@@ -419,7 +390,7 @@ mod tests {
         );
         let e = load_json(r#"{"child_timeout":0}"#).unwrap_err().to_string();
         assert!(e.contains("child_timeout"), "{e}");
-        let e = load_json(r#"{"listen":["127.0.0.1:1","localhost:1"]}"#)
+        let e = load_json(r#"{"listen":["127.0.0.1:1","127.0.0.1:01"]}"#)
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen[1]") && e.contains("same socket"), "{e}");
@@ -517,5 +488,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen[1]") && e.contains("same socket"), "{e}");
+    }
+
+    #[test]
+    fn a_config_that_is_not_a_regular_file_is_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("baton.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for (path, what) in [
+            (fifo.as_path(), "is a FIFO"),
+            (dir.path(), "is a directory"),
+            (Path::new("/dev/null"), "is a character device"),
+        ] {
+            let e = Config::load(&Overrides {
+                config: Some(path.to_owned()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert_eq!(
+                e,
+                format!("config {}: {what}, not a regular file", path.display())
+            );
+        }
+    }
+
+    #[test]
+    fn hand_off_paths_must_fit_a_socket_address() {
+        let load = |p: String| {
+            Config::load(&Overrides {
+                handoff_socket: Some(p.into()),
+                ..Default::default()
+            })
+        };
+        let e = load(format!("/run/{}/h.sock", "d".repeat(100)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("handoff_socket") && e.contains("at most 107"),
+            "{e}"
+        );
+        // Fits itself, but the sockets made in its directory would not.
+        let dir = format!("/run/{}", "d".repeat(70));
+        let e = load(format!("{dir}/h.sock")).unwrap_err().to_string();
+        assert!(
+            e.contains("made in its directory") && e.contains(&dir),
+            "{e}"
+        );
+        load("/run/baton/handoff.sock".into()).unwrap();
     }
 }

@@ -2,6 +2,7 @@
 //! logging and the runtime, serve the hello handler through the library, map errors to sysexits
 //! codes. `src/main.rs` only calls [`main`].
 
+pub(crate) mod args;
 mod config_file;
 mod hello;
 mod logging;
@@ -9,60 +10,17 @@ mod logging;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::Parser;
 
 use crate::error::exit;
-use crate::reload;
+use crate::reload::client as reload;
 use crate::Server;
-use config_file::{Config, Overrides};
+use args::{Cli, Command, Overrides, ReloadArgs};
+use config_file::Config;
 use hello::Hello;
 
 #[cfg(test)]
 pub(crate) use config_file::{Config as FileConfig, Overrides as FileOverrides};
-
-/// What `--version` prints: the package version when the packaging build set `BATON_VERSION`.
-const VERSION: &str = match option_env!("BATON_VERSION") {
-    Some(v) => v,
-    None => env!("CARGO_PKG_VERSION"),
-};
-
-/// An HTTP server that restarts without dropping a connection, made to live under systemd.
-///
-/// SIGHUP (`systemctl reload`) starts the binary on disk again, hands it the listening sockets,
-/// and retires the old process once the new one serves. SIGTERM drains and exits.
-#[derive(Debug, Parser)]
-#[command(name = "baton", version = VERSION, about, long_about = None, args_conflicts_with_subcommands = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    serve: Overrides,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve (the default).
-    Serve(Overrides),
-    /// Hand the running server over to a fresh process and wait for the outcome.
-    Reload(ReloadArgs),
-    /// Validate the configuration and listen addresses, like `nginx -t`.
-    Check(Overrides),
-    /// Print the man page (roff) to standard output.
-    #[command(hide = true)]
-    Manpage,
-}
-
-#[derive(Debug, clap::Args)]
-struct ReloadArgs {
-    /// The process to reload (default: $MAINPID, else the pid file).
-    #[arg(long)]
-    pid: Option<u32>,
-    /// How long to wait for the outcome (default: the child timeout plus 5s).
-    #[arg(long, value_name = "DURATION")]
-    timeout: Option<String>,
-    #[command(flatten)]
-    settings: Overrides,
-}
 
 /// Run the `baton` command with this process's arguments; returns the exit code.
 pub fn main() -> ExitCode {
@@ -82,14 +40,13 @@ pub fn main() -> ExitCode {
         Some(Command::Serve(o)) => serve(&o),
         Some(Command::Check(o)) => check(&o),
         Some(Command::Reload(r)) => reload_cmd(&r),
-        Some(Command::Manpage) => manpage(),
     };
     ExitCode::from(code)
 }
 
 fn serve(overrides: &Overrides) -> u8 {
     let config = Config::load(overrides);
-    logging::init();
+    logging::init(overrides.log_format);
     // As PID 1 or when asked: this process stays as the generations' stable parent.
     if let Ok(c) = &config {
         if let Some(code) =
@@ -155,8 +112,21 @@ fn check(overrides: &Overrides) -> u8 {
                 .map(|f| f.display().to_string())
                 .unwrap_or_else(|| "options and environment".into());
             let listen: Vec<&str> = config.settings.listen.iter().map(|l| l.as_str()).collect();
+            let resolved = match crate::listen::resolve_blocking(&config.settings.listen) {
+                Ok(resolved) => resolved,
+                Err(e) => {
+                    eprintln!("baton: {e}");
+                    return exit::CONFIG;
+                }
+            };
+            let resolved: Vec<&str> = resolved.iter().map(|l| l.as_str()).collect();
+            let resolved = if resolved == listen {
+                String::new()
+            } else {
+                format!(" (resolved: {})", resolved.join(", "))
+            };
             println!(
-                "baton: configuration ok ({where_}): listen {}",
+                "baton: configuration ok ({where_}): listen {}{resolved}",
                 listen.join(", ")
             );
             // one line each: the pair on stdout, warnings (exit code unchanged) on stderr
@@ -208,17 +178,6 @@ fn reload_cmd(args: &ReloadArgs) -> u8 {
         Err(e) => {
             eprintln!("baton reload: {e}");
             exit::RELOAD_FAILED
-        }
-    }
-}
-
-fn manpage() -> u8 {
-    let man = clap_mangen::Man::new(Cli::command());
-    match man.render(&mut std::io::stdout()) {
-        Ok(()) => exit::OK,
-        Err(e) => {
-            eprintln!("baton manpage: {e}");
-            exit::OSERR
         }
     }
 }

@@ -66,6 +66,16 @@ pub enum ImportProblem {
         /// How much arrived.
         received: usize,
     },
+    /// The process listening there is not one we may take listeners from.
+    #[error("refusing to deal with pid {pid} ({owner}): {why}")]
+    Stranger {
+        /// The listening process, as the kernel reports it (`SO_PEERCRED`).
+        pid: i32,
+        /// Its user.
+        owner: String,
+        /// Why it is refused.
+        why: String,
+    },
     /// The answer is malformed.
     #[error("{0}")]
     Protocol(#[from] ProtocolError),
@@ -121,7 +131,7 @@ pub async fn acquire(
     predecessor_socket: Option<&Path>,
 ) -> Result<Acquired, Error> {
     let mut listeners = listen::activated(activation, our_pid)?;
-    let mut wanted: Vec<ListenSpec> = settings.listen.clone();
+    let mut wanted: Vec<ListenSpec> = listen::resolve(&settings.listen).await?;
     for l in &mut listeners {
         // Keep the address as the operator wrote it when it names systemd's socket.
         if let Some(i) = wanted.iter().position(|w| w.same_socket(&l.spec)) {
@@ -157,7 +167,8 @@ pub async fn acquire(
         return Err(listen::ListenError::Nothing.into());
     }
     for l in &listeners {
-        info!(listener = %l.spec, name = %l.name, source = %l.source, "listening");
+        // The address is in the message too: `journalctl` shows only the message.
+        info!(listener = %l.spec, name = %l.name, source = %l.source, "listening on {} ({})", l.spec, l.source);
     }
     Ok(Acquired {
         listeners,
@@ -166,16 +177,64 @@ pub async fn acquire(
     })
 }
 
-async fn dial(path: &Path) -> Result<UnixStream, ImportError> {
-    UnixStream::connect(path)
-        .await
-        .map_err(|e| ImportError::new(path, ImportProblem::Connect(e)))
+/// Who may hand us listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    /// The process that started us (a baton parent mid-hand-off), running as our user or root.
+    OurParent,
+    /// Any process running as our user or as root (a predecessor found at the configured path).
+    SameUserOrRoot,
 }
 
-/// Connect if something listens at `path`; `Ok(None)` when nothing does (no file, a stale file).
+/// Check the credentials of the process listening on the other end (`SO_PEERCRED`, recorded by
+/// the kernel when it called `listen`) before a byte is exchanged.
+fn check_peer(stream: &UnixStream, expect: Peer) -> Result<(), ImportProblem> {
+    let cred = stream.peer_cred().map_err(ImportProblem::Connect)?;
+    let pid = cred.pid().unwrap_or(0);
+    let me = nix::unistd::geteuid().as_raw();
+    let stranger = |why: String| ImportProblem::Stranger {
+        pid,
+        owner: crate::safe_fs::describe_uid(cred.uid()),
+        why,
+    };
+    if cred.uid() != me && cred.uid() != 0 {
+        return Err(stranger(format!(
+            "it runs as another user (we are {}), and only our own user or root may hand us listeners",
+            crate::safe_fs::describe_uid(me)
+        )));
+    }
+    if expect == Peer::OurParent {
+        let parent = nix::unistd::getppid().as_raw();
+        if pid != parent {
+            return Err(stranger(format!(
+                "it is not the process that started us (pid {parent})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Connect to the predecessor that started us: it must be there, and be it.
+async fn dial(path: &Path) -> Result<UnixStream, ImportError> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|e| ImportError::new(path, ImportProblem::Connect(e)))?;
+    check_peer(&stream, Peer::OurParent).map_err(|p| ImportError::new(path, p))?;
+    Ok(stream)
+}
+
+/// Connect if something listens at `path`; `Ok(None)` when nothing does (no file, a stale file)
+/// or when what listens runs as another user (logged, never spoken to).
 async fn dial_if_listening(path: &Path) -> Result<Option<UnixStream>, ImportError> {
     match UnixStream::connect(path).await {
-        Ok(s) => Ok(Some(s)),
+        Ok(s) => match check_peer(&s, Peer::SameUserOrRoot) {
+            Ok(()) => Ok(Some(s)),
+            Err(p @ ImportProblem::Stranger { .. }) => {
+                warn!(path = %path.display(), error = %p, "not importing; binding instead");
+                Ok(None)
+            }
+            Err(p) => Err(ImportError::new(path, p)),
+        },
         Err(e)
             if matches!(
                 e.kind(),
@@ -310,8 +369,7 @@ async fn import(
 }
 
 /// Which configured address an offered listener is: the same string, else the address naming
-/// the same socket (`https://127.0.0.1:8443` and `127.0.0.1:8443`, `localhost:80` and
-/// `127.0.0.1:80`), so that a reload which changes how an address is written — its scheme
+/// the same socket (`https://127.0.0.1:8443` and `127.0.0.1:8443`), so that a reload which changes how an address is written — its scheme
 /// included — keeps the socket, and the new process serves it the way its configuration says.
 /// Configured addresses never name one socket twice (the settings refuse that).
 fn matching(wanted: &[ListenSpec], offered: &str) -> Option<usize> {
@@ -437,6 +495,7 @@ impl Predecessor {
 pub async fn report_failure(path: &Path, reason: &str) {
     let send = async {
         let mut stream = UnixStream::connect(path).await?;
+        check_peer(&stream, Peer::OurParent).map_err(|e| io::Error::other(e.to_string()))?;
         let one_line = reason.replace('\n', " ");
         stream
             .write_all(&protocol::encode_line(&ChildMessage::Failed {
@@ -470,7 +529,7 @@ mod tests {
         assert_eq!(matching(&wanted, "127.0.0.1:443"), Some(1));
         assert_eq!(matching(&wanted, "http://127.0.0.1:443"), Some(1));
         assert_eq!(matching(&wanted, "https://127.0.0.1:80"), Some(0));
-        assert_eq!(matching(&wanted, "localhost:80"), Some(0));
+        assert_eq!(matching(&wanted, "127.0.0.1:080"), Some(0));
         assert_eq!(matching(&wanted, "unix:/run/a.sock"), Some(2));
         assert_eq!(matching(&wanted, "127.0.0.1:81"), None);
         assert_eq!(matching(&wanted, "garbage"), None);

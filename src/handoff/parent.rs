@@ -3,7 +3,6 @@
 //! Specified in [`docs/handoff-protocol.md`](../../docs/handoff-protocol.md).
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use super::protocol::{
     self, ChildMessage, Extension, ListenerOffer, OfferedListener, Opening, ParentMessage,
@@ -24,26 +23,14 @@ use super::protocol::{
 };
 use super::spawn::{spawn_successor, Executable};
 use crate::listen::Listener;
+use crate::safe_fs::{self, Create, FsError, TrustedDir};
 
 /// Why a hand-off failed. One variant per failing step, each with its context.
 #[derive(Debug, thiserror::Error)]
 pub enum HandoffError {
-    /// The hand-off socket's directory could not be made private.
-    #[error("hand-off socket directory {path}: {problem}")]
-    Directory {
-        /// The directory.
-        path: PathBuf,
-        /// What is wrong.
-        problem: String,
-    },
-    /// Something that is not a socket occupies the hand-off socket path.
-    #[error("hand-off socket {path}: {what} is in the way; refusing to replace it")]
-    PathOccupied {
-        /// The path.
-        path: PathBuf,
-        /// What is there.
-        what: &'static str,
-    },
+    /// The runtime directory (that of the hand-off socket path) is not safe or not usable.
+    #[error("runtime directory {0}")]
+    Directory(FsError),
     /// The hand-off socket could not be bound.
     #[error("hand-off socket {path}: cannot listen: {source}")]
     Bind {
@@ -107,8 +94,13 @@ pub enum HandoffError {
     Cancelled,
 }
 
-/// How long after a successor's exit its failure report may still arrive.
+/// How long the hand-off socket pauses accepting after an error (as the HTTP accept loop does).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How long after a successor's exit a failure report still being read may take to arrive.
 const EXIT_REPORT_GRACE: Duration = Duration::from_millis(300);
+/// How long after a successor's exit a connection it made just before may take to be accepted.
+const EXIT_ACCEPT_GRACE: Duration = Duration::from_millis(30);
 
 /// Produces the application state handed to the successor (see [`crate::Serve::on_handoff`]).
 pub type StateFn = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
@@ -215,108 +207,104 @@ impl ReadySuccessor {
     }
 }
 
-/// A hand-off socket bound for one hand-off; unlinked on drop.
+/// Prefix of the per-hand-off directories in the runtime directory: `handoff.<pid>.<random>`.
+pub const DIR_PREFIX: &str = "handoff.";
+/// The socket's name inside a per-hand-off directory.
+pub const SOCKET_NAME: &str = "handoff.sock";
+/// The most bytes a hand-off socket path adds to its runtime directory:
+/// `/handoff.<pid: up to 10 digits>.<6 random>/handoff.sock`.
+pub const PATH_SUFFIX_MAX: usize = 1 + DIR_PREFIX.len() + 10 + 1 + 6 + 1 + SOCKET_NAME.len();
+
+/// The socket of one hand-off, in a private directory made for it alone; both are removed on
+/// drop.
 struct HandoffSocket {
     path: PathBuf,
     listener: UnixListener,
+    _place: Place,
 }
 
-impl Drop for HandoffSocket {
+/// The per-hand-off directory, removed (with the socket in it) on drop.
+struct Place {
+    runtime: TrustedDir,
+    dir: TrustedDir,
+    name: String,
+}
+
+impl Drop for Place {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        let _ = self.dir.remove_file(SOCKET_NAME);
+        if let Err(e) = self.runtime.remove_dir(&self.name) {
+            warn!(error = %e, "cannot remove the hand-off directory");
+        }
     }
 }
 
 impl HandoffSocket {
-    fn open(path: &Path) -> Result<HandoffSocket, HandoffError> {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        prepare_directory(dir)?;
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_socket() => {
-                warn!(path = %path.display(), "replacing a stale hand-off socket");
-                std::fs::remove_file(path).map_err(|source| HandoffError::Bind {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            }
-            Ok(meta) => {
-                let ft = meta.file_type();
-                let what = if ft.is_symlink() {
-                    "a symlink"
-                } else if ft.is_dir() {
-                    "a directory"
-                } else if ft.is_file() {
-                    "a regular file"
-                } else {
-                    "a special file"
-                };
-                return Err(HandoffError::PathOccupied {
-                    path: path.to_owned(),
-                    what,
-                });
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(HandoffError::Bind {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
+    /// Make `<runtime>/handoff.<pid>.<random>/` (0700, ours, never reused) and listen in it. No
+    /// other process's file is ever touched: nothing is unlinked but what this hand-off made.
+    fn open(runtime_dir: &Path) -> Result<HandoffSocket, HandoffError> {
+        let runtime =
+            TrustedDir::open(runtime_dir, Create::Missing).map_err(HandoffError::Directory)?;
+        sweep_stale(&runtime);
+        let (dir, name) = runtime
+            .create_unique_dir(&format!("{DIR_PREFIX}{}.", std::process::id()))
+            .map_err(HandoffError::Directory)?;
+        let place = Place { runtime, dir, name };
+        let path = place.dir.join(SOCKET_NAME);
+        if safe_fs::sockaddr_len(&path) > safe_fs::MAX_SOCKET_PATH {
+            return Err(HandoffError::Bind {
+                path,
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "longer than the 107 bytes a Unix socket address holds",
+                ),
+            });
         }
-        let listener = UnixListener::bind(path).map_err(|source| HandoffError::Bind {
-            path: path.to_owned(),
+        let bind_err = |source| HandoffError::Bind {
+            path: path.clone(),
             source,
-        })?;
-        let socket = HandoffSocket {
-            path: path.to_owned(),
-            listener,
         };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
-            |source| HandoffError::Bind {
-                path: path.to_owned(),
-                source,
-            },
-        )?;
-        Ok(socket)
+        // Bound through our descriptor of the verified directory, not through its path.
+        let std_listener = std::os::unix::net::UnixListener::bind(place.dir.fd_path(SOCKET_NAME))
+            .map_err(bind_err)?;
+        place
+            .dir
+            .set_mode(SOCKET_NAME, 0o600)
+            .map_err(|e| bind_err(io::Error::other(e.to_string())))?;
+        std_listener.set_nonblocking(true).map_err(bind_err)?;
+        let listener = UnixListener::from_std(std_listener).map_err(bind_err)?;
+        Ok(HandoffSocket {
+            path,
+            listener,
+            _place: place,
+        })
     }
 }
 
-/// Create the directory 0700 if missing; refuse one that others may write into or that is not ours.
-fn prepare_directory(dir: &Path) -> Result<(), HandoffError> {
-    let problem = |problem: String| HandoffError::Directory {
-        path: dir.to_owned(),
-        problem,
-    };
-    if let Err(e) = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
-        return Err(problem(format!("cannot create: {e}")));
+/// Remove what processes that no longer exist left in the runtime directory (the hand-off
+/// directory or status file of a process that was killed): only names of our own making whose
+/// pid is gone.
+pub fn sweep_stale(runtime: &TrustedDir) {
+    let Ok(names) = runtime.names() else { return };
+    let me = std::process::id();
+    for name in names {
+        if let Some(pid) = safe_fs::owner_pid(&name, DIR_PREFIX) {
+            if pid != me && safe_fs::pid_is_gone(pid) {
+                if let Ok(dir) = runtime.subdir(&name) {
+                    let _ = dir.remove_file(SOCKET_NAME);
+                }
+                match runtime.remove_dir(&name) {
+                    Ok(()) => info!(path = %runtime.join(&name).display(), pid,
+                                    "removed a hand-off directory left by a process that is gone"),
+                    Err(e) => debug!(error = %e, "cannot remove a stale hand-off directory"),
+                }
+            }
+        } else if let Some(pid) = safe_fs::owner_pid(&name, crate::reload::STATUS_PREFIX) {
+            if pid != me && safe_fs::pid_is_gone(pid) && name.ends_with(".json") {
+                let _ = runtime.remove_file(&name);
+            }
+        }
     }
-    let meta = std::fs::metadata(dir).map_err(|e| problem(e.to_string()))?;
-    if !meta.is_dir() {
-        return Err(problem("is not a directory".into()));
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    let mode = meta.mode();
-    let shared_sticky = mode & 0o1000 != 0; // like /tmp: others may not remove our socket
-    if meta.uid() != me && !shared_sticky {
-        return Err(problem(format!(
-            "owned by uid {} (we are {me})",
-            meta.uid()
-        )));
-    }
-    if mode & 0o022 != 0 && !shared_sticky {
-        return Err(problem(format!(
-            "writable by others (mode {:o})",
-            mode & 0o7777
-        )));
-    }
-    Ok(())
 }
 
 /// What a connection task learned.
@@ -327,23 +315,27 @@ enum ConnEvent {
         Option<(BufReader<OwnedReadHalf>, OwnedWriteHalf)>,
     ),
     Broken(HandoffError),
+    /// A connection ended without a message (hung up, or nothing within the budget).
+    Done,
 }
 
 /// Run one hand-off: start the successor and return it once it serves. On error the successor, if
-/// any, has been killed and reaped.
+/// any, has been killed and reaped. The hand-off socket is made in a private directory of its own
+/// inside the runtime directory of the configured `handoff_socket` (see [`super::runtime_dir`]),
+/// never at that path; the successor learns where from `BATON_PREDECESSOR_SOCKET`.
 pub async fn hand_off(
     exe: &Executable,
-    socket_path: &Path,
+    handoff_socket: &Path,
     listeners: &[Listener],
     generation: u64,
     child_timeout: Duration,
     state: Option<StateFn>,
     cancel: CancellationToken,
 ) -> Result<ReadySuccessor, HandoffError> {
-    let socket = HandoffSocket::open(socket_path)?;
+    let socket = HandoffSocket::open(&super::runtime_dir(handoff_socket))?;
     let sockets: Vec<_> = listeners.iter().map(|l| &l.socket).collect();
     let mut child =
-        spawn_successor(exe, &sockets, socket_path, generation + 1).map_err(|source| {
+        spawn_successor(exe, &sockets, &socket.path, generation + 1).map_err(|source| {
             HandoffError::Spawn {
                 exe: exe.path.clone(),
                 source,
@@ -418,25 +410,50 @@ async fn converse(
     let me = nix::unistd::geteuid().as_raw();
     let mut offered = false;
     // A failing successor reports why just before it exits; after its exit, keep accepting for a
-    // moment so that report is not lost.
+    // moment so that report is not lost: a short moment when no connection is being read, longer
+    // while one is (a crash without a report is told within tens of milliseconds).
     let mut exited: Option<ExitStatus> = None;
+    let mut readers = 0usize;
     let report_grace = tokio::time::sleep(Duration::MAX);
     tokio::pin!(report_grace);
+    // A persistent accept error (EMFILE, ENFILE, ENOBUFS) must not spin: pause accepting.
+    let accept_pause = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(accept_pause);
+    let mut paused = false;
+    let mut accept_errors: u64 = 0;
     loop {
         tokio::select! {
             status = child.wait(), if exited.is_none() => {
                 exited = Some(status.map_err(|source| HandoffError::Io { pid, source })?);
-                report_grace.as_mut().reset(tokio::time::Instant::now() + EXIT_REPORT_GRACE);
+                let grace = if readers > 0 { EXIT_REPORT_GRACE } else { EXIT_ACCEPT_GRACE };
+                report_grace.as_mut().reset(tokio::time::Instant::now() + grace);
             }
             _ = &mut report_grace, if exited.is_some() => {
                 if let Some(status) = exited {
                     return Err(HandoffError::Exited { pid, status, reason: None });
                 }
             }
-            accepted = socket.listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+            _ = &mut accept_pause, if paused => paused = false,
+            accepted = socket.listener.accept(), if !paused => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        accept_errors += 1;
+                        if accept_errors.is_power_of_two() {
+                            warn!(path = %socket.path.display(), error = %e, failures = accept_errors,
+                                  "cannot accept on the hand-off socket; retrying every {ACCEPT_BACKOFF:?}");
+                        }
+                        paused = true;
+                        accept_pause.as_mut().reset(tokio::time::Instant::now() + ACCEPT_BACKOFF);
+                        continue;
+                    }
+                };
                 match stream.peer_cred() {
                     Ok(cred) if cred.pid() == Some(pid as i32) && cred.uid() == me => {
+                        readers += 1;
+                        if exited.is_some() {
+                            report_grace.as_mut().reset(tokio::time::Instant::now() + EXIT_REPORT_GRACE);
+                        }
                         tokio::spawn(read_opening(stream, tx.clone(), pid, budget).in_current_span());
                     }
                     Ok(cred) => {
@@ -447,6 +464,12 @@ async fn converse(
                 }
             }
             Some(event) = rx.recv() => match event {
+                ConnEvent::Done => {
+                    readers = readers.saturating_sub(1);
+                    if let (Some(status), 0) = (exited, readers) {
+                        return Err(HandoffError::Exited { pid, status, reason: None });
+                    }
+                }
                 ConnEvent::Request(read, mut write) => {
                     if offered {
                         return Err(HandoffError::Protocol { pid, source: ProtocolError::Unexpected("a second get_listener".into()) });
@@ -484,10 +507,10 @@ async fn read_opening(stream: UnixStream, tx: mpsc::Sender<ConnEvent>, pid: u32,
         let n = match tokio::time::timeout(budget, read.read(&mut chunk)).await {
             Ok(Ok(n)) => n,
             Ok(Err(source)) => break ConnEvent::Broken(HandoffError::Io { pid, source }),
-            Err(_) => return, // the hand-off's own deadline reports this
+            Err(_) => break ConnEvent::Done, // the hand-off's own deadline reports this
         };
         if n == 0 {
-            return; // hung up: the child's exit or the deadline tells the story
+            break ConnEvent::Done; // hung up: the child's exit or the deadline tells the story
         }
         buf.extend_from_slice(&chunk[..n]);
         match protocol::parse_opening(&buf) {
@@ -516,7 +539,7 @@ async fn read_line(
             .read_until(b'\n', &mut line)
             .await;
         let msg = match read_result {
-            Ok(0) => return,
+            Ok(0) => break ConnEvent::Done,
             Ok(_) => match protocol::parse_line::<ChildMessage>(&line, "child message") {
                 Ok(Some(msg)) => msg,
                 Ok(None) => {
@@ -567,39 +590,52 @@ async fn read_line(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn directory_is_created_private_and_others_are_refused() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("a/b");
-        prepare_directory(&dir).unwrap();
-        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(prepare_directory(&dir)
-            .unwrap_err()
-            .to_string()
-            .contains("writable by others"));
-    }
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
     #[tokio::test]
-    async fn socket_path_occupied_by_a_file_or_symlink_is_refused() {
+    async fn each_hand_off_gets_a_private_directory_removed_afterwards() {
         let tmp = tempfile::tempdir().unwrap();
-        let file = tmp.path().join("f.sock");
-        std::fs::write(&file, b"keep me").unwrap();
-        let e = HandoffSocket::open(&file).err().unwrap().to_string();
-        assert!(e.contains("a regular file is in the way"), "{e}");
-        assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
-        let link = tmp.path().join("l.sock");
-        std::os::unix::fs::symlink("/nonexistent", &link).unwrap();
-        assert!(HandoffSocket::open(&link)
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("a symlink"));
-        let stale = tmp.path().join("s.sock");
-        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
-        let s = HandoffSocket::open(&stale).unwrap();
-        drop(s);
-        assert!(!stale.exists());
+        let runtime = tmp.path().join("run");
+        let a = HandoffSocket::open(&runtime).unwrap();
+        let b = HandoffSocket::open(&runtime).unwrap();
+        assert_ne!(a.path, b.path, "two hand-offs never share a socket");
+        for s in [&a, &b] {
+            let meta = std::fs::symlink_metadata(&s.path).unwrap();
+            assert!(meta.file_type().is_socket());
+            assert_eq!(meta.mode() & 0o777, 0o600);
+            let dir = s.path.parent().unwrap();
+            assert_eq!(std::fs::metadata(dir).unwrap().mode() & 0o777, 0o700);
+            assert!(std::os::unix::net::UnixStream::connect(&s.path).is_ok());
+        }
+        assert!(
+            safe_fs::sockaddr_len(&a.path) <= safe_fs::sockaddr_len(&runtime) + PATH_SUFFIX_MAX
+        );
+        drop(a);
+        drop(b);
+        assert_eq!(
+            std::fs::read_dir(&runtime).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
+    }
+
+    #[test]
+    fn stale_directories_of_dead_processes_are_swept_and_live_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runtime = TrustedDir::open(tmp.path(), Create::Never).unwrap();
+        // 4194305 is above the kernel's largest pid: never alive.
+        std::fs::create_dir(tmp.path().join("handoff.4194305.abcdef")).unwrap();
+        std::fs::write(tmp.path().join("reload-status.4194305.json"), "{}").unwrap();
+        let live = format!("handoff.{}.abcdef", std::process::id());
+        std::fs::create_dir(tmp.path().join("handoff.1.abcdef")).unwrap(); // pid 1 lives
+        std::fs::create_dir(tmp.path().join(&live)).unwrap();
+        std::fs::write(tmp.path().join("unrelated"), "x").unwrap();
+        sweep_stale(&runtime);
+        let mut left: Vec<String> = runtime.names().unwrap();
+        left.sort();
+        assert_eq!(
+            left,
+            vec!["handoff.1.abcdef".to_string(), live, "unrelated".into()]
+        );
     }
 }

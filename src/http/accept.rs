@@ -13,30 +13,31 @@ use tracing::warn;
 
 use super::conn::ConnContext;
 use super::{HttpService, TlsConfig};
+use crate::access_log::PeerAddr;
 
 /// A listening socket the accept loop can take connections from.
 pub(crate) trait Acceptor: Send + 'static {
     /// The stream of one accepted connection.
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    /// The next connection.
-    fn accept(&self) -> impl Future<Output = std::io::Result<Self::Io>> + Send;
+    /// The next connection and its client's address.
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, PeerAddr)>> + Send;
 }
 
 impl Acceptor for tokio::net::TcpListener {
     type Io = tokio::net::TcpStream;
-    async fn accept(&self) -> std::io::Result<Self::Io> {
-        let (stream, _) = tokio::net::TcpListener::accept(self).await?;
+    async fn accept(&self) -> std::io::Result<(Self::Io, PeerAddr)> {
+        let (stream, peer) = tokio::net::TcpListener::accept(self).await?;
         let _ = stream.set_nodelay(true);
-        Ok(stream)
+        Ok((stream, PeerAddr(Some(peer))))
     }
 }
 
 impl Acceptor for tokio::net::UnixListener {
     type Io = tokio::net::UnixStream;
-    async fn accept(&self) -> std::io::Result<Self::Io> {
+    async fn accept(&self) -> std::io::Result<(Self::Io, PeerAddr)> {
         tokio::net::UnixListener::accept(self)
             .await
-            .map(|(stream, _)| stream)
+            .map(|(stream, _)| (stream, PeerAddr(None)))
     }
 }
 
@@ -78,7 +79,7 @@ pub(super) async fn accept_loop<A: Acceptor, S: HttpService>(
             a = listener.accept() => a,
         };
         match accepted {
-            Ok(io) => ctx.spawn(io, tls.as_ref(), service.clone()),
+            Ok((io, peer)) => ctx.spawn(io, peer, tls.as_ref(), service.clone()),
             Err(e) => accept_backoff(e).await,
         }
     }

@@ -15,11 +15,14 @@ use hyper::service::Service;
 use hyper::{Request, Response, Version};
 
 use super::io::Shared;
+use crate::access_log::PeerAddr;
 
 /// Wraps the application's service for one connection.
 pub(super) struct DrainAware<S, I> {
     pub inner: S,
     pub shared: Arc<Shared<I>>,
+    /// Inserted into every request (only when the access log is on).
+    pub peer: Option<PeerAddr>,
 }
 
 impl<S, B, I> Service<Request<Incoming>> for DrainAware<S, I>
@@ -30,7 +33,10 @@ where
     type Error = S::Error;
     type Future = DrainAwareFuture<S::Future, I>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(peer);
+        }
         let activity = &self.shared.activity;
         let h1 = req.version() < Version::HTTP_2;
         if !h1 {

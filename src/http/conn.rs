@@ -17,6 +17,7 @@ use tracing::debug;
 use super::body::DrainAware;
 use super::io::{Activity, ConnIo, Shared};
 use super::{HttpService, TlsConfig, GOAWAY_WAIT, IDLE_GRACE, LINGER};
+use crate::access_log::PeerAddr;
 use crate::tls::{self, HANDSHAKE_TIMEOUT};
 
 /// How often a connection checks the idle bound (and, after a GOAWAY, whether it is done).
@@ -31,6 +32,8 @@ pub(super) struct ConnContext {
     pub draining: watch::Receiver<bool>,
     pub connections: TaskTracker,
     pub idle_timeout: Duration,
+    /// Insert the client's address into every request (for the access log).
+    pub peer_addr: bool,
 }
 
 /// Why a connection that is still open is being closed.
@@ -45,7 +48,7 @@ impl ConnContext {
     /// Serve one accepted connection on its own task, after a TLS handshake when `tls` is given.
     /// The connection counts as open (for the drain) from now until its stream is closed,
     /// wherever the stream is by then: a connection still in its handshake is waited for too.
-    pub(super) fn spawn<I, S>(&self, io: I, tls: Option<&TlsConfig>, service: S)
+    pub(super) fn spawn<I, S>(&self, io: I, peer: PeerAddr, tls: Option<&TlsConfig>, service: S)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: HttpService,
@@ -54,7 +57,7 @@ impl ConnContext {
         let ctx = self.clone();
         match tls {
             None => {
-                tokio::spawn(ctx.run(io, token, service));
+                tokio::spawn(ctx.run(io, peer, token, service));
             }
             Some(config) => {
                 let config = config.clone();
@@ -64,7 +67,7 @@ impl ConnContext {
                     match tls::handshake(io, config, timeout).await {
                         Ok(accepted) => {
                             debug!(h2 = accepted.h2, "TLS handshake completed");
-                            ctx.run(accepted.stream, token, service).await
+                            ctx.run(accepted.stream, peer, token, service).await
                         }
                         // Scanners, plain HTTP on the TLS port, clients that distrust the
                         // certificate: the client's business, not the operator's.
@@ -75,7 +78,7 @@ impl ConnContext {
         }
     }
 
-    async fn run<I, S>(self, io: I, token: TaskTrackerToken, service: S)
+    async fn run<I, S>(self, io: I, peer: PeerAddr, token: TaskTrackerToken, service: S)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: HttpService,
@@ -90,6 +93,7 @@ impl ConnContext {
         let service = DrainAware {
             inner: service,
             shared: shared.clone(),
+            peer: self.peer_addr.then_some(peer),
         };
         self.serve(io, service, &shared.activity).await;
         // Hyper is done with the stream. Unless the peer had closed already (or the stream now

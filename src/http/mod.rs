@@ -76,12 +76,16 @@ pub struct Options {
     /// HTTP/2 gets a GOAWAY first. Also the interval of HTTP/2 keep-alive PINGs, which close a
     /// connection whose peer stopped answering.
     pub idle_timeout: Duration,
+    /// Every request carries its client's [`crate::access_log::PeerAddr`] as an extension (for
+    /// the access log; off, it costs nothing).
+    pub peer_addr: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            peer_addr: false,
         }
     }
 }
@@ -164,6 +168,7 @@ pub fn start<S: HttpService>(
         draining: serving.draining.subscribe(),
         connections: serving.connections.clone(),
         idle_timeout: options.idle_timeout,
+        peer_addr: options.peer_addr,
     };
     for (socket, tls) in sockets {
         match socket {

@@ -14,11 +14,14 @@
 //!    `STATUS=reload failed: …`.
 //! 4. **A stop is honoured at any point.** `SIGTERM`/`SIGINT` during a hand-off ends the
 //!    successor too (it may already serve, so it gets to drain), and the old process stops.
-//! 5. **A successor is quiet until promoted.** It drops `SIGHUP` (meant for its predecessor) and
-//!    sends `READY=1` only once promoted (or once its predecessor is gone), before confirming.
+//! 5. **A successor is quiet until promoted.** It drops a plain `SIGHUP` (meant for its
+//!    predecessor), keeps a `baton reload` request (someone waits for its answer) for once it is
+//!    main, and sends `READY=1` only once promoted (or once its predecessor is gone), before
+//!    confirming.
 //! 6. **The outcome is recorded before it is announced**: the status is written before the
 //!    `READY=1` of a failed reload, and after the old process stopped accepting on success.
-//! 7. Only the main process pings the watchdog.
+//! 7. Only the main process pings the watchdog, and only a main process that is not handing off
+//!    refreshes its `STATUS=` (which says how many connections are open).
 
 use tracing::{info, warn};
 
@@ -50,6 +53,8 @@ impl std::fmt::Display for StopReason {
 pub enum Input {
     /// `SIGHUP`: hand off to a successor.
     Hup,
+    /// `SIGHUP` from `baton reload`, which waits for the answer (see `crate::reload`).
+    ReloadRequest,
     /// Stop: drain and exit.
     Stop(StopReason),
     /// A step of hand-off number `attempt` (results of an ended attempt are ignored).
@@ -65,6 +70,8 @@ pub enum Input {
     PredecessorGone,
     /// Time to ping the watchdog.
     WatchdogTick,
+    /// Time to refresh `STATUS=`.
+    StatusTick,
 }
 
 /// What happened in a hand-off.
@@ -106,6 +113,8 @@ pub enum Outcome {
 pub enum Action {
     /// Tell the service manager.
     Notify(Event),
+    /// Tell the service manager the last `READY=1` status again, with the connections open now.
+    RefreshStatus,
     /// Start hand-off number `attempt`; ends in its `Ready` or `Failed` step.
     BeginHandoff {
         /// Its number, carried by every [`Input::Handoff`] of it.
@@ -180,6 +189,8 @@ pub struct Machine {
     pid: u32,
     serving_on: String,
     attempts: u64,
+    /// A reload request that reached a successor before it was main.
+    queued: bool,
 }
 
 impl Machine {
@@ -191,6 +202,7 @@ impl Machine {
             pid,
             serving_on,
             attempts: 0,
+            queued: false,
         };
         let actions = machine.become_main();
         (machine, actions)
@@ -203,6 +215,7 @@ impl Machine {
             pid,
             serving_on,
             attempts: 0,
+            queued: false,
         }
     }
 
@@ -235,20 +248,28 @@ impl Machine {
                 self.state = State::Main;
                 let mut actions = self.become_main();
                 actions.insert(1, A::ConfirmPromotion);
+                actions.extend(self.queued_request());
                 actions
             }
             (State::Successor, Input::PredecessorGone) => {
                 info!("predecessor gone before promoting us; serving on as main");
                 self.state = State::Main;
-                self.become_main()
+                let mut actions = self.become_main();
+                actions.extend(self.queued_request());
+                actions
             }
             (State::Successor, Input::Hup) => {
                 info!("dropping a SIGHUP received before this process became main");
                 vec![]
             }
+            (State::Successor, Input::ReloadRequest) => {
+                info!("a reload request before this process became main: served once it is");
+                self.queued = true;
+                vec![]
+            }
 
             // --- the main process
-            (State::Main, Input::Hup) => {
+            (State::Main, Input::Hup | Input::ReloadRequest) => {
                 self.attempts += 1;
                 let attempt = self.attempts;
                 self.state = State::HandingOff {
@@ -266,10 +287,11 @@ impl Machine {
             (State::Main | State::HandingOff { .. }, Input::WatchdogTick) => {
                 vec![A::Notify(Event::Watchdog)]
             }
+            (State::Main, Input::StatusTick) => vec![A::RefreshStatus],
 
             // --- a hand-off
-            (State::HandingOff { .. }, Input::Hup) => {
-                warn!("SIGHUP during a hand-off: ignored, one hand-off at a time");
+            (State::HandingOff { .. }, Input::Hup | Input::ReloadRequest) => {
+                warn!("SIGHUP during a hand-off: ignored, one hand-off at a time (a waiting baton reload gets this one's outcome)");
                 vec![]
             }
             (
@@ -304,6 +326,15 @@ impl Machine {
                 tracing::debug!(?state, ?input, "nothing to do");
                 vec![]
             }
+        }
+    }
+
+    /// Once main: the hand-off a reload request asked for before, if one did.
+    fn queued_request(&mut self) -> Vec<Action> {
+        if std::mem::take(&mut self.queued) {
+            self.handle(Input::Hup)
+        } else {
+            Vec::new()
         }
     }
 
@@ -705,6 +736,22 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_request_before_promotion_is_served_once_main() {
+        let mut m = Machine::successor(NEXT, "s".into());
+        assert_eq!(m.handle(Input::ReloadRequest), vec![]);
+        let actions = m.handle(Input::Promoted);
+        assert_eq!(
+            &actions[..3],
+            &[ready("s"), A::ConfirmPromotion, A::WritePidFile]
+        );
+        assert!(begins(&actions[3..]), "{actions:?}");
+        // A plain SIGHUP is not kept.
+        let mut m = Machine::successor(NEXT, "s".into());
+        m.handle(Input::Hup);
+        assert!(!begins(&m.handle(Input::PredecessorGone)));
+    }
+
+    #[test]
     fn a_successor_whose_predecessor_vanished_serves_on_as_main() {
         let mut m = Machine::successor(NEXT, "s".into());
         assert_eq!(
@@ -721,6 +768,21 @@ mod tests {
         assert_eq!(actions.last(), Some(&A::Drain { stop: true }));
         assert!(!actions.contains(&A::ConfirmPromotion));
         assert_eq!(m.handle(Input::Promoted), vec![]);
+    }
+
+    #[test]
+    fn only_a_main_process_that_is_not_handing_off_refreshes_its_status() {
+        assert_eq!(main().handle(Input::StatusTick), vec![A::RefreshStatus]);
+        for stage in [Stage::Starting, Stage::Announcing, Stage::Promoting] {
+            assert_eq!(at(stage).handle(Input::StatusTick), vec![], "{stage:?}");
+        }
+        assert_eq!(
+            Machine::successor(1, "s".into()).handle(Input::StatusTick),
+            vec![]
+        );
+        let mut m = main();
+        m.handle(Input::Stop(StopReason::Sigterm));
+        assert_eq!(m.handle(Input::StatusTick), vec![]);
     }
 
     #[test]
@@ -746,6 +808,7 @@ mod tests {
     fn every_sequence_of_three_inputs_keeps_the_invariants() {
         let inputs = [
             Input::Hup,
+            Input::ReloadRequest,
             Input::Stop(StopReason::Sigterm),
             on(Step::Ready { pid: NEXT }),
             on(Step::Announced),
@@ -754,6 +817,7 @@ mod tests {
             Input::Promoted,
             Input::PredecessorGone,
             Input::WatchdogTick,
+            Input::StatusTick,
         ];
         let starts: Vec<fn() -> Machine> = vec![
             main,
@@ -816,6 +880,9 @@ mod tests {
                             if matches!(before, State::Retiring | State::Stopping) {
                                 assert!(actions.is_empty(), "{before:?} + {input:?}: {actions:?}");
                             }
+                            if actions.contains(&A::RefreshStatus) {
+                                assert_eq!(before, State::Main, "status refreshed out of turn");
+                            }
                             if let Some(i) =
                                 actions.iter().position(|x| matches!(x, A::Drain { .. }))
                             {
@@ -828,6 +895,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 5 * 9 * 9 * 9);
+        assert_eq!(checked, 5 * 11 * 11 * 11);
     }
 }

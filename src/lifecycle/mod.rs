@@ -33,6 +33,9 @@ pub(crate) use machine::{Action, Input, Machine, Outcome, Step, StopReason};
 
 /// How long to wait for systemd to confirm it processed `MAINPID=`.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a serving main process refreshes `STATUS=` (only when the count of open
+/// connections changed, and only under a service manager).
+const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 /// What the driver needs from the outside world.
 #[allow(async_fn_in_trait)]
@@ -73,12 +76,19 @@ pub(crate) struct ProcessWorld {
     pub(crate) shutdown: Option<ShutdownFuture>,
     signals: Signals,
     watchdog: Option<tokio::time::Interval>,
+    status_tick: Option<tokio::time::Interval>,
+    /// The last `READY=1` status, and the connection count last told with it.
+    status: (String, usize),
     inputs: mpsc::UnboundedReceiver<Input>,
     inputs_tx: mpsc::UnboundedSender<Input>,
     handoff: Option<mpsc::UnboundedSender<Command>>,
     ending: Vec<JoinHandle<()>>,
     confirm: Option<oneshot::Sender<()>>,
     requested_usec: u64,
+    /// A `baton reload` request arrived before this world existed.
+    queued: bool,
+    /// The successor this process retires for.
+    retiring_for: Option<u32>,
 }
 
 /// The signals a baton process handles, installed as early as possible.
@@ -89,8 +99,10 @@ pub(crate) struct Signals {
 }
 
 impl Signals {
-    /// Install the handlers (`SIGHUP`'s default action would kill the process).
+    /// Install the handlers (`SIGHUP`'s default action would kill the process). `baton reload`'s
+    /// requests are recorded first, before tokio's handler sees the signal.
     pub(crate) fn install() -> std::io::Result<Signals> {
+        reload::accept_requests()?;
         Ok(Signals {
             hup: signal(SignalKind::hangup())?,
             term: signal(SignalKind::terminate())?,
@@ -141,21 +153,36 @@ impl ProcessWorld {
             shutdown: parts.shutdown,
             signals: parts.signals,
             watchdog: notify::watchdog_interval().map(|every| tokio::time::interval(every / 2)),
+            status_tick: notify::enabled().then(|| {
+                let mut every = tokio::time::interval_at(
+                    tokio::time::Instant::now() + STATUS_EVERY,
+                    STATUS_EVERY,
+                );
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                every
+            }),
+            status: (String::new(), 0),
             inputs,
             inputs_tx,
             handoff: None,
             ending: Vec::new(),
             confirm,
             requested_usec: 0,
+            queued: reload::has_pending_requests(),
+            retiring_for: None,
         }
     }
 
-    fn write_status(&self, outcome: Outcome) {
+    /// Record the outcome and answer every `baton reload` that waits for it.
+    fn write_status(&mut self, outcome: Outcome) {
         let (outcome, successor_pid, reason) = match outcome {
-            Outcome::Ready { successor } => (reload::Outcome::Ready, Some(successor), None),
+            Outcome::Ready { successor } => {
+                self.retiring_for = Some(successor);
+                (reload::Outcome::Ready, Some(successor), None)
+            }
             Outcome::Failed { reason } => (reload::Outcome::Failed, None, Some(reason)),
         };
-        reload::write_status(
+        reload::publish(
             &self.handoff_socket,
             &ReloadStatus {
                 parent_pid: std::process::id(),
@@ -196,6 +223,8 @@ impl ProcessWorld {
             if stop { "stopping" } else { "retiring" }
         );
         self.drain.trigger();
+        // Reload requests that reach a retiring process are answered "ask the successor".
+        let _forward = self.retiring_for.map(reload::forward_requests);
         let deadline = tokio::time::Instant::now() + self.settings.shutdown_timeout;
         self.serving.drain(self.settings.shutdown_timeout).await;
         // A successor of a called-off hand-off drains too; wait for it within the same budget.
@@ -215,8 +244,17 @@ impl ProcessWorld {
 
 impl World for ProcessWorld {
     async fn next(&mut self) -> Input {
+        if std::mem::take(&mut self.queued) {
+            return Input::ReloadRequest;
+        }
         tokio::select! {
-            _ = self.signals.hup.recv() => Input::Hup,
+            _ = self.signals.hup.recv() => {
+                if reload::has_pending_requests() {
+                    Input::ReloadRequest
+                } else {
+                    Input::Hup
+                }
+            }
             _ = self.signals.term.recv() => Input::Stop(StopReason::Sigterm),
             _ = self.signals.int.recv() => Input::Stop(StopReason::Sigint),
             _ = poll_some(&mut self.shutdown) => {
@@ -225,12 +263,29 @@ impl World for ProcessWorld {
             }
             Some(input) = self.inputs.recv() => input,
             _ = tick(&mut self.watchdog) => Input::WatchdogTick,
+            _ = tick(&mut self.status_tick) => Input::StatusTick,
         }
     }
 
     async fn perform(&mut self, action: Action) {
         match action {
+            Action::Notify(Event::Ready { status }) => {
+                let open = self.serving.open_connections();
+                notify::send(&Event::Ready {
+                    status: with_connections(&status, open),
+                });
+                self.status = (status, open);
+            }
             Action::Notify(event) => notify::send(&event),
+            Action::RefreshStatus => {
+                let open = self.serving.open_connections();
+                if open != self.status.1 {
+                    self.status.1 = open;
+                    notify::send(&Event::Status {
+                        status: with_connections(&self.status.0, open),
+                    });
+                }
+            }
             Action::BeginHandoff { attempt } => self.begin_handoff(attempt),
             Action::Announce { attempt, successor } => {
                 notify::send(&Event::MainPid(successor));
@@ -258,8 +313,8 @@ impl World for ProcessWorld {
             Action::WriteStatus(outcome) => self.write_status(outcome),
             Action::WritePidFile => {
                 if let Some(path) = &self.settings.pid_file {
-                    if let Err(e) = pidfile::write(path, std::process::id()) {
-                        warn!(path = %path.display(), error = %e, "cannot write the pid file");
+                    if let Err(e) = pidfile::update(path, std::process::id()) {
+                        tracing::error!(error = %e, "cannot write the pid file");
                     }
                 }
             }
@@ -383,6 +438,12 @@ async fn follow_predecessor(
             let _ = inputs.send(Input::PredecessorGone);
         }
     }
+}
+
+/// `STATUS=` while serving: the status of the last `READY=1` and the connections open now.
+fn with_connections(status: &str, open: usize) -> String {
+    let s = if open == 1 { "" } else { "s" };
+    format!("{status}; {open} open connection{s}")
 }
 
 /// Await the future if there is one; otherwise never resolve.

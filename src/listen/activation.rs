@@ -5,11 +5,19 @@
 //! (`setenv`/`unsetenv` are not thread-safe). Semantics follow
 //! [sd_listen_fds(3)](https://www.freedesktop.org/software/systemd/man/latest/sd_listen_fds.html):
 //! the descriptors start at fd 3 and are only ours when `LISTEN_PID` is our pid.
+//!
+//! One deliberate exception: tools that start a program through others (`systemfd --no-pid --
+//! cargo watch -x run`) cannot know its pid and pass `LISTEN_FDS` without `LISTEN_PID`. Such
+//! descriptors are ignored with a warning ([`ActivationEnv::warning`]) unless
+//! `BATON_LISTEN_FDS_WITHOUT_PID=1` opts in, which makes them ours.
 
 use std::os::fd::RawFd;
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
 pub const LISTEN_FDS_START: RawFd = 3;
+
+/// The variable that opts in to `LISTEN_FDS` without `LISTEN_PID`.
+pub const WITHOUT_PID_ENV: &str = "BATON_LISTEN_FDS_WITHOUT_PID";
 
 /// More descriptors than this in `LISTEN_FDS` is treated as garbage.
 const MAX_FDS: usize = 4096;
@@ -32,6 +40,8 @@ pub struct ActivationEnv {
     pub listen_fds: Option<String>,
     /// `LISTEN_FDNAMES`
     pub listen_fdnames: Option<String>,
+    /// `BATON_LISTEN_FDS_WITHOUT_PID`
+    pub without_pid: Option<String>,
 }
 
 /// Why the activation variables were refused. Each message names the variable and its value.
@@ -59,6 +69,12 @@ pub enum ActivationError {
         /// `LISTEN_FDS`.
         count: usize,
     },
+    /// `BATON_LISTEN_FDS_WITHOUT_PID` is not a boolean.
+    #[error("{WITHOUT_PID_ENV}={value:?} is not 1 or 0 (true or false)")]
+    BadOptIn {
+        /// The value found.
+        value: String,
+    },
 }
 
 impl ActivationEnv {
@@ -69,20 +85,61 @@ impl ActivationEnv {
             listen_pid: get("LISTEN_PID"),
             listen_fds: get("LISTEN_FDS"),
             listen_fdnames: get("LISTEN_FDNAMES"),
+            without_pid: get(WITHOUT_PID_ENV),
         }
+    }
+
+    /// True when `BATON_LISTEN_FDS_WITHOUT_PID` opts in.
+    fn opted_in(&self) -> Result<bool, ActivationError> {
+        match self.without_pid.as_deref().unwrap_or_default() {
+            "" | "0" | "false" => Ok(false),
+            "1" | "true" => Ok(true),
+            other => Err(ActivationError::BadOptIn {
+                value: other.to_owned(),
+            }),
+        }
+    }
+
+    /// `LISTEN_FDS` passes descriptors but no `LISTEN_PID` says to whom.
+    fn unaddressed(&self) -> bool {
+        self.listen_pid.is_none()
+            && self
+                .listen_fds
+                .as_deref()
+                .is_some_and(|n| !n.is_empty() && n != "0")
+    }
+
+    /// The one-line warning to log when descriptors are passed without `LISTEN_PID` and nothing
+    /// opted in to take them: they are ignored, so the operator must learn why.
+    pub fn warning(&self) -> Option<String> {
+        if !self.unaddressed() || self.opted_in().unwrap_or(false) {
+            return None;
+        }
+        let fds = self.listen_fds.as_deref().unwrap_or_default();
+        Some(format!(
+            "LISTEN_FDS={fds:?} without LISTEN_PID: the passed sockets are ignored; if they are \
+             meant for this process (systemfd --no-pid, cargo watch), set {WITHOUT_PID_ENV}=1"
+        ))
     }
 
     /// The descriptors passed to `our_pid`, in order. `Ok(empty)` when nothing was passed or the
     /// variables are meant for another process.
+    /// With `BATON_LISTEN_FDS_WITHOUT_PID=1`, descriptors passed without `LISTEN_PID` are ours.
     pub fn parse(&self, our_pid: u32) -> Result<Vec<ActivatedFd>, ActivationError> {
-        let (Some(pid), Some(fds)) = (&self.listen_pid, &self.listen_fds) else {
+        let Some(fds) = &self.listen_fds else {
             return Ok(Vec::new());
         };
-        let pid_num: u32 = parse_digits(pid)
-            .filter(|p| *p > 0)
-            .ok_or_else(|| ActivationError::BadPid { value: pid.clone() })?;
-        if pid_num != our_pid {
-            return Ok(Vec::new());
+        match &self.listen_pid {
+            Some(pid) => {
+                let pid_num: u32 = parse_digits(pid)
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| ActivationError::BadPid { value: pid.clone() })?;
+                if pid_num != our_pid {
+                    return Ok(Vec::new());
+                }
+            }
+            None if self.opted_in()? => {}
+            None => return Ok(Vec::new()),
         }
         let count: usize = parse_digits(fds)
             .filter(|n| *n <= MAX_FDS)
@@ -129,7 +186,54 @@ mod tests {
             listen_pid: pid.map(Into::into),
             listen_fds: fds.map(Into::into),
             listen_fdnames: names.map(Into::into),
+            without_pid: None,
         }
+    }
+
+    fn opted(value: &str, fds: Option<&str>) -> ActivationEnv {
+        ActivationEnv {
+            without_pid: Some(value.into()),
+            ..env(None, fds, None)
+        }
+    }
+
+    #[test]
+    fn fds_without_a_pid_are_ignored_with_a_warning_unless_opted_in() {
+        let e = env(None, Some("1"), None);
+        assert!(e.parse(5).unwrap().is_empty());
+        let w = e.warning().unwrap();
+        assert!(
+            w.starts_with("LISTEN_FDS=\"1\" without LISTEN_PID")
+                && w.contains("BATON_LISTEN_FDS_WITHOUT_PID=1")
+                && !w.contains('\n'),
+            "{w}"
+        );
+        for off in ["0", "false", ""] {
+            assert!(opted(off, Some("1")).parse(5).unwrap().is_empty());
+            assert!(opted(off, Some("1")).warning().is_some());
+        }
+        for on in ["1", "true"] {
+            let got = opted(on, Some("2")).parse(5).unwrap();
+            assert_eq!(got.iter().map(|f| f.fd).collect::<Vec<_>>(), vec![3, 4]);
+            assert_eq!(got[0].name, "unknown");
+            assert_eq!(opted(on, Some("2")).warning(), None);
+        }
+        let e = opted("yes please", Some("1")).parse(5).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("BATON_LISTEN_FDS_WITHOUT_PID=\"yes please\""),
+            "{e}"
+        );
+        // Opting in changes nothing when LISTEN_PID is there: it still decides.
+        let mut e = opted("1", Some("1"));
+        e.listen_pid = Some("9".into());
+        assert!(e.parse(5).unwrap().is_empty());
+        assert_eq!(e.warning(), None);
+        // Nothing passed: nothing to warn about.
+        assert_eq!(env(None, Some("0"), None).warning(), None);
+        assert_eq!(env(None, None, None).warning(), None);
+        assert!(opted("1", Some("0")).parse(5).unwrap().is_empty());
+        assert!(opted("1", None).parse(5).unwrap().is_empty());
     }
 
     #[test]

@@ -8,14 +8,14 @@ pub mod spec;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 use nix::sys::socket::{
     self, sockopt, AddressFamily, SockFlag, SockType, SockaddrLike, SockaddrStorage,
 };
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{info, warn};
 
 use activation::{ActivationEnv, ActivationError};
 use spec::{ListenSpec, Scheme, Target};
@@ -130,6 +130,26 @@ pub enum ListenError {
         /// The OS error.
         source: io::Error,
     },
+    /// A host name in a listen address does not resolve.
+    #[error("listen address {addr:?}: cannot resolve {host:?}: {reason}")]
+    Resolve {
+        /// The address as configured.
+        addr: String,
+        /// The host name.
+        host: String,
+        /// Why (the resolver's message).
+        reason: String,
+    },
+    /// Two listen addresses name one socket once host names are resolved.
+    #[error("listen address {addr:?} resolves to {resolved}, which {other:?} names too")]
+    Duplicate {
+        /// The address as configured.
+        addr: String,
+        /// The address it resolved to.
+        resolved: String,
+        /// The other configured address.
+        other: String,
+    },
     /// Nothing to listen on: no address configured and none passed.
     #[error("nothing to listen on: no listen address configured and no socket passed by systemd or a predecessor")]
     Nothing,
@@ -137,6 +157,9 @@ pub enum ListenError {
 
 /// The listeners systemd passed to `our_pid`, adopted, in `LISTEN_FDS` order.
 pub fn activated(env: &ActivationEnv, our_pid: u32) -> Result<Vec<Listener>, ListenError> {
+    if let Some(warning) = env.warning() {
+        warn!("{warning}");
+    }
     let mut listeners = Vec::new();
     for passed in env.parse(our_pid)? {
         let socket = adopt_listening_fd(passed.fd).map_err(|problem| ListenError::BadFd {
@@ -153,6 +176,79 @@ pub fn activated(env: &ActivationEnv, our_pid: u32) -> Result<Vec<Listener>, Lis
         });
     }
     Ok(listeners)
+}
+
+/// Resolve the host names among `specs`: each `name:port` becomes one spec per address the
+/// name resolves to (written as that address, e.g. `127.0.0.1:8080`, so that a successor can tell
+/// them apart in the hand-off), in the resolver's order, duplicates dropped. Other specs are kept
+/// as they are. Names are resolved again by every successor: a reload follows a changed name.
+pub async fn resolve(specs: &[ListenSpec]) -> Result<Vec<ListenSpec>, ListenError> {
+    if !specs
+        .iter()
+        .any(|s| matches!(s.target(), Target::Name { .. }))
+    {
+        return Ok(specs.to_vec());
+    }
+    let specs = specs.to_vec();
+    // getaddrinfo blocks: not on the runtime's threads.
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| resolve_blocking(&specs)))
+        .await
+        .unwrap_or_else(|e| {
+            Err(ListenError::Bind {
+                addr: "host names".into(),
+                source: io::Error::other(e.to_string()),
+            })
+        })
+}
+
+/// [`resolve`], blocking the calling thread (for `baton check`).
+pub fn resolve_blocking(specs: &[ListenSpec]) -> Result<Vec<ListenSpec>, ListenError> {
+    use std::net::ToSocketAddrs;
+    let mut out: Vec<(ListenSpec, &str)> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let Target::Name { host, port } = spec.target() else {
+            out.push((spec.clone(), spec.as_str()));
+            continue;
+        };
+        let failed = |reason: String| ListenError::Resolve {
+            addr: spec.as_str().to_owned(),
+            host: host.clone(),
+            reason,
+        };
+        let addrs: Vec<SocketAddr> = (host.as_str(), *port)
+            .to_socket_addrs()
+            .map_err(|e| failed(e.to_string()))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(failed("no address".into()));
+        }
+        let list: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+        info!(
+            listen = spec.as_str(),
+            addresses = list.join(", "),
+            "resolved"
+        );
+        for addr in addrs {
+            let resolved = ListenSpec::from_socket_addr(addr).with_scheme(spec.scheme());
+            if !out
+                .iter()
+                .any(|(s, from)| *from == spec.as_str() && s.same_socket(&resolved))
+            {
+                out.push((resolved, spec.as_str()));
+            }
+        }
+    }
+    for (i, (spec, from)) in out.iter().enumerate() {
+        if let Some((_, other)) = out[..i].iter().find(|(s, _)| s.same_socket(spec)) {
+            return Err(ListenError::Duplicate {
+                addr: (*from).to_owned(),
+                resolved: spec.to_string(),
+                other: (*other).to_owned(),
+            });
+        }
+    }
+    Ok(out.into_iter().map(|(spec, _)| spec).collect())
 }
 
 /// Bind every spec afresh.
@@ -245,6 +341,10 @@ pub fn bind(spec: &ListenSpec) -> io::Result<Socket> {
         }
         .map(Socket::Tcp),
         Target::Unix(path) => bind_unix(path).map(Socket::Unix),
+        Target::Name { .. } => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a host name must be resolved before it is bound",
+        )),
     }
 }
 
@@ -269,6 +369,17 @@ fn bind_tcp(addr: SocketAddr, dual_stack: bool) -> io::Result<std::net::TcpListe
     Ok(fd.into())
 }
 
+/// Connect to `path` without blocking (and hang up at once).
+fn probe_unix(path: &Path) -> io::Result<()> {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    socket::connect(fd.as_raw_fd(), &socket::UnixAddr::new(path)?).map_err(io::Error::from)
+}
+
 fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) => {
@@ -279,11 +390,16 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
                     "a file that is not a socket is in the way",
                 ));
             }
-            match UnixStream::connect(path) {
-                Ok(_) => return Err(io::Error::from(io::ErrorKind::AddrInUse)),
+            // Probe without blocking: a live listener with a full backlog answers EAGAIN (in
+            // use); only ECONNREFUSED means nobody listens.
+            match probe_unix(path) {
+                Ok(()) => return Err(io::Error::from(io::ErrorKind::AddrInUse)),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     warn!(path = %path.display(), "removing a stale unix socket");
                     std::fs::remove_file(path)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(io::Error::from(io::ErrorKind::AddrInUse))
                 }
                 Err(e) => return Err(e),
             }
@@ -309,6 +425,56 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
 mod tests {
     use super::*;
 
+    fn specs(texts: &[&str]) -> Vec<ListenSpec> {
+        texts.iter().map(|t| t.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn names_resolve_to_every_address_and_literals_stay() {
+        let got = resolve_blocking(&specs(&["localhost:1", "unix:/x.sock", ":2"])).unwrap();
+        let texts: Vec<&str> = got.iter().map(ListenSpec::as_str).collect();
+        assert!(texts.contains(&"127.0.0.1:1"), "{texts:?}");
+        assert!(
+            texts[texts.len() - 2..] == ["unix:/x.sock", ":2"],
+            "{texts:?}"
+        );
+        assert!(got
+            .iter()
+            .all(|s| !matches!(s.target(), Target::Name { .. })));
+    }
+
+    #[test]
+    fn a_name_written_with_https_resolves_to_tls_addresses() {
+        let got = resolve_blocking(&specs(&["https://localhost:1", "http://localhost:2"])).unwrap();
+        let https: Vec<&ListenSpec> = got
+            .iter()
+            .filter(|s| s.scheme() == spec::Scheme::Https)
+            .collect();
+        assert!(
+            https.iter().any(|s| s.as_str() == "https://127.0.0.1:1"),
+            "{got:?}"
+        );
+        assert!(https.iter().all(|s| s.as_str().ends_with(":1")), "{got:?}");
+        assert!(got.iter().any(|s| s.as_str() == "127.0.0.1:2"), "{got:?}");
+    }
+
+    #[test]
+    fn an_unresolvable_name_or_a_collision_is_one_line_naming_it() {
+        let e = resolve_blocking(&specs(&["nothing.invalid:80"])).unwrap_err();
+        let line = e.to_string();
+        assert!(
+            line.starts_with(
+                "listen address \"nothing.invalid:80\": cannot resolve \"nothing.invalid\": "
+            ) && !line.contains('\n'),
+            "{line}"
+        );
+        let e = resolve_blocking(&specs(&["127.0.0.1:3", "localhost:3"])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "listen address \"localhost:3\" resolves to 127.0.0.1:3, which \"127.0.0.1:3\" names too"
+        );
+    }
+
     #[test]
     fn fresh_bind_is_a_listening_socket_we_can_adopt_again() {
         let spec: ListenSpec = "127.0.0.1:0".parse().unwrap();
@@ -327,7 +493,7 @@ mod tests {
         let f = tempfile::tempfile().unwrap();
         let raw = std::os::fd::IntoRawFd::into_raw_fd(f);
         assert_eq!(adopt_listening_fd(raw).unwrap_err(), "is not a socket");
-        let (a, _b) = UnixStream::pair().unwrap();
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         let raw = std::os::fd::IntoRawFd::into_raw_fd(a);
         assert_eq!(
             adopt_listening_fd(raw).unwrap_err(),
@@ -345,6 +511,29 @@ mod tests {
         let live = bind(&spec).unwrap();
         assert_eq!(bind(&spec).unwrap_err().kind(), io::ErrorKind::AddrInUse);
         drop(live);
+        // A live listener whose backlog is full is in use, not stale: no hang, no unlink.
+        let busy = dir.path().join("busy.sock");
+        let listener = UnixListener::bind(&busy).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let fd = socket::socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .unwrap();
+            match socket::connect(fd.as_raw_fd(), &socket::UnixAddr::new(&busy).unwrap()) {
+                Ok(()) => queued.push(fd),
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(queued.len() < 100_000);
+        }
+        let spec: ListenSpec = format!("unix:{}", busy.display()).parse().unwrap();
+        assert_eq!(bind(&spec).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        assert!(busy.exists());
+        drop(listener);
         let file = dir.path().join("f");
         std::fs::write(&file, b"x").unwrap();
         let spec: ListenSpec = format!("unix:{}", file.display()).parse().unwrap();

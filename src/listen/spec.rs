@@ -1,9 +1,10 @@
 //! Listen address specifications: what an operator writes after `--listen`.
 //!
-//! Accepted forms: `host:port` (an IP literal or `localhost`), `[v6]:port`, `:port` (every
-//! interface, IPv4 and IPv6) and `unix:/absolute/path`. A TCP form may carry a scheme:
-//! `https://host:port` serves TLS, `http://host:port` is the same as no scheme (plain HTTP). The
-//! original string is kept, scheme and all: it is what the documented hand-off compares (see
+//! Accepted forms: `host:port` (an IPv4 literal or a host name, resolved when the listeners are
+//! set up, see [`crate::listen::resolve`]), `[v6]:port`, `:port` (every interface, IPv4 and
+//! IPv6) and `unix:/absolute/path`. A TCP form may carry a scheme: `https://host:port` serves
+//! TLS, `http://host:port` is the same as no scheme (plain HTTP). The original string is kept,
+//! scheme and all: it is what the documented hand-off compares (see
 //! `docs/handoff-protocol.md`).
 
 use std::fmt;
@@ -62,6 +63,13 @@ pub enum Target {
     },
     /// A Unix stream socket at an absolute path.
     Unix(PathBuf),
+    /// A host name to resolve; every address it resolves to is a TCP listener.
+    Name {
+        /// The name, as written.
+        host: String,
+        /// The port.
+        port: u16,
+    },
 }
 
 /// Why a listen address did not parse. The message names the offending text.
@@ -92,7 +100,7 @@ impl ListenSpec {
     }
 
     /// True when `other` names the same socket, even if written differently
-    /// (`localhost:80` and `127.0.0.1:80`; `http://` and `https://` on one port too).
+    /// (`127.0.0.1:09` and `127.0.0.1:9`; `http://` and `https://` on one port too).
     pub fn same_socket(&self, other: &ListenSpec) -> bool {
         self.target == other.target
     }
@@ -113,6 +121,18 @@ impl ListenSpec {
             scheme: Scheme::Http,
             target: Target::Unix(path),
         }
+    }
+
+    /// The same socket, served with `scheme`: `https://` is written in front of a TCP address
+    /// for TLS (what a host name resolves to keeps the scheme it was written with).
+    pub fn with_scheme(mut self, scheme: Scheme) -> Self {
+        if scheme == Scheme::Https && self.scheme == Scheme::Http {
+            if let Target::Tcp { .. } | Target::Name { .. } = self.target {
+                self.text = format!("https://{}", self.text);
+            }
+        }
+        self.scheme = scheme;
+        self
     }
 }
 
@@ -197,17 +217,25 @@ impl FromStr for ListenSpec {
                 .ok_or_else(|| err("unclosed [ in IPv6 address"))?;
             let v6: Ipv6Addr = inner.parse().map_err(|_| err("not an IPv6 address"))?;
             (IpAddr::V6(v6), false)
-        } else if host == "localhost" {
-            (IpAddr::V4(Ipv4Addr::LOCALHOST), false)
         } else if host.contains(':') {
             return Err(err(
                 "IPv6 addresses must be written in brackets: [::1]:port",
             ));
-        } else {
-            let v4: Ipv4Addr = host
-                .parse()
-                .map_err(|_| err("host is not an IPv4 address, [IPv6] or localhost"))?;
+        } else if let Ok(v4) = host.parse::<Ipv4Addr>() {
             (IpAddr::V4(v4), false)
+        } else if is_host_name(host) {
+            return Ok(ListenSpec {
+                text: text.to_owned(),
+                scheme: Scheme::Http,
+                target: Target::Name {
+                    host: host.to_owned(),
+                    port,
+                },
+            });
+        } else {
+            return Err(err(
+                "host is not an IPv4 address, [IPv6] or a host name (letters, digits, - and .)",
+            ));
         };
         Ok(ListenSpec {
             text: text.to_owned(),
@@ -220,6 +248,25 @@ impl FromStr for ListenSpec {
     }
 }
 
+/// A DNS name as RFC 1123 allows it: dot-separated labels of letters, digits and `-` (not at
+/// either end of a label), at most 63 bytes each and 253 in all, a trailing dot allowed; not
+/// all digits and dots (that is a bad IPv4 address).
+fn is_host_name(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && !name.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,7 +274,7 @@ mod tests {
     fn tcp(s: &str) -> (SocketAddr, bool) {
         match s.parse::<ListenSpec>().unwrap().target {
             Target::Tcp { addr, any } => (addr, any),
-            Target::Unix(_) => panic!("expected tcp"),
+            other => panic!("expected tcp, got {other:?}"),
         }
     }
 
@@ -239,7 +286,21 @@ mod tests {
         );
         assert_eq!(tcp("[::1]:80"), ("[::1]:80".parse().unwrap(), false));
         assert_eq!(tcp(":8080"), ("[::]:8080".parse().unwrap(), true));
-        assert_eq!(tcp("localhost:1"), ("127.0.0.1:1".parse().unwrap(), false));
+        for (text, host, port) in [
+            ("localhost:1", "localhost", 1),
+            ("example.org:80", "example.org", 80),
+            ("a-b.example.:443", "a-b.example.", 443),
+        ] {
+            let spec: ListenSpec = text.parse().unwrap();
+            assert_eq!(
+                spec.target(),
+                &Target::Name {
+                    host: host.into(),
+                    port
+                }
+            );
+            assert_eq!(spec.as_str(), text);
+        }
         let unix: ListenSpec = "unix:/run/x.sock".parse().unwrap();
         assert_eq!(unix.target(), &Target::Unix("/run/x.sock".into()));
         assert_eq!(unix.to_string(), "unix:/run/x.sock");
@@ -247,10 +308,12 @@ mod tests {
 
     #[test]
     fn keeps_the_original_text() {
-        let s: ListenSpec = "localhost:9".parse().unwrap();
-        assert_eq!(s.as_str(), "localhost:9");
+        let s: ListenSpec = "127.0.0.1:09".parse().unwrap();
+        assert_eq!(s.as_str(), "127.0.0.1:09");
         assert!(s.same_socket(&"127.0.0.1:9".parse().unwrap()));
         assert!(!s.same_socket(&"127.0.0.1:10".parse().unwrap()));
+        let n: ListenSpec = "localhost:9".parse().unwrap();
+        assert!(n.same_socket(&"localhost:9".parse().unwrap()));
     }
 
     #[test]
@@ -265,9 +328,14 @@ mod tests {
         assert_eq!(http.as_str(), "http://127.0.0.1:80"); // the hand-off's `addr`, as written
         assert_eq!(https.to_string(), "https://[::1]:443");
         assert_eq!(tcp("https://:8443"), ("[::]:8443".parse().unwrap(), true));
+        let named: ListenSpec = "HTTPS://localhost:1".parse().unwrap();
+        assert_eq!(named.scheme(), Scheme::Https);
         assert_eq!(
-            tcp("HTTPS://localhost:1"),
-            ("127.0.0.1:1".parse().unwrap(), false)
+            named.target(),
+            &Target::Name {
+                host: "localhost".into(),
+                port: 1
+            }
         );
         // one port cannot be both
         let https_80: ListenSpec = "https://127.0.0.1:80".parse().unwrap();
@@ -277,6 +345,15 @@ mod tests {
             "unix:/run/a://b".parse::<ListenSpec>().unwrap().target(),
             &Target::Unix("/run/a://b".into())
         );
+        // what a name resolves to keeps the scheme
+        let resolved = ListenSpec::from_socket_addr("127.0.0.1:1".parse().unwrap())
+            .with_scheme(named.scheme());
+        assert_eq!(resolved.as_str(), "https://127.0.0.1:1");
+        assert_eq!(resolved.scheme(), Scheme::Https);
+        assert_eq!(resolved, "https://127.0.0.1:1".parse().unwrap());
+        let unchanged =
+            ListenSpec::from_socket_addr("127.0.0.1:1".parse().unwrap()).with_scheme(Scheme::Http);
+        assert_eq!(unchanged.as_str(), "127.0.0.1:1");
     }
 
     #[test]
@@ -297,7 +374,7 @@ mod tests {
             ("https://http://1.2.3.4:5", "no path"),
             ("https://unix:/run/x.sock", "TCP addresses only"),
             ("http://unix:/run/x.sock", "TCP addresses only"),
-            ("https://example.com:443", "host is not an IPv4"),
+            ("https://exa_mple.com:443", "host is not an IPv4"),
         ] {
             let e = bad.parse::<ListenSpec>().unwrap_err();
             assert_eq!(e.text, bad);
@@ -314,7 +391,12 @@ mod tests {
             "127.0.0.1:99999",
             "::1:80",
             "[::1:80",
-            "example.com:80",
+            "999.1.1.1:80",
+            "1.2.3:80",
+            "-bad.example:80",
+            "bad-.example:80",
+            "a..b:80",
+            "under_score:80",
             "unix:",
             "unix:relative",
             " 1.2.3.4:5",

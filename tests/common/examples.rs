@@ -21,8 +21,13 @@ pub fn example(name: &str) -> PathBuf {
         if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
             cmd.arg("--release");
         }
-        let status = cmd.status().expect("run cargo build --example");
-        assert!(status.success(), "cargo build --example {name}: {status}");
+        let out = super::reaper::output(&mut cmd).expect("run cargo build --example");
+        assert!(
+            out.status.success(),
+            "cargo build --example {name}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         built.push(name.to_owned());
     }
     assert!(path.exists(), "{} missing after the build", path.display());

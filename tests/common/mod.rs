@@ -21,6 +21,8 @@ pub mod notify;
 pub mod procs;
 pub mod reaper;
 pub mod tls;
+pub mod tmpfs;
+pub mod users;
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -99,6 +101,8 @@ impl Sandbox {
             .expect("tempdir");
         let notify = NotifyRecorder::bind(&dir.path().join("notify.sock"));
         fs::create_dir(dir.path().join("xdg")).expect("mkdir xdg");
+        fs::create_dir(dir.path().join("bin")).expect("mkdir bin");
+        link_or_copy(&baton_exe(), &dir.path().join("bin/baton"));
         Sandbox {
             dir,
             notify,
@@ -114,6 +118,12 @@ impl Sandbox {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The binary the sandbox runs: a hard link of the one under test at `bin/baton`, so that a
+    /// test can replace "the binary on disk" as a package upgrade would ([`HeldSuccessor`]).
+    pub fn exe(&self) -> PathBuf {
+        self.path("bin/baton")
     }
 
     /// `127.0.0.1:PORT` as a string, as configured.
@@ -179,9 +189,9 @@ impl Sandbox {
         cmd
     }
 
-    /// The binary with the clean environment and no arguments.
+    /// The sandbox's binary ([`Sandbox::exe`]) with the clean environment and no arguments.
     pub fn baton(&self) -> Command {
-        self.command(baton_exe())
+        self.command(self.exe())
     }
 
     /// `baton --config <sandbox config>` plus `extra` arguments.
@@ -346,18 +356,9 @@ impl Drop for Baton {
     }
 }
 
-/// Runs `cmd` to completion and collects its output, as `Command::output` does, but registered
-/// with the [`reaper`] so that it cannot reap the child first (use this for every tool a test
-/// runs once a [`Sandbox`] exists in the test binary).
+/// [`reaper::output`], panicking when the command cannot be run.
 pub fn output(cmd: &mut Command) -> std::process::Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = reaper::spawn_registered(cmd).expect("spawn");
-    let pid = child.id() as i32;
-    let out = child.wait_with_output().expect("wait for the child");
-    reaper::forget_leader(pid);
-    out
+    reaper::output(cmd.stdin(Stdio::null())).expect("run the command")
 }
 
 /// How a process ended, readable in assertions.
@@ -522,8 +523,14 @@ pub fn median_max(mut v: Vec<Duration>) -> (Duration, Duration) {
     (v[v.len() / 2], v[v.len() - 1])
 }
 
-/// A FIFO (named pipe): whoever opens it for reading blocks until a writer comes. Used to make a
-/// successor hang in the middle of its start (it reads its config file) without any test hook.
+/// A hard link of `from` at `to` (same file system), else a copy.
+pub fn link_or_copy(from: &Path, to: &Path) {
+    if fs::hard_link(from, to).is_err() {
+        fs::copy(from, to).expect("copy the binary");
+    }
+}
+
+/// A FIFO (named pipe): whoever opens it for reading blocks until a writer comes.
 pub fn mkfifo(path: &Path) {
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
 }
@@ -543,7 +550,6 @@ pub fn feed_fifo(path: &Path, content: &str, timeout: Duration) -> bool {
     });
     match file {
         Some(mut f) => {
-            // The reader is there; a short config fits in the pipe buffer.
             let _ = f.write_all(content.as_bytes());
             true
         }
@@ -551,41 +557,84 @@ pub fn feed_fifo(path: &Path, content: &str, timeout: Duration) -> bool {
     }
 }
 
-/// The config file replaced by a FIFO, so that the next process that reads its config (the
-/// successor of a reload) blocks in `open(2)` until [`HeldConfig::release`]: a real way to keep a
-/// successor in the middle of its start for as long as a test needs, without any test hook.
-pub struct HeldConfig {
+/// The binary on disk ([`Sandbox::exe`]) replaced, as an upgrade replaces it, by a wrapper that
+/// waits on a FIFO before it execs the real binary at the same path: the next successor a reload
+/// starts hangs at its very start (think of an exec from a stuck network file system) until
+/// [`HeldSuccessor::release`]. A real way to keep a successor mid-start for as long as a test
+/// needs, with no test hook in the product. The process is the successor itself (same pid,
+/// environment and descriptors), so the parent sees exactly a slow successor.
+pub struct HeldSuccessor {
+    exe: PathBuf,
+    real: PathBuf,
     fifo: PathBuf,
-    config: PathBuf,
+    held: bool,
 }
 
-impl HeldConfig {
-    /// Installs the FIFO at the sandbox's config path (atomically, like an editor's rename).
-    pub fn install(sb: &Sandbox) -> HeldConfig {
-        let fifo = sb.path("held-config.fifo");
+impl HeldSuccessor {
+    pub fn install(sb: &Sandbox) -> HeldSuccessor {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let exe = sb.exe();
+        let real = sb.path(&format!("bin/.real-{n}"));
+        let fifo = sb.path(&format!("held-{n}.fifo"));
         mkfifo(&fifo);
-        let tmp = sb.path("held-config.link");
-        fs::hard_link(&fifo, &tmp).expect("link the FIFO");
-        fs::rename(&tmp, sb.config_path()).expect("rename the FIFO over the config");
-        HeldConfig {
+        fs::hard_link(&exe, &real).expect("keep the real binary");
+        let script = sb.path(&format!("bin/.held-{n}"));
+        fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n# held by the test until it writes to the FIFO\nread _ < '{}'\nexec \"$0\" \"$@\"\n",
+                fifo.display()
+            ),
+        )
+        .expect("write the wrapper");
+        fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod the wrapper");
+        fs::rename(&script, &exe).expect("replace the binary by the wrapper");
+        HeldSuccessor {
+            exe,
+            real,
             fifo,
-            config: sb.config_path(),
+            held: true,
         }
     }
 
-    /// Puts a regular config file back, then hands `content` to the reader blocked on the FIFO.
-    /// Returns false if nobody was (or came within `timeout`) reading it.
-    pub fn release(&self, content: &str, timeout: Duration) -> bool {
-        let tmp = self.config.with_extension("released");
-        fs::write(&tmp, content).expect("write config");
-        fs::rename(&tmp, &self.config).expect("rename config");
-        feed_fifo(&self.fifo, content, timeout)
+    /// Puts the real binary back (the held successor, if any, keeps waiting).
+    pub fn restore(&mut self) {
+        if std::mem::take(&mut self.held) {
+            let tmp = self.exe.with_extension("restore");
+            fs::hard_link(&self.real, &tmp).expect("link the real binary");
+            fs::rename(&tmp, &self.exe).expect("put the real binary back");
+        }
     }
 
-    /// Puts a regular config file back without feeding anyone.
-    pub fn restore(&self, content: &str) {
-        let tmp = self.config.with_extension("restored");
-        fs::write(&tmp, content).expect("write config");
-        fs::rename(&tmp, &self.config).expect("rename config");
+    /// Puts the real binary back, then lets the held successor go on: it execs it. Returns false
+    /// if no successor was (or came within `timeout`) waiting.
+    pub fn release(&mut self, timeout: Duration) -> bool {
+        self.restore();
+        feed_fifo(&self.fifo, "go\n", timeout)
     }
+}
+
+impl Drop for HeldSuccessor {
+    fn drop(&mut self) {
+        if self.held {
+            let tmp = self.exe.with_extension("restore");
+            if fs::hard_link(&self.real, &tmp).is_ok() {
+                let _ = fs::rename(&tmp, &self.exe);
+            }
+        }
+        let _ = fs::remove_file(&self.real);
+    }
+}
+
+/// The hand-off socket a successor was told to dial (`BATON_PREDECESSOR_SOCKET` in its
+/// environment): where its parent listens during this hand-off.
+pub fn predecessor_socket_of(child: i32) -> PathBuf {
+    wait_until("the successor's BATON_PREDECESSOR_SOCKET", DEADLINE, || {
+        procs::environ(child).into_iter().find_map(|v| {
+            v.strip_prefix("BATON_PREDECESSOR_SOCKET=")
+                .map(PathBuf::from)
+        })
+    })
 }

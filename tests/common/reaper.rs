@@ -85,6 +85,18 @@ pub fn spawn_registered(cmd: &mut Command) -> std::io::Result<Child> {
     Ok(child)
 }
 
+/// Runs `cmd` to completion as a registered child and collects its output (what
+/// `Command::output` does, without racing the orphan reaper for the exit status).
+pub fn output(cmd: &mut Command) -> std::io::Result<std::process::Output> {
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = spawn_registered(cmd)?;
+    let pid = child.id() as i32;
+    let out = child.wait_with_output();
+    forget_leader(pid);
+    out
+}
+
 /// How an orphan (a process the harness did not spawn) ended, once the reaper collected it.
 pub fn orphan_exit(pid: i32) -> Option<WaitStatus> {
     lock().as_ref().and_then(|s| s.exits.get(&pid).copied())

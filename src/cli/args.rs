@@ -1,0 +1,151 @@
+//! The `baton` command line, as clap definitions. Self-contained (clap and std only): `build.rs`
+//! includes this file to generate the man pages and shell completions from the same definition
+//! the binary parses with.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// What `--version` prints: the package version when the packaging build set `BATON_VERSION`.
+pub const VERSION: &str = match option_env!("BATON_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
+/// An HTTP server that restarts without dropping a connection, made to live under systemd.
+///
+/// SIGHUP (`systemctl reload`) starts the binary on disk again, hands it the listening sockets,
+/// and retires the old process once the new one serves. SIGTERM drains and exits.
+#[derive(Debug, Parser)]
+#[command(
+    name = "baton",
+    version = VERSION,
+    about = "HTTP server that restarts without dropping a connection",
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The options of `serve`, when no subcommand is given.
+    #[command(flatten)]
+    pub serve: Overrides,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP until stopped; SIGHUP hands over to a fresh process (the default)
+    Serve(Overrides),
+    /// Hand the running server over to a fresh process and wait for the outcome
+    Reload(ReloadArgs),
+    /// Validate the configuration and listen addresses, like `nginx -t`
+    Check(Overrides),
+}
+
+/// The options of `baton reload`.
+#[derive(Debug, clap::Args)]
+pub struct ReloadArgs {
+    /// The process to reload [default: $MAINPID, else the pid file]
+    #[arg(short, long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// How long to wait for the outcome [default: the child timeout plus 5s]
+    #[arg(short, long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// The settings of the server to reload (they locate its hand-off socket and pid file).
+    #[command(flatten)]
+    pub settings: Overrides,
+}
+
+/// The format of the log lines on standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// journald when standard error is the journal, else text
+    #[default]
+    Auto,
+    /// readable lines
+    Text,
+    /// one JSON object per line
+    Json,
+}
+
+/// Settings as given on the command line or in `BATON_*` variables, not yet validated.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// Address to listen on: host:port (an IP address or a host name, resolved at start),
+    /// [v6]:port, :port (all interfaces) or unix:/path; https://host:port serves TLS (http:// or
+    /// no scheme: plain). Repeatable; the variable takes a comma-separated list [default:
+    /// 127.0.0.1:8000, or what systemd passed]
+    #[arg(
+        short,
+        long = "listen",
+        env = "BATON_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub listen: Vec<String>,
+    /// JSON configuration file, re-read by every successor
+    #[arg(short, long, env = "BATON_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Unix socket a successor dials to take over the listeners [default:
+    /// $RUNTIME_DIRECTORY/handoff.sock, else $XDG_RUNTIME_DIR/baton/handoff.sock, else
+    /// $TMPDIR/baton-UID/handoff.sock]
+    #[arg(long, env = "BATON_HANDOFF_SOCKET", value_name = "PATH")]
+    pub handoff_socket: Option<PathBuf>,
+    /// How long a draining process may finish in-flight requests [default: 30s]
+    #[arg(long, env = "BATON_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    pub shutdown_timeout: Option<String>,
+    /// How long a successor may take to serve before the reload is abandoned [default: 10s]
+    #[arg(long, env = "BATON_CHILD_TIMEOUT", value_name = "DURATION")]
+    pub child_timeout: Option<String>,
+    /// How long a connection may wait for a request while nothing is in flight before it is
+    /// closed; also the HTTP/2 keep-alive PING interval [default: 30s]
+    #[arg(long, env = "BATON_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// File the serving main process writes its pid to [default: none]
+    #[arg(long, env = "BATON_PID_FILE", value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Keep the first process as a stable parent of every generation (always on as PID 1;
+    /// ignored under systemd). `--supervise` alone means true [default: false]
+    #[arg(
+        long,
+        env = "BATON_SUPERVISE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub supervise: Option<bool>,
+    /// Log one line (or journald entry) per request: method, path, status, bytes, duration,
+    /// peer, generation. `--access-log` alone means true [default: false]
+    #[arg(
+        long,
+        env = "BATON_ACCESS_LOG",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub access_log: Option<bool>,
+    /// PEM certificate chain (leaf first) for https listeners and sockets named https.
+    /// credential:NAME, or a bare NAME while $CREDENTIALS_DIRECTORY is set, reads
+    /// $CREDENTIALS_DIRECTORY/NAME [default: none]
+    #[arg(long, env = "BATON_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, RSA or EC) matching the certificate; found like --tls-cert
+    /// [default: none]
+    #[arg(long, env = "BATON_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Format of the log on standard error
+    #[arg(
+        long,
+        env = "BATON_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Auto
+    )]
+    pub log_format: LogFormat,
+}
