@@ -5,6 +5,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod counts;
+mod h2;
 mod peers;
 
 use std::collections::BTreeMap;
@@ -20,7 +21,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 const BODY: &str = "Hello, world!";
-const ALL: &str = "idle,throughput,reloads,leak,instructions,syscalls,handoff-breakdown";
+const ALL: &str = "idle,throughput,reloads,h2,leak,instructions,syscalls,handoff-breakdown";
 const MS: fn(u64) -> Duration = Duration::from_millis;
 
 /// The options bench/run passes on (its header lists them) and `BENCH_DURATION`.
@@ -158,8 +159,8 @@ pub struct Bench {
     pub a: Args,
     rows: Vec<Value>,
     pub details: BTreeMap<String, Value>,
-    server_cpus: Vec<usize>,
-    wrk_cpus: Vec<usize>,
+    pub server_cpus: Vec<usize>,
+    pub wrk_cpus: Vec<usize>,
 }
 
 impl Bench {
@@ -659,6 +660,9 @@ fn main() {
         }
         if has(&bench, "reloads") {
             bench.phase_reloads();
+        }
+        if has(&bench, "h2") {
+            h2::phase(&mut bench);
         }
         if has(&bench, "leak") && bench.a.leak > 0 {
             bench.phase_leak();

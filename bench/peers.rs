@@ -87,6 +87,21 @@ pub fn bare(sb: &Sandbox, exe: &Path, cpus: &[usize], wrap: &[String]) -> Baton 
 /// unlimited keep-alive; `workers` worker processes, or with 0 none (`master_process off`: one
 /// process serves, so callgrind and strace see all of it).
 pub fn nginx(sb: &Sandbox, workers: usize, cpus: &[usize], wrap: &[String]) -> Baton {
+    nginx_listening(sb, workers, cpus, wrap, "")
+}
+
+/// [`nginx`] speaking HTTP/2 without TLS (h2c, prior knowledge: `listen … http2`).
+pub fn nginx_h2(sb: &Sandbox, workers: usize, cpus: &[usize]) -> Baton {
+    nginx_listening(sb, workers, cpus, &[], " http2")
+}
+
+fn nginx_listening(
+    sb: &Sandbox,
+    workers: usize,
+    cpus: &[usize],
+    wrap: &[String],
+    listen_flags: &str,
+) -> Baton {
     let d = sb.path("nginx").display().to_string();
     std::fs::create_dir_all(&d).expect("nginx dir");
     let (n, single, listen) = (
@@ -101,7 +116,7 @@ pub fn nginx(sb: &Sandbox, workers: usize, cpus: &[usize], wrap: &[String]) -> B
         "worker_processes {n}; {single} pid {d}/nginx.pid; error_log {d}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{ access_log off; keepalive_requests 100000000; keepalive_timeout 75s; {temp}
-  server {{ listen {listen}; location / {{ default_type text/plain; return 200 \"Hello, world!\"; }} }} }}\n"
+  server {{ listen {listen}{listen_flags}; location / {{ default_type text/plain; return 200 \"Hello, world!\"; }} }} }}\n"
     );
     std::fs::write(format!("{d}/nginx.conf"), conf).expect("nginx.conf");
     let (prefix, conf) = (format!("{d}/"), format!("{d}/nginx.conf"));

@@ -6,6 +6,7 @@ use std::io;
 use crate::handoff::child::{ImportError, ImportProblem};
 use crate::listen::ListenError;
 use crate::settings::SettingsError;
+use crate::tls::TlsError;
 
 /// Why a baton server could not start or serve. `Display` is one line naming what failed and
 /// where; [`Error::kind`] says what kind of failure it is.
@@ -21,6 +22,8 @@ pub(crate) enum Inner {
     Listen(#[from] ListenError),
     #[error(transparent)]
     Import(#[from] ImportError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("cannot find the running executable: {0}")]
     Executable(io::Error),
     #[error("cannot set up signal handling: {0}")]
@@ -33,7 +36,8 @@ pub(crate) enum Inner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// A setting, a socket-activation variable or a listen address is wrong.
+    /// A setting, a socket-activation variable or a listen address is wrong, or the TLS
+    /// certificate or key cannot be used.
     Config,
     /// An address is already in use.
     AddressInUse,
@@ -66,6 +70,11 @@ impl Error {
                 ..
             }) => ErrorKind::PermissionDenied,
             Inner::Import(_) => ErrorKind::Protocol,
+            Inner::Tls(e) => match e.exit_code() {
+                exit::NOPERM => ErrorKind::PermissionDenied,
+                exit::OSERR => ErrorKind::Os,
+                _ => ErrorKind::Config,
+            },
             Inner::Executable(e) | Inner::Signals(e) | Inner::Serve(e) => io_kind(e),
         }
     }
@@ -100,7 +109,7 @@ macro_rules! from_layer {
         }
     )*};
 }
-from_layer!(SettingsError, ListenError, ImportError);
+from_layer!(SettingsError, ListenError, ImportError, TlsError);
 
 /// Exit codes, from sysexits(3), so that systemd's `status=` tells what kind of failure it was.
 pub(crate) mod exit {

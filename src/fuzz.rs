@@ -1,6 +1,6 @@
 //! Everything that parses bytes from outside, fuzzed: hand-off messages, `LISTEN_*` variables,
-//! listen address specs, the configuration file, the reload status file and the value a reload
-//! answer carries.
+//! listen address specs, the configuration file, the reload status file, the value a reload
+//! answer carries, PEM certificate and key files, and the DER certificate reader.
 //!
 //! A small deterministic mutation fuzzer (no nightly toolchain needed): every input in
 //! `tests/fuzz/corpus/<target>/` is replayed, then mutated (bit flips, truncation, splices,
@@ -14,7 +14,7 @@ use std::path::Path;
 use crate::handoff::protocol::{self, ChildMessage, Opening, ParentMessage};
 use crate::listen::activation::ActivationEnv;
 use crate::listen::spec::ListenSpec;
-use crate::reload::{self, Reply};
+use crate::reload::Reply;
 
 struct Rng(u64);
 
@@ -198,6 +198,7 @@ fn listen_spec() {
                 assert_eq!(spec.as_str(), text);
                 let again: ListenSpec = spec.as_str().parse().unwrap();
                 assert!(again.same_socket(&spec));
+                assert_eq!(again.scheme(), spec.scheme());
             }
             Err(e) => assert!(!e.to_string().is_empty()),
         }
@@ -259,6 +260,15 @@ fn configuration_file() {
             Ok(config) => {
                 assert!(!config.settings.listen.is_empty());
                 assert!(!config.settings.child_timeout.is_zero());
+                let https = config
+                    .settings
+                    .listen
+                    .iter()
+                    .any(|l| l.scheme() == crate::listen::spec::Scheme::Https);
+                assert!(
+                    !https || config.settings.tls.is_some(),
+                    "https without a pair"
+                );
             }
             Err(e) => {
                 let line = e.to_string();
@@ -285,16 +295,65 @@ fn reload_answer_values() {
     });
 }
 
+#[cfg(feature = "cli")]
 #[test]
 fn reload_status_file() {
-    fuzz("status", |bytes| {
-        match reload::client::parse_status(bytes) {
+    fuzz(
+        "status",
+        |bytes| match crate::reload::client::parse_status(bytes) {
             Ok(status) => {
                 let again =
-                    reload::client::parse_status(&serde_json::to_vec(&status).unwrap()).unwrap();
+                    crate::reload::client::parse_status(&serde_json::to_vec(&status).unwrap())
+                        .unwrap();
                 assert_eq!(again, status);
             }
             Err(e) => assert!(!e.contains('\n'), "{e}"),
+        },
+    );
+}
+
+#[test]
+fn pem_files() {
+    use crate::tls;
+    let path = Path::new("/etc/baton/fullchain.pem");
+    fuzz("pem", |bytes| {
+        match tls::parse_chain(path, bytes) {
+            Ok(chain) => {
+                assert!(!chain.is_empty());
+                if let Err(e) = tls::check::Leaf::parse(&chain[0]) {
+                    assert!(!e.is_empty());
+                }
+            }
+            Err(e) => {
+                let line = e.to_string();
+                assert!(line.starts_with("tls certificate /etc/baton/"), "{line}");
+                assert!(!line.contains('\n'), "{line}");
+            }
         }
+        match tls::parse_key(path, bytes) {
+            Ok(key) => {
+                // What the provider makes of it must not panic either.
+                let _ = tls::provider().key_provider.load_private_key(key);
+            }
+            Err(e) => {
+                let line = e.to_string();
+                assert!(line.starts_with("tls key /etc/baton/"), "{line}");
+                assert!(!line.contains('\n'), "{line}");
+            }
+        }
+    });
+}
+
+#[test]
+fn x509_der() {
+    use crate::tls::x509;
+    fuzz("x509", |bytes| match x509::parse(bytes) {
+        Ok(facts) => {
+            // What `baton check` prints of it must not panic either.
+            let _ = crate::tls::check::utc(facts.not_before);
+            let _ = crate::tls::check::utc(facts.not_after);
+            assert!(!facts.serial.is_empty());
+        }
+        Err(e) => assert!(!e.contains('\n'), "{e}"),
     });
 }

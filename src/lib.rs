@@ -43,6 +43,7 @@ pub(crate) mod safe_fs;
 mod server;
 mod settings;
 pub(crate) mod supervisor;
+pub(crate) mod tls;
 
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -59,7 +60,7 @@ pub(crate) const VERSION: &str = match option_env!("BATON_VERSION") {
 pub use drain::DrainSignal;
 pub use error::{Error, ErrorKind};
 pub use server::{serve, Serve, Server};
-pub use settings::{ListenAddr, Settings, SettingsError, SpecError};
+pub use settings::{ListenAddr, Scheme, Settings, SettingsError, SpecError};
 
 /// Become the stable parent of every generation when this process is PID 1 (a container's
 /// entry point) or when `asked`: call it first in `main`, before a runtime or any thread starts.

@@ -20,8 +20,10 @@ use crate::handoff::protocol::{GENERATION_ENV, PREDECESSOR_ENV};
 use crate::handoff::spawn::Executable;
 use crate::http::{self, BoxError};
 use crate::lifecycle::{self, Machine, Parts, ProcessWorld, ShutdownFuture, Signals};
-use crate::listen::Listener;
-use crate::settings::Settings;
+use crate::listen::spec::Scheme;
+use crate::listen::{Listener, Origin};
+use crate::settings::{Settings, SettingsError};
+use crate::tls::ServerConfig;
 
 /// Serve `app` on the listeners the settings of the `BATON_*` variables name (or that systemd or
 /// a predecessor passed), until a successor takes over or a stop is requested.
@@ -72,6 +74,7 @@ pub struct Server {
     handoff_socket: PathBuf,
     predecessor_socket: Option<PathBuf>,
     acquired: Acquired,
+    tls: Option<Arc<ServerConfig>>,
     signals: Signals,
     span: tracing::Span,
 }
@@ -130,12 +133,20 @@ impl Server {
             predecessor_socket.as_deref(),
         )
         .await?;
+        // Before anything is reported ready: a pair that does not load fails this start (and,
+        // in a successor, the reload, while the predecessor serves on).
+        let start = match predecessor_socket {
+            Some(_) => crate::tls::Start::Reload,
+            None => crate::tls::Start::First,
+        };
+        let tls = tls_config(&settings, &acquired.listeners, start)?;
         // Only stdio and the listeners may reach a successor.
         match crate::fds::close_inherited_on_exec() {
             Ok(how) => tracing::debug!(how, "inherited descriptors marked close-on-exec"),
             Err(e) => warn!(error = %e, "cannot mark inherited descriptors close-on-exec"),
         }
         Ok(Server {
+            tls,
             handoff_socket: settings.handoff_socket_or_default(),
             settings,
             exe,
@@ -267,6 +278,7 @@ where
             handoff_socket,
             predecessor_socket,
             acquired,
+            tls,
             signals,
             span: _,
         } = server;
@@ -289,11 +301,17 @@ where
             let serving = if access_log {
                 start_serving(
                     &listeners,
+                    tls.as_ref(),
                     TowerToHyperService::new(AccessLog::new(app, generation)),
                     &options,
                 )
             } else {
-                start_serving(&listeners, TowerToHyperService::new(app), &options)
+                start_serving(
+                    &listeners,
+                    tls.as_ref(),
+                    TowerToHyperService::new(app),
+                    &options,
+                )
             };
             let serving = match serving {
                 Ok(serving) => serving,
@@ -342,6 +360,7 @@ where
 
 fn start_serving<S>(
     listeners: &[Listener],
+    tls: Option<&Arc<ServerConfig>>,
     service: S,
     options: &http::Options,
 ) -> Result<http::Serving, Error>
@@ -350,10 +369,50 @@ where
 {
     let sockets = listeners
         .iter()
-        .map(|l| l.socket.try_clone())
+        .map(|l| {
+            let tls = match l.scheme() {
+                Scheme::Https => tls.cloned(),
+                Scheme::Http => None,
+            };
+            Ok((l.socket.try_clone()?, tls))
+        })
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(Inner::Serve)?;
     Ok(http::start(sockets, service, options).map_err(Inner::Serve)?)
+}
+
+/// Read the certificate and key when a listener serves https: every process reads them afresh,
+/// so replacing the files and reloading rotates the certificate. An https listener without
+/// them is refused (a socket-activated one named `https` is only known here).
+fn tls_config(
+    settings: &Settings,
+    listeners: &[Listener],
+    start: crate::tls::Start,
+) -> Result<Option<Arc<ServerConfig>>, Error> {
+    let https = listeners.iter().find(|l| l.scheme() == Scheme::Https);
+    match (&settings.tls, https) {
+        (Some(files), Some(_)) => Ok(Some(crate::tls::load(files, start)?)),
+        (None, Some(l)) => {
+            let (origin, how) = if l.origin == Origin::Systemd && l.spec.scheme() == Scheme::Http {
+                ("LISTEN_FDNAMES", format!("{} (socket named https)", l.spec))
+            } else {
+                ("listen", l.spec.to_string())
+            };
+            Err(SettingsError::new(
+                origin,
+                &l.name,
+                format!(
+                    "{how} serves TLS but no certificate is configured (tls_cert and tls_key, --tls-cert and --tls-key)"
+                ),
+            )
+            .into())
+        }
+        (Some(_), None) => {
+            warn!("a TLS certificate is configured but no listener serves https (write https://HOST:PORT, or name the socket https); not reading it");
+            Ok(None)
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 fn describe(listeners: &[Listener], generation: u64) -> String {

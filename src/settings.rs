@@ -1,5 +1,5 @@
 //! What a baton server is configured with: listen addresses, the hand-off socket, timeouts, the
-//! PID file.
+//! PID file, the TLS certificate and key.
 //!
 //! [`Settings::from_env`] reads the `BATON_*` variables the `baton` command reads, with the same
 //! names, formats and defaults, so a program configured only by its environment behaves like
@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::listen::spec::ListenSpec;
+use crate::tls::TlsFiles;
 
-pub use crate::listen::spec::{ListenSpec as ListenAddr, SpecError};
+pub use crate::listen::spec::{ListenSpec as ListenAddr, Scheme, SpecError};
 
 /// Default drain budget.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,6 +40,7 @@ pub struct Settings {
     pub(crate) child_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) pid_file: Option<PathBuf>,
+    pub(crate) tls: Option<TlsFiles>,
     pub(crate) access_log: bool,
 }
 
@@ -52,6 +54,7 @@ impl Default for Settings {
             child_timeout: DEFAULT_CHILD_TIMEOUT,
             idle_timeout: crate::http::DEFAULT_IDLE_TIMEOUT,
             pid_file: None,
+            tls: None,
             access_log: false,
         }
     }
@@ -88,8 +91,9 @@ impl Settings {
     /// The defaults, overridden by the `BATON_*` variables of this process:
     /// `BATON_LISTEN` (comma-separated), `BATON_HANDOFF_SOCKET`, `BATON_SHUTDOWN_TIMEOUT`,
     /// `BATON_CHILD_TIMEOUT`, `BATON_IDLE_TIMEOUT`, `BATON_PID_FILE`, `BATON_ACCESS_LOG`
-    /// (`1`/`0`, `true`/`false`). Durations read like `30s`, `500ms` or a number
-    /// of seconds. `BATON_CONFIG` names the `baton` command's JSON file, which the library does
+    /// (`1`/`0`, `true`/`false`), `BATON_TLS_CERT` and `BATON_TLS_KEY` (both or neither; see
+    /// [`Settings::tls`]). Durations read like `30s`, `500ms` or a number of seconds.
+    /// `BATON_CONFIG` names the `baton` command's JSON file, which the library does
     /// not read: it is reported in the log and otherwise ignored.
     pub fn from_env() -> Result<Settings, SettingsError> {
         Settings::from_vars(|name| std::env::var(name).ok())
@@ -126,6 +130,14 @@ impl Settings {
         if let Some(text) = var("BATON_ACCESS_LOG") {
             settings.access_log = parse_bool(&text, "BATON_ACCESS_LOG", "access_log")?;
         }
+        let tls = pair_tls(
+            var("BATON_TLS_CERT").map(|p| (PathBuf::from(p), "BATON_TLS_CERT".to_owned())),
+            var("BATON_TLS_KEY").map(|p| (PathBuf::from(p), "BATON_TLS_KEY".to_owned())),
+        )?;
+        if let Some(files) = tls {
+            settings = settings.tls(files.cert, files.key);
+        }
+        check_https_has_tls(&settings.listen, settings.tls.is_some(), "BATON_LISTEN")?;
         if let Some(file) = var("BATON_CONFIG") {
             tracing::warn!(
                 file,
@@ -183,8 +195,26 @@ impl Settings {
         self
     }
 
+    /// Serve TLS on the `https://` listeners (and on socket-activated ones named `https`) with
+    /// this PEM certificate chain (leaf first) and private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    ///
+    /// Each is a path, or `credential:NAME` for the file `NAME` in `$CREDENTIALS_DIRECTORY`
+    /// (systemd's `LoadCredential=`); a bare `NAME` without `/` is looked up there too when that
+    /// variable is set. The files are read when the server starts — by every successor again,
+    /// so replacing them and reloading rotates the certificate; a pair that does not load (or a
+    /// key that does not match the leaf) makes the start fail, and a reload fail while the old
+    /// process serves on.
+    pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls = Some(TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        });
+        self
+    }
+
     /// Check what the setters cannot: durations in range, no two addresses naming one socket, a
-    /// hand-off socket path (configured or default) that fits a Unix socket address.
+    /// hand-off socket path (configured or default) that fits a Unix socket address, certificate
+    /// and key named properly, and present when an address is `https://`.
     pub fn validate(&self) -> Result<(), SettingsError> {
         match &self.handoff_socket {
             Some(path) => check_socket_path(path, "code", "handoff_socket")?,
@@ -201,7 +231,13 @@ impl Settings {
         ] {
             check_timeout(value).map_err(|p| SettingsError::new("code", field, p))?;
         }
-        check_distinct(&self.listen, "code")
+        check_distinct(&self.listen, "code")?;
+        if let Some(files) = &self.tls {
+            for (field, path) in [("tls_cert", &files.cert), ("tls_key", &files.key)] {
+                check_tls_path(path, "code", field)?;
+            }
+        }
+        check_https_has_tls(&self.listen, self.tls.is_some(), "code")
     }
 
     /// The hand-off socket to use: the configured one, else the default.
@@ -243,6 +279,66 @@ fn check_distinct(listen: &[ListenSpec], origin: &str) -> Result<(), SettingsErr
         }
     }
     Ok(())
+}
+
+/// `tls_cert` and `tls_key`, each with where it came from: both or neither, each a path or
+/// `credential:NAME`.
+pub(crate) fn pair_tls(
+    cert: Option<(PathBuf, String)>,
+    key: Option<(PathBuf, String)>,
+) -> Result<Option<TlsFiles>, SettingsError> {
+    if let Some((path, origin)) = &cert {
+        check_tls_path(path, origin, "tls_cert")?;
+    }
+    if let Some((path, origin)) = &key {
+        check_tls_path(path, origin, "tls_key")?;
+    }
+    let missing = |origin: &str, field: &str, other: &str| {
+        SettingsError::new(
+            origin,
+            field,
+            format!("missing: {other} is set, and the two go together"),
+        )
+    };
+    match (cert, key) {
+        (Some((cert, _)), Some((key, _))) => Ok(Some(TlsFiles { cert, key })),
+        (Some((_, origin)), None) => Err(missing(&origin, "tls_key", "tls_cert")),
+        (None, Some((_, origin))) => Err(missing(&origin, "tls_cert", "tls_key")),
+        (None, None) => Ok(None),
+    }
+}
+
+fn check_tls_path(path: &Path, origin: &str, field: &str) -> Result<(), SettingsError> {
+    crate::tls::source::validate_configured(path).map_err(|problem| {
+        SettingsError::new(
+            origin,
+            field,
+            format!("{:?}: {problem}", path.display().to_string()),
+        )
+    })
+}
+
+/// An `https://` address needs the certificate and key. (A socket-activated listener named
+/// `https` is only known at start: the server refuses it there.)
+pub(crate) fn check_https_has_tls(
+    listen: &[ListenSpec],
+    have_tls: bool,
+    origin: &str,
+) -> Result<(), SettingsError> {
+    if have_tls {
+        return Ok(());
+    }
+    match listen.iter().position(|l| l.scheme() == Scheme::Https) {
+        Some(i) => Err(SettingsError::new(
+            origin,
+            &format!("listen[{i}]"),
+            format!(
+                "{:?} serves TLS but no certificate is configured (tls_cert and tls_key, --tls-cert and --tls-key)",
+                listen[i].as_str()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Parse a boolean written as `1`/`0`, `true`/`false`, `yes`/`no` or `on`/`off`.
@@ -440,6 +536,66 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen[1]") && e.contains("same socket"), "{e}");
+    }
+
+    #[test]
+    fn tls_files_from_variables_or_code() {
+        let s = from(&[
+            ("BATON_LISTEN", "https://127.0.0.1:8443,127.0.0.1:8080"),
+            ("BATON_TLS_CERT", "/etc/ssl/fullchain.pem"),
+            ("BATON_TLS_KEY", "credential:tls.key"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.tls,
+            Some(TlsFiles {
+                cert: "/etc/ssl/fullchain.pem".into(),
+                key: "credential:tls.key".into()
+            })
+        );
+        assert_eq!(s.listen[0].scheme(), Scheme::Https);
+        assert!(s.validate().is_ok());
+        let e = from(&[("BATON_TLS_KEY", "/k.pem")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "BATON_TLS_KEY: tls_cert: missing: tls_key is set, and the two go together"
+        );
+        let e = from(&[("BATON_LISTEN", "https://127.0.0.1:1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "BATON_LISTEN: listen[0]: \"https://127.0.0.1:1\" serves TLS but no certificate"
+            ),
+            "{e}"
+        );
+        let e = from(&[("BATON_TLS_CERT", "credential:"), ("BATON_TLS_KEY", "/k")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("BATON_TLS_CERT: tls_cert: \"credential:\": "),
+            "{e}"
+        );
+
+        let https: ListenAddr = "https://127.0.0.1:1".parse().unwrap();
+        let e = Settings::default()
+            .listen([https.clone()])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("code: listen[0]: "), "{e}");
+        let s = Settings::default()
+            .listen([https])
+            .tls("cert.pem", "key.pem");
+        assert!(s.validate().is_ok());
+        let e = Settings::default()
+            .tls("credential:a/b", "k")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("code: tls_cert: "), "{e}");
     }
 
     #[test]

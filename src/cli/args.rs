@@ -74,8 +74,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
     /// Address to listen on: host:port (an IP address or a host name, resolved at start),
-    /// [v6]:port, :port (all interfaces) or unix:/path. Repeatable; the variable takes a
-    /// comma-separated list [default: 127.0.0.1:8000, or what systemd passed]
+    /// [v6]:port, :port (all interfaces) or unix:/path; https://host:port serves TLS (http:// or
+    /// no scheme: plain). Repeatable; the variable takes a comma-separated list [default:
+    /// 127.0.0.1:8000, or what systemd passed]
     #[arg(
         short,
         long = "listen",
@@ -129,6 +130,15 @@ pub struct Overrides {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub access_log: Option<bool>,
+    /// PEM certificate chain (leaf first) for https listeners and sockets named https.
+    /// credential:NAME, or a bare NAME while $CREDENTIALS_DIRECTORY is set, reads
+    /// $CREDENTIALS_DIRECTORY/NAME [default: none]
+    #[arg(long, env = "BATON_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, RSA or EC) matching the certificate; found like --tls-cert
+    /// [default: none]
+    #[arg(long, env = "BATON_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Format of the log on standard error
     #[arg(
         long,

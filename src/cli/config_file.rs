@@ -83,6 +83,8 @@ struct FileConfig {
     pid_file: Option<PathBuf>,
     response_body: Option<String>,
     supervise: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     access_log: Option<bool>,
 }
 
@@ -214,6 +216,33 @@ impl Config {
             s = s.pid_file(p);
         }
 
+        let pick_tls = |cli: &Option<PathBuf>, from_file: &Option<PathBuf>, origin: &str| match (
+            cli, from_file,
+        ) {
+            (Some(p), _) => Some((p.clone(), origin.to_owned())),
+            (None, Some(p)) => Some((p.clone(), file_origin.clone())),
+            (None, None) => None,
+        };
+        let tls = settings::pair_tls(
+            pick_tls(
+                &overrides.tls_cert,
+                &file.tls_cert,
+                "--tls-cert/BATON_TLS_CERT",
+            ),
+            pick_tls(&overrides.tls_key, &file.tls_key, "--tls-key/BATON_TLS_KEY"),
+        )?;
+        if let Some(files) = tls {
+            s = s.tls(files.cert, files.key);
+        }
+        // An https listener needs the pair. (A socket-activated listener named `https` is
+        // only known at start: the server refuses it there.)
+        let listen_origin = if !overrides.listen.is_empty() {
+            "--listen/BATON_LISTEN"
+        } else {
+            &file_origin
+        };
+        settings::check_https_has_tls(&s.listen, s.tls.is_some(), listen_origin)?;
+
         s = s.access_log(overrides.access_log.or(file.access_log).unwrap_or(false));
         s.validate()?;
         Ok(Config {
@@ -274,6 +303,8 @@ fn strip_position(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listen::spec::Scheme;
+    use crate::tls::TlsFiles;
     use std::io::Write;
     use std::time::Duration;
 
@@ -376,6 +407,87 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_and_https_needs_them() {
+        let c = load_json(
+            r#"{"listen":["https://127.0.0.1:8443","127.0.0.1:8080"],"tls_cert":"/etc/baton/cert.pem","tls_key":"credential:tls.key"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.settings.tls,
+            Some(TlsFiles {
+                cert: "/etc/baton/cert.pem".into(),
+                key: "credential:tls.key".into()
+            })
+        );
+        assert_eq!(c.settings.listen[0].scheme(), Scheme::Https);
+        assert_eq!(c.settings.listen[0].as_str(), "https://127.0.0.1:8443");
+        assert_eq!(c.settings.listen[1].scheme(), Scheme::Http);
+        assert_eq!(
+            Config::load(&Overrides::default()).unwrap().settings.tls,
+            None
+        );
+
+        // option over file, field by field
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(br#"{"tls_cert":"/file/cert.pem","tls_key":"/file/key.pem"}"#)
+            .unwrap();
+        let c = Config::load(&Overrides {
+            config: Some(f.path().to_owned()),
+            tls_key: Some("/cli/key.pem".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let tls = c.settings.tls.unwrap();
+        assert_eq!(
+            (tls.cert.to_str(), tls.key.to_str()),
+            (Some("/file/cert.pem"), Some("/cli/key.pem"))
+        );
+
+        let e = load_json(r#"{"tls_cert":"/c.pem"}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with(": tls_key: missing: tls_cert is set, and the two go together"),
+            "{e}"
+        );
+        let e = Config::load(&Overrides {
+            tls_key: Some("/k.pem".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "--tls-key/BATON_TLS_KEY: tls_cert: missing: tls_key is set, and the two go together"
+        );
+        let e = load_json(r#"{"listen":[":80","https://:443"]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(": listen[1]: \"https://:443\" serves TLS but no certificate is configured (tls_cert and tls_key, --tls-cert and --tls-key)"),
+            "{e}"
+        );
+        let e = Config::load(&Overrides {
+            listen: vec!["https://127.0.0.1:1".into()],
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("--listen/BATON_LISTEN: listen[0]: "), "{e}");
+        let e = load_json(r#"{"tls_cert":"credential:a/b","tls_key":"/k"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with(": tls_cert: \"credential:a/b\": a credential name is a plain file name (no /, not . or ..)"), "{e}");
+        let e = load_json(r#"{"tls_cert":"/c","tls_key":""}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with(": tls_key: \"\": empty path"), "{e}");
+        let e = load_json(r#"{"listen":["https://1.2.3.4:443","http://1.2.3.4:443"],"tls_cert":"/c","tls_key":"/k"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen[1]") && e.contains("same socket"), "{e}");
     }
 
     #[test]

@@ -93,6 +93,19 @@ fn fail(message: &str, code: u8) -> u8 {
 fn check(overrides: &Overrides) -> u8 {
     match Config::load(overrides) {
         Ok(config) => {
+            let tls_findings = match &config.settings.tls {
+                Some(files) => {
+                    let creds = crate::tls::CredentialsDir::from_process();
+                    match crate::tls::check(files, &creds, std::time::SystemTime::now()) {
+                        Ok(findings) => findings,
+                        Err(e) => {
+                            eprintln!("baton: {e}");
+                            return e.exit_code();
+                        }
+                    }
+                }
+                None => Vec::new(),
+            };
             let where_ = config
                 .file
                 .as_ref()
@@ -116,6 +129,14 @@ fn check(overrides: &Overrides) -> u8 {
                 "baton: configuration ok ({where_}): listen {}{resolved}",
                 listen.join(", ")
             );
+            // one line each: the pair on stdout, warnings (exit code unchanged) on stderr
+            for finding in tls_findings {
+                if finding.is_warning() {
+                    eprintln!("baton: warning: {finding}");
+                } else {
+                    println!("baton: {finding}");
+                }
+            }
             exit::OK
         }
         Err(e) => {

@@ -326,7 +326,7 @@ async fn import(
                 problem,
             })
         })?;
-        let spec = match wanted.iter().position(|w| w.as_str() == offered.addr) {
+        let spec = match matching(wanted, &offered.addr) {
             Some(i) => wanted.remove(i),
             None if offered.origin == Origin::Systemd || !settings.listen_explicit => offered
                 .addr
@@ -366,6 +366,20 @@ async fn import(
         predecessor,
         state,
     })
+}
+
+/// Which configured address an offered listener is: the same string, else the address naming
+/// the same socket (`https://127.0.0.1:8443` and `127.0.0.1:8443`), so that a reload which changes how an address is written — its scheme
+/// included — keeps the socket, and the new process serves it the way its configuration says.
+/// Configured addresses never name one socket twice (the settings refuse that).
+fn matching(wanted: &[ListenSpec], offered: &str) -> Option<usize> {
+    wanted
+        .iter()
+        .position(|w| w.as_str() == offered)
+        .or_else(|| {
+            let offered: ListenSpec = offered.parse().ok()?;
+            wanted.iter().position(|w| w.same_socket(&offered))
+        })
 }
 
 /// Read until one complete offer has arrived. A newline after it is consumed; nothing else may
@@ -497,5 +511,28 @@ pub async fn report_failure(path: &Path, reason: &str) {
         Err(_) => {
             debug!(path = %path.display(), "reporting the failure to the predecessor timed out")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offer_matches_the_same_string_else_the_same_socket() {
+        let wanted: Vec<ListenSpec> = ["127.0.0.1:80", "https://127.0.0.1:443", "unix:/run/a.sock"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(matching(&wanted, "127.0.0.1:80"), Some(0));
+        // a scheme added, removed or changed by the new configuration: the same socket
+        assert_eq!(matching(&wanted, "127.0.0.1:443"), Some(1));
+        assert_eq!(matching(&wanted, "http://127.0.0.1:443"), Some(1));
+        assert_eq!(matching(&wanted, "https://127.0.0.1:80"), Some(0));
+        assert_eq!(matching(&wanted, "127.0.0.1:080"), Some(0));
+        assert_eq!(matching(&wanted, "unix:/run/a.sock"), Some(2));
+        assert_eq!(matching(&wanted, "127.0.0.1:81"), None);
+        assert_eq!(matching(&wanted, "garbage"), None);
+        assert_eq!(matching(&[], "127.0.0.1:80"), None);
     }
 }

@@ -1,7 +1,7 @@
-//! The accept loop, generic over the listener: a TCP or Unix listener today; a TLS acceptor can
-//! be added as another [`Acceptor`] whose stream type wraps the TCP stream (the connection task
-//! serves any `AsyncRead + AsyncWrite` stream, HTTP/2 recognised by its preface, which also
-//! holds after an ALPN `h2` handshake).
+//! The accept loop, generic over the listener: a TCP or Unix listener. On a TLS listener the
+//! loop still only accepts; the handshake happens in the connection's own task (see
+//! `conn::ConnContext::spawn`), which then serves the decrypted stream like any other: HTTP/2
+//! recognised by its preface, which a client sends after ALPN chose `h2`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::conn::ConnContext;
-use super::HttpService;
+use super::{HttpService, TlsConfig};
 use crate::access_log::PeerAddr;
 
 /// A listening socket the accept loop can take connections from.
@@ -54,6 +54,7 @@ pub(super) struct Control {
 /// Accept until stopped, handing each connection to its own task; park while paused.
 pub(super) async fn accept_loop<A: Acceptor, S: HttpService>(
     listener: A,
+    tls: Option<TlsConfig>,
     mut control: Control,
     ctx: ConnContext,
     service: S,
@@ -78,7 +79,7 @@ pub(super) async fn accept_loop<A: Acceptor, S: HttpService>(
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((io, peer)) => ctx.spawn(io, peer, service.clone()),
+            Ok((io, peer)) => ctx.spawn(io, peer, tls.as_ref(), service.clone()),
             Err(e) => accept_backoff(e).await,
         }
     }

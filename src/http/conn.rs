@@ -1,4 +1,5 @@
-//! One connection's task: serve it, close it when it stays idle, drain it, close it lingering.
+//! One connection's task: the TLS handshake on a TLS listener, then serve it, close it when it
+//! stays idle, drain it, close it lingering.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,13 +10,15 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::body::DrainAware;
 use super::io::{Activity, ConnIo, Shared};
-use super::{HttpService, GOAWAY_WAIT, IDLE_GRACE, LINGER};
+use super::{HttpService, TlsConfig, GOAWAY_WAIT, IDLE_GRACE, LINGER};
 use crate::access_log::PeerAddr;
+use crate::tls::{self, HANDSHAKE_TIMEOUT};
 
 /// How often a connection checks the idle bound (and, after a GOAWAY, whether it is done).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -42,30 +45,62 @@ enum Closing {
 }
 
 impl ConnContext {
-    /// Serve one accepted connection on its own task. The connection counts as open (for the
-    /// drain) from now until its stream is closed, wherever the stream is by then.
-    pub(super) fn spawn<I, S>(&self, io: I, peer: PeerAddr, service: S)
+    /// Serve one accepted connection on its own task, after a TLS handshake when `tls` is given.
+    /// The connection counts as open (for the drain) from now until its stream is closed,
+    /// wherever the stream is by then: a connection still in its handshake is waited for too.
+    pub(super) fn spawn<I, S>(&self, io: I, peer: PeerAddr, tls: Option<&TlsConfig>, service: S)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: HttpService,
     {
         let token = self.connections.token();
         let ctx = self.clone();
-        tokio::spawn(async move {
-            let shared = Shared::new();
-            let io = TokioIo::new(ConnIo::new(io, token, shared.clone()));
-            let service = DrainAware {
-                inner: service,
-                shared: shared.clone(),
-                peer: ctx.peer_addr.then_some(peer),
-            };
-            ctx.serve(io, service, &shared.activity).await;
-            // Hyper is done with the stream. Unless the peer had closed already (or the stream
-            // now belongs to an upgrade), close it lingering.
-            if let Some(parked) = shared.take_parked() {
-                linger(parked.io).await;
+        match tls {
+            None => {
+                tokio::spawn(ctx.run(io, peer, token, service));
             }
-        });
+            Some(config) => {
+                let config = config.clone();
+                // A client that does not complete its handshake holds nothing for long.
+                let timeout = HANDSHAKE_TIMEOUT.min(self.idle_timeout);
+                tokio::spawn(async move {
+                    match tls::handshake(io, config, timeout).await {
+                        Ok(accepted) => {
+                            debug!(h2 = accepted.h2, "TLS handshake completed");
+                            ctx.run(accepted.stream, peer, token, service).await
+                        }
+                        // Scanners, plain HTTP on the TLS port, clients that distrust the
+                        // certificate: the client's business, not the operator's.
+                        Err(e) => debug!(error = %e, "TLS handshake failed; connection closed"),
+                    }
+                });
+            }
+        }
+    }
+
+    async fn run<I, S>(self, io: I, peer: PeerAddr, token: TaskTrackerToken, service: S)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: HttpService,
+    {
+        let shared = Shared::new();
+        if *self.draining.borrow() {
+            // It starts serving after the drain began (its TLS handshake ended late): the first
+            // response already tells the client to reconnect, to the successor.
+            shared.activity.draining.store(true, Ordering::Relaxed);
+        }
+        let io = TokioIo::new(ConnIo::new(io, token, shared.clone()));
+        let service = DrainAware {
+            inner: service,
+            shared: shared.clone(),
+            peer: self.peer_addr.then_some(peer),
+        };
+        self.serve(io, service, &shared.activity).await;
+        // Hyper is done with the stream. Unless the peer had closed already (or the stream now
+        // belongs to an upgrade), close it lingering.
+        if let Some(parked) = shared.take_parked() {
+            linger(parked.io).await;
+        }
     }
 
     async fn serve<I, S>(

@@ -1,8 +1,11 @@
 //! Serving HTTP/1.1 (with upgrades) and HTTP/2 on the listeners, and draining.
 //!
-//! * `accept`: the accept loop, generic over the listener and its stream type.
-//! * `conn`: one connection's task: the idle bound while serving, the drain steps, the
-//!   lingering close.
+//! * `accept`: the accept loop, generic over the listener and its stream type; it only accepts
+//!   (a TLS handshake happens in the connection's task, so a slow client delays nobody else).
+//! * `conn`: one connection's task: the TLS handshake (bounded by
+//!   [`crate::tls::HANDSHAKE_TIMEOUT`] and the idle timeout), the idle bound while serving, the
+//!   drain steps, the lingering close. A connection counts as open from its accept, handshake
+//!   included, so a drain waits for connections still in their handshake.
 //! * `io`: the I/O wrapper that records activity, recognises the HTTP/2 preface, keeps the
 //!   connection counted while it lives (upgraded connections included) and hands the stream back
 //!   for the lingering close.
@@ -131,9 +134,13 @@ pub struct Serving {
     acceptors: TaskTracker,
 }
 
-/// Start serving `service` on every socket (each a duplicate of a listener the caller keeps).
+/// A TLS listener's configuration: certificate, key, ALPN.
+pub type TlsConfig = Arc<crate::tls::ServerConfig>;
+
+/// Start serving `service` on every socket (each a duplicate of a listener the caller keeps),
+/// with TLS on those that come with a configuration.
 pub fn start<S: HttpService>(
-    sockets: Vec<Socket>,
+    sockets: Vec<(Socket, Option<TlsConfig>)>,
     service: S,
     options: &Options,
 ) -> std::io::Result<Serving> {
@@ -163,17 +170,17 @@ pub fn start<S: HttpService>(
         idle_timeout: options.idle_timeout,
         peer_addr: options.peer_addr,
     };
-    for socket in sockets {
+    for (socket, tls) in sockets {
         match socket {
             Socket::Tcp(l) => {
                 l.set_nonblocking(true)?;
                 let listener = tokio::net::TcpListener::from_std(l)?;
-                serving.accept_on(listener, ctx.clone(), service.clone());
+                serving.accept_on(listener, tls, ctx.clone(), service.clone());
             }
             Socket::Unix(l) => {
                 l.set_nonblocking(true)?;
                 let listener = tokio::net::UnixListener::from_std(l)?;
-                serving.accept_on(listener, ctx.clone(), service.clone());
+                serving.accept_on(listener, tls, ctx.clone(), service.clone());
             }
         }
     }
@@ -185,6 +192,7 @@ impl Serving {
     fn accept_on<A: accept::Acceptor, S: HttpService>(
         &self,
         listener: A,
+        tls: Option<TlsConfig>,
         ctx: conn::ConnContext,
         service: S,
     ) {
@@ -194,7 +202,7 @@ impl Serving {
             parked: self.parked.clone(),
         };
         self.acceptors
-            .spawn(accept::accept_loop(listener, control, ctx, service));
+            .spawn(accept::accept_loop(listener, tls, control, ctx, service));
     }
 
     /// Stop accepting until [`Serving::resume_accepting`]; returns once no accept loop can take

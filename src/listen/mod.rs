@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use activation::{ActivationEnv, ActivationError};
-use spec::{ListenSpec, Target};
+use spec::{ListenSpec, Scheme, Target};
 
 /// Where a listener originally came from: decides whether a successor keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +92,18 @@ pub struct Listener {
     pub origin: Origin,
     /// The socket.
     pub socket: Socket,
+}
+
+impl Listener {
+    /// What this listener serves: TLS when its address says `https://`, or when it is a
+    /// socket-activated listener whose `FileDescriptorName=` is `https` (kept through hand-offs:
+    /// the name travels with the socket); plain HTTP otherwise.
+    pub fn scheme(&self) -> Scheme {
+        if self.origin == Origin::Systemd && Scheme::for_fd_name(&self.name) == Scheme::Https {
+            return Scheme::Https;
+        }
+        self.spec.scheme()
+    }
 }
 
 /// Why a listener could not be set up. One line each, naming the fd or address.
@@ -218,7 +230,7 @@ pub fn resolve_blocking(specs: &[ListenSpec]) -> Result<Vec<ListenSpec>, ListenE
             "resolved"
         );
         for addr in addrs {
-            let resolved = ListenSpec::from_socket_addr(addr);
+            let resolved = ListenSpec::from_socket_addr(addr).with_scheme(spec.scheme());
             if !out
                 .iter()
                 .any(|(s, from)| *from == spec.as_str() && s.same_socket(&resolved))
@@ -429,6 +441,21 @@ mod tests {
         assert!(got
             .iter()
             .all(|s| !matches!(s.target(), Target::Name { .. })));
+    }
+
+    #[test]
+    fn a_name_written_with_https_resolves_to_tls_addresses() {
+        let got = resolve_blocking(&specs(&["https://localhost:1", "http://localhost:2"])).unwrap();
+        let https: Vec<&ListenSpec> = got
+            .iter()
+            .filter(|s| s.scheme() == spec::Scheme::Https)
+            .collect();
+        assert!(
+            https.iter().any(|s| s.as_str() == "https://127.0.0.1:1"),
+            "{got:?}"
+        );
+        assert!(https.iter().all(|s| s.as_str().ends_with(":1")), "{got:?}");
+        assert!(got.iter().any(|s| s.as_str() == "127.0.0.1:2"), "{got:?}");
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //!
 //! Accepted forms: `host:port` (an IPv4 literal or a host name, resolved when the listeners are
 //! set up, see [`crate::listen::resolve`]), `[v6]:port`, `:port` (every interface, IPv4 and
-//! IPv6) and `unix:/absolute/path`. The original string is kept: it is what the
-//! documented hand-off compares (see `docs/handoff-protocol.md`).
+//! IPv6) and `unix:/absolute/path`. A TCP form may carry a scheme: `https://host:port` serves
+//! TLS, `http://host:port` is the same as no scheme (plain HTTP). The original string is kept,
+//! scheme and all: it is what the documented hand-off compares (see
+//! `docs/handoff-protocol.md`).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -14,7 +16,39 @@ use std::str::FromStr;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenSpec {
     text: String,
+    scheme: Scheme,
     target: Target,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheme {
+    /// Plain HTTP/1.1 and h2c: no scheme, or `http://`.
+    #[default]
+    Http,
+    /// TLS (`https://`), HTTP/1.1 and HTTP/2 chosen by ALPN.
+    Https,
+}
+
+impl Scheme {
+    /// The scheme a socket-activated listener serves, from its `FileDescriptorName=`
+    /// (`LISTEN_FDNAMES` entry): exactly `https` means TLS, any other name plain HTTP.
+    pub fn for_fd_name(name: &str) -> Scheme {
+        if name == "https" {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        })
+    }
 }
 
 /// The address family and address of a [`ListenSpec`].
@@ -59,8 +93,14 @@ impl ListenSpec {
         &self.target
     }
 
+    /// What the listener speaks, as written (`https://` or not). A socket-activated listener
+    /// may also be TLS by its name: see [`Scheme::for_fd_name`].
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
     /// True when `other` names the same socket, even if written differently
-    /// (`localhost:80` and `127.0.0.1:80`).
+    /// (`127.0.0.1:09` and `127.0.0.1:9`; `http://` and `https://` on one port too).
     pub fn same_socket(&self, other: &ListenSpec) -> bool {
         self.target == other.target
     }
@@ -69,6 +109,7 @@ impl ListenSpec {
     pub fn from_socket_addr(addr: SocketAddr) -> Self {
         ListenSpec {
             text: addr.to_string(),
+            scheme: Scheme::Http,
             target: Target::Tcp { addr, any: false },
         }
     }
@@ -77,8 +118,21 @@ impl ListenSpec {
     pub fn from_unix_path(path: PathBuf) -> Self {
         ListenSpec {
             text: format!("unix:{}", path.display()),
+            scheme: Scheme::Http,
             target: Target::Unix(path),
         }
+    }
+
+    /// The same socket, served with `scheme`: `https://` is written in front of a TCP address
+    /// for TLS (what a host name resolves to keeps the scheme it was written with).
+    pub fn with_scheme(mut self, scheme: Scheme) -> Self {
+        if scheme == Scheme::Https && self.scheme == Scheme::Http {
+            if let Target::Tcp { .. } | Target::Name { .. } = self.target {
+                self.text = format!("https://{}", self.text);
+            }
+        }
+        self.scheme = scheme;
+        self
     }
 }
 
@@ -102,6 +156,32 @@ impl FromStr for ListenSpec {
         if text.trim() != text {
             return Err(err("leading or trailing white space"));
         }
+        if let Some((name, rest)) = text
+            .split_once("://")
+            .filter(|_| !text.starts_with("unix:"))
+        {
+            let scheme = if name.eq_ignore_ascii_case("https") {
+                Scheme::Https
+            } else if name.eq_ignore_ascii_case("http") {
+                Scheme::Http
+            } else {
+                return Err(err("unknown scheme: use http:// or https://"));
+            };
+            if rest.starts_with("unix:") {
+                return Err(err(
+                    "a scheme applies to TCP addresses only: write unix:/path",
+                ));
+            }
+            if rest.contains('/') {
+                return Err(err("a listen address has no path: write https://host:port"));
+            }
+            let plain: ListenSpec = rest.parse().map_err(|e: SpecError| err(e.reason))?;
+            return Ok(ListenSpec {
+                text: text.to_owned(),
+                scheme,
+                target: plain.target,
+            });
+        }
         if let Some(path) = text.strip_prefix("unix:") {
             if path.is_empty() {
                 return Err(err("missing path after unix:"));
@@ -117,6 +197,7 @@ impl FromStr for ListenSpec {
             }
             return Ok(ListenSpec {
                 text: text.to_owned(),
+                scheme: Scheme::Http,
                 target: Target::Unix(PathBuf::from(path)),
             });
         }
@@ -145,6 +226,7 @@ impl FromStr for ListenSpec {
         } else if is_host_name(host) {
             return Ok(ListenSpec {
                 text: text.to_owned(),
+                scheme: Scheme::Http,
                 target: Target::Name {
                     host: host.to_owned(),
                     port,
@@ -157,6 +239,7 @@ impl FromStr for ListenSpec {
         };
         Ok(ListenSpec {
             text: text.to_owned(),
+            scheme: Scheme::Http,
             target: Target::Tcp {
                 addr: SocketAddr::new(ip, port),
                 any,
@@ -231,6 +314,72 @@ mod tests {
         assert!(!s.same_socket(&"127.0.0.1:10".parse().unwrap()));
         let n: ListenSpec = "localhost:9".parse().unwrap();
         assert!(n.same_socket(&"localhost:9".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_scheme_says_whether_to_serve_tls() {
+        let plain: ListenSpec = "127.0.0.1:80".parse().unwrap();
+        let http: ListenSpec = "http://127.0.0.1:80".parse().unwrap();
+        let https: ListenSpec = "https://[::1]:443".parse().unwrap();
+        assert_eq!(plain.scheme(), Scheme::Http);
+        assert_eq!(http.scheme(), Scheme::Http);
+        assert_eq!(https.scheme(), Scheme::Https);
+        assert!(plain.same_socket(&http));
+        assert_eq!(http.as_str(), "http://127.0.0.1:80"); // the hand-off's `addr`, as written
+        assert_eq!(https.to_string(), "https://[::1]:443");
+        assert_eq!(tcp("https://:8443"), ("[::]:8443".parse().unwrap(), true));
+        let named: ListenSpec = "HTTPS://localhost:1".parse().unwrap();
+        assert_eq!(named.scheme(), Scheme::Https);
+        assert_eq!(
+            named.target(),
+            &Target::Name {
+                host: "localhost".into(),
+                port: 1
+            }
+        );
+        // one port cannot be both
+        let https_80: ListenSpec = "https://127.0.0.1:80".parse().unwrap();
+        assert!(https_80.same_socket(&plain));
+        assert_ne!(https_80, plain);
+        assert_eq!(
+            "unix:/run/a://b".parse::<ListenSpec>().unwrap().target(),
+            &Target::Unix("/run/a://b".into())
+        );
+        // what a name resolves to keeps the scheme
+        let resolved = ListenSpec::from_socket_addr("127.0.0.1:1".parse().unwrap())
+            .with_scheme(named.scheme());
+        assert_eq!(resolved.as_str(), "https://127.0.0.1:1");
+        assert_eq!(resolved.scheme(), Scheme::Https);
+        assert_eq!(resolved, "https://127.0.0.1:1".parse().unwrap());
+        let unchanged =
+            ListenSpec::from_socket_addr("127.0.0.1:1".parse().unwrap()).with_scheme(Scheme::Http);
+        assert_eq!(unchanged.as_str(), "127.0.0.1:1");
+    }
+
+    #[test]
+    fn a_socket_named_https_serves_tls() {
+        assert_eq!(Scheme::for_fd_name("https"), Scheme::Https);
+        for other in ["http", "unknown", "HTTPS", "https2", ""] {
+            assert_eq!(Scheme::for_fd_name(other), Scheme::Http, "{other}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_schemes_with_a_reason() {
+        for (bad, why) in [
+            ("ftp://1.2.3.4:5", "unknown scheme"),
+            ("https://", "empty"),
+            ("https://1.2.3.4", "expected host:port"),
+            ("https://1.2.3.4:443/", "no path"),
+            ("https://http://1.2.3.4:5", "no path"),
+            ("https://unix:/run/x.sock", "TCP addresses only"),
+            ("http://unix:/run/x.sock", "TCP addresses only"),
+            ("https://exa_mple.com:443", "host is not an IPv4"),
+        ] {
+            let e = bad.parse::<ListenSpec>().unwrap_err();
+            assert_eq!(e.text, bad);
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! HTTP/2 (h2c, prior knowledge) clients for the stories.
+//! HTTP/2 clients for the stories: h2c with prior knowledge, or over TLS with ALPN `h2`.
 //!
 //! * [`H2Load`]: hyper's HTTP/2 client under multiplexed load, behaving as RFC 9113 asks of a
 //!   client: a connection that got GOAWAY takes no new stream, the client reconnects, and a
@@ -95,6 +95,26 @@ enum Outcome {
 
 impl H2Load {
     pub fn start(addr: SocketAddr, connections: usize, streams: usize, check: Check) -> H2Load {
+        H2Load::start_with(Target { addr, tls: None }, connections, streams, check)
+    }
+
+    /// [`H2Load::start`] over TLS: each connection is a handshake with `config` (which must
+    /// offer ALPN `h2`); a failed handshake is a failed request.
+    pub fn start_tls(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        connections: usize,
+        streams: usize,
+        check: Check,
+    ) -> H2Load {
+        let target = Target {
+            addr,
+            tls: Some(config),
+        };
+        H2Load::start_with(target, connections, streams, check)
+    }
+
+    fn start_with(target: Target, connections: usize, streams: usize, check: Check) -> H2Load {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let (s, c) = (stop.clone(), counters.clone());
@@ -109,7 +129,7 @@ impl H2Load {
                     let mut slots = Vec::new();
                     for _ in 0..connections {
                         slots.push(tokio::spawn(slot(
-                            addr,
+                            target.clone(),
                             streams,
                             s.clone(),
                             c.clone(),
@@ -183,8 +203,24 @@ impl Drop for H2Load {
 }
 
 /// One connection after another; `streams` workers multiplexed on each.
-async fn slot(
+/// Where the load goes, and how.
+#[derive(Clone)]
+struct Target {
     addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Target {
+    fn uri(&self) -> String {
+        match self.tls {
+            None => format!("http://{}/", self.addr),
+            Some(_) => format!("https://{}:{}/", super::tls::SERVER_NAME, self.addr.port()),
+        }
+    }
+}
+
+async fn slot(
+    target: Target,
     streams: usize,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
@@ -196,7 +232,7 @@ async fn slot(
         if stop.load(Ordering::SeqCst) && !owed.iter().any(|o| *o) {
             return;
         }
-        let sender = match connect(addr).await {
+        let sender = match connect(&target).await {
             Ok(s) => s,
             Err(why) => {
                 counters.fail(format!("connect/handshake: {why}"));
@@ -208,7 +244,7 @@ async fn slot(
         let mut workers = Vec::new();
         for owes in owed.iter() {
             workers.push(tokio::spawn(worker(
-                addr,
+                target.uri(),
                 sender.clone(),
                 *owes,
                 stop.clone(),
@@ -223,13 +259,36 @@ async fn slot(
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, String> {
-    let tcp = tokio::net::TcpStream::connect(addr)
+async fn connect(target: &Target) -> Result<SendRequest<Empty<Bytes>>, String> {
+    let tcp = tokio::net::TcpStream::connect(target.addr)
         .await
         .map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
+    let Some(config) = &target.tls else {
+        return h2_handshake(tcp).await;
+    };
+    let name = rustls::pki_types::ServerName::try_from(super::tls::SERVER_NAME)
+        .map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    if alpn.as_deref() != Some(b"h2") {
+        return Err(format!(
+            "ALPN chose {:?}, not h2",
+            alpn.map(|p| String::from_utf8_lossy(&p).into_owned())
+        ));
+    }
+    h2_handshake(tls).await
+}
+
+async fn h2_handshake<I>(io: I) -> Result<SendRequest<Empty<Bytes>>, String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
             .await
             .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
@@ -240,7 +299,7 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, String> 
 
 /// Sends requests on one connection until it closes; returns whether a request is owed.
 async fn worker(
-    addr: SocketAddr,
+    uri: String,
     mut sender: SendRequest<Empty<Bytes>>,
     mut owes: bool,
     stop: Arc<AtomicBool>,
@@ -255,7 +314,7 @@ async fn worker(
         if sender.ready().await.is_err() {
             return owes;
         }
-        let req = Request::get(format!("http://{addr}/"))
+        let req = Request::get(uri.as_str())
             .body(Empty::new())
             .expect("request");
         let outcome = match tokio::time::timeout(

@@ -235,6 +235,11 @@ impl Client {
         }
     }
 
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// GET on the kept-alive connection (opening one if needed).
     pub fn get(&mut self, path: &str) -> Result<Response, HttpError> {
         if let Some(c) = &self.conn {

@@ -1,5 +1,6 @@
 //! An HTTP load loop: N keep-alive clients and M fresh-connection clients, each checking every
-//! response (status 200 and an accepted body) and counting ok/failed.
+//! response (status 200 and an accepted body) and counting ok/failed; over plain TCP or TLS
+//! (where a failed handshake is a failed request).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::http::{self, Client, Response};
+use super::http::{self, Client, HttpError, Response};
+use super::tls::{self, TlsClient};
 
 /// Decides whether a response is right; `Err(why)` counts it as failed.
 pub type Check = Arc<dyn Fn(&Response) -> Result<(), String> + Send + Sync>;
@@ -84,22 +86,46 @@ impl Load {
         pause: Duration,
         check: Check,
     ) -> Load {
+        Load::start_with(addr, None, keepalive, fresh, pause, check)
+    }
+
+    /// [`Load::start`] over TLS with `config` (the clients verify the server's chain).
+    pub fn start_tls(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        keepalive: usize,
+        fresh: usize,
+        pause: Duration,
+        check: Check,
+    ) -> Load {
+        Load::start_with(addr, Some(config), keepalive, fresh, pause, check)
+    }
+
+    fn start_with(
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        keepalive: usize,
+        fresh: usize,
+        pause: Duration,
+        check: Check,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let mut threads = Vec::new();
         for i in 0..keepalive + fresh {
             let keep = i < keepalive;
-            let (stop, counters, check) = (stop.clone(), counters.clone(), check.clone());
+            let (stop, counters, check, tls) =
+                (stop.clone(), counters.clone(), check.clone(), tls.clone());
             threads.push(
                 thread::Builder::new()
                     .name(format!("load-{}-{i}", if keep { "ka" } else { "fresh" }))
                     .spawn(move || {
-                        let mut client = Client::new(addr);
+                        let mut client = AnyClient::new(addr, tls);
                         while !stop.load(Ordering::SeqCst) {
                             let result = if keep {
                                 client.get("/")
                             } else {
-                                http::get_fresh(addr, "/")
+                                client.get_fresh("/")
                             };
                             let verdict = match &result {
                                 Ok(r) => check(r).map(|_| r.text()),
@@ -125,12 +151,11 @@ impl Load {
                                 thread::sleep(pause);
                             }
                         }
-                        counters
-                            .connects
-                            .fetch_add(client.connects, Ordering::Relaxed);
+                        let (connects, replaced_idle) = client.counts();
+                        counters.connects.fetch_add(connects, Ordering::Relaxed);
                         counters
                             .replaced_idle
-                            .fetch_add(client.replaced_idle, Ordering::Relaxed);
+                            .fetch_add(replaced_idle, Ordering::Relaxed);
                     })
                     .expect("load thread"),
             );
@@ -188,6 +213,44 @@ impl Drop for Load {
     fn drop(&mut self) {
         if !self.threads.is_empty() {
             self.finish();
+        }
+    }
+}
+
+/// A keep-alive client over TCP or TLS.
+enum AnyClient {
+    Plain(Client),
+    Tls(Box<TlsClient>, Arc<rustls::ClientConfig>),
+}
+
+impl AnyClient {
+    fn new(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>) -> AnyClient {
+        match tls {
+            None => AnyClient::Plain(Client::new(addr)),
+            Some(config) => AnyClient::Tls(Box::new(TlsClient::new(addr, config.clone())), config),
+        }
+    }
+
+    fn get(&mut self, path: &str) -> Result<Response, HttpError> {
+        match self {
+            AnyClient::Plain(c) => c.get(path),
+            AnyClient::Tls(c, _) => c.get(path),
+        }
+    }
+
+    /// One request on a fresh connection (over TLS: a full handshake each time).
+    fn get_fresh(&self, path: &str) -> Result<Response, HttpError> {
+        match self {
+            AnyClient::Plain(c) => http::get_fresh(c.addr(), path),
+            AnyClient::Tls(c, config) => tls::get_fresh(c.addr(), config, path).map(|(_, r)| r),
+        }
+    }
+
+    /// (connections opened by the keep-alive client, idle ones replaced)
+    fn counts(&self) -> (u64, u64) {
+        match self {
+            AnyClient::Plain(c) => (c.connects, c.replaced_idle),
+            AnyClient::Tls(c, _) => (c.connects, c.replaced_idle),
         }
     }
 }

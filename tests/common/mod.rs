@@ -7,7 +7,8 @@
 //! * [`reload`]: SIGHUP to the main pid and the notify sequence of a successful hand-off.
 //! * [`Story`]: all of the above as an operator's verbs: start with options, load, reload,
 //!   reload that must fail, stop and check that nothing is left.
-//! * [`load::Load`]: concurrent keep-alive and fresh-connection clients checking every body.
+//! * [`load::Load`]: concurrent keep-alive and fresh-connection clients checking every body,
+//!   over TCP or TLS ([`tls`]: a test CA, certificate files, rustls clients).
 //! * [`procs`]: /proc helpers (alive, zombie, children, process group, sockets).
 //!
 //! The test process is a child subreaper ([`reaper`]), as systemd is for a service: successors
@@ -22,6 +23,7 @@ pub mod notify;
 pub mod procs;
 pub mod reaper;
 pub mod story;
+pub mod tls;
 pub mod tmpfs;
 pub mod users;
 
@@ -372,6 +374,11 @@ impl Baton {
             procs::group_members(pgid).is_empty().then_some(())
         });
     }
+}
+
+/// [`reaper::output`], panicking when the command cannot be run.
+pub fn output(cmd: &mut Command) -> std::process::Output {
+    reaper::output(cmd.stdin(Stdio::null())).expect("run the command")
 }
 
 /// How a process ended, readable in assertions.
