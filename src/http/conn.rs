@@ -1,8 +1,10 @@
 //! One connection's task: the TLS handshake on a TLS listener, then serve it, close it when it
 //! stays idle, drain it, close it lingering.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -15,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::body::DrainAware;
+use super::control::ControlHandle;
 use super::io::{Activity, ConnIo, Shared};
 use super::{HttpService, TlsConfig, GOAWAY_WAIT, IDLE_GRACE, LINGER};
 use crate::access_log::PeerAddr;
@@ -115,25 +118,42 @@ impl ConnContext {
         let conn = self.builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);
 
-        // Serving: close a connection that waits too long for a request.
+        // Serving: close a connection that waits too long for a request. Only hyper's connection
+        // is polled on its wake-ups; the timer and the drain notification when they fired.
         let closing = {
-            let mut check = tokio::time::interval(CHECK_EVERY);
+            let mut control = ControlHandle::new();
+            let check = tokio::time::sleep(CHECK_EVERY);
+            tokio::pin!(check);
+            let drain = self.draining.wait_for(|d| *d);
+            tokio::pin!(drain);
             let mut seen_requests = 0;
             let mut waiting_since = Instant::now();
-            loop {
-                tokio::select! {
-                    res = conn.as_mut() => return log_end(res),
-                    _ = self.draining.wait_for(|d| *d) => break Closing::Drain,
-                    now = check.tick() => {
+            let idle_timeout = self.idle_timeout;
+            let closing = std::future::poll_fn(|cx| {
+                if let Some(mut ccx) = control.fired(cx) {
+                    if drain.as_mut().poll(&mut ccx).is_ready() {
+                        return Poll::Ready(Err(Closing::Drain));
+                    }
+                    while check.as_mut().poll(&mut ccx).is_ready() {
+                        let now = check.deadline();
                         let requests = activity.requests.load(Ordering::Relaxed);
-                        if requests != seen_requests || activity.in_flight.load(Ordering::Relaxed) > 0 {
+                        if requests != seen_requests
+                            || activity.in_flight.load(Ordering::Relaxed) > 0
+                        {
                             seen_requests = requests;
                             waiting_since = now;
-                        } else if now.duration_since(waiting_since) >= self.idle_timeout {
-                            break Closing::Idle;
+                        } else if now.duration_since(waiting_since) >= idle_timeout {
+                            return Poll::Ready(Err(Closing::Idle));
                         }
+                        check.as_mut().reset(now + CHECK_EVERY);
                     }
                 }
+                conn.as_mut().poll(cx).map(Ok)
+            })
+            .await;
+            match closing {
+                Ok(res) => return log_end(res),
+                Err(closing) => closing,
             }
         };
 

@@ -38,6 +38,7 @@
 mod accept;
 mod body;
 mod conn;
+mod control;
 mod io;
 
 use std::sync::Arc;
