@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
-use hyper_util::service::TowerToHyperService;
 use tracing::{warn, Instrument};
 
 use crate::access_log::AccessLog;
@@ -302,14 +301,14 @@ where
                 start_serving(
                     &listeners,
                     tls.as_ref(),
-                    TowerToHyperService::new(AccessLog::new(app, generation)),
+                    AccessLog::new(app, generation),
                     &options,
                 )
             } else {
                 start_serving(
                     &listeners,
                     tls.as_ref(),
-                    TowerToHyperService::new(app),
+                    app,
                     &options,
                 )
             };

@@ -7,17 +7,21 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::service::Service;
 use hyper::{Request, Response, Version};
 
 use super::io::Shared;
+use super::BoxError;
 use crate::access_log::PeerAddr;
 
-/// Wraps the application's service for one connection.
+/// Wraps the application's (tower) service for one connection, as the hyper service hyper
+/// calls: per request it clones the application's service, as hyper-util's tower adapter does,
+/// but calls it at once when it is ready (nearly always: a router, a handler), so the request
+/// is not moved through an adapter's state machine first.
 pub(super) struct DrainAware<S, I> {
     pub inner: S,
     pub shared: Arc<Shared<I>>,
@@ -25,15 +29,16 @@ pub(super) struct DrainAware<S, I> {
     pub peer: Option<PeerAddr>,
 }
 
-impl<S, B, I> Service<Request<Incoming>> for DrainAware<S, I>
+impl<S, R, B, I> Service<Request<R>> for DrainAware<S, I>
 where
-    S: Service<Request<Incoming>, Response = Response<B>>,
+    S: tower_service::Service<Request<R>, Response = Response<B>> + Clone,
+    S::Error: Into<BoxError>,
 {
     type Response = Response<TrackedBody<B, I>>;
-    type Error = S::Error;
-    type Future = DrainAwareFuture<S::Future, I>;
+    type Error = BoxError;
+    type Future = DrainAwareFuture<S, Request<R>, I>;
 
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<R>) -> Self::Future {
         if let Some(peer) = self.peer {
             req.extensions_mut().insert(peer);
         }
@@ -44,8 +49,23 @@ where
         }
         activity.requests.fetch_add(1, Ordering::Relaxed);
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut service = self.inner.clone();
+        // tower's contract: poll_ready before call. A service that is not ready yet registered
+        // this no-op waker; the future polls it again with the task's.
+        let state = match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(())) => State::Called {
+                future: service.call(req),
+            },
+            Poll::Ready(Err(e)) => State::Failed {
+                error: Some(e.into()),
+            },
+            Poll::Pending => State::NotReady {
+                service,
+                request: Some(req),
+            },
+        };
         DrainAwareFuture {
-            inner: self.inner.call(req),
+            state,
             in_flight: Some(InFlight(self.shared.clone())),
             h1,
         }
@@ -62,24 +82,58 @@ impl<I> Drop for InFlight<I> {
 }
 
 pin_project_lite::pin_project! {
-    /// The inner service's future, plus the bookkeeping of [`DrainAware`].
-    pub(super) struct DrainAwareFuture<F, I> {
+    /// The application's service for one request: its future once called.
+    #[project = StateProj]
+    enum State<S, R, F> {
+        Called { #[pin] future: F },
+        NotReady { service: S, request: Option<R> },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The application's future, plus the bookkeeping of [`DrainAware`].
+    pub(super) struct DrainAwareFuture<S, R, I>
+    where
+        S: tower_service::Service<R>,
+    {
         #[pin]
-        inner: F,
+        state: State<S, R, S::Future>,
         in_flight: Option<InFlight<I>>,
         h1: bool,
     }
 }
 
-impl<F, B, E, I> Future for DrainAwareFuture<F, I>
+impl<S, R, B, I> Future for DrainAwareFuture<S, R, I>
 where
-    F: Future<Output = Result<Response<B>, E>>,
+    S: tower_service::Service<R, Response = Response<B>>,
+    S::Error: Into<BoxError>,
 {
-    type Output = Result<Response<TrackedBody<B, I>>, E>;
+    type Output = Result<Response<TrackedBody<B, I>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let res = std::task::ready!(this.inner.poll(cx));
+        let mut this = self.project();
+        let res = loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    break std::task::ready!(future.poll(cx)).map_err(Into::into)
+                }
+                StateProj::NotReady { service, request } => {
+                    if let Err(e) = std::task::ready!(service.poll_ready(cx)) {
+                        break Err(e.into());
+                    }
+                    let Some(request) = request.take() else {
+                        return Poll::Pending; // (never: the state changes right below)
+                    };
+                    let future = service.call(request);
+                    this.state.set(State::Called { future });
+                }
+                StateProj::Failed { error } => match error.take() {
+                    Some(e) => break Err(e),
+                    None => return Poll::Pending, // polled again after it failed
+                },
+            }
+        };
         let in_flight = this.in_flight.take();
         Poll::Ready(res.map(|mut res| {
             if let Some(InFlight(shared)) = in_flight.as_ref() {
@@ -124,5 +178,128 @@ impl<B: Body, I> Body for TrackedBody<B, I> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::{Arc, Mutex};
+    use std::task::Wake;
+
+    use super::*;
+
+    /// A service that is not ready until its gate opens (then it wakes whoever polled it).
+    #[derive(Clone, Default)]
+    struct Gate {
+        open: Arc<AtomicBool>,
+        waiting: Arc<Mutex<Option<Waker>>>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl Gate {
+        fn open(&self) {
+            self.open.store(true, Ordering::SeqCst);
+            if let Some(w) = self.waiting.lock().unwrap().take() {
+                w.wake();
+            }
+        }
+    }
+
+    impl tower_service::Service<Request<()>> for Gate {
+        type Response = Response<String>;
+        type Error = std::io::Error;
+        type Future = std::future::Ready<Result<Response<String>, std::io::Error>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            if self.open.load(Ordering::SeqCst) {
+                return Poll::Ready(Ok(()));
+            }
+            *self.waiting.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+
+        fn call(&mut self, req: Request<()>) -> Self::Future {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(Response::new(req.uri().path().to_owned())))
+        }
+    }
+
+    #[derive(Default)]
+    struct Woken(AtomicUsize);
+
+    impl Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn wrap(gate: &Gate) -> (DrainAware<Gate, ()>, Arc<Shared<()>>) {
+        let shared = Shared::new();
+        let service = DrainAware {
+            inner: gate.clone(),
+            shared: shared.clone(),
+            peer: None,
+        };
+        (service, shared)
+    }
+
+    #[test]
+    fn a_ready_service_is_called_at_once() {
+        let gate = Gate::default();
+        gate.open();
+        let (service, shared) = wrap(&gate);
+        let fut = service.call(Request::builder().uri("/a").body(()).unwrap());
+        assert_eq!(gate.calls.load(Ordering::SeqCst), 1, "called by call()");
+        assert_eq!(shared.activity.in_flight.load(Ordering::SeqCst), 1);
+        let mut fut = std::pin::pin!(fut);
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(Ok(res)) = fut.as_mut().poll(&mut cx) else {
+            panic!("a ready service answers on the first poll");
+        };
+        assert_eq!(res.into_body().inner, "/a");
+        assert_eq!(shared.activity.requests.load(Ordering::SeqCst), 1);
+        assert_eq!(shared.activity.in_flight.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_service_not_ready_is_polled_with_the_task_waker_and_called_once_ready() {
+        let gate = Gate::default();
+        let (service, shared) = wrap(&gate);
+        let fut = service.call(Request::builder().uri("/b").body(()).unwrap());
+        assert_eq!(
+            gate.calls.load(Ordering::SeqCst),
+            0,
+            "not called before it is ready"
+        );
+        let mut fut = std::pin::pin!(fut);
+        let woken = Arc::new(Woken::default());
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(woken.0.load(Ordering::SeqCst), 0);
+        gate.open();
+        assert_eq!(
+            woken.0.load(Ordering::SeqCst),
+            1,
+            "the task's waker, not the no-op one, was registered"
+        );
+        let Poll::Ready(Ok(res)) = fut.as_mut().poll(&mut cx) else {
+            panic!("answered once ready");
+        };
+        assert_eq!(gate.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(res.into_body().inner, "/b");
+        assert_eq!(shared.activity.in_flight.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_request_dropped_while_the_service_is_not_ready_leaves_nothing_in_flight() {
+        let gate = Gate::default();
+        let (service, shared) = wrap(&gate);
+        let fut = service.call(Request::builder().uri("/c").body(()).unwrap());
+        assert_eq!(shared.activity.in_flight.load(Ordering::SeqCst), 1);
+        drop(fut);
+        assert_eq!(shared.activity.in_flight.load(Ordering::SeqCst), 0);
+        assert_eq!(gate.calls.load(Ordering::SeqCst), 0);
     }
 }

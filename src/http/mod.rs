@@ -45,7 +45,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
-use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -94,10 +93,11 @@ impl Default for Options {
 /// Errors a service or body may return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A hyper service baton can serve: what [`start`] accepts (the library wraps tower services).
-/// Implemented for every hyper service that fits.
+/// A service baton can serve: what [`start`] accepts. A tower service (an axum `Router`, a
+/// `tower::Service`) answering requests with an `http_body::Body`; baton adapts it to hyper
+/// itself (see `body::DrainAware`). Implemented for every service that fits.
 pub trait HttpService:
-    Service<
+    tower_service::Service<
         Request<Incoming>,
         Response = Response<Self::Body>,
         Future: Send + 'static,
@@ -112,7 +112,7 @@ pub trait HttpService:
 
 impl<S, B> HttpService for S
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
