@@ -4,45 +4,110 @@
 //! (strace timestamps of marker syscalls over some reloads).
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use crate::common::{http, procs, Sandbox};
+use crate::common::{http, procs, tls, Sandbox};
 use crate::peers::{self, Reloadable};
 use crate::{log, stats, Bench, Stats};
 
 const SERVERS: [&str; 3] = ["baton", "bare", "nginx"];
 type Counts = BTreeMap<String, f64>;
 
-/// Starts `server` under `wrap` (which writes `out`), sends `n` GETs on 4 keep-alive connections,
-/// stops it with SIGTERM, and returns what the tool wrote.
-fn run_under(b: &Bench, server: &str, wrap: &[String], out: &str, n: u64) -> String {
+/// The certificate both servers present in the TLS counts, and a client trusting it.
+pub struct Tls {
+    leaf: tls::Leaf,
+    client: Arc<rustls::ClientConfig>,
+}
+
+impl Tls {
+    fn new() -> Tls {
+        let ca = tls::Ca::new();
+        Tls {
+            leaf: ca.leaf(1),
+            client: ca.client_config(&[b"http/1.1"]),
+        }
+    }
+
+    /// The pair installed in `sb` as `tls/cert.pem` and `tls/key.pem`.
+    fn install(&self, sb: &Sandbox) -> (PathBuf, PathBuf) {
+        let (cert, key) = (sb.path("tls/cert.pem"), sb.path("tls/key.pem"));
+        std::fs::create_dir_all(sb.path("tls")).expect("tls dir");
+        self.leaf.install(&cert, &key);
+        (cert, key)
+    }
+}
+
+/// Starts `server` under `wrap` (which writes `out`), sends `n` GETs on 4 keep-alive connections
+/// (over TLS with `tls`), stops it with SIGTERM, and returns what the tool wrote.
+fn run_under(
+    b: &Bench,
+    server: &str,
+    tls: Option<&Arc<Tls>>,
+    wrap: &[String],
+    out: &str,
+    n: u64,
+) -> String {
     let (sb, cpus) = (Sandbox::new(), &b.server_cpus);
     let (mut story, mut other) = (None, None);
-    let addr = match server {
-        "baton" => {
+    let addr = match (server, tls) {
+        ("baton", None) => {
             let wrap: Vec<&str> = wrap.iter().map(String::as_str).collect();
             story.insert(b.baton(&wrap)).sb.addr()
         }
-        "bare" => {
+        ("baton", Some(t)) => {
+            let (wrap, t) = (wrap.to_vec(), t.clone());
+            let config = move |sb: &Sandbox| {
+                let (cert, key) = t.install(sb);
+                let mut c = sb.config(crate::BODY);
+                c["listen"] = json!([format!("https://{}", sb.listen())]);
+                (c["tls_cert"], c["tls_key"]) = (json!(cert), json!(key));
+                c
+            };
+            let wrap: Vec<&str> = wrap.iter().map(String::as_str).collect();
+            story.insert(b.baton_with(&wrap, config)).sb.addr()
+        }
+        ("bare", _) => {
             other = Some(peers::bare(&sb, &b.a.bare, cpus, wrap));
             sb.addr()
         }
-        _ => {
+        (_, None) => {
             other = Some(peers::nginx(&sb, 0, cpus, wrap));
             sb.addr()
         }
+        (_, Some(t)) => {
+            let (cert, key) = t.install(&sb);
+            other = Some(peers::nginx_tls(&sb, (&cert, &key), cpus, wrap));
+            sb.addr()
+        }
     };
-    let client = move |i: u64| {
-        let mut c = http::Client::new(addr);
-        (0..n / 4 + u64::from(i < n % 4)).all(|_| c.get("/").is_ok_and(|r| r.status == 200))
-    };
-    let clients: Vec<_> = (0..4).map(|i| thread::spawn(move || client(i))).collect();
+    let per_conn = move |i: u64| n / 4 + u64::from(i < n % 4);
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let tls = tls.map(|t| t.client.clone());
+            thread::spawn(move || match tls {
+                None => {
+                    let mut c = http::Client::new(addr);
+                    (0..per_conn(i)).all(|_| c.get("/").is_ok_and(|r| r.status == 200))
+                }
+                Some(config) => {
+                    let mut c = tls::TlsClient::new(addr, config);
+                    let ok = (0..per_conn(i)).all(|_| c.get("/").is_ok_and(|r| r.status == 200));
+                    ok && c.connects <= 1
+                }
+            })
+        })
+        .collect();
     let ok = clients.into_iter().all(|c| c.join().unwrap_or(false));
-    assert!(ok, "{server}: a request failed");
+    assert!(
+        ok,
+        "{server}: a request failed (or a connection was not kept alive)"
+    );
     if let Some(s) = &mut story {
         s.stop();
     }
@@ -58,28 +123,35 @@ fn run_under(b: &Bench, server: &str, wrap: &[String], out: &str, n: u64) -> Str
     std::fs::read_to_string(out).unwrap_or_else(|e| panic!("{out}: {e}"))
 }
 
-/// Each server under `tool` ({out}: its output file), `--requests` GETs minus none, per request,
-/// `--runs` times; `parse` reads the tool's counts ("total" and any others).
+/// Each of `servers` under `tool` ({out}: its output file), `--requests` GETs minus `base`
+/// (0, or with TLS a tenth, which takes the 4 handshakes out), per request, `--runs` times;
+/// `parse` reads the tool's counts ("total" and any others).
 fn per_request(
     b: &Bench,
     what: &str,
+    (servers, tls): (&[&'static str], Option<&Arc<Tls>>),
     tool: &[&str],
     parse: fn(&str) -> Counts,
 ) -> BTreeMap<&'static str, Vec<Counts>> {
     // kept beside results.json, e.g. for callgrind_annotate
     let (n, dir) = (b.a.requests, b.a.out.with_file_name("counts"));
+    let base = if tls.is_some() { n / 10 } else { 0 };
     std::fs::create_dir_all(&dir).expect("counts dir");
     let mut got: BTreeMap<_, Vec<_>> = BTreeMap::new();
     for run in 1..=b.a.runs {
-        for server in SERVERS {
-            let [none, all] = [0, n].map(|k| {
+        for &server in servers {
+            let [none, all] = [base, n].map(|k| {
                 let out = dir.join(format!("{what}-{server}-{run}-{k}"));
                 let out = out.display().to_string();
                 let wrap: Vec<String> = tool.iter().map(|t| t.replace("{out}", &out)).collect();
-                parse(&run_under(b, server, &wrap, &out, k))
+                parse(&run_under(b, server, tls, &wrap, &out, k))
             });
-            let per =
-                |(k, v): (&String, &f64)| (k.clone(), (v - none.get(k).unwrap_or(&0.0)) / n as f64);
+            let per = |(k, v): (&String, &f64)| {
+                (
+                    k.clone(),
+                    (v - none.get(k).unwrap_or(&0.0)) / (n - base) as f64,
+                )
+            };
             let per: Counts = all.iter().map(per).collect();
             let total = per.get("total").copied().unwrap_or(f64::NAN);
             log(&format!(
@@ -91,22 +163,54 @@ fn per_request(
     got
 }
 
+/// callgrind's total `Ir`.
+fn callgrind_total(text: &str) -> Counts {
+    let total = text
+        .lines()
+        .find_map(|l| l.strip_prefix("summary:").or(l.strip_prefix("totals:")));
+    let total = total
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(f64::NAN);
+    BTreeMap::from([("total".into(), total)])
+}
+
+const CALLGRIND: [&str; 3] = ["valgrind", "--tool=callgrind", "--callgrind-out-file={out}"];
+
+/// User-space instructions per keep-alive request over TLS (HTTP/1.1, the same ECDSA P-256
+/// certificate, the client's TLS 1.3 offer): baton and nginx, N requests minus N/10 on the same
+/// 4 connections (the handshakes cancel out).
+pub fn tls_instructions(b: &mut Bench) {
+    let (n, runs) = (b.a.requests, b.a.runs);
+    log(&format!(
+        "tls-instructions: {n} minus {} keep-alive GETs over TLS on 4 connections, callgrind, {runs} runs",
+        n / 10
+    ));
+    let t = Arc::new(Tls::new());
+    let servers = (&["baton", "nginx"][..], Some(&t));
+    let got = per_request(b, "tls-instructions", servers, &CALLGRIND, callgrind_total);
+    let s = |k: &str| stats(got[k].iter().map(|m| m["total"]).collect());
+    let (bt, ng) = (s("baton"), s("nginx"));
+    let show = |s: &Stats| format!("{:.0} ({:.0}-{:.0})", s.median, s.min, s.max);
+    let x = format!("{:.3}x nginx", bt.median / ng.median);
+    let m = "user-space instructions per request over TLS, median (min-max)";
+    b.row(m, &show(&bt), &format!("nginx {}", show(&ng)), &x, None);
+    b.details
+        .insert("tls_instructions_per_request".into(), json!(got));
+}
+
 /// User-space instructions per request under callgrind: median and spread of the runs, ratios.
 pub fn instructions(b: &mut Bench) {
     let (n, runs) = (b.a.requests, b.a.runs);
     log(&format!(
         "instructions: {n} keep-alive GETs on 4 connections minus none, callgrind, {runs} runs"
     ));
-    let tool = ["valgrind", "--tool=callgrind", "--callgrind-out-file={out}"];
-    let got = per_request(b, "instructions", &tool, |text| {
-        let total = text
-            .lines()
-            .find_map(|l| l.strip_prefix("summary:").or(l.strip_prefix("totals:")));
-        let total = total
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(f64::NAN);
-        BTreeMap::from([("total".into(), total)])
-    });
+    let got = per_request(
+        b,
+        "instructions",
+        (&SERVERS, None),
+        &CALLGRIND,
+        callgrind_total,
+    );
     let s = |k: &str| stats(got[k].iter().map(|m| m["total"]).collect());
     let (bt, bh, ng) = (s("baton"), s("bare"), s("nginx"));
     let show = |s: &Stats| format!("{:.0} ({:.0}-{:.0})", s.median, s.min, s.max);
@@ -131,6 +235,7 @@ pub fn syscalls(b: &mut Bench) {
     let got = per_request(
         b,
         "syscalls",
+        (&SERVERS, None),
         &["strace", "-f", "-c", "-o", "{out}"],
         |text| {
             // % time, seconds, usecs/call, calls, [errors,] syscall

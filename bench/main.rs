@@ -20,8 +20,9 @@ use peers::{ms, Noise, Reloadable, Wrk, WrkReport};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-const BODY: &str = "Hello, world!";
-const ALL: &str = "idle,throughput,reloads,h2,leak,instructions,syscalls,handoff-breakdown";
+pub const BODY: &str = "Hello, world!";
+const ALL: &str =
+    "idle,throughput,reloads,h2,leak,instructions,tls-instructions,syscalls,handoff-breakdown";
 const MS: fn(u64) -> Duration = Duration::from_millis;
 
 /// The options bench/run passes on (its header lists them) and `BENCH_DURATION`.
@@ -178,6 +179,11 @@ impl Bench {
 
     /// A baton line serving `BODY` on the server CPUs, under `wrap` (strace, valgrind) if any.
     pub fn baton(&self, wrap: &[&str]) -> Story {
+        self.baton_with(wrap, |sb| sb.config(BODY))
+    }
+
+    /// [`Bench::baton`] with a config of its own.
+    pub fn baton_with(&self, wrap: &[&str], config: impl Fn(&Sandbox) -> Value + 'static) -> Story {
         let cpus = self.server_cpus.clone();
         let wrap: Vec<String> = wrap.iter().map(|s| s.to_string()).collect();
         let command = move |sb: &Sandbox| {
@@ -191,7 +197,7 @@ impl Bench {
             cmd.args(&argv[1..]).arg("--config").arg(sb.config_path());
             peers::pinned(cmd, &cpus)
         };
-        Options::new(BODY).command(command).start()
+        Options::new(BODY).config(config).command(command).start()
     }
 
     fn wrk(&self, port: u16, secs: u64, fresh: bool, count: bool) -> Wrk {
@@ -669,6 +675,9 @@ fn main() {
         }
         if has(&bench, "instructions") {
             counts::instructions(&mut bench);
+        }
+        if has(&bench, "tls-instructions") {
+            counts::tls_instructions(&mut bench);
         }
         if has(&bench, "syscalls") {
             counts::syscalls(&mut bench);

@@ -87,12 +87,28 @@ pub fn bare(sb: &Sandbox, exe: &Path, cpus: &[usize], wrap: &[String]) -> Baton 
 /// unlimited keep-alive; `workers` worker processes, or with 0 none (`master_process off`: one
 /// process serves, so callgrind and strace see all of it).
 pub fn nginx(sb: &Sandbox, workers: usize, cpus: &[usize], wrap: &[String]) -> Baton {
-    nginx_listening(sb, workers, cpus, wrap, "")
+    nginx_listening(sb, workers, cpus, wrap, "", "")
+}
+
+/// [`nginx`] over TLS with the certificate and key at `cert` and `key` (nginx's defaults
+/// otherwise: TLS 1.2 and 1.3).
+pub fn nginx_tls(
+    sb: &Sandbox,
+    (cert, key): (&Path, &Path),
+    cpus: &[usize],
+    wrap: &[String],
+) -> Baton {
+    let files = format!(
+        "ssl_certificate {}; ssl_certificate_key {};",
+        cert.display(),
+        key.display()
+    );
+    nginx_listening(sb, 0, cpus, wrap, " ssl", &files)
 }
 
 /// [`nginx`] speaking HTTP/2 without TLS (h2c, prior knowledge: `listen … http2`).
 pub fn nginx_h2(sb: &Sandbox, workers: usize, cpus: &[usize]) -> Baton {
-    nginx_listening(sb, workers, cpus, &[], " http2")
+    nginx_listening(sb, workers, cpus, &[], " http2", "")
 }
 
 fn nginx_listening(
@@ -101,6 +117,7 @@ fn nginx_listening(
     cpus: &[usize],
     wrap: &[String],
     listen_flags: &str,
+    server: &str,
 ) -> Baton {
     let d = sb.path("nginx").display().to_string();
     std::fs::create_dir_all(&d).expect("nginx dir");
@@ -116,7 +133,7 @@ fn nginx_listening(
         "worker_processes {n}; {single} pid {d}/nginx.pid; error_log {d}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{ access_log off; keepalive_requests 100000000; keepalive_timeout 75s; {temp}
-  server {{ listen {listen}{listen_flags}; location / {{ default_type text/plain; return 200 \"Hello, world!\"; }} }} }}\n"
+  server {{ listen {listen}{listen_flags}; {server} location / {{ default_type text/plain; return 200 \"Hello, world!\"; }} }} }}\n"
     );
     std::fs::write(format!("{d}/nginx.conf"), conf).expect("nginx.conf");
     let (prefix, conf) = (format!("{d}/"), format!("{d}/nginx.conf"));
