@@ -262,6 +262,78 @@ fn sigterm_at_any_point_of_a_hand_off_stops_the_whole_line() {
     );
 }
 
+/// A supervisor that follows one pid (or systemd with `KillMode=mixed`) stops the `MAINPID` it
+/// was told: after `MAINPID=<successor>` that is the successor, which may not be promoted yet.
+#[test]
+fn sigterm_to_the_announced_successor_before_its_promotion_stops_the_whole_line() {
+    let _heavy = common::heavy();
+    let trials = 5;
+    let mut timings = Vec::new();
+    for trial in 0..trials {
+        let mut s = Options::new("steady")
+            .args(&["--child-timeout", "5s", "--shutdown-timeout", "3s"])
+            .hold_barriers(Duration::from_millis(300))
+            .start();
+        let (sb, baton) = (&s.sb, &mut s.baton);
+        assert_serves(sb, "steady");
+        let old = baton.pid;
+        let from = sb.notify.len();
+        assert!(procs::kill(old, Signal::SIGHUP));
+        let successor = sb
+            .notify
+            .wait_for_after(from, DEADLINE, "MAINPID=<successor>", |n| {
+                n.pid == old && n.mainpid().is_some_and(|p| p != old)
+            })
+            .mainpid()
+            .expect("a MAINPID");
+        // The barrier is held 300 ms: the successor is announced, not promoted.
+        let stop_at = Instant::now();
+        assert!(procs::kill(successor, Signal::SIGTERM));
+        let status = baton.wait_exit(DEADLINE);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "trial {trial}: exit {}; log:\n{}",
+            common::describe(status),
+            baton.log()
+        );
+        assert!(
+            baton.wait_group_gone(DEADLINE),
+            "trial {trial}: left behind: {:?}; log:\n{}",
+            baton.members(),
+            baton.log()
+        );
+        timings.push(stop_at.elapsed());
+        let told = sb.notify.all()[from..].to_vec();
+        let said =
+            |what: &dyn Fn(&common::notify::Notification) -> bool| told.iter().position(what);
+        assert_eq!(
+            said(&|n| n.has("READY=1")),
+            None,
+            "trial {trial}: the stop was lost, something serves on: {told:?}"
+        );
+        let reclaimed = said(&|n| n.pid == old && n.mainpid() == Some(old));
+        let stopping = said(&|n| n.pid == old && n.has("STOPPING=1"));
+        assert!(
+            reclaimed.is_some() && stopping.is_some() && reclaimed < stopping,
+            "trial {trial}: the old process must say MAINPID=<own> then STOPPING=1: {told:?}"
+        );
+        assert!(
+            procs::listening_inodes_on_port(sb.port).is_empty(),
+            "trial {trial}: still listening after the successor's SIGTERM"
+        );
+        assert!(
+            baton.log().contains("a stop passed on by the successor"),
+            "{}",
+            baton.log()
+        );
+    }
+    let (median, max) = common::median_max(timings);
+    println!(
+        "{trials} SIGTERMs to the announced, unpromoted successor: the whole line gone in median {median:?}, max {max:?}"
+    );
+}
+
 #[test]
 fn without_a_notify_socket_a_killed_successor_never_leaves_nothing_serving() {
     let _heavy = common::heavy();

@@ -482,6 +482,14 @@ impl Predecessor {
         }
     }
 
+    /// Tell the predecessor, before it promoted us, that we were told to stop: it stops too.
+    pub async fn stopping(mut self) -> io::Result<()> {
+        self.write
+            .write_all(&protocol::encode_line(&ChildMessage::Stopping))
+            .await?;
+        self.write.shutdown().await
+    }
+
     /// Tell the predecessor we serve as main (after `READY=1`); it stops accepting and retires.
     pub async fn confirm(mut self) -> io::Result<()> {
         self.write

@@ -126,6 +126,8 @@ pub enum SuccessorEvent {
     /// It serves as main (`confirmed`, or a version-1 successor that closed after `promoted` and
     /// lives on).
     Confirmed,
+    /// It was told to stop before it was confirmed (`stopping`): the stop is the service's.
+    Stopping,
     /// It is gone, or broke the protocol: the hand-off failed.
     Lost(String),
 }
@@ -138,8 +140,8 @@ impl ReadySuccessor {
             .await
     }
 
-    /// The next thing the successor does on the connection. Before `promoted` any event is a
-    /// loss (a successor says nothing between `ready` and `promoted`).
+    /// The next thing the successor does on the connection. Before `promoted` any event but
+    /// `stopping` is a loss (a successor says nothing else between `ready` and `promoted`).
     pub async fn next_event(&mut self, promoted: bool) -> SuccessorEvent {
         let mut line = Vec::new();
         let read = (&mut self.read)
@@ -158,6 +160,7 @@ impl ReadySuccessor {
             )),
             Ok(_) => match protocol::parse_line::<ChildMessage>(&line, "child message") {
                 Ok(Some(ChildMessage::Confirmed)) if promoted => SuccessorEvent::Confirmed,
+                Ok(Some(ChildMessage::Stopping)) => SuccessorEvent::Stopping,
                 _ => SuccessorEvent::Lost(format!(
                     "successor {} sent {} out of turn",
                     self.pid,

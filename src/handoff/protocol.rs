@@ -79,6 +79,10 @@ pub enum ChildMessage {
     GetState,
     /// Version 2, after `promoted`: it told the service manager `READY=1` and serves as main.
     Confirmed,
+    /// Version 2, between `ready` and its confirmation: it was told to stop (`SIGTERM`,
+    /// `SIGINT`, or its application) and drains. The stop is meant for the whole service: a
+    /// manager that follows one pid sends it to the announced `MAINPID`, the child.
+    Stopping,
 }
 
 /// A line the parent sends on the hand-off connection.
@@ -390,6 +394,10 @@ mod tests {
         assert_eq!(
             encode_line(&ChildMessage::Confirmed),
             b"{\"event\":\"confirmed\"}\n"
+        );
+        assert_eq!(
+            encode_line(&ChildMessage::Stopping),
+            b"{\"event\":\"stopping\"}\n"
         );
         assert_eq!(
             parse_line::<ParentMessage>(b"{\"event\":\"prom", "x").unwrap(),

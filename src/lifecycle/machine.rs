@@ -13,7 +13,9 @@
 //!    says `MAINPID=<own>` again *before* the successor is reaped, then `READY=1` +
 //!    `STATUS=reload failed: …`.
 //! 4. **A stop is honoured at any point.** `SIGTERM`/`SIGINT` during a hand-off ends the
-//!    successor too (it may already serve, so it gets to drain), and the old process stops.
+//!    successor too (it may already serve, so it gets to drain), and the old process stops. A
+//!    successor stopped before it is main passes the stop on to its predecessor (a manager that
+//!    follows one pid stops the announced `MAINPID`, the successor), which stops as well.
 //! 5. **A successor is quiet until promoted.** It drops a plain `SIGHUP` (meant for its
 //!    predecessor), keeps a `baton reload` request (someone waits for its answer) for once it is
 //!    main, and sends `READY=1` only once promoted (or once its predecessor is gone), before
@@ -36,6 +38,8 @@ pub enum StopReason {
     Sigint,
     /// The application's graceful-shutdown future resolved.
     Requested,
+    /// (Predecessor) the successor was stopped before it was main, and passed the stop on.
+    SuccessorStopped,
 }
 
 impl std::fmt::Display for StopReason {
@@ -44,6 +48,7 @@ impl std::fmt::Display for StopReason {
             StopReason::Sigterm => "SIGTERM",
             StopReason::Sigint => "SIGINT",
             StopReason::Requested => "shutdown requested",
+            StopReason::SuccessorStopped => "a stop passed on by the successor",
         })
     }
 }
@@ -86,6 +91,8 @@ pub enum Step {
     Announced,
     /// The successor confirmed it serves as main.
     Confirmed,
+    /// The successor was stopped before its confirmation (`stopping`): the stop is the service's.
+    SuccessorStopped,
     /// The hand-off failed at some step.
     Failed {
         /// Why, one line.
@@ -133,6 +140,8 @@ pub enum Action {
     AbortHandoff,
     /// (Successor) tell the predecessor we serve as main.
     ConfirmPromotion,
+    /// (Successor, before it is main) tell the predecessor we were stopped, so that it stops too.
+    PassStopOn,
     /// Record a hand-off's outcome.
     WriteStatus(Outcome),
     /// Write the PID file: we are main.
@@ -315,7 +324,14 @@ impl Machine {
             }
 
             // --- stopping, from wherever a stop is not a hand-off
-            (State::Successor | State::Main, Input::Stop(why)) => {
+            (State::Successor, Input::Stop(why)) => {
+                info!(reason = %why, "stopping before this process became main; passing the stop on to the predecessor");
+                self.state = State::Stopping;
+                let mut actions = vec![A::PassStopOn];
+                actions.extend(self.stop_actions());
+                actions
+            }
+            (State::Main, Input::Stop(why)) => {
                 info!(reason = %why, "stopping");
                 self.state = State::Stopping;
                 self.stop_actions()
@@ -366,6 +382,9 @@ impl Machine {
                     successor,
                 };
                 vec![A::PauseAccepting, A::Promote]
+            }
+            (_, Step::SuccessorStopped, _) => {
+                self.handle(Input::Stop(StopReason::SuccessorStopped))
             }
             (Stage::Promoting, Step::Confirmed, Some(successor)) => {
                 info!(successor, "hand-off done; retiring");
@@ -762,12 +781,39 @@ mod tests {
     }
 
     #[test]
-    fn a_successor_stopped_before_promotion_just_stops() {
+    fn a_successor_stopped_before_promotion_passes_the_stop_on_and_stops() {
         let mut m = Machine::successor(NEXT, "s".into());
         let actions = m.handle(Input::Stop(StopReason::Sigterm));
+        assert_eq!(actions.first(), Some(&A::PassStopOn));
         assert_eq!(actions.last(), Some(&A::Drain { stop: true }));
         assert!(!actions.contains(&A::ConfirmPromotion));
         assert_eq!(m.handle(Input::Promoted), vec![]);
+    }
+
+    #[test]
+    fn a_stop_passed_on_by_the_successor_stops_the_predecessor_as_its_own_would() {
+        for stage in [Stage::Announcing, Stage::Promoting] {
+            let mut m = at(stage);
+            let passed_on = m.handle(Input::Handoff {
+                attempt: 1,
+                step: Step::SuccessorStopped,
+            });
+            let mut own = at(stage);
+            let sigterm = own.handle(Input::Stop(StopReason::Sigterm));
+            assert_eq!(m.state(), State::Stopping, "{stage:?}");
+            assert_eq!(passed_on.len(), sigterm.len(), "{stage:?}");
+            assert_eq!(
+                passed_on.first(),
+                Some(&A::Notify(Event::MainPid(OWN))),
+                "{stage:?}: MAINPID=<own> before the successor is reaped"
+            );
+            assert!(passed_on.contains(&A::AbortHandoff), "{stage:?}");
+            assert_eq!(
+                passed_on.last(),
+                Some(&A::Drain { stop: true }),
+                "{stage:?}"
+            );
+        }
     }
 
     #[test]
@@ -813,6 +859,7 @@ mod tests {
             on(Step::Ready { pid: NEXT }),
             on(Step::Announced),
             on(Step::Confirmed),
+            on(Step::SuccessorStopped),
             failed("x"),
             Input::Promoted,
             Input::PredecessorGone,
@@ -880,6 +927,9 @@ mod tests {
                             if matches!(before, State::Retiring | State::Stopping) {
                                 assert!(actions.is_empty(), "{before:?} + {input:?}: {actions:?}");
                             }
+                            if actions.contains(&A::PassStopOn) {
+                                assert_eq!(before, State::Successor, "a stop passed on by a main");
+                            }
                             if actions.contains(&A::RefreshStatus) {
                                 assert_eq!(before, State::Main, "status refreshed out of turn");
                             }
@@ -895,6 +945,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 5 * 11 * 11 * 11);
+        assert_eq!(checked, 5 * 12 * 12 * 12);
     }
 }

@@ -33,6 +33,8 @@ pub(crate) use machine::{Action, Input, Machine, Outcome, Step, StopReason};
 
 /// How long to wait for systemd to confirm it processed `MAINPID=`.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a successor stopped before it is main waits to have told its predecessor.
+const PASS_STOP_ON_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a serving main process refreshes `STATUS=` (only when the count of open
 /// connections changed, and only under a service manager).
 const STATUS_EVERY: Duration = Duration::from_secs(5);
@@ -83,7 +85,10 @@ pub(crate) struct ProcessWorld {
     inputs_tx: mpsc::UnboundedSender<Input>,
     handoff: Option<mpsc::UnboundedSender<Command>>,
     ending: Vec<JoinHandle<()>>,
-    confirm: Option<oneshot::Sender<()>>,
+    /// (Successor, until it is main) what to tell the predecessor.
+    to_predecessor: Option<oneshot::Sender<ToPredecessor>>,
+    /// (Successor) the task that follows the predecessor.
+    following: Option<JoinHandle<()>>,
     requested_usec: u64,
     /// A `baton reload` request arrived before this world existed.
     queued: bool,
@@ -125,6 +130,14 @@ pub(crate) struct Parts {
     pub(crate) signals: Signals,
 }
 
+/// What a successor's driver has the task that follows its predecessor say.
+enum ToPredecessor {
+    /// `confirmed`: we serve as main.
+    Confirm,
+    /// `stopping`: we were stopped before we were main.
+    Stopping,
+}
+
 /// What the driver tells a hand-off task.
 enum Command {
     Promote,
@@ -135,11 +148,13 @@ impl ProcessWorld {
     /// Install the signal handlers and, for a successor, start listening to the predecessor.
     pub(crate) fn new(parts: Parts, predecessor: Option<Predecessor>) -> Self {
         let (inputs_tx, inputs) = mpsc::unbounded_channel();
-        let mut confirm = None;
+        let (mut to_predecessor, mut following) = (None, None);
         if let Some(predecessor) = predecessor {
             let (tx, rx) = oneshot::channel();
-            confirm = Some(tx);
-            tokio::spawn(follow_predecessor(predecessor, rx, inputs_tx.clone()).in_current_span());
+            to_predecessor = Some(tx);
+            following = Some(tokio::spawn(
+                follow_predecessor(predecessor, rx, inputs_tx.clone()).in_current_span(),
+            ));
         }
         ProcessWorld {
             settings: parts.settings,
@@ -166,7 +181,8 @@ impl ProcessWorld {
             inputs_tx,
             handoff: None,
             ending: Vec::new(),
-            confirm,
+            to_predecessor,
+            following,
             requested_usec: 0,
             queued: reload::has_pending_requests(),
             retiring_for: None,
@@ -305,9 +321,17 @@ impl World for ProcessWorld {
                 self.command(Command::Abort);
                 self.handoff = None;
             }
-            Action::ConfirmPromotion => {
-                if let Some(confirm) = self.confirm.take() {
-                    let _ = confirm.send(());
+            Action::ConfirmPromotion => self.tell_predecessor(ToPredecessor::Confirm),
+            Action::PassStopOn => {
+                self.tell_predecessor(ToPredecessor::Stopping);
+                // Said before this process can end (a quick drain would exit first).
+                if let Some(task) = self.following.take() {
+                    if tokio::time::timeout(PASS_STOP_ON_TIMEOUT, task)
+                        .await
+                        .is_err()
+                    {
+                        warn!("could not pass the stop on to the predecessor in time");
+                    }
                 }
             }
             Action::WriteStatus(outcome) => self.write_status(outcome),
@@ -326,6 +350,12 @@ impl World for ProcessWorld {
 }
 
 impl ProcessWorld {
+    fn tell_predecessor(&mut self, what: ToPredecessor) {
+        if let Some(tx) = self.to_predecessor.take() {
+            let _ = tx.send(what);
+        }
+    }
+
     fn command(&self, command: Command) {
         if let Some(tx) = &self.handoff {
             let _ = tx.send(command);
@@ -401,6 +431,10 @@ impl HandoffTask {
                         report(Step::Confirmed);
                         return; // the successor is main; dropping its handle leaves it running
                     }
+                    SuccessorEvent::Stopping => {
+                        report(Step::SuccessorStopped);
+                        break;
+                    }
                     SuccessorEvent::Lost(reason) => {
                         failed(reason);
                         break;
@@ -408,26 +442,36 @@ impl HandoffTask {
                 },
             }
         }
-        // Failed: the driver reclaims MAINPID= first, then tells us to end (and reap) it.
+        // Failed or stopped: the driver reclaims MAINPID= first, then tells us to end (and reap)
+        // it.
         while let Some(Command::Promote) = commands.recv().await {}
         successor.end(self.grace).await;
     }
 }
 
 /// A successor's side: wait for `promoted` (or the predecessor hanging up), then confirm once
-/// the driver has said `READY=1`.
+/// the driver has said `READY=1`; or, stopped before that, pass the stop on.
 async fn follow_predecessor(
     mut predecessor: Predecessor,
-    confirm: oneshot::Receiver<()>,
+    mut told: oneshot::Receiver<ToPredecessor>,
     inputs: mpsc::UnboundedSender<Input>,
 ) {
-    match predecessor.promotion().await {
+    let promotion = tokio::select! {
+        promotion = predecessor.promotion() => promotion,
+        // Before the promotion the driver can only pass a stop on (or be gone: the process ends).
+        what = &mut told => return pass_stop_on(predecessor, what).await,
+    };
+    match promotion {
         Ok(Promotion::Promoted) => {
             let _ = inputs.send(Input::Promoted);
-            if confirm.await.is_ok() {
-                if let Err(e) = predecessor.confirm().await {
-                    warn!(error = %e, "could not confirm the promotion to the predecessor");
+            // A stop the driver took before `Input::Promoted` is passed on even now.
+            match told.await {
+                Ok(ToPredecessor::Confirm) => {
+                    if let Err(e) = predecessor.confirm().await {
+                        warn!(error = %e, "could not confirm the promotion to the predecessor");
+                    }
                 }
+                what => pass_stop_on(predecessor, what).await,
             }
         }
         Ok(Promotion::Gone) => {
@@ -436,6 +480,17 @@ async fn follow_predecessor(
         Err(e) => {
             warn!(error = %e, "hand-off connection failed before promotion; serving on as main");
             let _ = inputs.send(Input::PredecessorGone);
+        }
+    }
+}
+
+async fn pass_stop_on(
+    predecessor: Predecessor,
+    what: Result<ToPredecessor, oneshot::error::RecvError>,
+) {
+    if let Ok(ToPredecessor::Stopping) = what {
+        if let Err(e) = predecessor.stopping().await {
+            warn!(error = %e, "could not pass the stop on to the predecessor");
         }
     }
 }
