@@ -215,13 +215,10 @@ pub fn instructions(b: &mut Bench) {
     let (bt, bh, ng) = (s("baton"), s("bare"), s("nginx"));
     let show = |s: &Stats| format!("{:.0} ({:.0}-{:.0})", s.median, s.min, s.max);
     let peer = format!("bare hyper {}, nginx {}", show(&bh), show(&ng));
-    let x = format!(
-        "{:.3}x hyper, {:.3}x nginx",
-        bt.median / bh.median,
-        bt.median / ng.median
-    );
+    let (xh, xn) = (bt.median / bh.median, bt.median / ng.median);
+    let x = format!("{xh:.3}x hyper, {xn:.3}x nginx / < 1x both");
     let m = "user-space instructions per request, median (min-max)";
-    b.row(m, &show(&bt), &peer, &x, None);
+    b.row(m, &show(&bt), &peer, &x, Some(xh < 1.0 && xn < 1.0));
     b.details
         .insert("instructions_per_request".into(), json!(got));
 }
