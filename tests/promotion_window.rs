@@ -206,6 +206,35 @@ fn a_successor_killed_at_any_point_of_the_hand_off_leaves_the_old_process_servin
     s.stop();
 }
 
+/// A line serving "steady" whose notify reader holds every `BARRIER=1` 300 ms, so that a
+/// hand-off waits there between `MAINPID=<successor>` and `promoted`.
+fn serving_with_barriers_held() -> common::Story {
+    let s = Options::new("steady")
+        .args(&["--child-timeout", "5s", "--shutdown-timeout", "3s"])
+        .hold_barriers(Duration::from_millis(300))
+        .start();
+    assert_serves(&s.sb, "steady");
+    s
+}
+
+/// The first process exits 0, and nothing of its line (a successor included) is left.
+fn assert_whole_line_exits(baton: &mut common::Baton, trial: usize) {
+    let status = baton.wait_exit(DEADLINE);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "trial {trial}: exit {}; log:\n{}",
+        common::describe(status),
+        baton.log()
+    );
+    assert!(
+        baton.wait_group_gone(DEADLINE),
+        "trial {trial}: left behind: {:?}; log:\n{}",
+        baton.members(),
+        baton.log()
+    );
+}
+
 #[test]
 fn sigterm_at_any_point_of_a_hand_off_stops_the_whole_line() {
     let _heavy = common::heavy();
@@ -213,12 +242,8 @@ fn sigterm_at_any_point_of_a_hand_off_stops_the_whole_line() {
     let trials = 10;
     let mut timings = Vec::new();
     for trial in 0..trials {
-        let mut s = Options::new("steady")
-            .args(&["--child-timeout", "5s", "--shutdown-timeout", "3s"])
-            .hold_barriers(Duration::from_millis(300))
-            .start();
+        let mut s = serving_with_barriers_held();
         let (sb, baton) = (&s.sb, &mut s.baton);
-        assert_serves(sb, "steady");
         // Within the barrier hold: the hand-off is still under way when SIGTERM comes.
         let delay = Duration::from_millis(rng.below(250));
         let from = sb.notify.len();
@@ -230,20 +255,7 @@ fn sigterm_at_any_point_of_a_hand_off_stops_the_whole_line() {
             .map(|c| c.pid);
         let stop_at = Instant::now();
         assert!(procs::kill(baton.pid, Signal::SIGTERM));
-        let status = baton.wait_exit(DEADLINE);
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "trial {trial}: exit {}; log:\n{}",
-            common::describe(status),
-            baton.log()
-        );
-        assert!(
-            baton.wait_group_gone(DEADLINE),
-            "trial {trial}: left behind: {:?}; log:\n{}",
-            baton.members(),
-            baton.log()
-        );
+        assert_whole_line_exits(baton, trial);
         timings.push(stop_at.elapsed());
         assert!(
             !sb.notify.all()[from..]
@@ -270,12 +282,8 @@ fn sigterm_to_the_announced_successor_before_its_promotion_stops_the_whole_line(
     let trials = 5;
     let mut timings = Vec::new();
     for trial in 0..trials {
-        let mut s = Options::new("steady")
-            .args(&["--child-timeout", "5s", "--shutdown-timeout", "3s"])
-            .hold_barriers(Duration::from_millis(300))
-            .start();
+        let mut s = serving_with_barriers_held();
         let (sb, baton) = (&s.sb, &mut s.baton);
-        assert_serves(sb, "steady");
         let old = baton.pid;
         let from = sb.notify.len();
         assert!(procs::kill(old, Signal::SIGHUP));
@@ -289,20 +297,7 @@ fn sigterm_to_the_announced_successor_before_its_promotion_stops_the_whole_line(
         // The barrier is held 300 ms: the successor is announced, not promoted.
         let stop_at = Instant::now();
         assert!(procs::kill(successor, Signal::SIGTERM));
-        let status = baton.wait_exit(DEADLINE);
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "trial {trial}: exit {}; log:\n{}",
-            common::describe(status),
-            baton.log()
-        );
-        assert!(
-            baton.wait_group_gone(DEADLINE),
-            "trial {trial}: left behind: {:?}; log:\n{}",
-            baton.members(),
-            baton.log()
-        );
+        assert_whole_line_exits(baton, trial);
         timings.push(stop_at.elapsed());
         let told = sb.notify.all()[from..].to_vec();
         let said =
