@@ -184,14 +184,15 @@ pub fn encode_line<T: Serialize>(msg: &T) -> Vec<u8> {
     out
 }
 
-/// Parse the parent's answer as it arrives. `Ok(None)`: incomplete, read more (or, at EOF, fail).
-/// Accepts the object with or without a trailing newline.
+/// [`parse_offer_at`] without the length.
 #[cfg(test)]
 pub fn parse_offer(buf: &[u8]) -> Result<Option<ListenerOffer>, ProtocolError> {
     Ok(parse_offer_at(buf)?.map(|(offer, _)| offer))
 }
 
-/// [`parse_offer`], also returning how many bytes the object (and one `\n` after it) took.
+/// Parse the parent's answer as it arrives. `Ok(None)`: incomplete, read more (or, at EOF, fail).
+/// Accepts the object with or without a trailing newline. Also returns how many bytes the object
+/// (and one `\n` after it) took.
 pub fn parse_offer_at(buf: &[u8]) -> Result<Option<(ListenerOffer, usize)>, ProtocolError> {
     if buf.len() > MAX_MESSAGE {
         return Err(ProtocolError::TooLarge);

@@ -12,7 +12,7 @@ use std::task::{Context, Wake, Waker};
 
 /// The waker given to a connection's timer and drain notification.
 pub(super) struct Control {
-    /// Set when the timer or the drain notification woke us; cleared by [`Control::take`].
+    /// Set when the timer or the drain notification woke us; cleared by [`ControlHandle::fired`].
     fired: AtomicBool,
     /// The connection task's waker.
     task: Mutex<Option<Waker>>,
