@@ -84,8 +84,8 @@ fn serve(overrides: &Overrides) -> u8 {
 /// The command's runtime: one worker thread per CPU this process may use (its affinity and its
 /// cgroup's CPU quota), and on a single CPU the current-thread scheduler: with one worker there is
 /// nothing to steal and no other worker to wake, and the multi-thread scheduler's cross-thread
-/// queues and bookkeeping cost about 570 instructions per keep-alive request (callgrind), and
-/// one thread start per generation.
+/// queues and bookkeeping cost about 510 instructions per keep-alive request (callgrind: 8,040
+/// against 7,529 on one CPU), and one thread start per generation.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let mut builder = if cpus == 1 {
