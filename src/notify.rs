@@ -42,20 +42,29 @@ pub enum Event {
 /// Send `event`. Failures are logged at debug level: a missing or full notify socket must never
 /// take the server down.
 pub fn send(event: &Event) {
+    // A status may quote what a peer or a file said: a newline in it would end the `STATUS=`
+    // line and start another assignment.
+    let status = match event {
+        Event::Ready { status }
+        | Event::Reloading { status }
+        | Event::Stopping { status }
+        | Event::Status { status } => crate::error::one_line(status),
+        Event::MainPid(_) | Event::Watchdog => String::new(),
+    };
     let monotonic;
     let states: Vec<NotifyState<'_>> = match event {
-        Event::Ready { status } => vec![NotifyState::Ready, NotifyState::Status(status)],
-        Event::Reloading { status } => {
+        Event::Ready { .. } => vec![NotifyState::Ready, NotifyState::Status(&status)],
+        Event::Reloading { .. } => {
             monotonic = NotifyState::monotonic_usec_now().ok();
             let mut v = vec![NotifyState::Reloading];
             v.extend(monotonic);
-            v.push(NotifyState::Status(status));
+            v.push(NotifyState::Status(&status));
             v
         }
         Event::MainPid(pid) => vec![NotifyState::MainPid(*pid)],
-        Event::Stopping { status } => vec![NotifyState::Stopping, NotifyState::Status(status)],
+        Event::Stopping { .. } => vec![NotifyState::Stopping, NotifyState::Status(&status)],
         Event::Watchdog => vec![NotifyState::Watchdog],
-        Event::Status { status } => vec![NotifyState::Status(status)],
+        Event::Status { .. } => vec![NotifyState::Status(&status)],
     };
     if let Err(e) = sd_notify::notify(&states) {
         debug!(error = %e, ?event, "sd_notify failed");

@@ -238,3 +238,37 @@ fn baton_reload_reports_the_failure_then_the_success() {
     s.main = new;
     s.stop();
 }
+
+#[test]
+fn a_failure_quoting_a_newline_never_adds_a_line_to_what_systemd_reads() {
+    // The binary lives in a directory whose name has a newline in it, followed by what would be
+    // a notify assignment. A reload that cannot start it names it in `STATUS=`: escaped, on one
+    // line — or systemd would read `MAINPID=1` as an assignment of its own.
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let dir = sb.path("bin\nMAINPID=1");
+    std::fs::create_dir(&dir).unwrap();
+    let exe = dir.join("baton");
+    std::fs::copy(sb.exe(), &exe).unwrap();
+    sb.write_config(&sb.config("version 1"));
+    let mut cmd = sb.command(&exe);
+    cmd.arg("--config").arg(sb.config_path());
+    let mut baton = sb.spawn(cmd);
+    baton.wait_ready(&sb.notify);
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let status = common::reload_expect_failure(&sb.notify, baton.pid);
+    println!("STATUS={status:?}");
+    assert!(
+        status.contains("cannot start successor") && status.contains("bin\\nMAINPID=1/baton"),
+        "{status:?}"
+    );
+    let stray: Vec<_> = sb
+        .notify
+        .all()
+        .into_iter()
+        .filter(|n| n.mainpid().is_some() || n.lines.iter().any(|l| !l.contains('=')))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}\n{}", sb.notify.dump());
+    assert!(procs::kill(baton.pid, nix::sys::signal::Signal::SIGTERM));
+    assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
+}

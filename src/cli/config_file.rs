@@ -289,15 +289,7 @@ fn strip_position(message: &str) -> String {
         Some(i) => &message[..i],
         None => message,
     };
-    let mut line = String::with_capacity(message.len());
-    for c in message.chars() {
-        if c.is_control() {
-            line.extend(c.escape_default());
-        } else {
-            line.push(c);
-        }
-    }
-    line
+    crate::error::one_line(message)
 }
 
 #[cfg(test)]

@@ -182,7 +182,7 @@ pub(super) fn failure_reason(handoff_socket: &Path, pid: u32, unrecorded: Option
     match read_status(handoff_socket, pid) {
         Ok(status) => status
             .reason
-            .map(|r| one_line(&r))
+            .map(|r| crate::error::one_line(&r))
             .unwrap_or_else(|| "no reason recorded".to_owned()),
         Err(e) => format!("the reason is not available ({e}); see the journal"),
     }
@@ -211,21 +211,12 @@ pub fn read_status(handoff_socket: &Path, pid: u32) -> Result<ReloadStatus, Stri
 
 /// Parse a status file.
 pub fn parse_status(bytes: &[u8]) -> Result<ReloadStatus, String> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| format!("not a reload status: {}", one_line(&e.to_string())))
-}
-
-/// Control characters (from strings in a file) escaped, so a message stays on one line.
-fn one_line(text: &str) -> String {
-    let mut line = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            line.extend(c.escape_default());
-        } else {
-            line.push(c);
-        }
-    }
-    line
+    serde_json::from_slice(bytes).map_err(|e| {
+        format!(
+            "not a reload status: {}",
+            crate::error::one_line(&e.to_string())
+        )
+    })
 }
 
 /// The effective uid of a process (the owner of `/proc/<pid>`).
