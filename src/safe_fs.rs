@@ -455,13 +455,7 @@ impl TrustedDir {
             e => FsError::io(path, "open", e),
         })?;
         let file = std::fs::File::from(own(fd));
-        let st = stat::fstat(file.as_raw_fd()).map_err(|e| FsError::io(path, "inspect", e))?;
-        if file_type(&st) != SFlag::S_IFREG {
-            return Err(FsError::refused(
-                path,
-                format!("is {}, not a regular file", kind_of(&st)),
-            ));
-        }
+        let st = regular_file_stat(&file, path)?;
         let me = unistd::geteuid().as_raw();
         if !owner_ok(st.st_uid, me) {
             return Err(FsError::refused(
@@ -627,6 +621,12 @@ pub fn open_regular_for_reading(path: &Path) -> Result<std::fs::File, FsError> {
     )
     .map_err(|e| FsError::io(path, "open", e))?;
     let file = std::fs::File::from(own(fd));
+    regular_file_stat(&file, path)?;
+    Ok(file)
+}
+
+/// The status of an open `file` (opened as `path`), which must be a regular file.
+fn regular_file_stat(file: &std::fs::File, path: &Path) -> Result<stat::FileStat, FsError> {
     let st = stat::fstat(file.as_raw_fd()).map_err(|e| FsError::io(path, "inspect", e))?;
     if file_type(&st) != SFlag::S_IFREG {
         return Err(FsError::refused(
@@ -634,7 +634,7 @@ pub fn open_regular_for_reading(path: &Path) -> Result<std::fs::File, FsError> {
             format!("is {}, not a regular file", kind_of(&st)),
         ));
     }
-    Ok(file)
+    Ok(st)
 }
 
 /// Bytes of `path` as the kernel sees them in a `sockaddr_un` (without the final NUL).

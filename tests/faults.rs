@@ -138,20 +138,6 @@ fn owner_of(baton: &Baton, port: u16, client_port: u16) -> i32 {
     })
 }
 
-fn sigterm_and_wait_gone(sb: &Sandbox, baton: &mut Baton, main: i32) {
-    let from = sb.notify.len();
-    assert!(procs::kill(main, Signal::SIGTERM), "SIGTERM {main}");
-    sb.notify.wait_for_after(from, DEADLINE, "STOPPING=1", |n| {
-        n.pid == main && n.has("STOPPING=1")
-    });
-    assert!(
-        baton.wait_group_gone(DEADLINE),
-        "processes left: {:?}",
-        baton.members()
-    );
-    assert!(!baton.log().contains("panicked"), "{}", baton.log());
-}
-
 // ---------------------------------------------------------------------------------------------
 // the successor fails
 
@@ -195,7 +181,7 @@ fn a_successor_that_hangs_is_killed_after_the_child_timeout() {
     println!("{report:?}");
     report.assert_no_failures();
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    sigterm_and_wait_gone(&sb, &mut baton, r.new);
+    common::sigterm_and_wait_gone(&sb, &mut baton, r.new);
 }
 
 /// A signal mask field of /proc/PID/status (`SigIgn`, `SigBlk`, …) as bits (bit 0: signal 1).
@@ -250,7 +236,7 @@ fn a_sighup_that_reaches_a_successor_before_its_handler_exists_does_not_kill_it(
             n.pid == child && n.has("READY=1")
         });
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    sigterm_and_wait_gone(&sb, &mut baton, child);
+    common::sigterm_and_wait_gone(&sb, &mut baton, child);
 }
 
 #[test]
@@ -284,7 +270,7 @@ fn a_binary_that_cannot_be_executed_fails_the_reload_and_the_next_one_works() {
         (http::get_fresh(sb.addr(), "/").unwrap().text() == "v2").then_some(())
     });
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    sigterm_and_wait_gone(&sb, &mut baton, r.new);
+    common::sigterm_and_wait_gone(&sb, &mut baton, r.new);
 }
 
 #[test]
@@ -339,7 +325,7 @@ fn a_successor_that_dies_after_taking_the_listener_leaves_the_parent_serving() {
     println!("{report:?}");
     report.assert_no_failures();
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    sigterm_and_wait_gone(&sb, &mut baton, r.new);
+    common::sigterm_and_wait_gone(&sb, &mut baton, r.new);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -443,7 +429,7 @@ fn fifty_sighups_within_a_second_under_load_leave_exactly_one_server() {
         "zombies: {:?}",
         baton.members()
     );
-    sigterm_and_wait_gone(&sb, &mut baton, survivor);
+    common::sigterm_and_wait_gone(&sb, &mut baton, survivor);
 }
 
 #[test]
@@ -547,7 +533,7 @@ fn sigterm_right_after_sighup_leaves_no_orphan_serving() {
             "the retired process sent STOPPING=1 after MAINPID=: {}",
             sb.notify.dump()
         );
-        sigterm_and_wait_gone(&sb, &mut baton, new);
+        common::sigterm_and_wait_gone(&sb, &mut baton, new);
     } else {
         println!("SIGTERM right after SIGHUP: the parent stopped during the hand-off (successor {child:?})");
         assert!(
@@ -620,7 +606,7 @@ fn sigkill_to_the_retired_parent_mid_drain_leaves_the_successor_serving() {
     println!("after SIGKILL of the draining parent: {report:?}");
     report.assert_no_failures();
     assert!(procs::wait_gone(r.new, DEADLINE));
-    sigterm_and_wait_gone(&sb, &mut baton, r2.new);
+    common::sigterm_and_wait_gone(&sb, &mut baton, r2.new);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -708,7 +694,7 @@ fn a_stranger_dialing_the_hand_off_socket_gets_nothing_and_the_hand_off_succeeds
         (http::get_fresh(sb.addr(), "/").unwrap().text() == "v2").then_some(())
     });
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    sigterm_and_wait_gone(&sb, &mut baton, child);
+    common::sigterm_and_wait_gone(&sb, &mut baton, child);
 }
 
 #[test]
@@ -825,7 +811,7 @@ fn garbage_a_megabyte_and_a_slow_drip_on_the_hand_off_socket_leave_the_parent_un
     println!("{report:?}");
     report.assert_no_failures();
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    sigterm_and_wait_gone(&sb, &mut baton, child);
+    common::sigterm_and_wait_gone(&sb, &mut baton, child);
 }
 
 /// Leaves a stale socket file at `path` (bound, then its listener closed).
@@ -893,7 +879,7 @@ fn a_stale_or_live_socket_at_the_hand_off_path_is_never_unlinked() {
         "stale socket (inode {stale}) and live socket (inode {live_inode}) left alone by 2 reloads"
     );
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    sigterm_and_wait_gone(&sb, &mut baton, r2.new);
+    common::sigterm_and_wait_gone(&sb, &mut baton, r2.new);
 }
 
 #[test]
@@ -950,7 +936,7 @@ fn a_file_a_directory_or_a_symlink_at_the_hand_off_path_is_left_untouched_by_rel
     println!("{report:?}");
     report.assert_no_failures();
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    sigterm_and_wait_gone(&sb, &mut baton, main);
+    common::sigterm_and_wait_gone(&sb, &mut baton, main);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1011,7 +997,7 @@ fn garbage_activation(
             let r = http::get_fresh(sb.addr(), "/")
                 .unwrap_or_else(|e| panic!("ready but not serving: {e}\n{log}"));
             assert_eq!(r.status, 200);
-            sigterm_and_wait_gone(sb, &mut baton, pid);
+            common::sigterm_and_wait_gone(sb, &mut baton, pid);
             assert_eq!(baton.try_exit().and_then(|s| s.code()), Some(0));
             println!("{vars:?}: ignored, served on {}", sb.listen());
             Activation::Served
@@ -1143,7 +1129,7 @@ fn a_slow_client_across_a_reload_is_answered_by_the_old_process() {
     let st = baton.wait_exit(DEADLINE);
     assert_eq!(st.code(), Some(0), "{}", common::describe(st));
     assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "new");
-    sigterm_and_wait_gone(&sb, &mut baton, r.new);
+    common::sigterm_and_wait_gone(&sb, &mut baton, r.new);
 }
 
 #[test]

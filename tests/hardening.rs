@@ -97,20 +97,6 @@ fn reloaded_to(out: &str) -> i32 {
         .unwrap_or_else(|| panic!("no `reloaded: OLD -> NEW` in {out:?}"))
 }
 
-fn stop(sb: &Sandbox, baton: &mut Baton, main: i32) {
-    let from = sb.notify.len();
-    assert!(procs::kill(main, Signal::SIGTERM), "SIGTERM {main}");
-    sb.notify.wait_for_after(from, DEADLINE, "STOPPING=1", |n| {
-        n.pid == main && n.has("STOPPING=1")
-    });
-    assert!(
-        baton.wait_group_gone(DEADLINE),
-        "left: {:?}",
-        baton.members()
-    );
-    assert!(!baton.log().contains("panicked"), "{}", baton.log());
-}
-
 /// The last `STATUS=` a process sent.
 fn last_status(sb: &Sandbox, pid: i32) -> String {
     sb.notify
@@ -266,7 +252,7 @@ fn another_users_directory_at_the_default_path_is_refused_and_nothing_is_written
     });
     assert_eq!(fs::read_to_string(&precious).unwrap(), "root's file");
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    stop(&sb, &mut baton, new);
+    common::sigterm_and_wait_gone(&sb, &mut baton, new);
 }
 
 #[test]
@@ -309,7 +295,7 @@ fn a_symlink_another_user_planted_on_the_way_is_refused_and_roots_own_is_followe
             );
             assert!(socket.starts_with(&private), "{}", socket.display());
             assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-            stop(&sb, &mut baton, r.new);
+            common::sigterm_and_wait_gone(&sb, &mut baton, r.new);
         } else {
             let status = common::reload_expect_failure(&sb.notify, main);
             println!("symlink of another user on the way: {status:?}");
@@ -324,7 +310,7 @@ fn a_symlink_another_user_planted_on_the_way_is_refused_and_roots_own_is_followe
                 0,
                 "nothing made through it"
             );
-            stop(&sb, &mut baton, main);
+            common::sigterm_and_wait_gone(&sb, &mut baton, main);
         }
     }
 }
@@ -435,7 +421,7 @@ fn two_instances_with_default_settings_reloaded_at_once_never_touch_each_other()
             n.pid == main_a && n.mainpid() == Some(child)
         });
     let c_pid = c.pid;
-    stop(&sb, &mut c, c_pid);
+    common::sigterm_and_wait_gone(&sb, &mut c, c_pid);
     for ((_, _, _, mut baton), (_, _, main)) in instances.into_iter().zip(results) {
         let main = if main == main_a { child } else { main };
         let from = sb.notify.len();
@@ -522,7 +508,7 @@ fn descriptors_inherited_by_the_first_process_never_reach_a_successor() {
         "the launcher's pipe is still held open by a later generation"
     );
     println!("launcher's pipe at EOF once the first process exited; successors never had it");
-    stop(&sb, &mut baton, main);
+    common::sigterm_and_wait_gone(&sb, &mut baton, main);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -632,7 +618,7 @@ fn a_full_runtime_directory_still_reports_a_good_reload_and_keeps_the_pid_file_t
     assert!(status_line.contains(rt.path.to_str().unwrap()));
     assert!(log.contains("pid file rewritten in place"), "{log}");
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    stop(&sb, &mut baton, main);
+    common::sigterm_and_wait_gone(&sb, &mut baton, main);
 }
 
 #[test]
@@ -688,7 +674,7 @@ fn no_inodes_or_a_read_only_runtime_directory_fail_the_reload_with_path_and_errn
     assert_eq!(code, Some(0), "{out}");
     let new = reloaded_to(&out);
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    stop(&sb, &mut baton, new);
+    common::sigterm_and_wait_gone(&sb, &mut baton, new);
 }
 
 #[test]
@@ -739,7 +725,7 @@ fn a_pid_file_that_cannot_be_updated_is_never_silently_stale() {
             && out.contains(pid_file.to_str().unwrap()),
         "{out}"
     );
-    stop(&sb, &mut baton, new);
+    common::sigterm_and_wait_gone(&sb, &mut baton, new);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -786,7 +772,7 @@ fn a_reload_sent_to_a_retiring_process_is_passed_on_to_its_successor() {
     assert_eq!(slow.response().unwrap().status, 200);
     drop(slow);
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    stop(&sb, &mut baton, newest);
+    common::sigterm_and_wait_gone(&sb, &mut baton, newest);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -908,5 +894,5 @@ fn a_persistent_accept_error_on_the_hand_off_socket_backs_off_instead_of_spinnin
         (http::get_fresh(sb.addr(), "/").ok()?.text() == "v2").then_some(())
     });
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    stop(&sb, &mut baton, child);
+    common::sigterm_and_wait_gone(&sb, &mut baton, child);
 }

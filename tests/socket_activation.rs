@@ -26,19 +26,7 @@ fn activate() -> (Story, u64) {
                 "shutdown_timeout": "10s",
             })
         })
-        .command(|sb| {
-            let mut cmd = sb.command("systemd-socket-activate");
-            // The activator hands its children only the variables named with -E (and PATH, HOME, …).
-            cmd.arg("-l").arg(sb.listen()).arg("--fdname=http");
-            for var in ["NOTIFY_SOCKET", "RUST_LOG", "XDG_RUNTIME_DIR", "TMPDIR"] {
-                cmd.arg("-E").arg(var);
-            }
-            cmd.arg("--")
-                .arg(baton_exe())
-                .arg("--config")
-                .arg(sb.config_path());
-            cmd
-        })
+        .command(|sb| sb.socket_activate("http"))
         .spawn();
     let pid = s.baton.pid;
     let inode = common::wait_until("the activator to listen", DEADLINE, || {

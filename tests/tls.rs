@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::tls::{self as tlsc, Ca, Leaf, TlsClient};
-use common::{baton_exe, http, procs, Baton, Sandbox, DEADLINE};
+use common::{http, procs, Baton, Sandbox, DEADLINE};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::json;
 
@@ -549,18 +549,7 @@ fn a_reload_can_turn_a_plain_port_into_tls_and_back() {
 /// systemd's activator with `--fdname=NAME` and baton (configured by `config`) as its command.
 fn activate(sb: &Sandbox, name: &str, config: serde_json::Value) -> Baton {
     sb.write_config(&config);
-    let mut cmd = sb.command("systemd-socket-activate");
-    cmd.arg("-l")
-        .arg(sb.listen())
-        .arg(format!("--fdname={name}"));
-    for var in ["NOTIFY_SOCKET", "RUST_LOG", "XDG_RUNTIME_DIR", "TMPDIR"] {
-        cmd.arg("-E").arg(var);
-    }
-    cmd.arg("--")
-        .arg(baton_exe())
-        .arg("--config")
-        .arg(sb.config_path());
-    let activator = sb.spawn(cmd);
+    let activator = sb.spawn(sb.socket_activate(name));
     let pid = activator.pid;
     common::wait_until("the activator to listen", DEADLINE, || {
         (procs::listening_tcp_of(pid).len() == 1).then_some(())

@@ -202,6 +202,24 @@ impl Sandbox {
         cmd
     }
 
+    /// systemd's activator listening on the sandbox address (`--fdname=NAME`), with the real
+    /// binary and the sandbox config as its command.
+    pub fn socket_activate(&self, fdname: &str) -> Command {
+        let mut cmd = self.command("systemd-socket-activate");
+        cmd.arg("-l")
+            .arg(self.listen())
+            .arg(format!("--fdname={fdname}"));
+        // The activator hands its children only the variables named with -E (and PATH, HOME, …).
+        for var in ["NOTIFY_SOCKET", "RUST_LOG", "XDG_RUNTIME_DIR", "TMPDIR"] {
+            cmd.arg("-E").arg(var);
+        }
+        cmd.arg("--")
+            .arg(baton_exe())
+            .arg("--config")
+            .arg(self.config_path());
+        cmd
+    }
+
     /// The sandbox's binary ([`Sandbox::exe`]) with the clean environment and no arguments.
     pub fn baton(&self) -> Command {
         self.command(self.exe())
@@ -505,6 +523,22 @@ pub fn try_reload(notify: &NotifyRecorder, old: i32, timeout: Duration) -> Resul
         });
     };
     Err(format!("{problem}:\n{}", notify.dump()))
+}
+
+/// SIGTERM to `main` (the main process of `baton`'s line), its `STOPPING=1`, then every process
+/// of the line gone, and no panic in its log.
+pub fn sigterm_and_wait_gone(sb: &Sandbox, baton: &mut Baton, main: i32) {
+    let from = sb.notify.len();
+    assert!(procs::kill(main, Signal::SIGTERM), "SIGTERM {main}");
+    sb.notify.wait_for_after(from, DEADLINE, "STOPPING=1", |n| {
+        n.pid == main && n.has("STOPPING=1")
+    });
+    assert!(
+        baton.wait_group_gone(DEADLINE),
+        "processes left: {:?}",
+        baton.members()
+    );
+    assert!(!baton.log().contains("panicked"), "{}", baton.log());
 }
 
 /// SIGHUP to `old` and waits for a failed reload: `RELOADING=1`, then `READY=1` with
