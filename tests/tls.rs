@@ -636,9 +636,16 @@ fn a_library_program_takes_tls_from_its_environment() {
 }
 
 /// `baton check ARGS` (the real binary) with a clean environment plus `env`, as `uid` when given.
-fn baton_check(args: &[&str], env: &[(&str, &Path)], uid: Option<u32>) -> (i32, String, String) {
+/// `baton check` with `args` and `env`, as root, or as `user`: a uid and a copy of the binary
+/// that uid can reach (the checkout may sit below a directory only root may enter).
+fn baton_check(
+    args: &[&str],
+    env: &[(&str, &Path)],
+    user: Option<(u32, &Path)>,
+) -> (i32, String, String) {
     use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(common::baton_exe());
+    let exe = user.map_or_else(common::baton_exe, |(_, exe)| exe.to_path_buf());
+    let mut cmd = std::process::Command::new(exe);
     cmd.arg("check").args(args);
     for var in [
         "BATON_TLS_CERT",
@@ -652,7 +659,7 @@ fn baton_check(args: &[&str], env: &[(&str, &Path)], uid: Option<u32>) -> (i32, 
     for (k, v) in env {
         cmd.env(k, v);
     }
-    if let Some(uid) = uid {
+    if let Some((uid, _)) = user {
         cmd.uid(uid).gid(uid); // as root, std also drops the supplementary groups
     }
     let out = common::output(&mut cmd);
@@ -815,6 +822,9 @@ fn check_reads_credentials_as_a_second_user() {
     let pki = pki();
     let top = tempfile::tempdir().unwrap();
     std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = top.path().join("baton");
+    common::link_or_copy(&common::baton_exe(), &exe);
+    let nobody = Some((NOBODY, exe.as_path()));
     let creds = top.path().join("credentials");
     std::fs::create_dir(&creds).unwrap();
     let cert = creds.join("tls.crt");
@@ -829,18 +839,15 @@ fn check_reads_credentials_as_a_second_user() {
         println!("skipped: this file system takes no ACLs");
         return;
     }
-    let (code, _, err) = baton_check(&[], &[], Some(NOBODY));
+    let (code, _, err) = baton_check(&[], &[], nobody);
     if code != 0 {
-        println!(
-            "skipped: nobody cannot run {}: {err}",
-            common::baton_exe().display()
-        );
+        println!("skipped: nobody cannot run {}: {err}", exe.display());
         return;
     }
     let args = ["--tls-cert", "credential:tls.crt", "--tls-key", "tls.key"];
     let env = [("CREDENTIALS_DIRECTORY", creds.as_path())];
 
-    let (code, out, err) = baton_check(&args, &env, Some(NOBODY));
+    let (code, out, err) = baton_check(&args, &env, nobody);
     assert_eq!((code, err.as_str()), (0, ""), "{out}");
     assert!(
         out.contains(&format!(
@@ -870,7 +877,7 @@ fn check_reads_credentials_as_a_second_user() {
             path_str(&private),
         ],
         &env,
-        Some(NOBODY),
+        nobody,
     );
     assert_eq!(code, 77, "{err}");
     assert_eq!(
