@@ -326,7 +326,7 @@ mod assets {
                check validates the configuration (baton-check(1))."),
             p("The built-in handler answers every request with 200 and the configured \
                response_body (\"Hello, world!\"). Programs that serve their own axum or tower \
-               application use baton as a Rust library instead (baton::serve)."),
+               application use baton as a Rust library instead (baton_server::serve)."),
             p("Listening sockets come, in this order, from systemd socket activation (LISTEN_FDS), \
                from a running predecessor through the hand-off socket, or from a fresh bind of the \
                configured addresses. Host names in listen addresses are resolved at start and \

@@ -1,5 +1,5 @@
 //! An axum app served by baton: the only change from `axum::serve(listener, app)` is
-//! `baton::serve(app)` (here in its two-step form, to read the state the previous generation
+//! `baton_server::serve(app)` (here in its two-step form, to read the state the previous generation
 //! handed over). Everything keeps working across `systemctl reload` / `kill -HUP`:
 //!
 //! * `GET /` — a greeting naming the pid and generation that answered;
@@ -33,7 +33,7 @@ use futures_util::stream::{self, Stream};
 #[derive(Clone)]
 struct App {
     visits: Arc<AtomicU64>,
-    drain: baton::DrainSignal,
+    drain: baton_server::DrainSignal,
     generation: u64,
     ws_grace: Duration,
 }
@@ -52,7 +52,7 @@ async fn main() -> ExitCode {
     .await
     .unwrap_or(Duration::from_secs(1));
 
-    let server = match baton::Server::from_env().await {
+    let server = match baton_server::Server::from_env().await {
         Ok(server) => server,
         Err(e) => {
             eprintln!("axum example: {e}");
@@ -63,7 +63,7 @@ async fn main() -> ExitCode {
         .inherited_state()
         .and_then(|bytes| std::str::from_utf8(bytes).ok()?.parse().ok())
         .unwrap_or(0);
-    let drain = baton::DrainSignal::new();
+    let drain = baton_server::DrainSignal::new();
     let app = App {
         visits: Arc::new(AtomicU64::new(visits)),
         drain: drain.clone(),

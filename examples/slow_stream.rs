@@ -85,7 +85,7 @@ async fn answer(req: Request<Incoming>) -> Result<Response<AnyBody>, Infallible>
 async fn main() -> ExitCode {
     tracing_subscriber::fmt().with_target(false).init();
     // Settings from the BATON_* variables, like the baton command.
-    match baton::serve(tower::service_fn(answer)).await {
+    match baton_server::serve(tower::service_fn(answer)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("slow_stream: {e}");

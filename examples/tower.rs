@@ -33,10 +33,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(78);
         }
     };
-    let settings = baton::Settings::default()
+    let settings = baton_server::Settings::default()
         .listen([listen])
         .shutdown_timeout(Duration::from_secs(10));
-    let served = match baton::Server::bind(settings).await {
+    let served = match baton_server::Server::bind(settings).await {
         Ok(server) => server.serve(tower::service_fn(answer)).await,
         Err(e) => Err(e),
     };

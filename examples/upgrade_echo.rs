@@ -66,7 +66,7 @@ async fn answer(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
 async fn main() -> ExitCode {
     tracing_subscriber::fmt().with_target(false).init();
     // Settings from the BATON_* variables, like the baton command.
-    match baton::serve(tower::service_fn(answer)).await {
+    match baton_server::serve(tower::service_fn(answer)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("upgrade_echo: {e}");

@@ -8,14 +8,14 @@ use tokio_util::sync::CancellationToken;
 /// connections) or on a stop. Cheap to clone; every clone sees the same signal.
 ///
 /// ```no_run
-/// # async fn demo(app: axum::Router) -> Result<(), baton::Error> {
-/// let drain = baton::DrainSignal::new();
+/// # async fn demo(app: axum::Router) -> Result<(), baton_server::Error> {
+/// let drain = baton_server::DrainSignal::new();
 /// let watcher = drain.clone();
 /// tokio::spawn(async move {
 ///     watcher.draining().await;
 ///     // close WebSockets, end streams: the process exits once they are done
 /// });
-/// baton::serve(app).with_drain_signal(drain).await
+/// baton_server::serve(app).with_drain_signal(drain).await
 /// # }
 /// ```
 #[derive(Debug, Clone, Default)]

@@ -4,15 +4,15 @@
 //! listening sockets are handed to that successor, and the old process drains and exits once the
 //! successor serves. If the successor fails, the old process serves on.
 //!
-//! For an axum (or any tower) app, `baton::serve` replaces `axum::serve` and needs no listener:
+//! For an axum (or any tower) app, `baton_server::serve` replaces `axum::serve` and needs no listener:
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
 //!
 //! #[tokio::main]
-//! async fn main() -> Result<(), baton::Error> {
+//! async fn main() -> Result<(), baton_server::Error> {
 //!     let app = Router::new().route("/", get(|| async { "Hello, world!" }));
-//!     baton::serve(app).await
+//!     baton_server::serve(app).await
 //! }
 //! ```
 //!

@@ -1,5 +1,5 @@
 //! The `baton` command; everything is in the library's `cli` module.
 
 fn main() -> std::process::ExitCode {
-    baton::cli::main()
+    baton_server::cli::main()
 }

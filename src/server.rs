@@ -32,14 +32,14 @@ use crate::tls::ServerConfig;
 /// awaited on the caller's runtime:
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), baton::Error> {
+/// # async fn demo() -> Result<(), baton_server::Error> {
 /// let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
-/// baton::serve(app).await
+/// baton_server::serve(app).await
 /// # }
 /// ```
 ///
 /// On `SIGHUP` the program's binary on disk is started again with the same arguments; that new
-/// process runs the program's `main` from the start and, when it reaches `baton::serve`, takes
+/// process runs the program's `main` from the start and, when it reaches `baton_server::serve`, takes
 /// over the listeners. Do not hold listening sockets of your own and do not call `serve` twice in
 /// one process; the listeners belong to baton.
 pub fn serve<S>(app: S) -> Serve<S> {
@@ -56,8 +56,8 @@ pub fn serve<S>(app: S) -> Serve<S> {
 /// the state a predecessor handed over before building the app.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), baton::Error> {
-/// let server = baton::Server::bind(baton::Settings::from_env()?).await?;
+/// # async fn demo() -> Result<(), baton_server::Error> {
+/// let server = baton_server::Server::bind(baton_server::Settings::from_env()?).await?;
 /// let visits: u64 = server
 ///     .inherited_state()
 ///     .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())

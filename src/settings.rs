@@ -26,7 +26,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// ```
 /// use std::time::Duration;
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let settings = baton::Settings::default()
+/// let settings = baton_server::Settings::default()
 ///     .listen(["127.0.0.1:3000".parse()?])
 ///     .shutdown_timeout(Duration::from_secs(10));
 /// # let _ = settings; Ok(()) }

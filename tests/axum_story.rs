@@ -1,4 +1,4 @@
-//! Story: a developer swaps `axum::serve(listener, app)` for `baton::serve(app)`
+//! Story: a developer swaps `axum::serve(listener, app)` for `baton_server::serve(app)`
 //! (`examples/axum.rs`) and runs it configured only by `BATON_*` variables. Everything their app
 //! does keeps working across reloads: plain requests under load, WebSockets, streamed bodies and
 //! server-sent events, and state carried from one generation to the next.
