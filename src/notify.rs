@@ -114,3 +114,10 @@ pub async fn barrier(timeout: Duration) -> bool {
 pub fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled()
 }
+
+/// Pass `lines` (`NAME=value` each) on as one notification: what a supervisor tells its own
+/// service manager of what its main generation said. A no-op without a notify socket.
+pub fn forward(lines: &[String]) -> std::io::Result<()> {
+    let states: Vec<NotifyState<'_>> = lines.iter().map(|l| NotifyState::Custom(l)).collect();
+    sd_notify::notify(&states)
+}

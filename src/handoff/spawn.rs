@@ -63,44 +63,81 @@ pub fn spawn_successor(
     predecessor_socket: &Path,
     generation: u64,
 ) -> io::Result<Child> {
-    // Duplicate every listener above the target range first, so placing one never overwrites
-    // another still to be placed (and so dup2 never sees the same source and target, which would
-    // leave FD_CLOEXEC set).
-    let first_free = 3 + listeners.len() as RawFd;
-    let staged: Vec<OwnedFd> = listeners
-        .iter()
-        .map(|l| {
-            let raw = fcntl(l.as_fd().as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(first_free))?;
-            // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor; nothing else owns it.
-            Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-        })
-        .collect::<nix::Result<_>>()?;
-
-    let program = cstring(exe.path.as_os_str().as_bytes())?;
-    let argv: Vec<CString> = std::iter::once(Ok(program.clone()))
-        .chain(exe.args.iter().map(|a| cstring(a.as_bytes())))
-        .collect::<io::Result<_>>()?;
     let replaced = |key: &[u8]| {
         STRIPPED_ENV.iter().any(|s| s.as_bytes() == key)
             || key == PREDECESSOR_ENV.as_bytes()
             || key == GENERATION_ENV.as_bytes()
     };
+    let generation = generation.to_string();
+    let envp = environment(
+        replaced,
+        &[
+            (PREDECESSOR_ENV, predecessor_socket.as_os_str()),
+            (GENERATION_ENV, std::ffi::OsStr::new(&generation)),
+        ],
+    )?;
+    let fds: Vec<(RawFd, RawFd)> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_fd().as_raw_fd(), 3 + i as RawFd))
+        .collect();
+    // SAFETY: sigemptyset initialises the set it is given.
+    let none = unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        none
+    };
+    let pid = start(exe, &envp, &fds, &none)?;
+    Ok(Child::new(pid))
+}
+
+/// This process's environment for a child: every variable `removed` does not name, then `set`.
+pub(crate) fn environment(
+    removed: impl Fn(&[u8]) -> bool,
+    set: &[(&str, &std::ffi::OsStr)],
+) -> io::Result<Vec<CString>> {
     let mut envp: Vec<CString> = std::env::vars_os()
-        .filter(|(key, _)| !replaced(key.as_bytes()))
+        .filter(|(key, _)| {
+            !removed(key.as_bytes()) && !set.iter().any(|(k, _)| k.as_bytes() == key.as_bytes())
+        })
         .map(|(key, value)| env_entry(key.as_bytes(), value.as_bytes()))
         .collect::<io::Result<_>>()?;
-    envp.push(env_entry(
-        PREDECESSOR_ENV.as_bytes(),
-        predecessor_socket.as_os_str().as_bytes(),
-    )?);
-    envp.push(env_entry(
-        GENERATION_ENV.as_bytes(),
-        generation.to_string().as_bytes(),
-    )?);
+    for (key, value) in set {
+        envp.push(env_entry(key.as_bytes(), value.as_bytes())?);
+    }
+    Ok(envp)
+}
 
-    let pid = vfork_exec(&program, &argv, &envp, &staged)?;
+/// Start a generation: `exe` with its arguments and the environment `envp`, each `(source,
+/// target)` of `fds` open at `target` in the child and nothing else inherited, `SIGHUP` ignored
+/// (see [`vfork_exec`]) and `mask` as its signal mask. Returns its pid; the caller reaps it.
+pub(crate) fn start(
+    exe: &Executable,
+    envp: &[CString],
+    fds: &[(RawFd, RawFd)],
+    mask: &libc::sigset_t,
+) -> io::Result<u32> {
+    // Duplicate every source above the target range first, so placing one never overwrites
+    // another still to be placed (and so dup2 never sees the same source and target, which would
+    // leave FD_CLOEXEC set).
+    let first_free = fds.iter().map(|&(_, t)| t + 1).max().unwrap_or(3).max(3);
+    let staged: Vec<OwnedFd> = fds
+        .iter()
+        .map(|&(source, _)| {
+            let raw = fcntl(source, FcntlArg::F_DUPFD_CLOEXEC(first_free))?;
+            // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor; nothing else owns it.
+            Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+        })
+        .collect::<nix::Result<_>>()?;
+    let targets: Vec<RawFd> = fds.iter().map(|&(_, t)| t).collect();
+
+    let program = cstring(exe.path.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = std::iter::once(Ok(program.clone()))
+        .chain(exe.args.iter().map(|a| cstring(a.as_bytes())))
+        .collect::<io::Result<_>>()?;
+    let pid = vfork_exec(&program, &argv, envp, &staged, &targets, mask)?;
     drop(staged);
-    Ok(Child::new(pid))
+    Ok(pid)
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
@@ -124,7 +161,9 @@ struct Plan {
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     sources: *const RawFd,
+    targets: *const RawFd,
     count: usize,
+    mask: *const libc::sigset_t,
     /// The errno of the step that failed in the child (0: none).
     error: AtomicI32,
 }
@@ -135,12 +174,15 @@ struct Plan {
 /// child: every signal we catch back to its default (our handlers must not run there), `SIGHUP`
 /// ignored (a reload request before the successor installed its handler must not kill it; it
 /// installs one at start), `SIGPIPE` default (as std does for children), `sources[i]` at fd
-/// 3 + i, an empty signal mask, execve. posix_spawn itself cannot ignore a signal in the child.
+/// `targets[i]`, `mask` as the signal mask, execve. posix_spawn itself cannot ignore a signal in
+/// the child.
 fn vfork_exec(
     program: &CString,
     argv: &[CString],
     envp: &[CString],
     sources: &[OwnedFd],
+    targets: &[RawFd],
+    mask: &libc::sigset_t,
 ) -> io::Result<u32> {
     let pointers = |strings: &[CString]| -> Vec<*const libc::c_char> {
         let mut v: Vec<_> = strings.iter().map(|s| s.as_ptr()).collect();
@@ -154,7 +196,9 @@ fn vfork_exec(
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         sources: sources.as_ptr(),
-        count: sources.len(),
+        targets: targets.as_ptr(),
+        count: sources.len().min(targets.len()),
+        mask,
         error: AtomicI32::new(0),
     };
     // The child's stack: it runs one small function, then execve.
@@ -234,13 +278,11 @@ extern "C" fn vfork_child(plan: *mut libc::c_void) -> libc::c_int {
         for i in 0..plan.count {
             // dup2 onto a different number clears FD_CLOEXEC on the target: exactly these
             // descriptors survive exec.
-            if libc::dup2(*plan.sources.add(i), 3 + i as RawFd) < 0 {
+            if libc::dup2(*plan.sources.add(i), *plan.targets.add(i)) < 0 {
                 fail(plan);
             }
         }
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        if libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+        if libc::pthread_sigmask(libc::SIG_SETMASK, plan.mask, std::ptr::null_mut()) != 0 {
             fail(plan);
         }
         libc::execve(plan.program, plan.argv, plan.envp);
