@@ -3,12 +3,45 @@
 //!
 //! With `NOTIFY_SOCKET` unset every call is a silent no-op, so baton runs the same outside
 //! systemd. Nothing here changes the environment.
+//!
+//! Every send is non-blocking: a manager that does not drain its socket loses notifications
+//! (the caller logs it), it never stalls the process. Every `STATUS=` is one line, escaped, and
+//! at most [`MAX_STATUS`] bytes, so a datagram always fits the 4 KiB a service manager reads
+//! whole (systemd drops a longer one, `READY=1` with it).
 
-use std::os::fd::AsFd;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 use sd_notify::NotifyState;
 use tracing::debug;
+
+/// The most bytes of a `STATUS=` value; a longer one keeps its beginning and its end around
+/// an ellipsis.
+pub const MAX_STATUS: usize = 1024;
+
+/// `status` as one line (control characters escaped), at most `max` bytes: a longer one keeps
+/// its beginning and its end (where baton puts the generation and the open connections) around
+/// `…`.
+pub fn bounded(status: &str, max: usize) -> String {
+    let line = crate::error::one_line(status);
+    if line.len() <= max {
+        return line;
+    }
+    const ELLIPSIS: &str = "…";
+    let room = max.saturating_sub(ELLIPSIS.len());
+    let mut head = room * 3 / 4;
+    while !line.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = line.len() - (room - head);
+    while !line.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}{ELLIPSIS}{}", &line[..head], &line[tail..])
+}
 
 /// What baton tells the service manager.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,12 +76,12 @@ pub enum Event {
 /// take the server down.
 pub fn send(event: &Event) {
     // A status may quote what a peer or a file said: a newline in it would end the `STATUS=`
-    // line and start another assignment.
+    // line and start another assignment; a long one would make the datagram too long to read.
     let status = match event {
         Event::Ready { status }
         | Event::Reloading { status }
         | Event::Stopping { status }
-        | Event::Status { status } => crate::error::one_line(status),
+        | Event::Status { status } => bounded(status, MAX_STATUS),
         Event::MainPid(_) | Event::Watchdog => String::new(),
     };
     let monotonic;
@@ -66,9 +99,41 @@ pub fn send(event: &Event) {
         Event::Watchdog => vec![NotifyState::Watchdog],
         Event::Status { .. } => vec![NotifyState::Status(&status)],
     };
-    if let Err(e) = sd_notify::notify(&states) {
+    if let Err(e) = send_states(&states) {
         debug!(error = %e, ?event, "sd_notify failed");
     }
+}
+
+/// The states as one datagram to `NOTIFY_SOCKET`, without waiting: a full socket is
+/// [`io::ErrorKind::WouldBlock`]. Ok without a notify socket.
+fn send_states(states: &[NotifyState<'_>]) -> io::Result<()> {
+    let text: String = states.iter().map(|s| format!("{s}\n")).collect();
+    send_datagram(text.as_bytes(), &[])
+}
+
+/// `bytes` (and `fds`) as one datagram to `NOTIFY_SOCKET`, non-blocking.
+fn send_datagram(bytes: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET").filter(|v| !v.is_empty()) else {
+        return Ok(());
+    };
+    let socket = UnixDatagram::unbound()?;
+    let addr = UnixAddr::new(std::path::Path::new(&path)).map_err(io::Error::from)?;
+    let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
+    let iov = [io::IoSlice::new(bytes)];
+    let sent = sendmsg(
+        socket.as_raw_fd(),
+        &iov,
+        cmsgs,
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        Some(&addr),
+    )
+    .map_err(io::Error::from)?;
+    if sent != bytes.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "incomplete write"));
+    }
+    Ok(())
 }
 
 /// True when a notify socket is configured.
@@ -86,9 +151,7 @@ pub async fn barrier(timeout: Duration) -> bool {
     let Ok((read, write)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
         return false;
     };
-    if let Err(e) =
-        sd_notify::notify_with_fds(&[NotifyState::Custom("BARRIER=1")], &[write.as_fd()])
-    {
+    if let Err(e) = send_datagram(b"BARRIER=1\n", &[write.as_fd()]) {
         debug!(error = %e, "BARRIER=1 failed");
         return false;
     }
@@ -116,8 +179,45 @@ pub fn watchdog_interval() -> Option<Duration> {
 }
 
 /// Pass `lines` (`NAME=value` each) on as one notification: what a supervisor tells its own
-/// service manager of what its main generation said. A no-op without a notify socket.
-pub fn forward(lines: &[String]) -> std::io::Result<()> {
-    let states: Vec<NotifyState<'_>> = lines.iter().map(|l| NotifyState::Custom(l)).collect();
-    sd_notify::notify(&states)
+/// service manager of what its main generation said (a `STATUS=` bounded as baton's own). A
+/// no-op without a notify socket; never waits: a full socket is [`io::ErrorKind::WouldBlock`].
+pub fn forward(lines: &[String]) -> io::Result<()> {
+    let mut text = String::new();
+    for line in lines {
+        match line.strip_prefix("STATUS=") {
+            Some(status) => text.push_str(&format!("STATUS={}", bounded(status, MAX_STATUS))),
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    send_datagram(text.as_bytes(), &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_status_keeps_its_beginning_and_end_one_line_within_the_bound() {
+        let long = format!(
+            "serving on {}; generation 3",
+            "unix:/run/x.sock (config), ".repeat(200)
+        );
+        let b = bounded(&long, MAX_STATUS);
+        assert!(b.len() <= MAX_STATUS, "{}", b.len());
+        assert!(b.starts_with("serving on unix:/run/x.sock"));
+        assert!(b.ends_with("; generation 3"), "{b}");
+        assert!(b.contains('…'));
+        let reason = format!("reload failed: {}\nSTATUS=forged\u{85}", "é".repeat(3000));
+        let b = bounded(&reason, 100);
+        assert!(b.len() <= 100, "{}", b.len());
+        assert!(
+            !b.contains('\n') && !b.chars().any(char::is_control),
+            "{b:?}"
+        );
+        assert_eq!(bounded("short", MAX_STATUS), "short");
+        for max in 0..12 {
+            assert!(bounded("ééééééééééééééé", max).len() <= max.max(3));
+        }
+    }
 }

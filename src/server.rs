@@ -414,15 +414,26 @@ fn tls_config(
     }
 }
 
+/// How many bytes of `STATUS=` the list of listeners may take: the rest are counted.
+const LISTENERS_IN_STATUS: usize = 512;
+
 fn describe(listeners: &[Listener], generation: u64) -> String {
-    let list: Vec<String> = listeners
-        .iter()
-        .map(|l| format!("{} ({})", l.spec, l.source))
-        .collect();
+    let mut list = String::new();
+    for (i, l) in listeners.iter().enumerate() {
+        let item = format!("{} ({})", l.spec, l.source);
+        if i > 0 && list.len() + item.len() + 2 > LISTENERS_IN_STATUS {
+            list.push_str(&format!(" … and {} more", listeners.len() - i));
+            break;
+        }
+        if i > 0 {
+            list.push_str(", ");
+        }
+        list.push_str(&item);
+    }
     format!(
         "baton {}: serving on {}; generation {generation}",
         crate::VERSION,
-        list.join(", ")
+        crate::notify::bounded(&list, LISTENERS_IN_STATUS + 32)
     )
 }
 

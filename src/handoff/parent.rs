@@ -191,6 +191,12 @@ impl ReadySuccessor {
         !self.exited()
     }
 
+    /// Kill a successor that missed a deadline of its hand-off (`SIGKILL`: it is not trusted to
+    /// drain) and reap it.
+    pub async fn kill(mut self) {
+        kill_and_reap(&mut self.child).await;
+    }
+
     /// End a successor whose hand-off failed or was called off, and reap it. One that may already
     /// serve connections gets `SIGTERM` and `grace` to drain them, then `SIGKILL`.
     pub async fn end(mut self, grace: Duration) {

@@ -29,10 +29,14 @@ use crate::notify::{self, Event};
 use crate::pidfile;
 use crate::reload::{self, ReloadStatus};
 use crate::settings::Settings;
-pub(crate) use machine::{Action, Input, Machine, Outcome, Step, StopReason};
+pub(crate) use machine::{Action, Input, Machine, Outcome, Stage, Step, StopReason};
 
 /// How long to wait for systemd to confirm it processed `MAINPID=`.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How much longer than the hand-off's own bound (the child timeout for the successor's start,
+/// [`BARRIER_TIMEOUT`] for the announcement) a stage's deadline is: the cause those bounds name
+/// is reported first, the deadline is the last resort.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
 /// How long a successor stopped before it is main waits to have told its predecessor.
 const PASS_STOP_ON_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a serving main process refreshes `STATUS=` (only when the count of open
@@ -94,6 +98,8 @@ pub(crate) struct ProcessWorld {
     queued: bool,
     /// The successor this process retires for.
     retiring_for: Option<u32>,
+    /// The current (or last) hand-off's number, whose stage deadlines are armed.
+    attempt: u64,
 }
 
 /// The signals a baton process handles, installed as early as possible.
@@ -142,6 +148,8 @@ enum ToPredecessor {
 enum Command {
     Promote,
     Abort,
+    /// A deadline passed: `SIGKILL`, no drain.
+    Kill,
 }
 
 impl ProcessWorld {
@@ -186,6 +194,7 @@ impl ProcessWorld {
             requested_usec: 0,
             queued: reload::has_pending_requests(),
             retiring_for: None,
+            attempt: 0,
         }
     }
 
@@ -209,6 +218,29 @@ impl ProcessWorld {
                 reason,
             },
         );
+    }
+
+    /// How long `stage` of a hand-off may take.
+    fn deadline(&self, stage: Stage) -> Duration {
+        match stage {
+            Stage::Starting => self.settings.child_timeout + DEADLINE_MARGIN,
+            Stage::Announcing => BARRIER_TIMEOUT + DEADLINE_MARGIN,
+            Stage::Promoting => self.settings.child_timeout,
+        }
+    }
+
+    /// Arm the deadline of `stage` of the current hand-off: the machine ignores it once the
+    /// stage has ended.
+    fn arm(&self, stage: Stage) {
+        let (attempt, after) = (self.attempt, self.deadline(stage));
+        let inputs = self.inputs_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = inputs.send(Input::Handoff {
+                attempt,
+                step: Step::TimedOut { stage, after },
+            });
+        });
     }
 
     fn begin_handoff(&mut self, attempt: u64) {
@@ -302,8 +334,13 @@ impl World for ProcessWorld {
                     });
                 }
             }
-            Action::BeginHandoff { attempt } => self.begin_handoff(attempt),
+            Action::BeginHandoff { attempt } => {
+                self.attempt = attempt;
+                self.arm(Stage::Starting);
+                self.begin_handoff(attempt);
+            }
             Action::Announce { attempt, successor } => {
+                self.arm(Stage::Announcing);
                 notify::send(&Event::MainPid(successor));
                 let inputs = self.inputs_tx.clone();
                 tokio::spawn(async move {
@@ -316,9 +353,16 @@ impl World for ProcessWorld {
                     });
                 });
             }
-            Action::Promote => self.command(Command::Promote),
+            Action::Promote => {
+                self.arm(Stage::Promoting);
+                self.command(Command::Promote);
+            }
             Action::AbortHandoff => {
                 self.command(Command::Abort);
+                self.handoff = None;
+            }
+            Action::KillHandoff => {
+                self.command(Command::Kill);
                 self.handoff = None;
             }
             Action::ConfirmPromotion => self.tell_predecessor(ToPredecessor::Confirm),
@@ -396,11 +440,13 @@ impl HandoffTask {
             cancel.clone(),
         );
         tokio::pin!(attempt);
+        let mut kill = false;
         let result = loop {
             tokio::select! {
                 result = &mut attempt => break result,
                 command = commands.recv(), if !cancel.is_cancelled() => {
                     if !matches!(command, Some(Command::Promote)) {
+                        kill = matches!(command, Some(Command::Kill));
                         cancel.cancel(); // the attempt kills and reaps what it started
                     }
                 }
@@ -408,6 +454,7 @@ impl HandoffTask {
         };
         let mut successor = match result {
             Ok(successor) if !cancel.is_cancelled() => successor,
+            Ok(successor) if kill => return successor.kill().await,
             Ok(successor) => return successor.end(self.grace).await,
             Err(HandoffError::Cancelled) => return,
             Err(e) => return failed(e.to_string()),
@@ -425,6 +472,7 @@ impl HandoffTask {
                         }
                     }
                     Some(Command::Abort) | None => return successor.end(self.grace).await,
+                    Some(Command::Kill) => return successor.kill().await,
                 },
                 event = successor.next_event(promoted) => match event {
                     SuccessorEvent::Confirmed => {
@@ -444,8 +492,13 @@ impl HandoffTask {
         }
         // Failed or stopped: the driver reclaims MAINPID= first, then tells us to end (and reap)
         // it.
-        while let Some(Command::Promote) = commands.recv().await {}
-        successor.end(self.grace).await;
+        loop {
+            match commands.recv().await {
+                Some(Command::Promote) => {}
+                Some(Command::Kill) => return successor.kill().await,
+                Some(Command::Abort) | None => return successor.end(self.grace).await,
+            }
+        }
     }
 }
 
@@ -498,6 +551,8 @@ async fn pass_stop_on(
 /// `STATUS=` while serving: the status of the last `READY=1` and the connections open now.
 fn with_connections(status: &str, open: usize) -> String {
     let s = if open == 1 { "" } else { "s" };
+    // Bounded here so that the count survives the bound on the whole `STATUS=`.
+    let status = notify::bounded(status, notify::MAX_STATUS - 40);
     format!("{status}; {open} open connection{s}")
 }
 

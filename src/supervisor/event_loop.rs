@@ -39,6 +39,8 @@ pub(super) struct Supervisor {
     pub(super) stopping: bool,
     /// We have a service manager of our own to pass notifications on to.
     pub(super) upward: bool,
+    /// Notifications dropped since our manager's socket was last found full.
+    pub(super) dropped: u64,
 }
 
 impl Supervisor {
@@ -184,6 +186,13 @@ impl Supervisor {
                     "a generation serving on without a predecessor is now main"
                 );
             }
+            Some(Change::TakenBack(to)) => {
+                self.known.insert(*to);
+                info!(
+                    main = to,
+                    "the hand-off failed after MAINPID= of the successor: the generation that announced it is main again"
+                );
+            }
             Some(Change::Refused { from, named }) => {
                 warn!(from, named = %named, "MAINPID= does not name a process of ours: ignored");
             }
@@ -196,9 +205,29 @@ impl Supervisor {
             return;
         }
         if self.upward {
-            if let Err(e) = crate::notify::forward(&heard.forward) {
-                debug!(error = %e, "cannot pass a notification on");
+            self.pass_on(&heard.forward);
+        }
+    }
+
+    /// Tell our own service manager, never waiting for it: while its socket is full,
+    /// notifications are dropped (one line when that begins, one when it ends).
+    fn pass_on(&mut self, lines: &[String]) {
+        match crate::notify::forward(lines) {
+            Ok(()) if self.dropped > 0 => {
+                info!(
+                    dropped = self.dropped,
+                    "the service manager reads its notify socket again"
+                );
+                self.dropped = 0;
             }
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if self.dropped == 0 {
+                    warn!(lines = ?lines, "the service manager's notify socket is full: dropping notifications until it reads again");
+                }
+                self.dropped += 1;
+            }
+            Err(e) => debug!(error = %e, "cannot pass a notification on"),
         }
     }
 

@@ -125,6 +125,7 @@ impl Supervisor {
             proc_is_ours: proc_is_ours(me),
             stopping: false,
             upward: crate::notify::enabled(),
+            dropped: 0,
         })
     }
 }

@@ -25,6 +25,9 @@ const FORWARDED: [&str; 9] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tracker {
     main: Option<u32>,
+    /// The generation that announced the current main one, until it ends or a later hand-off:
+    /// it may take the announcement back (its hand-off failed before the successor confirmed).
+    announced_by: Option<u32>,
     main_ended: Option<u8>,
     last_ended: Option<u8>,
 }
@@ -51,6 +54,10 @@ pub enum Change {
     /// With no main generation (it ended without a successor), a generation of ours said
     /// `READY=1`: a successor whose predecessor died before promoting it, serving on as main.
     Adopted(u32),
+    /// The generation that announced the main one said `MAINPID=<its own pid>`: its hand-off
+    /// failed after the announcement (the successor died or hung before confirming), and it
+    /// serves on as main.
+    TakenBack(u32),
     /// `MAINPID=` named something that is not a process of ours: ignored.
     Refused {
         /// The main generation that sent it.
@@ -65,6 +72,7 @@ impl Tracker {
     pub fn new(first: u32) -> Tracker {
         Tracker {
             main: Some(first),
+            announced_by: None,
             main_ended: None,
             last_ended: None,
         }
@@ -76,8 +84,9 @@ impl Tracker {
     }
 
     /// A datagram from `sender`. `ours(pid)` tells whether a pid is a descendant of the
-    /// supervisor. Only the main generation is heard (and, when there is none, `READY=1` of a
-    /// descendant, which then becomes main).
+    /// supervisor. Only the main generation is heard; besides it, the generation that announced
+    /// it when it takes the announcement back (`MAINPID=<its own pid>`), and, when there is no
+    /// main generation, `READY=1` of a descendant, which then becomes main.
     pub fn hear(&mut self, sender: u32, datagram: &str, ours: impl Fn(u32) -> bool) -> Heard {
         let lines: Vec<&str> = datagram.lines().filter(|l| !l.is_empty()).collect();
         let forward = || {
@@ -98,6 +107,7 @@ impl Tracker {
                         Ok(to) if to == sender => {}
                         Ok(to) if to > 1 && ours(to) => {
                             self.main = Some(to);
+                            self.announced_by = Some(sender);
                             change = Some(Change::HandedOver { from: sender, to });
                         }
                         _ => {
@@ -113,8 +123,20 @@ impl Tracker {
                     change,
                 }
             }
+            _ if self.announced_by == Some(sender)
+                && lines.contains(&format!("MAINPID={sender}").as_str())
+                && ours(sender) =>
+            {
+                self.main = Some(sender);
+                self.announced_by = None;
+                Heard {
+                    forward: forward(),
+                    change: Some(Change::TakenBack(sender)),
+                }
+            }
             None if lines.contains(&"READY=1") && ours(sender) => {
                 self.main = Some(sender);
+                self.announced_by = None;
                 Heard {
                     forward: forward(),
                     change: Some(Change::Adopted(sender)),
@@ -129,6 +151,9 @@ impl Tracker {
         if self.main == Some(pid) {
             self.main = None;
             self.main_ended = Some(code);
+        }
+        if self.announced_by == Some(pid) {
+            self.announced_by = None;
         }
         self.last_ended = Some(code);
     }
@@ -268,5 +293,108 @@ mod tests {
             Some((42, 137))
         );
         assert_eq!(ended(WaitStatus::StillAlive), None);
+    }
+
+    #[test]
+    fn a_hand_off_that_fails_after_mainpid_gives_main_back_to_the_announcer() {
+        let ours = |p: u32| (10..100).contains(&p);
+        let mut t = Tracker::new(10);
+        t.hear(10, "MAINPID=11\n", ours);
+        assert_eq!(t.main(), Some(11));
+        // The successor died (its parent reaps it, not the supervisor); the old generation
+        // takes the announcement back, then reports the failed reload.
+        let h = t.hear(10, "MAINPID=10\n", ours);
+        assert_eq!(h.change, Some(Change::TakenBack(10)));
+        assert_eq!(t.main(), Some(10));
+        let h = t.hear(10, "READY=1\nSTATUS=reload failed: x\n", ours);
+        assert_eq!(h.forward, ["READY=1", "STATUS=reload failed: x"]);
+        // Only once, and only by the announcer.
+        assert_eq!(t.hear(11, "MAINPID=11\n", ours), Heard::default());
+        t.hear(10, "MAINPID=12\n", ours);
+        assert_eq!(t.hear(11, "MAINPID=11\n", ours), Heard::default());
+        assert_eq!(t.main(), Some(12));
+        // An announcer that ended cannot.
+        t.ended(10, 0);
+        assert_eq!(t.hear(10, "MAINPID=10\n", ours), Heard::default());
+        assert_eq!(t.main(), Some(12));
+    }
+
+    /// Every sequence of four events around one hand-off (old generation 10, successor 11, a
+    /// stranger 99): the main generation is always a known generation or none, `MAINPID=` is
+    /// never passed on, nothing is heard from a stranger, and the generation that announced a
+    /// successor can always take it back until it ends — so a failed hand-off never leaves the
+    /// service without a main generation while the old one serves.
+    #[test]
+    fn every_sequence_of_four_events_keeps_a_main_generation_known() {
+        #[derive(Debug, Clone, Copy)]
+        enum Event {
+            Hear(u32, &'static str),
+            Ended(u32),
+        }
+        let events = [
+            Event::Hear(10, "MAINPID=11\n"),
+            Event::Hear(10, "MAINPID=10\n"),
+            Event::Hear(10, "READY=1\nSTATUS=reload failed: x\n"),
+            Event::Hear(11, "READY=1\nSTATUS=serving\n"),
+            Event::Hear(11, "MAINPID=10\n"),
+            Event::Hear(99, "MAINPID=99\nREADY=1\n"),
+            Event::Hear(10, "MAINPID=99\n"),
+            Event::Ended(10),
+            Event::Ended(11),
+        ];
+        let ours = |p: u32| p == 10 || p == 11;
+        let mut checked = 0;
+        for a in events {
+            for b in events {
+                for c in events {
+                    for d in events {
+                        let mut t = Tracker::new(10);
+                        let mut alive = [10u32, 11].to_vec();
+                        for e in [a, b, c, d] {
+                            let before = t.main();
+                            match e {
+                                Event::Hear(pid, text) => {
+                                    // What /proc would say: a process that ended is not ours.
+                                    let h = t.hear(pid, text, |p| alive.contains(&p));
+                                    assert!(
+                                        h.forward.iter().all(|l| !l.starts_with("MAINPID=")),
+                                        "{e:?}"
+                                    );
+                                    if pid == 99 {
+                                        assert_eq!(h, Heard::default(), "a stranger was heard");
+                                    }
+                                    if !h.forward.is_empty() {
+                                        assert_eq!(
+                                            t.main(),
+                                            Some(pid),
+                                            "forwarded from a non-main: {e:?}"
+                                        );
+                                    }
+                                }
+                                Event::Ended(pid) => {
+                                    alive.retain(|&p| p != pid);
+                                    t.ended(pid, 0);
+                                }
+                            }
+                            if let Some(main) = t.main() {
+                                assert!(ours(main), "{main} became main after {e:?}");
+                                assert!(alive.contains(&main), "a main that ended: {e:?}");
+                            }
+                            if before == Some(11) && t.announced_by == Some(10) {
+                                let mut probe = t.clone();
+                                probe.hear(10, "MAINPID=10\n", |p| alive.contains(&p));
+                                assert_eq!(
+                                    probe.main(),
+                                    Some(10),
+                                    "the announcer cannot take it back"
+                                );
+                            }
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 9 * 9 * 9 * 9);
     }
 }
