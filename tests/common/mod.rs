@@ -22,6 +22,7 @@ pub mod load;
 pub mod notify;
 pub mod procs;
 pub mod reaper;
+pub mod scripted_successor;
 pub mod story;
 pub mod tls;
 pub mod tmpfs;
