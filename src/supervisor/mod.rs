@@ -13,13 +13,16 @@
 //!   supervises again) and `NOTIFY_SOCKET` pointing at a private datagram socket of its own;
 //! * it is the generations' service manager on that socket, as systemd is: it follows `MAINPID=`
 //!   from the main generation, so it always knows which generation is main, with no new protocol
-//!   (generations hand over among themselves exactly as under systemd);
+//!   (generations hand over among themselves exactly as under systemd); a generation whose
+//!   hand-off failed after it announced its successor says `MAINPID=<own pid>` and is main again;
 //! * it forwards `SIGHUP` to the main generation and `SIGTERM`/`SIGINT` to every generation;
 //! * it reaps every process that ends up its child (PID 1's duty; `PR_SET_CHILD_SUBREAPER` when
 //!   it is not PID 1, so retired generations are reparented to it rather than to init);
 //! * it passes on `READY=1`, `RELOADING=1`, `STOPPING=1`, `STATUS=`, `WATCHDOG=1` … of the main
 //!   generation to its own `NOTIFY_SOCKET`, if it has one (e.g. `podman --sdnotify=container`),
-//!   from its own pid and never `MAINPID=`: to whoever started it, the supervisor is the service;
+//!   from its own pid and never `MAINPID=`: to whoever started it, the supervisor is the service.
+//!   It never waits for that manager: while the manager's socket is full, notifications are
+//!   dropped (one log line), and a `STATUS=` is bounded as baton's own are ([`crate::notify`]);
 //! * when no child is left it exits with the status of the generation that was main last
 //!   (128 + the signal number if a signal ended it).
 //!
