@@ -39,6 +39,7 @@ pub(crate) mod listen;
 pub(crate) mod notify;
 pub(crate) mod pidfile;
 pub(crate) mod reload;
+pub(crate) mod runtime_dir;
 pub(crate) mod safe_fs;
 mod server;
 mod settings;

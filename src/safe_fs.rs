@@ -200,6 +200,14 @@ impl TrustedDir {
     /// what `baton reload`, run as root, uses to read the status file of a baton that runs as
     /// another user.
     pub fn open_for(path: &Path, create: Create, me: u32) -> Result<TrustedDir, FsError> {
+        let (dir, st) = Self::walk(path, create, me)?;
+        check_final(&dir.path, &st, me)?;
+        Ok(dir)
+    }
+
+    /// Walk to the directory `path`, checking every directory on the way but not the last one
+    /// (the caller does, with the rule it needs); returns it with its status.
+    fn walk(path: &Path, create: Create, me: u32) -> Result<(TrustedDir, FileStat), FsError> {
         let absolute;
         let path = if path.is_absolute() {
             path
@@ -220,7 +228,7 @@ impl TrustedDir {
                     stack.pop();
                 }
                 if last {
-                    return Self::finish(stack, me);
+                    return Self::finish_walk(stack);
                 }
                 continue;
             }
@@ -281,21 +289,100 @@ impl TrustedDir {
                         stack.truncate(1);
                     }
                     if todo.is_empty() {
-                        return Self::finish(stack, me);
+                        return Self::finish_walk(stack);
                     }
                 }
                 Err(e) => return Err(FsError::io(&next_path, "open", e)),
             }
         }
-        Self::finish(stack, me)
+        Self::finish_walk(stack)
     }
 
-    fn finish(mut stack: Vec<(OwnedFd, PathBuf)>, me: u32) -> Result<TrustedDir, FsError> {
+    fn finish_walk(mut stack: Vec<(OwnedFd, PathBuf)>) -> Result<(TrustedDir, FileStat), FsError> {
         let Some((fd, path)) = stack.pop() else {
             return Err(FsError::refused(Path::new("/"), "empty walk".into()));
         };
         let st = stat::fstat(fd.as_raw_fd()).map_err(|e| FsError::io(&path, "inspect", e))?;
-        check_final(&path, &st, me)?;
+        Ok((TrustedDir { fd, path }, st))
+    }
+
+    /// Open the directory `path` for files of the user `me`: the directory itself when it
+    /// passes the rules of this module ([`TrustedDir::open_for`]); when it is a *shared* one —
+    /// sticky and writable by others, owned by root or `me`, like `/tmp` — the private
+    /// subdirectory `<path>/<private_name>` of `me` in it instead, made with `mkdir` (mode 0700)
+    /// if missing and checked on the open descriptor: a directory, not a symlink, owned by `me`,
+    /// no access for group or others. A name another user made first is refused, naming its
+    /// owner; nothing is ever created through it.
+    pub fn open_private_for(
+        path: &Path,
+        create: Create,
+        me: u32,
+        private_name: &str,
+    ) -> Result<TrustedDir, FsError> {
+        let (dir, st) = Self::walk(path, create, me)?;
+        let mode = st.st_mode & 0o7777;
+        let shared = mode & 0o1000 != 0 && mode & 0o022 != 0;
+        if !shared {
+            check_final(&dir.path, &st, me)?;
+            return Ok(dir);
+        }
+        check_ancestor(&dir.path, &st, me)?;
+        dir.private_subdir(private_name, create, me)
+    }
+
+    /// The private subdirectory `name` of `me` in this (shared) directory: made with `mkdirat`
+    /// (0700) when missing, opened without following a symlink, and checked on the descriptor.
+    fn private_subdir(&self, name: &str, create: Create, me: u32) -> Result<TrustedDir, FsError> {
+        let path = self.join(name);
+        if create == Create::Missing {
+            match stat::mkdirat(
+                Some(self.fd.as_raw_fd()),
+                name,
+                Mode::from_bits_truncate(0o700),
+            ) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(FsError::io(&path, "create the directory", e)),
+            }
+        }
+        let fd = match open_dir_fd(Some(self.fd.as_raw_fd()), OsStr::new(name)) {
+            Ok(fd) => fd,
+            Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => {
+                let st = stat::fstatat(
+                    Some(self.fd.as_raw_fd()),
+                    name,
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| FsError::io(&path, "inspect", e))?;
+                return Err(FsError::refused(
+                    &path,
+                    format!(
+                        "is {} owned by {}, not a private directory of baton's user ({}); refusing to use it",
+                        kind_of(&st),
+                        describe_uid(st.st_uid),
+                        describe_uid(me)
+                    ),
+                ));
+            }
+            Err(e) => return Err(FsError::io(&path, "open", e)),
+        };
+        let st = stat::fstat(fd.as_raw_fd()).map_err(|e| FsError::io(&path, "inspect", e))?;
+        if st.st_uid != me {
+            return Err(FsError::refused(
+                &path,
+                format!(
+                    "owned by {}, not by baton's user ({}): another user made this name first; refusing to create files in it",
+                    describe_uid(st.st_uid),
+                    describe_uid(me)
+                ),
+            ));
+        }
+        let mode = st.st_mode & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(FsError::refused(
+                &path,
+                format!("has mode {mode:04o}, not private (0700); refusing to create files in it"),
+            ));
+        }
         Ok(TrustedDir { fd, path })
     }
 

@@ -498,11 +498,7 @@ impl Supervisor {
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| setup("signalfd")(e.into()))?;
 
-        let base = handoff_socket
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let notify = PrivateSocket::open(base)?;
+        let notify = PrivateSocket::open(&crate::runtime_dir::configured(handoff_socket))?;
 
         let mut cmd = std::process::Command::new(&exe.path);
         cmd.args(&exe.args)

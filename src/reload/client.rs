@@ -165,14 +165,16 @@ pub fn reload(pid: u32, handoff_socket: &Path, timeout: Duration) -> Result<u32,
 
 /// The failure's reason from the status file of `pid`, or why it is not available.
 pub(super) fn failure_reason(handoff_socket: &Path, pid: u32, unrecorded: Option<i32>) -> String {
-    let dir = runtime_dir(handoff_socket);
-    let path = dir.join(status_name(pid));
     if let Some(errno) = unrecorded {
         // Say what is wrong with the directory when that is the cause (another user's, say).
         let owner = process_uid(pid).unwrap_or_else(|| nix::unistd::geteuid().as_raw());
-        if let Err(e @ FsError::Unsafe { .. }) = TrustedDir::open_for(&dir, Create::Never, owner) {
-            return format!("the reason could not be recorded: {e}; see the journal");
-        }
+        let path = match RuntimeDir::open_existing(handoff_socket, owner) {
+            Err(e @ FsError::Unsafe { .. }) => {
+                return format!("the reason could not be recorded: {e}; see the journal")
+            }
+            Ok(dir) => dir.join(&status_name(pid)),
+            Err(_) => crate::runtime_dir::configured(handoff_socket).join(status_name(pid)),
+        };
         return format!(
             "the reason could not be recorded in {}: {}; see the journal",
             path.display(),
@@ -192,12 +194,9 @@ pub(super) fn failure_reason(handoff_socket: &Path, pid: u32, unrecorded: Option
 /// directory and a file owned by that process's user.
 pub fn read_status(handoff_socket: &Path, pid: u32) -> Result<ReloadStatus, String> {
     let owner = process_uid(pid).unwrap_or_else(|| nix::unistd::geteuid().as_raw());
-    let dir = TrustedDir::open_for(&runtime_dir(handoff_socket), Create::Never, owner)
-        .map_err(|e| e.to_string())?;
+    let dir = RuntimeDir::open_existing(handoff_socket, owner).map_err(|e| e.to_string())?;
     let name = status_name(pid);
-    let bytes = dir
-        .read_regular(&name, 64 * 1024, |uid| uid == owner)
-        .map_err(|e| e.to_string())?;
+    let bytes = dir.read_status(pid, owner).map_err(|e| e.to_string())?;
     let status = parse_status(&bytes).map_err(|e| format!("{}: {e}", dir.join(&name).display()))?;
     if status.parent_pid != pid {
         return Err(format!(

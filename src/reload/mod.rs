@@ -24,19 +24,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use crate::handoff::runtime_dir;
-use crate::safe_fs::{Create, FsError, TrustedDir};
-
-/// File names of status files start with this, then the parent's pid: `reload-status.<pid>.json`.
-pub const STATUS_PREFIX: &str = "reload-status.";
+pub use crate::runtime_dir::status_name;
+use crate::runtime_dir::RuntimeDir;
+use crate::safe_fs::FsError;
 
 /// What `baton reload` puts in the `SIGHUP` it queues ("batn"): "answer me".
 pub const REQUEST_VALUE: usize = 0x6261_746e;
-
-/// The status file of the process `pid`.
-pub fn status_name(pid: u32) -> String {
-    format!("{STATUS_PREFIX}{pid}.json")
-}
 
 /// The signal that carries the answer: `SIGRTMIN+5` (real-time signals queue and carry a value).
 pub fn reply_signal() -> libc::c_int {
@@ -358,8 +351,7 @@ pub fn publish(handoff_socket: &Path, status: &ReloadStatus) {
 pub fn write_status(handoff_socket: &Path, status: &ReloadStatus) -> Result<(), FsError> {
     let mut bytes = serde_json::to_vec(status).unwrap_or_default();
     bytes.push(b'\n');
-    let dir = TrustedDir::open(&runtime_dir(handoff_socket), Create::Missing)?;
-    dir.write_atomically(&status_name(status.parent_pid), &bytes, 0o644)
+    RuntimeDir::open(handoff_socket)?.write_status(status.parent_pid, &bytes)
 }
 
 /// While this process retires, answer every reload request with "ask `main`". Stops when dropped.
