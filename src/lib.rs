@@ -38,7 +38,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod listen;
 pub(crate) mod notify;
 pub(crate) mod pidfile;
-pub(crate) mod reload;
+pub mod reload;
 pub(crate) mod runtime_dir;
 pub(crate) mod safe_fs;
 mod server;

@@ -13,7 +13,8 @@
 //! | name | what | made by |
 //! | --- | --- | --- |
 //! | `handoff.<pid>.<random>/handoff.sock` | one hand-off's socket, in a directory of its own | the parent of that hand-off |
-//! //! | `reload-status.<pid>.json` | the outcome of `<pid>`'s last hand-off | that process |
+//! | `control.<pid>.<random>` | the control socket `baton reload` asks (passed on from generation to generation; `0600`) | the first generation |
+//! | `reload-status.<pid>.json` | the outcome of `<pid>`'s last hand-off | that process |
 //! | `supervisor.<pid>.<random>/notify.sock` | a supervisor's private notify socket (swept; made with [`RuntimeDir::create_supervisor_dir`]) | the supervisor |
 //!
 //! Every name carries the pid of the process that made it, so [`RuntimeDir::sweep`] can remove
@@ -31,6 +32,8 @@ pub const HANDOFF_DIR_PREFIX: &str = "handoff.";
 pub const HANDOFF_SOCKET_NAME: &str = "handoff.sock";
 /// Status files: `reload-status.<pid>.json`.
 pub const STATUS_PREFIX: &str = "reload-status.";
+/// Control sockets: `control.<pid>.<random>`.
+pub const CONTROL_PREFIX: &str = "control.";
 /// A supervisor's private directories: `supervisor.<pid>.<random>`.
 pub const SUPERVISOR_DIR_PREFIX: &str = "supervisor.";
 /// The notify socket inside a supervisor's private directory.
@@ -76,8 +79,26 @@ impl RuntimeDir {
 
     /// Open the existing runtime directory of `handoff_socket` that belongs to the user `owner`
     /// (what `baton reload`, run as root, uses for a baton of another user).
+    #[cfg(test)]
     pub fn open_existing(handoff_socket: &Path, owner: u32) -> Result<RuntimeDir, FsError> {
         Self::open_as(handoff_socket, Create::Never, owner)
+    }
+
+    /// [`Self::open_existing`] as the process whose root directory is `root` sees it
+    /// (`/proc/<pid>/root` for a process in another mount namespace, such as a container's).
+    pub fn open_existing_in(
+        root: Option<&Path>,
+        handoff_socket: &Path,
+        owner: u32,
+    ) -> Result<RuntimeDir, FsError> {
+        let dir = TrustedDir::open_private_in(
+            root,
+            &configured(handoff_socket),
+            Create::Never,
+            owner,
+            &private_name(owner),
+        )?;
+        Ok(RuntimeDir { dir })
     }
 
     fn open_as(handoff_socket: &Path, create: Create, owner: u32) -> Result<RuntimeDir, FsError> {
@@ -122,13 +143,84 @@ impl RuntimeDir {
         self.dir.remove_dir(name)
     }
 
+    /// Bind a new control socket `control.<pid>.<random>` (`0600`), through the directory's
+    /// descriptor; a stale one nobody listens on any more is removed first.
+    pub fn bind_control(&self) -> Result<(std::os::unix::net::UnixListener, PathBuf), FsError> {
+        self.sweep_control();
+        for _ in 0..16 {
+            let name = format!(
+                "{CONTROL_PREFIX}{}.{}",
+                std::process::id(),
+                safe_fs::random_suffix()
+            );
+            match std::os::unix::net::UnixListener::bind(self.dir.fd_path(&name)) {
+                Ok(listener) => {
+                    self.dir.set_mode(&name, 0o600)?;
+                    return Ok((listener, self.join(&name)));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(source) => {
+                    return Err(FsError::Io {
+                        path: self.join(&name),
+                        op: "listen on",
+                        source,
+                    })
+                }
+            }
+        }
+        Err(FsError::Unsafe {
+            path: self.join(&format!("{CONTROL_PREFIX}*")),
+            problem: "no free name after 16 attempts".into(),
+        })
+    }
+
+    /// The control sockets here.
+    pub fn control_names(&self) -> Vec<String> {
+        let names: Vec<String> = self.dir.names().unwrap_or_default();
+        let mut names: Vec<String> = names
+            .into_iter()
+            .filter(|n| n.starts_with(CONTROL_PREFIX))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The directory's owner (the service's user).
+    pub fn owner(&self) -> u32 {
+        self.dir.owner()
+    }
+
+    /// A path that reaches `name` through this process's descriptor of the directory.
+    pub fn fd_path(&self, name: &str) -> PathBuf {
+        self.dir.fd_path(name)
+    }
+
+    /// Remove the control socket `name` (at a real stop of the service).
+    pub fn remove_control(&self, name: &str) {
+        if name.starts_with(CONTROL_PREFIX) {
+            let _ = self.dir.remove_file(name);
+        }
+    }
+
+    /// Remove control sockets nobody listens on (their service stopped without removing them).
+    fn sweep_control(&self) {
+        for name in self.control_names() {
+            if let Err(e) = std::os::unix::net::UnixStream::connect(self.dir.fd_path(&name)) {
+                if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    info!(path = %self.join(&name).display(), "removed a control socket nobody listens on");
+                    let _ = self.dir.remove_file(&name);
+                }
+            }
+        }
+    }
+
     /// Write the status file of `pid` (exclusive temporary file, `fchmod`, rename).
     pub fn write_status(&self, pid: u32, bytes: &[u8]) -> Result<(), FsError> {
         self.dir.write_atomically(&status_name(pid), bytes, 0o644)
     }
 
     /// Read the status file of `pid`, only if the user `owner` owns it (at most 64 KiB).
-    #[cfg(any(test, feature = "cli"))]
+    #[cfg(test)]
     pub fn read_status(&self, pid: u32, owner: u32) -> Result<Vec<u8>, FsError> {
         self.dir
             .read_regular(&status_name(pid), 64 * 1024, |uid| uid == owner)

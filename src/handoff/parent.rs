@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
@@ -298,10 +299,15 @@ pub async fn hand_off(
     generation: u64,
     child_timeout: Duration,
     state: Option<StateFn>,
+    control: Option<&OwnedFd>,
     cancel: CancellationToken,
 ) -> Result<ReadySuccessor, HandoffError> {
     let socket = HandoffSocket::open(handoff_socket)?;
-    let sockets: Vec<_> = listeners.iter().map(|l| &l.socket).collect();
+    let mut sockets: Vec<BorrowedFd<'_>> = listeners.iter().map(|l| l.socket.as_fd()).collect();
+    let control_fd = control.map(|fd| {
+        sockets.push(fd.as_fd());
+        3 + listeners.len() as i32
+    });
     let mut child =
         spawn_successor(exe, &sockets, &socket.path, generation + 1).map_err(|source| {
             HandoffError::Spawn {
@@ -314,7 +320,7 @@ pub async fn hand_off(
     // While the successor starts (not before: listing the directory and probing every pid in it
     // would delay the start).
     socket.place.runtime.sweep();
-    let offer = offer_for(listeners, generation, state.is_some());
+    let offer = offer_for(listeners, generation, state.is_some(), control_fd);
     let conversation = tokio::time::timeout(
         child_timeout,
         converse(&socket, &mut child, pid, &offer, state, child_timeout),
@@ -345,7 +351,12 @@ pub async fn kill_and_reap(child: &mut Child) {
     let _ = child.wait().await;
 }
 
-fn offer_for(listeners: &[Listener], generation: u64, state: bool) -> ListenerOffer {
+fn offer_for(
+    listeners: &[Listener],
+    generation: u64,
+    state: bool,
+    control: Option<i32>,
+) -> ListenerOffer {
     let offered: Vec<OfferedListener> = listeners
         .iter()
         .enumerate()
@@ -365,6 +376,7 @@ fn offer_for(listeners: &[Listener], generation: u64, state: bool) -> ListenerOf
             generation,
             listeners: offered,
             state,
+            control,
         }),
     }
 }

@@ -27,7 +27,8 @@ use crate::http::Serving;
 use crate::listen::Listener;
 use crate::notify::{self, Event};
 use crate::pidfile;
-use crate::reload::{self, ReloadStatus};
+use crate::reload::control::Control;
+use crate::reload::{self, Answer, ReloadStatus};
 use crate::settings::Settings;
 pub(crate) use machine::{Action, Input, Machine, Outcome, Step, StopReason};
 
@@ -94,6 +95,10 @@ pub(crate) struct ProcessWorld {
     queued: bool,
     /// The successor this process retires for.
     retiring_for: Option<u32>,
+    /// The service's control socket (`baton reload`), when there is one.
+    control: Option<Control>,
+    /// This process has been main (it owns the control socket's name at a real stop).
+    was_main: bool,
 }
 
 /// The signals a baton process handles, installed as early as possible.
@@ -104,10 +109,8 @@ pub(crate) struct Signals {
 }
 
 impl Signals {
-    /// Install the handlers (`SIGHUP`'s default action would kill the process). `baton reload`'s
-    /// requests are recorded first, before tokio's handler sees the signal.
+    /// Install the handlers (`SIGHUP`'s default action would kill the process).
     pub(crate) fn install() -> std::io::Result<Signals> {
-        reload::accept_requests()?;
         Ok(Signals {
             hup: signal(SignalKind::hangup())?,
             term: signal(SignalKind::terminate())?,
@@ -128,6 +131,8 @@ pub(crate) struct Parts {
     pub(crate) drain: DrainSignal,
     pub(crate) shutdown: Option<ShutdownFuture>,
     pub(crate) signals: Signals,
+    /// The control socket a predecessor passed on; `None`: bind a new one.
+    pub(crate) control: Option<std::os::fd::OwnedFd>,
 }
 
 /// What a successor's driver has the task that follows its predecessor say.
@@ -148,6 +153,7 @@ impl ProcessWorld {
     /// Install the signal handlers and, for a successor, start listening to the predecessor.
     pub(crate) fn new(parts: Parts, predecessor: Option<Predecessor>) -> Self {
         let (inputs_tx, inputs) = mpsc::unbounded_channel();
+        let control = open_control(parts.control, &parts.handoff_socket, &inputs_tx);
         let (mut to_predecessor, mut following) = (None, None);
         if let Some(predecessor) = predecessor {
             let (tx, rx) = oneshot::channel();
@@ -184,19 +190,45 @@ impl ProcessWorld {
             to_predecessor,
             following,
             requested_usec: 0,
-            queued: reload::has_pending_requests(),
+            queued: false,
             retiring_for: None,
+            control,
+            was_main: false,
         }
     }
 
     /// Record the outcome and answer every `baton reload` that waits for it.
     fn write_status(&mut self, outcome: Outcome) {
+        let me = std::process::id();
         let (outcome, successor_pid, reason) = match outcome {
             Outcome::Ready { successor } => {
                 self.retiring_for = Some(successor);
+                if let Some(c) = &mut self.control {
+                    c.finish(
+                        Answer::Reloaded {
+                            retired: me,
+                            successor,
+                        },
+                        false,
+                    );
+                }
                 (reload::Outcome::Ready, Some(successor), None)
             }
-            Outcome::Failed { reason } => (reload::Outcome::Failed, None, Some(reason)),
+            Outcome::Failed { reason } => {
+                let answer = Answer::Failed {
+                    pid: me,
+                    reason: reason.clone(),
+                };
+                // Requests that came during the failed hand-off get one of their own.
+                if self
+                    .control
+                    .as_mut()
+                    .is_some_and(|c| c.finish(answer, true))
+                {
+                    let _ = self.inputs_tx.send(Input::ReloadRequest);
+                }
+                (reload::Outcome::Failed, None, Some(reason))
+            }
         };
         reload::publish(
             &self.handoff_socket,
@@ -216,7 +248,11 @@ impl ProcessWorld {
         self.requested_usec = reload::monotonic_usec();
         let (tx, rx) = mpsc::unbounded_channel();
         self.handoff = Some(tx);
+        if let Some(c) = &mut self.control {
+            c.begin();
+        }
         let task = HandoffTask {
+            control: self.control.as_ref().and_then(|c| c.fd().try_clone().ok()),
             exe: self.exe.clone(),
             socket: self.handoff_socket.clone(),
             listeners: self.listeners.clone(),
@@ -239,8 +275,18 @@ impl ProcessWorld {
             if stop { "stopping" } else { "retiring" }
         );
         self.drain.trigger();
-        // Reload requests that reach a retiring process are answered "ask the successor".
-        let _forward = self.retiring_for.map(reload::forward_requests);
+        let me = std::process::id();
+        if let Some(c) = &mut self.control {
+            c.close(match self.retiring_for {
+                Some(main) if !stop => Answer::AskAgain { main },
+                _ => Answer::Stopping { pid: me },
+            });
+        }
+        if stop && self.was_main {
+            if let Some(c) = &self.control {
+                remove_control_socket(&self.handoff_socket, c);
+            }
+        }
         let deadline = tokio::time::Instant::now() + self.settings.shutdown_timeout;
         self.serving.drain(self.settings.shutdown_timeout).await;
         // A successor of a called-off hand-off drains too; wait for it within the same budget.
@@ -264,13 +310,7 @@ impl World for ProcessWorld {
             return Input::ReloadRequest;
         }
         tokio::select! {
-            _ = self.signals.hup.recv() => {
-                if reload::has_pending_requests() {
-                    Input::ReloadRequest
-                } else {
-                    Input::Hup
-                }
-            }
+            _ = self.signals.hup.recv() => Input::Hup,
             _ = self.signals.term.recv() => Input::Stop(StopReason::Sigterm),
             _ = self.signals.int.recv() => Input::Stop(StopReason::Sigint),
             _ = poll_some(&mut self.shutdown) => {
@@ -336,6 +376,11 @@ impl World for ProcessWorld {
             }
             Action::WriteStatus(outcome) => self.write_status(outcome),
             Action::WritePidFile => {
+                // Main now: `baton reload` is served here.
+                self.was_main = true;
+                if let Some(c) = &self.control {
+                    c.accept();
+                }
                 if let Some(path) = &self.settings.pid_file {
                     if let Err(e) = pidfile::update(path, std::process::id()) {
                         tracing::error!(error = %e, "cannot write the pid file");
@@ -365,6 +410,7 @@ impl ProcessWorld {
 
 /// One hand-off, from spawning the successor to its confirmation or its end.
 struct HandoffTask {
+    control: Option<std::os::fd::OwnedFd>,
     exe: Executable,
     socket: PathBuf,
     listeners: Arc<Vec<Listener>>,
@@ -393,6 +439,7 @@ impl HandoffTask {
             self.generation,
             self.child_timeout,
             self.state.clone(),
+            self.control.as_ref(),
             cancel.clone(),
         );
         tokio::pin!(attempt);
@@ -492,6 +539,46 @@ async fn pass_stop_on(
         if let Err(e) = predecessor.stopping().await {
             warn!(error = %e, "could not pass the stop on to the predecessor");
         }
+    }
+}
+
+/// Serve the control socket a predecessor passed on, else bind a new one in the runtime
+/// directory. Without one (it cannot be made) `kill -HUP` still reloads; `baton reload` cannot
+/// reach this service, which is logged.
+fn open_control(
+    inherited: Option<std::os::fd::OwnedFd>,
+    handoff_socket: &std::path::Path,
+    inputs: &mpsc::UnboundedSender<Input>,
+) -> Option<Control> {
+    let fd = match inherited {
+        Some(fd) => fd,
+        None => match crate::runtime_dir::RuntimeDir::open(handoff_socket)
+            .and_then(|dir| dir.bind_control())
+        {
+            Ok((listener, path)) => {
+                info!(path = %path.display(), "control socket for `baton reload`");
+                std::os::fd::OwnedFd::from(listener)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "no control socket: `baton reload` cannot reach this service (kill -HUP still reloads)");
+                return None;
+            }
+        },
+    };
+    match Control::start(fd, inputs.clone()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve the control socket");
+            None
+        }
+    }
+}
+
+/// At a real stop of the service, remove its control socket's name.
+fn remove_control_socket(handoff_socket: &std::path::Path, control: &Control) {
+    let Some(name) = control.name() else { return };
+    if let Ok(dir) = crate::runtime_dir::RuntimeDir::open(handoff_socket) {
+        dir.remove_control(&name);
     }
 }
 
