@@ -127,16 +127,16 @@ fn names_another_user_made_first_in_a_sticky_directory_are_refused_and_nothing_i
     let path = shared.join("api.sock");
     let private = private_dir_of(&shared);
     let trap = shared.join("mallory");
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut baton = base_parent_hands_over(&sb, &path, &listener);
-    let main = baton.pid;
-
-    // 1. A symlink to a directory of mallory's in place of baton's private directory.
+    // 1. Before baton starts, a symlink to a directory of mallory's in place of baton's private
+    //    directory.
     mallory.sh(&format!(
         "mkdir -m 777 {t} && ln -s {t} {p}",
         t = trap.display(),
         p = private.display()
     ));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut baton = base_parent_hands_over(&sb, &path, &listener);
+    let main = baton.pid;
     let status = common::reload_expect_failure(&sb.notify, main);
     println!("symlink planted: {status}");
     assert!(

@@ -36,6 +36,8 @@ pub(crate) use machine::{Action, Input, Machine, Outcome, Step, StopReason};
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a successor stopped before it is main waits to have told its predecessor.
 const PASS_STOP_ON_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a process without a control socket tries to make one.
+const CONTROL_RETRY: Duration = Duration::from_secs(1);
 /// How often a serving main process refreshes `STATUS=` (only when the count of open
 /// connections changed, and only under a service manager).
 const STATUS_EVERY: Duration = Duration::from_secs(5);
@@ -99,6 +101,10 @@ pub(crate) struct ProcessWorld {
     control: Option<Control>,
     /// This process has been main (it owns the control socket's name at a real stop).
     was_main: bool,
+    /// A hand-off is running (the control socket is not accepted on).
+    handing_off: bool,
+    /// Without a control socket (its directory was unusable): try to make one now and then.
+    control_retry: Option<tokio::time::Interval>,
 }
 
 /// The signals a baton process handles, installed as early as possible.
@@ -153,7 +159,15 @@ impl ProcessWorld {
     /// Install the signal handlers and, for a successor, start listening to the predecessor.
     pub(crate) fn new(parts: Parts, predecessor: Option<Predecessor>) -> Self {
         let (inputs_tx, inputs) = mpsc::unbounded_channel();
-        let control = open_control(parts.control, &parts.handoff_socket, &inputs_tx);
+        let control = open_control(parts.control, &parts.handoff_socket, &inputs_tx, true);
+        let control_retry = control.is_none().then(|| {
+            let mut every = tokio::time::interval_at(
+                tokio::time::Instant::now() + CONTROL_RETRY,
+                CONTROL_RETRY,
+            );
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every
+        });
         let (mut to_predecessor, mut following) = (None, None);
         if let Some(predecessor) = predecessor {
             let (tx, rx) = oneshot::channel();
@@ -194,12 +208,15 @@ impl ProcessWorld {
             retiring_for: None,
             control,
             was_main: false,
+            handing_off: false,
+            control_retry,
         }
     }
 
     /// Record the outcome and answer every `baton reload` that waits for it.
     fn write_status(&mut self, outcome: Outcome) {
         let me = std::process::id();
+        self.handing_off = false;
         let (outcome, successor_pid, reason) = match outcome {
             Outcome::Ready { successor } => {
                 self.retiring_for = Some(successor);
@@ -248,6 +265,7 @@ impl ProcessWorld {
         self.requested_usec = reload::monotonic_usec();
         let (tx, rx) = mpsc::unbounded_channel();
         self.handoff = Some(tx);
+        self.handing_off = true;
         if let Some(c) = &mut self.control {
             c.begin();
         }
@@ -309,17 +327,17 @@ impl World for ProcessWorld {
         if std::mem::take(&mut self.queued) {
             return Input::ReloadRequest;
         }
-        tokio::select! {
-            _ = self.signals.hup.recv() => Input::Hup,
-            _ = self.signals.term.recv() => Input::Stop(StopReason::Sigterm),
-            _ = self.signals.int.recv() => Input::Stop(StopReason::Sigint),
-            _ = poll_some(&mut self.shutdown) => {
-                self.shutdown = None;
-                Input::Stop(StopReason::Requested)
+        loop {
+            let mut retry = self.control_retry.take();
+            let input = tokio::select! {
+                _ = tick(&mut retry) => None,
+                input = self.next_input() => Some(input),
+            };
+            self.control_retry = retry;
+            match input {
+                Some(input) => return input,
+                None => self.retry_control(),
             }
-            Some(input) = self.inputs.recv() => input,
-            _ = tick(&mut self.watchdog) => Input::WatchdogTick,
-            _ = tick(&mut self.status_tick) => Input::StatusTick,
         }
     }
 
@@ -395,6 +413,33 @@ impl World for ProcessWorld {
 }
 
 impl ProcessWorld {
+    /// The next input of the process itself.
+    async fn next_input(&mut self) -> Input {
+        tokio::select! {
+            _ = self.signals.hup.recv() => Input::Hup,
+            _ = self.signals.term.recv() => Input::Stop(StopReason::Sigterm),
+            _ = self.signals.int.recv() => Input::Stop(StopReason::Sigint),
+            _ = poll_some(&mut self.shutdown) => {
+                self.shutdown = None;
+                Input::Stop(StopReason::Requested)
+            }
+            Some(input) = self.inputs.recv() => input,
+            _ = tick(&mut self.watchdog) => Input::WatchdogTick,
+            _ = tick(&mut self.status_tick) => Input::StatusTick,
+        }
+    }
+
+    /// Without a control socket: try to make one (its directory may be usable now).
+    fn retry_control(&mut self) {
+        if let Some(c) = open_control(None, &self.handoff_socket, &self.inputs_tx, false) {
+            if self.was_main && !self.handing_off {
+                c.accept();
+            }
+            self.control = Some(c);
+            self.control_retry = None;
+        }
+    }
+
     fn tell_predecessor(&mut self, what: ToPredecessor) {
         if let Some(tx) = self.to_predecessor.take() {
             let _ = tx.send(what);
@@ -549,6 +594,7 @@ fn open_control(
     inherited: Option<std::os::fd::OwnedFd>,
     handoff_socket: &std::path::Path,
     inputs: &mpsc::UnboundedSender<Input>,
+    first: bool,
 ) -> Option<Control> {
     let fd = match inherited {
         Some(fd) => fd,
@@ -559,8 +605,12 @@ fn open_control(
                 info!(path = %path.display(), "control socket for `baton reload`");
                 std::os::fd::OwnedFd::from(listener)
             }
+            Err(e) if first => {
+                tracing::error!(error = %e, "no control socket: `baton reload` cannot reach this service until it can be made (kill -HUP still reloads)");
+                return None;
+            }
             Err(e) => {
-                tracing::error!(error = %e, "no control socket: `baton reload` cannot reach this service (kill -HUP still reloads)");
+                tracing::debug!(error = %e, "still no control socket");
                 return None;
             }
         },
