@@ -130,15 +130,15 @@ pub(crate) mod exit {
     /// Success.
     pub const OK: u8 = 0;
     /// `baton reload`: the reload was attempted and failed; the old process serves on.
-    #[cfg(feature = "cli")]
     pub const RELOAD_FAILED: u8 = 1;
     /// Bad command-line usage.
-    #[cfg(feature = "cli")]
     pub const USAGE: u8 = 64;
     /// The address is already in use.
     pub const UNAVAILABLE: u8 = 69;
     /// An operating-system error.
     pub const OSERR: u8 = 71;
+    /// A temporary failure: try again later.
+    pub const TEMPFAIL: u8 = 75;
     /// The hand-off peer broke the protocol.
     pub const PROTOCOL: u8 = 76;
     /// Permission denied.

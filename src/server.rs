@@ -285,6 +285,7 @@ where
             listeners,
             mut predecessor,
             state: _,
+            control,
         } = acquired;
         let app = self.app;
         let access_log = settings.access_log;
@@ -347,6 +348,7 @@ where
                 drain,
                 shutdown,
                 signals,
+                control,
             };
             let mut world = ProcessWorld::new(parts, predecessor);
             lifecycle::drive(machine, initial, &mut world).await;

@@ -117,6 +117,8 @@ pub struct Acquired {
     pub predecessor: Option<Predecessor>,
     /// The application state the predecessor handed over, if any.
     pub state: Option<Vec<u8>>,
+    /// The service's control socket, inherited from a baton predecessor.
+    pub control: Option<std::os::fd::OwnedFd>,
 }
 
 /// Walk the chain for every configured listener: activation, import, bind.
@@ -153,11 +155,13 @@ pub async fn acquire(
     };
     let mut predecessor = None;
     let mut state = None;
+    let mut control = None;
     if let Some(stream) = stream {
         let imported = import(stream, &path, settings, &mut wanted, &listeners).await?;
         listeners.extend(imported.listeners);
         predecessor = imported.predecessor;
         state = imported.state;
+        control = imported.control;
         if !settings.listen_explicit {
             wanted.clear(); // the predecessor decides, as systemd would
         }
@@ -174,6 +178,7 @@ pub async fn acquire(
         listeners,
         predecessor,
         state,
+        control,
     })
 }
 
@@ -253,6 +258,7 @@ struct Imported {
     listeners: Vec<Listener>,
     predecessor: Option<Predecessor>,
     state: Option<Vec<u8>>,
+    control: Option<std::os::fd::OwnedFd>,
 }
 
 /// Request the listeners (and the state, when a baton parent has some), adopt the offered fds and
@@ -356,6 +362,16 @@ async fn import(
             socket,
         });
     }
+    let control = match offer.baton.as_ref().and_then(|ext| ext.control) {
+        Some(fd) => Some(crate::reload::control::adopt(fd).map_err(|problem| {
+            err(ImportProblem::BadFd {
+                fd,
+                name: "control socket".into(),
+                problem,
+            })
+        })?),
+        None => None,
+    };
     let predecessor = offer.baton.is_some().then(|| Predecessor {
         read,
         write,
@@ -365,6 +381,7 @@ async fn import(
         listeners,
         predecessor,
         state,
+        control,
     })
 }
 

@@ -45,6 +45,10 @@ pub struct Extension {
     /// The parent holds application state for the child (version 2): the child may ask for it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub state: bool,
+    /// The service's control socket (a listening Unix stream socket), inherited at this fd:
+    /// the child serves `baton reload` on it once it is main. Absent from a parent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<i32>,
 }
 
 /// One inherited listener.
@@ -252,6 +256,13 @@ impl ListenerOffer {
                 return bad(format!("address {:?} offered twice", l.addr));
             }
         }
+        if let Some(fd) = self.baton.as_ref().and_then(|ext| ext.control) {
+            if fd < 3 || listeners.iter().any(|l| l.fd == fd) {
+                return bad(format!(
+                    "control socket fd {fd} is a standard stream or a listener"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -309,6 +320,7 @@ mod tests {
                 version: 2,
                 generation: 2,
                 state: true,
+                control: None,
                 listeners: vec![
                     OfferedListener {
                         addr: "a:1".into(),

@@ -81,31 +81,10 @@ impl Supervisor {
                 }
             };
             match Signal::try_from(info.ssi_signo as i32) {
-                Ok(Signal::SIGHUP) if crate::reload::is_request(info.ssi_code, info.ssi_ptr) => {
-                    self.redirect(info.ssi_pid as i32)
-                }
                 Ok(Signal::SIGHUP) => self.reload(),
                 Ok(sig @ (Signal::SIGTERM | Signal::SIGINT)) => self.stop(sig),
                 _ => {} // SIGCHLD: reaped after this
             }
-        }
-    }
-
-    /// `baton reload` asked us (it waits for an answer): tell it to ask the main generation,
-    /// which answers once its hand-off is done.
-    fn redirect(&self, requester: i32) {
-        match self.tracker.main() {
-            Some(main) if self.ours(main) && !self.stopping => {
-                let reply = crate::reload::Reply::NotMain { main };
-                match crate::reload::answer(requester, reply) {
-                    Ok(()) => info!(
-                        requester,
-                        main, "reload request: asked to ask the main generation"
-                    ),
-                    Err(e) => warn!(requester, error = %e, "cannot answer a reload request"),
-                }
-            }
-            _ => self.reload(),
         }
     }
 

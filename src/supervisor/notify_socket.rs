@@ -1,8 +1,9 @@
 //! The supervisor's private notify socket and what arrives on it: datagrams with the sender's
 //! credentials (`SO_PASSCRED`), as systemd reads its own.
 //!
-//! The socket lives in a fresh private directory of the runtime directory, made under the rules
-//! of [`crate::safe_fs`] as the hand-off's are: the runtime directory must be ours and not
+//! The socket lives in a fresh private directory of the runtime directory
+//! ([`crate::runtime_dir`], which owns the layout), made under the rules of [`crate::safe_fs`] as
+//! the hand-off's are: the runtime directory must be ours and not
 //! writable by others, nothing is created or bound through a path another user controls.
 
 use std::io::IoSliceMut;
@@ -16,19 +17,16 @@ use nix::sys::socket::{
 };
 use tracing::warn;
 
-use crate::safe_fs::{self, Create, FsError, TrustedDir};
+use crate::runtime_dir::{RuntimeDir, NOTIFY_SOCKET_NAME};
+use crate::safe_fs::{self, FsError, TrustedDir};
 
-/// The name of the socket in its private directory.
-const SOCKET_NAME: &str = "notify.sock";
-/// Prefix of the private directory in the runtime directory: `supervisor.<random>`.
-const DIR_PREFIX: &str = "supervisor.";
 /// The largest datagram read whole (as systemd, which drops longer ones).
 pub(super) const MAX_DATAGRAM: usize = 4096;
 
 /// The supervisor's private notify socket, in a fresh `0700` directory of the runtime directory;
 /// both removed when dropped.
 pub(super) struct PrivateSocket {
-    runtime: TrustedDir,
+    runtime: RuntimeDir,
     dir: TrustedDir,
     name: String,
     path: PathBuf,
@@ -73,11 +71,12 @@ pub(crate) enum SocketError {
 }
 
 impl PrivateSocket {
-    /// Make `<runtime>/supervisor.<random>/notify.sock` and bind it.
-    pub(super) fn open(runtime: &Path) -> Result<PrivateSocket, SocketError> {
-        let runtime = TrustedDir::open(runtime, Create::Missing)?;
-        let (dir, name) = runtime.create_unique_dir(DIR_PREFIX)?;
-        let path = dir.join(SOCKET_NAME);
+    /// Make `<runtime>/supervisor.<pid>.<random>/notify.sock` for the hand-off socket path
+    /// `handoff_socket` and bind it.
+    pub(super) fn open(handoff_socket: &Path) -> Result<PrivateSocket, SocketError> {
+        let runtime = RuntimeDir::open(handoff_socket)?;
+        let (dir, name) = runtime.create_supervisor_dir()?;
+        let path = dir.join(NOTIFY_SOCKET_NAME);
         match bind(&dir, &path) {
             Ok(socket) => Ok(PrivateSocket {
                 runtime,
@@ -87,8 +86,7 @@ impl PrivateSocket {
                 socket,
             }),
             Err(e) => {
-                let _ = dir.remove_file(SOCKET_NAME);
-                let _ = runtime.remove_dir(&name);
+                let _ = runtime.remove_private_dir(&dir, &name);
                 Err(e)
             }
         }
@@ -160,8 +158,7 @@ impl PrivateSocket {
 
 impl Drop for PrivateSocket {
     fn drop(&mut self) {
-        let _ = self.dir.remove_file(SOCKET_NAME);
-        let _ = self.runtime.remove_dir(&self.name);
+        let _ = self.runtime.remove_private_dir(&self.dir, &self.name);
     }
 }
 
@@ -178,8 +175,8 @@ fn bind(dir: &TrustedDir, path: &Path) -> Result<UnixDatagram, SocketError> {
             "longer than the 107 bytes a Unix socket address holds",
         )));
     }
-    let socket = UnixDatagram::bind(dir.fd_path(SOCKET_NAME)).map_err(fail("bind"))?;
-    dir.set_mode(SOCKET_NAME, 0o600)?;
+    let socket = UnixDatagram::bind(dir.fd_path(NOTIFY_SOCKET_NAME)).map_err(fail("bind"))?;
+    dir.set_mode(NOTIFY_SOCKET_NAME, 0o600)?;
     setsockopt(&socket, sockopt::PassCred, &true).map_err(|e| fail("set SO_PASSCRED")(e.into()))?;
     socket
         .set_nonblocking(true)

@@ -78,7 +78,7 @@ impl Supervisor {
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| setup("signalfd")(e.into()))?;
 
-        let notify = PrivateSocket::open(&crate::handoff::runtime_dir(handoff_socket))?;
+        let notify = PrivateSocket::open(handoff_socket)?;
 
         let watchdog_for_us = crate::notify::watchdog_interval().is_some();
         let removed = |key: &[u8]| {
