@@ -20,7 +20,7 @@ use crate::safe_fs::{self, Create, FsError, TrustedDir};
 
 /// The name of the socket in its private directory.
 const SOCKET_NAME: &str = "notify.sock";
-/// Prefix of the private directory in the runtime directory: `supervisor.<random>`.
+/// Prefix of the private directory in the runtime directory: `supervisor.<pid>.<random>`.
 const DIR_PREFIX: &str = "supervisor.";
 /// The largest datagram read whole (as systemd, which drops longer ones).
 pub(super) const MAX_DATAGRAM: usize = 4096;
@@ -73,10 +73,14 @@ pub(crate) enum SocketError {
 }
 
 impl PrivateSocket {
-    /// Make `<runtime>/supervisor.<random>/notify.sock` and bind it.
+    /// Make `<runtime>/supervisor.<pid>.<random>/notify.sock` and bind it. In a shared runtime
+    /// directory (sticky and writable by others, like `/tmp` with a hand-off socket
+    /// `/tmp/api.sock`) the private directory goes into baton's own `baton-<uid>/` there (made
+    /// 0700, refused if another user made it first), never directly into the shared one.
     pub(super) fn open(runtime: &Path) -> Result<PrivateSocket, SocketError> {
-        let runtime = TrustedDir::open(runtime, Create::Missing)?;
-        let (dir, name) = runtime.create_unique_dir(DIR_PREFIX)?;
+        let runtime = TrustedDir::open(&private_part(runtime), Create::Missing)?;
+        let (dir, name) =
+            runtime.create_unique_dir(&format!("{DIR_PREFIX}{}.", std::process::id()))?;
         let path = dir.join(SOCKET_NAME);
         match bind(&dir, &path) {
             Ok(socket) => Ok(PrivateSocket {
@@ -162,6 +166,20 @@ impl Drop for PrivateSocket {
     fn drop(&mut self) {
         let _ = self.dir.remove_file(SOCKET_NAME);
         let _ = self.runtime.remove_dir(&self.name);
+    }
+}
+
+/// `runtime`, or `runtime/baton-<uid>` when `runtime` is shared: sticky and writable by others.
+/// (Only a choice of path: what is then opened is checked by [`TrustedDir::open`].)
+fn private_part(runtime: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let shared = std::fs::metadata(runtime)
+        .map(|m| m.permissions().mode())
+        .is_ok_and(|mode| mode & 0o1000 != 0 && mode & 0o022 != 0);
+    if shared {
+        runtime.join(format!("baton-{}", nix::unistd::geteuid()))
+    } else {
+        runtime.to_owned()
     }
 }
 
