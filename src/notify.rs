@@ -4,8 +4,9 @@
 //! With `NOTIFY_SOCKET` unset every call is a silent no-op, so baton runs the same outside
 //! systemd. Nothing here changes the environment.
 //!
-//! Every send is non-blocking: a manager that does not drain its socket loses notifications
-//! (the caller logs it), it never stalls the process. Every `STATUS=` is one line, escaped, and
+//! No send waits for long: a notification waits at most a quarter of a second for room in the
+//! manager's socket (a supervisor passing one on, not at all); a manager that does not drain its
+//! socket loses notifications (the caller logs it), it never stalls the process. Every `STATUS=` is one line, escaped, and
 //! at most [`MAX_STATUS`] bytes, so a datagram always fits the 4 KiB a service manager reads
 //! whole (systemd drops a longer one, `READY=1` with it).
 
@@ -14,6 +15,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 use sd_notify::NotifyState;
 use tracing::debug;
@@ -104,36 +106,69 @@ pub fn send(event: &Event) {
     }
 }
 
-/// The states as one datagram to `NOTIFY_SOCKET`, without waiting: a full socket is
-/// [`io::ErrorKind::WouldBlock`]. Ok without a notify socket.
+/// How long baton's own notifications may wait for room in the manager's socket (a burst, or a
+/// manager busy for a moment) before they are dropped: never longer, so a manager that stopped
+/// reading never stalls the process. A supervisor passing notifications on waits not at all.
+const PATIENCE: Duration = Duration::from_millis(250);
+
+/// The states as one datagram to `NOTIFY_SOCKET`, waiting at most [`PATIENCE`] for room: a full
+/// socket is then [`io::ErrorKind::WouldBlock`]. Ok without a notify socket.
 fn send_states(states: &[NotifyState<'_>]) -> io::Result<()> {
     let text: String = states.iter().map(|s| format!("{s}\n")).collect();
-    send_datagram(text.as_bytes(), &[])
+    send_datagram(text.as_bytes(), &[], PATIENCE)
 }
 
-/// `bytes` (and `fds`) as one datagram to `NOTIFY_SOCKET`, non-blocking.
-fn send_datagram(bytes: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
+/// `bytes` (and `fds`) as one datagram to `NOTIFY_SOCKET`, never waiting longer than `patience`
+/// for room in its queue.
+fn send_datagram(
+    bytes: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+    patience: Duration,
+) -> io::Result<()> {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET").filter(|v| !v.is_empty()) else {
         return Ok(());
     };
+    send_to(std::path::Path::new(&path), bytes, fds, patience)
+}
+
+/// [`send_datagram`] to the socket at `path`.
+fn send_to(
+    path: &std::path::Path,
+    bytes: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+    patience: Duration,
+) -> io::Result<()> {
     let socket = UnixDatagram::unbound()?;
-    let addr = UnixAddr::new(std::path::Path::new(&path)).map_err(io::Error::from)?;
+    // Connected, so that poll(POLLOUT) tells when the manager's queue has room again.
+    socket.connect(path)?;
     let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let rights = [ControlMessage::ScmRights(&raw)];
     let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
     let iov = [io::IoSlice::new(bytes)];
-    let sent = sendmsg(
-        socket.as_raw_fd(),
-        &iov,
-        cmsgs,
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        Some(&addr),
-    )
-    .map_err(io::Error::from)?;
-    if sent != bytes.len() {
-        return Err(io::Error::new(io::ErrorKind::WriteZero, "incomplete write"));
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match sendmsg::<UnixAddr>(
+            socket.as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(sent) if sent == bytes.len() => return Ok(()),
+            Ok(_) => return Err(io::Error::new(io::ErrorKind::WriteZero, "incomplete write")),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::from(io::ErrorKind::WouldBlock));
+                }
+                let mut fd = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
+                let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+                let _ = poll(&mut fd, PollTimeout::from(ms));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    Ok(())
 }
 
 /// True when a notify socket is configured.
@@ -151,7 +186,7 @@ pub async fn barrier(timeout: Duration) -> bool {
     let Ok((read, write)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
         return false;
     };
-    if let Err(e) = send_datagram(b"BARRIER=1\n", &[write.as_fd()]) {
+    if let Err(e) = send_datagram(b"BARRIER=1\n", &[write.as_fd()], PATIENCE) {
         debug!(error = %e, "BARRIER=1 failed");
         return false;
     }
@@ -190,12 +225,42 @@ pub fn forward(lines: &[String]) -> io::Result<()> {
         }
         text.push('\n');
     }
-    send_datagram(text.as_bytes(), &[])
+    send_datagram(text.as_bytes(), &[], Duration::ZERO)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_manager_socket_costs_at_most_the_patience_then_room_is_used_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manager.sock");
+        let manager = UnixDatagram::bind(&path).unwrap();
+        let mut queued = 0;
+        while send_to(&path, b"STATUS=x\n", &[], Duration::ZERO).is_ok() {
+            queued += 1;
+            assert!(queued < 100_000);
+        }
+        let t = std::time::Instant::now();
+        let e = send_to(&path, b"READY=1\n", &[], Duration::from_millis(100)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(
+            t.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        // Room made while a sender waits is used.
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let mut buf = [0u8; 64];
+            manager.recv(&mut buf).unwrap();
+            manager
+        });
+        send_to(&path, b"READY=1\n", &[], Duration::from_secs(5)).unwrap();
+        drop(reader.join().unwrap());
+    }
 
     #[test]
     fn a_long_status_keeps_its_beginning_and_end_one_line_within_the_bound() {

@@ -310,3 +310,42 @@ fn ready_with_180_listeners_fits_one_datagram_alone_and_under_a_supervisor() {
     assert!(datagram_len(&ready) <= 4096, "{ready:?}");
     stop(&mut baton, sup);
 }
+
+// ---------------------------------------------------------------------------------------------
+// the safe rules do not shut out the documented path: a hand-off socket in a shared /tmp
+// (`/tmp/api.sock`): the supervisor's socket goes into baton's own `baton-<uid>/` there
+
+#[test]
+fn supervised_with_a_hand_off_socket_in_a_shared_sticky_directory_starts_in_a_private_one() {
+    let sb = Sandbox::new();
+    // Like /tmp with the article's /tmp/api.sock: sticky, writable by everyone.
+    let shared = sb.path("shared-tmp");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let with_socket = |body: &str| {
+        let mut cfg = sb.config(body);
+        cfg["handoff_socket"] = shared.join("api.sock").to_string_lossy().into();
+        cfg
+    };
+    sb.write_config(&with_socket("v1"));
+    let mut baton = sb.spawn(command(&sb, Mode::Supervise));
+    let sup = baton.pid;
+    ready_from(&sb, &baton, sup, 0, "generation 0", generation(0));
+    let private = shared.join(format!("baton-{}", nix::unistd::geteuid()));
+    let names: Vec<String> = std::fs::read_dir(&shared)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [private.file_name().unwrap().to_string_lossy()],
+        "only baton's private directory is made in the shared one"
+    );
+    assert_eq!(
+        std::fs::metadata(&private).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    // (The hand-offs' own use of a shared directory is the runtime directory's module's.)
+    assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "v1");
+    stop(&mut baton, sup);
+}
