@@ -48,7 +48,7 @@ pub fn send(event: &Event) {
         Event::Ready { status }
         | Event::Reloading { status }
         | Event::Stopping { status }
-        | Event::Status { status } => crate::error::one_line(status),
+        | Event::Status { status } => crate::text::one_line(status),
         Event::MainPid(_) | Event::Watchdog => String::new(),
     };
     let monotonic;

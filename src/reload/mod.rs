@@ -127,7 +127,7 @@ pub(crate) fn parse_status(bytes: &[u8]) -> Result<ReloadStatus, String> {
     serde_json::from_slice(bytes).map_err(|e| {
         format!(
             "not a reload status: {}",
-            crate::error::one_line(&e.to_string())
+            crate::text::one_line(&e.to_string())
         )
     })
 }
