@@ -28,7 +28,7 @@ pub const MAX_STATUS: usize = 1024;
 /// its beginning and its end (where baton puts the generation and the open connections) around
 /// `…`.
 pub fn bounded(status: &str, max: usize) -> String {
-    let line = crate::error::one_line(status);
+    let line = crate::text::one_line(status);
     if line.len() <= max {
         return line;
     }

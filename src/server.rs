@@ -13,7 +13,7 @@ use tracing::{warn, Instrument};
 use crate::access_log::AccessLog;
 use crate::drain::DrainSignal;
 use crate::error::{Error, Inner};
-use crate::handoff::child::{self, Acquired};
+use crate::handoff::child;
 use crate::handoff::parent::StateFn;
 use crate::handoff::protocol::{GENERATION_ENV, PREDECESSOR_ENV};
 use crate::handoff::spawn::Executable;
@@ -22,6 +22,7 @@ use crate::lifecycle::{self, Machine, Parts, ProcessWorld, ShutdownFuture, Signa
 use crate::listen::spec::Scheme;
 use crate::listen::{Listener, Origin};
 use crate::settings::{Settings, SettingsError};
+use crate::startup::Acquired;
 use crate::tls::ServerConfig;
 
 /// Serve `app` on the listeners the settings of the `BATON_*` variables name (or that systemd or
@@ -125,7 +126,7 @@ impl Server {
         settings.validate()?;
         let signals = Signals::install().map_err(Inner::Signals)?;
         let exe = Executable::current().map_err(Inner::Executable)?;
-        let acquired = child::acquire(
+        let acquired = crate::startup::acquire(
             &settings,
             &crate::supervisor::activation_env(),
             std::process::id(),

@@ -99,8 +99,8 @@ fn eighty_concurrent_baton_reloads_each_get_the_true_outcome_of_a_hand_off_that_
         // ... in a hand-off that began (RELOADING=1) after the request was made.
         let began = records
             .iter()
-            .filter(|n| n.pid == old && n.has("RELOADING=1") && n.seq < mainpid.seq)
-            .last()
+            .rev()
+            .find(|n| n.pid == old && n.has("RELOADING=1") && n.seq < mainpid.seq)
             .unwrap_or_else(|| panic!("{out}: no RELOADING=1 from {old}"));
         assert!(
             began.at >= *at,

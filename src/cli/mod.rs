@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::error::exit;
+use crate::exit;
 use crate::Server;
 use args::{Cli, Command, Overrides, ReloadArgs};
 use config_file::Config;

@@ -294,6 +294,15 @@ enum ConnEvent {
     Done,
 }
 
+/// The descriptors a successor inherits: the listeners (from fd 3), then the control socket.
+#[derive(Debug, Clone, Copy)]
+pub struct Passed<'a> {
+    /// The listeners, in order.
+    pub listeners: &'a [Listener],
+    /// The service's control socket, if it has one.
+    pub control: Option<&'a OwnedFd>,
+}
+
 /// Run one hand-off: start the successor and return it once it serves. On error the successor, if
 /// any, has been killed and reaped. The hand-off socket is made in a private directory of its own
 /// inside the runtime directory of the configured `handoff_socket` (see [`crate::runtime_dir`]),
@@ -301,13 +310,13 @@ enum ConnEvent {
 pub async fn hand_off(
     exe: &Executable,
     handoff_socket: &Path,
-    listeners: &[Listener],
+    passed: Passed<'_>,
     generation: u64,
     child_timeout: Duration,
     state: Option<StateFn>,
-    control: Option<&OwnedFd>,
     cancel: CancellationToken,
 ) -> Result<ReadySuccessor, HandoffError> {
+    let Passed { listeners, control } = passed;
     let socket = HandoffSocket::open(handoff_socket)?;
     let mut sockets: Vec<BorrowedFd<'_>> = listeners.iter().map(|l| l.socket.as_fd()).collect();
     let control_fd = control.map(|fd| {

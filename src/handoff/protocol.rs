@@ -176,7 +176,7 @@ pub fn parse_line<T: serde::de::DeserializeOwned>(
         .map(Some)
         .map_err(|e| ProtocolError::Malformed {
             what,
-            detail: crate::error::one_line(&e.to_string()),
+            detail: crate::text::one_line(&e.to_string()),
         })
 }
 
@@ -207,7 +207,7 @@ pub fn parse_offer_at(buf: &[u8]) -> Result<Option<(ListenerOffer, usize)>, Prot
         Some(Err(e)) if e.is_eof() => Ok(None),
         Some(Err(e)) => Err(ProtocolError::Malformed {
             what: "listener offer",
-            detail: crate::error::one_line(&e.to_string()),
+            detail: crate::text::one_line(&e.to_string()),
         }),
         Some(Ok(offer)) => {
             offer.validate()?;

@@ -19,9 +19,9 @@
 //!    successor stopped before it is main passes the stop on to its predecessor (a manager that
 //!    follows one pid stops the announced `MAINPID`, the successor), which stops as well.
 //! 5. **A successor is quiet until promoted.** It drops a plain `SIGHUP` (meant for its
-//!    predecessor), keeps a `baton reload` request (someone waits for its answer) for once it is
-//!    main, and sends `READY=1` only once promoted (or once its predecessor is gone), before
-//!    confirming.
+//!    predecessor), keeps a `baton reload` request (someone waits for its answer; the control
+//!    socket is only served by a main process, so none arrives today) for once it is main, and
+//!    sends `READY=1` only once promoted (or once its predecessor is gone), before confirming.
 //! 6. **The outcome is recorded before it is announced**: the status is written before the
 //!    `READY=1` of a failed reload, and after the old process stopped accepting on success.
 //! 7. Only the main process pings the watchdog, and only a main process that is not handing off
@@ -60,7 +60,8 @@ impl std::fmt::Display for StopReason {
 pub enum Input {
     /// `SIGHUP`: hand off to a successor.
     Hup,
-    /// `SIGHUP` from `baton reload`, which waits for the answer (see `crate::reload`).
+    /// A `baton reload` request read on the control socket, which waits for the answer (see
+    /// `crate::reload`).
     ReloadRequest,
     /// Stop: drain and exit.
     Stop(StopReason),

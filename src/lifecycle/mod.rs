@@ -524,11 +524,13 @@ impl HandoffTask {
         let attempt = parent::hand_off(
             &self.exe,
             &self.socket,
-            &self.listeners,
+            parent::Passed {
+                listeners: &self.listeners,
+                control: self.control.as_ref(),
+            },
             self.generation,
             self.child_timeout,
             self.state.clone(),
-            self.control.as_ref(),
             cancel.clone(),
         );
         tokio::pin!(attempt);

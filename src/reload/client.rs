@@ -11,7 +11,7 @@ use nix::sys::socket::{getsockopt, sockopt};
 use tracing::{debug, info};
 
 use super::{Answer, Request, MAX_LINE};
-use crate::error::exit;
+use crate::exit;
 use crate::pidfile;
 use crate::runtime_dir::RuntimeDir;
 use crate::safe_fs::{self, describe_uid, FsError};
@@ -256,7 +256,7 @@ pub fn request(target: &Target, timeout: Duration) -> Result<Reloaded, ReloadErr
             } => {
                 return Err(ReloadError::Failed {
                     pid: translate(serving),
-                    reason: crate::error::one_line(&reason),
+                    reason: crate::text::one_line(&reason),
                 })
             }
             Answer::Stopping { pid: stopping } => {
@@ -391,7 +391,7 @@ fn exchange(
         Ok(0) => Err(ReloadError::Vanished),
         Ok(_) => serde_json::from_slice(&answer).map_err(|e| ReloadError::Protocol {
             path: shown.to_owned(),
-            what: crate::error::one_line(&format!(
+            what: crate::text::one_line(&format!(
                 "{e}: {}",
                 String::from_utf8_lossy(&answer[..answer.len().min(200)])
             )),

@@ -205,7 +205,7 @@ async fn answer_one(
     match serde_json::from_slice::<Request>(&line) {
         Ok(Request::Reload) => {}
         Err(e) => {
-            return warn!(?peer, error = %crate::error::one_line(&e.to_string()),
+            return warn!(?peer, error = %crate::text::one_line(&e.to_string()),
                          "refused a malformed control request");
         }
     }

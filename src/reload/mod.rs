@@ -2,8 +2,8 @@
 //! `ExecReload=baton reload`) tells the truth about a hand-off.
 //!
 //! * The **request** goes over the service's **control socket**, a Unix stream socket in the
-//!   runtime directory ([`crate::runtime_dir`]) that passes from generation to generation with the
-//!   listeners: one JSON line, [`Request`]. Only the service's own user or root may ask
+//!   runtime directory (`docs/handoff-protocol.md`, "Files baton creates") that passes from
+//!   generation to generation with the listeners: one JSON line, [`Request`]. Only the service's own user or root may ask
 //!   (`SO_PEERCRED`).
 //! * The **answer** comes back on the same connection, one JSON line, [`Answer`]: the successor's
 //!   pid, or the failure's reason inline. The client believes it only from a process of the
@@ -127,7 +127,7 @@ pub(crate) fn parse_status(bytes: &[u8]) -> Result<ReloadStatus, String> {
     serde_json::from_slice(bytes).map_err(|e| {
         format!(
             "not a reload status: {}",
-            crate::error::one_line(&e.to_string())
+            crate::text::one_line(&e.to_string())
         )
     })
 }
@@ -150,7 +150,7 @@ mod tests {
         assert_eq!(text, r#"{"answer":"reloaded","retired":7,"successor":9}"#);
         assert_eq!(serde_json::from_str::<Answer>(&text).unwrap(), a);
         assert!(serde_json::from_str::<Answer>(r#"{"answer":"reloaded","retired":7}"#).is_err());
-        assert!(serde_json::from_str::<Request>(r#"{"request":"reload","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"request":"stop"}"#).is_err());
     }
 
     #[test]

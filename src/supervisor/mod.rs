@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::{error, info, warn};
 
-use crate::error::exit;
+use crate::exit;
 use crate::safe_fs::FsError;
 
 mod decide;

@@ -3,7 +3,7 @@
 
 use nix::sys::wait::WaitStatus;
 
-use crate::error::exit;
+use crate::exit;
 
 /// The lines of a generation's notification that the supervisor passes on to its own manager.
 /// Never `MAINPID=` (the supervisor stays the service's pid), `BARRIER=1` (answered here) or
