@@ -20,6 +20,23 @@ pub fn write(path: &Path, pid: u32) -> Result<(), FsError> {
     dir.write_atomically(&name, format!("{pid}\n").as_bytes(), 0o644)
 }
 
+/// Check, before anything is bound, that a PID file can be written at `path`: its directory
+/// exists, passes the rules of [`crate::safe_fs`] (ours, not writable by others — `/tmp` itself
+/// is refused) and is writable by us (not on a read-only file system). A server asked for a PID
+/// file refuses to start without one, as nginx does, rather than run on unseen by whoever reads
+/// the file.
+pub fn check_writable(path: &Path) -> Result<(), FsError> {
+    let (dir, _) = safe_fs::split_file(path)?;
+    let trusted = TrustedDir::open(&dir, Create::Never)?;
+    nix::unistd::access(&trusted.fd_path("."), nix::unistd::AccessFlags::W_OK).map_err(|e| {
+        FsError::Io {
+            path: dir,
+            op: "write in",
+            source: e.into(),
+        }
+    })
+}
+
 /// Make `path` name `pid` by whatever still works (see the module documentation). `Err` when the
 /// file does not name `pid` afterwards.
 pub fn update(path: &Path, pid: u32) -> Result<(), FsError> {
@@ -120,5 +137,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("writable by others"), "{e}");
+        let e = check_writable(&shared.join("baton.pid"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("writable by others"), "{e}");
+        check_writable(&dir.path().join("baton.pid")).unwrap();
+        let e = check_writable(&dir.path().join("missing/baton.pid")).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
     }
 }

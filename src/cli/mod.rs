@@ -107,6 +107,14 @@ fn fail(message: &str, code: u8) -> u8 {
 fn check(overrides: &Overrides) -> u8 {
     match Config::load(overrides) {
         Ok(config) => {
+            // What `serve` refuses before binding, `check` refuses too.
+            if let Some(path) = &config.settings.pid_file {
+                if let Err(e) = crate::pidfile::check_writable(path) {
+                    let e = crate::Error::pid_file(path, e);
+                    eprintln!("baton: {e}");
+                    return e.exit_code();
+                }
+            }
             let tls_findings = match &config.settings.tls {
                 Some(files) => {
                     let creds = crate::tls::CredentialsDir::from_process();
