@@ -18,7 +18,7 @@ use crate::access_log::PeerAddr;
 /// A listening socket the accept loop can take connections from.
 pub(crate) trait Acceptor: Send + 'static {
     /// The stream of one accepted connection.
-    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Io: AsyncRead + AsyncWrite + std::os::fd::AsRawFd + Unpin + Send + 'static;
     /// The next connection and its client's address.
     fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, PeerAddr)>> + Send;
 }

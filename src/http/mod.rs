@@ -23,7 +23,11 @@
 //!   already on their way do not make the kernel reset the connection over answers the client
 //!   has not read yet;
 //! * upgraded connections (WebSockets) belong to the application: they are waited for, up to the
-//!   shutdown timeout.
+//!   shutdown timeout;
+//! * a connection closed while the process drains is kept (and the process with it) until the
+//!   peer has acknowledged everything sent on it, our FIN included (`TIOCOUTQ` is 0), or it was
+//!   reset — up to the shutdown timeout: a response handed to the kernel is not finished while it
+//!   sits in the socket's send queue, and in a container the network goes away with the process.
 //!
 //! Closing an idle HTTP/1 keep-alive connection races with a request the client may already be
 //! sending (the client then sees a reset). The grace period makes that race practically

@@ -1,0 +1,191 @@
+//! Story: baton runs in a container — its own network namespace — and a slow client is
+//! downloading a large response when the runtime stops it (SIGTERM). The runtime tears the
+//! network namespace down the moment baton exits. "Finish what is in flight" has to mean that the
+//! bytes reached the client, not that they were handed to the kernel: the client gets every
+//! byte.
+
+mod common;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Baton, Sandbox, DEADLINE};
+use nix::sys::signal::Signal;
+
+/// The response the client downloads.
+const BODY_BYTES: usize = 1_000_000;
+/// The slow reader: this much ...
+const CHUNK: usize = 16 * 1024;
+/// ... every this long.
+const EVERY: Duration = Duration::from_millis(50);
+
+/// A private network namespace with its loopback up, held by a sleeping process: what a
+/// container runtime gives a container.
+struct NetNs {
+    holder: Baton,
+}
+
+impl NetNs {
+    fn new(sb: &Sandbox) -> NetNs {
+        let mut cmd = sb.command("unshare");
+        cmd.args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && echo up && exec sleep 600",
+        ]);
+        let holder = sb.spawn(cmd);
+        common::wait_until("the namespace's loopback to be up", DEADLINE, || {
+            holder.log().contains("up").then_some(())
+        });
+        NetNs { holder }
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.holder.pid))
+    }
+
+    /// `program` run inside the namespace (nsenter execs it: same pid).
+    fn command(&self, sb: &Sandbox, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        let mut cmd = sb.command("nsenter");
+        cmd.arg(format!("--net={}", self.path().display()))
+            .arg("--")
+            .arg(program);
+        cmd
+    }
+
+    /// Moves the calling thread (only it) into the namespace.
+    fn enter_this_thread(path: &PathBuf) {
+        let ns = File::open(path).expect("open the namespace");
+        // SAFETY: `ns` is an open namespace descriptor for the duration of the call; setns only
+        // changes the calling thread's network namespace.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+    }
+
+    /// The runtime's teardown: nothing moves on the namespace's network any more.
+    fn tear_down(&self, sb: &Sandbox) {
+        let out = common::output(self.command(sb, "ip").args(["link", "set", "lo", "down"]));
+        assert!(out.status.success(), "ip link set lo down: {out:?}");
+    }
+}
+
+/// What the slow reader got.
+#[derive(Debug)]
+struct Download {
+    body: usize,
+    ended: String,
+}
+
+/// A client in the namespace that asks for `/` and reads [`CHUNK`] every [`EVERY`], with a
+/// small receive buffer (as a slow mobile client has), until the body is complete or nothing
+/// comes for 5 s. `progress` counts body bytes read.
+fn slow_reader(
+    ns: PathBuf,
+    addr: SocketAddr,
+    progress: Arc<AtomicU64>,
+) -> thread::JoinHandle<Download> {
+    thread::spawn(move || {
+        NetNs::enter_this_thread(&ns);
+        use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+        let fd: OwnedFd = socket::socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .expect("socket");
+        socket::setsockopt(&fd, sockopt::RcvBuf, &(64 * 1024)).expect("SO_RCVBUF");
+        let SocketAddr::V4(v4) = addr else {
+            panic!("IPv4")
+        };
+        socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4))
+            .expect("connect in the namespace");
+        let mut stream = TcpStream::from(fd);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("request");
+        let mut reader = BufReader::with_capacity(CHUNK, stream);
+        let mut length = None;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).expect("headers") == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse::<usize>().ok();
+            }
+        }
+        assert_eq!(length, Some(BODY_BYTES), "the response's length");
+        let mut body = 0;
+        let mut buf = vec![0u8; CHUNK];
+        let ended = loop {
+            if body == BODY_BYTES {
+                break "complete".to_owned();
+            }
+            let want = CHUNK.min(BODY_BYTES - body);
+            match reader.read(&mut buf[..want]) {
+                Ok(0) => break "end of stream".to_owned(),
+                Ok(n) => {
+                    body += n;
+                    progress.store(body as u64, Ordering::SeqCst);
+                }
+                Err(e) => break format!("read: {e}"),
+            }
+            thread::sleep(EVERY);
+        };
+        Download { body, ended }
+    })
+}
+
+#[test]
+fn a_stop_in_a_container_delivers_a_slow_download_whole_before_the_network_goes() {
+    let _heavy = common::heavy();
+    let sb = Sandbox::new();
+    let ns = NetNs::new(&sb);
+    let mut config = sb.config(&"b".repeat(BODY_BYTES));
+    config["shutdown_timeout"] = "20s".into();
+    sb.write_config(&config);
+    let mut cmd = ns.command(&sb, sb.exe());
+    cmd.arg("--config").arg(sb.config_path());
+    let mut baton = sb.spawn(cmd);
+    baton.wait_ready(&sb.notify);
+
+    let progress = Arc::new(AtomicU64::new(0));
+    let reader = slow_reader(ns.path(), sb.addr(), progress.clone());
+    common::wait_until("the download to start", DEADLINE, || {
+        (progress.load(Ordering::SeqCst) >= CHUNK as u64).then_some(())
+    });
+    let stop = Instant::now();
+    baton.signal(baton.pid, Signal::SIGTERM);
+    let status = baton.wait_exit(Duration::from_secs(30));
+    let exited_after = stop.elapsed();
+    let read_at_exit = progress.load(Ordering::SeqCst);
+    // The runtime removes the network at once.
+    ns.tear_down(&sb);
+    let download = reader.join().expect("the reader");
+    println!(
+        "stop: exit {status:?} after {exited_after:?}; the client had read {read_at_exit} bytes by then; got {} of {BODY_BYTES} ({})",
+        download.body, download.ended
+    );
+    assert_eq!(status.code(), Some(0), "{}", baton.log());
+    assert_eq!(
+        download.body, BODY_BYTES,
+        "the client lost the end of the download: {download:?}"
+    );
+    assert!(
+        exited_after < Duration::from_secs(20),
+        "within the shutdown timeout"
+    );
+}
