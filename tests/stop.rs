@@ -189,3 +189,101 @@ fn a_stop_in_a_container_delivers_a_slow_download_whole_before_the_network_goes(
         "within the shutdown timeout"
     );
 }
+
+/// How one fresh connection of the load ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// A complete `200` response.
+    Answered,
+    /// `ECONNREFUSED` at connect: nobody listens any more.
+    Refused,
+    /// Connected, then reset or closed without a complete response.
+    Reset,
+}
+
+/// One request on a fresh connection, `Connection: close`, classified.
+fn one_fresh_request(addr: SocketAddr) -> Outcome {
+    let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Outcome::Refused,
+        Err(_) => return Outcome::Reset,
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    if stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return Outcome::Reset;
+    }
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) if answer.starts_with(b"HTTP/1.1 200") && answer.ends_with(b"queued") => {
+            Outcome::Answered
+        }
+        _ => Outcome::Reset,
+    }
+}
+
+#[test]
+fn a_stop_under_load_answers_every_queued_connection_and_then_refuses() {
+    let _heavy = common::heavy();
+    const STOPS: usize = 4;
+    const CLIENTS: usize = 16;
+    let mut totals = [0u64; 3];
+    for round in 1..=STOPS {
+        let sb = Sandbox::new();
+        let mut baton = sb.start("queued", &[]);
+        let addr = sb.addr();
+        let stop_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answered = Arc::new(AtomicU64::new(0));
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let stop_flag = stop_flag.clone();
+                let answered = answered.clone();
+                thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    // Until told to stop, and at least until a refusal: the listener closed.
+                    while !stop_flag.load(Ordering::SeqCst) {
+                        let outcome = one_fresh_request(addr);
+                        if outcome == Outcome::Answered {
+                            answered.fetch_add(1, Ordering::SeqCst);
+                        }
+                        seen.push(outcome);
+                        if outcome == Outcome::Refused {
+                            break;
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        common::wait_until("the load to be answered", DEADLINE, || {
+            (answered.load(Ordering::SeqCst) >= 200).then_some(())
+        });
+        baton.signal(baton.pid, Signal::SIGTERM);
+        let status = baton.wait_exit(DEADLINE);
+        assert_eq!(status.code(), Some(0), "{}", baton.log());
+        // Clients keep trying a moment after the exit: they must be refused, not reset.
+        thread::sleep(Duration::from_millis(300));
+        stop_flag.store(true, Ordering::SeqCst);
+        let mut counts = [0u64; 3];
+        for client in clients {
+            for outcome in client.join().expect("client") {
+                counts[outcome as usize] += 1;
+            }
+        }
+        println!(
+            "stop {round} under {CLIENTS} fresh-connection clients: answered {}, refused {}, reset {}",
+            counts[0], counts[1], counts[2]
+        );
+        for (t, c) in totals.iter_mut().zip(counts) {
+            *t += c;
+        }
+    }
+    println!(
+        "{STOPS} stops: answered {}, refused {}, reset {}",
+        totals[0], totals[1], totals[2]
+    );
+    assert_eq!(totals[2], 0, "connections reset by a stop");
+    assert!(totals[1] >= 1, "clients were refused once baton was gone");
+}

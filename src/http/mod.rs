@@ -12,7 +12,8 @@
 //! * `body`: the service wrapper that counts a request in flight until its response body has
 //!   ended, and asks HTTP/1 clients to close while draining.
 //!
-//! A drain stops accepting (the listening sockets stay open in the successor), then:
+//! A drain stops accepting (the listening sockets stay open in the successor); a stop first
+//! accepts what is already queued on each listening socket (see `accept::sweep`), then:
 //! * HTTP/1: each connection is closed after its current response (`Connection: close`), or once
 //!   it stayed idle for [`IDLE_GRACE`];
 //! * HTTP/2: GOAWAY with the maximal stream id and a PING; once the PING is answered, the final
@@ -137,6 +138,8 @@ pub struct Serving {
     /// the application drops it) and, after that, by its lingering close.
     connections: TaskTracker,
     acceptors: TaskTracker,
+    /// Set on a stop: each accept loop takes the connections already queued before it ends.
+    sweep: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A TLS listener's configuration: certificate, key, ALPN.
@@ -167,6 +170,7 @@ pub fn start<S: HttpService>(
         draining,
         connections: TaskTracker::new(),
         acceptors: TaskTracker::new(),
+        sweep: Arc::default(),
     };
     let ctx = conn::ConnContext {
         builder: Arc::new(builder),
@@ -205,6 +209,7 @@ impl Serving {
             stop: self.stop_accepting.clone(),
             accepting: self.accepting.subscribe(),
             parked: self.parked.clone(),
+            sweep: self.sweep.clone(),
         };
         self.acceptors
             .spawn(accept::accept_loop(listener, tls, control, ctx, service));
@@ -235,12 +240,23 @@ impl Serving {
         self.acceptors.wait().await;
     }
 
+    /// A stop (not a retirement, where the successor accepts from the shared backlog): stop
+    /// accepting, but first take every connection already queued, to be answered with
+    /// `Connection: close`. Once this returns, the accept loops hold no listening socket: the
+    /// caller closes its own copies, so that later clients are refused (or, under socket
+    /// activation, wait in systemd's backlog) instead of being queued and reset at exit.
+    pub async fn stop_accepting_for_stop(&self) {
+        self.draining.send_replace(true);
+        self.sweep.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop_accepting().await;
+    }
+
     /// Drain: stop accepting, close connections as described in the module docs, and wait for
     /// every connection (upgraded ones included) up to `timeout`. Returns false when the timeout
     /// cut it short.
     pub async fn drain(&self, timeout: Duration) -> bool {
-        self.stop_accepting().await;
         self.draining.send_replace(true);
+        self.stop_accepting().await;
         self.connections.close();
         let done = tokio::time::timeout(timeout, self.connections.wait())
             .await
