@@ -100,3 +100,31 @@ fn a_library_program_with_an_unwritable_pid_file_gets_the_error() {
     assert!(procs::listening_inodes_on_port(sb.port).is_empty());
     assert!(!tmp_pid.exists());
 }
+
+#[test]
+fn a_pid_file_in_the_runtime_directory_is_written_even_before_the_first_hand_off() {
+    // The README's container configuration: hand-off socket and PID file in /tmp/baton, which
+    // nothing made yet. The runtime directory is baton's own: the start creates it (0700).
+    let sb = Sandbox::new();
+    let rt = sb.path("rt");
+    let mut config = sb.config("pid");
+    config["handoff_socket"] = rt.join("handoff.sock").to_str().expect("utf-8").into();
+    config["pid_file"] = rt.join("baton.pid").to_str().expect("utf-8").into();
+    sb.write_config(&config);
+    let out = common::output(sb.baton().args(["check", "--config"]).arg(sb.config_path()));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(!rt.exists(), "check changes nothing");
+    let baton = sb.spawn(sb.serve(&[]));
+    baton.wait_ready(&sb.notify);
+    let named = common::wait_until("the PID file", DEADLINE, || {
+        std::fs::read_to_string(rt.join("baton.pid")).ok()
+    });
+    assert_eq!(named.trim(), baton.pid.to_string());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&rt).expect("rt").permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o700);
+    println!(
+        "runtime directory created {mode:04o}; PID file names {}",
+        named.trim()
+    );
+}

@@ -109,7 +109,9 @@ fn check(overrides: &Overrides) -> u8 {
         Ok(config) => {
             // What `serve` refuses before binding, `check` refuses too.
             if let Some(path) = &config.settings.pid_file {
-                if let Err(e) = crate::pidfile::check_writable(path) {
+                let runtime_dir =
+                    crate::handoff::runtime_dir(&config.settings.handoff_socket_or_default());
+                if let Err(e) = crate::pidfile::check_writable(path, &runtime_dir, false) {
                     let e = crate::Error::pid_file(path, e);
                     eprintln!("baton: {e}");
                     return e.exit_code();
