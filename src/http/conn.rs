@@ -105,6 +105,7 @@ impl ConnContext {
             peer: self.peer_addr.then_some(peer),
         };
         let draining = self.draining.clone();
+        let idle_timeout = self.idle_timeout;
         self.serve(io, service, &shared.activity).await;
         // Hyper is done with the stream (unless it now belongs to an upgrade). Unless the peer
         // had closed already, close it lingering.
@@ -114,9 +115,10 @@ impl ConnContext {
             }
             // A process about to exit keeps the connection (and so itself) until the peer has
             // everything: what is still in the socket's send queue would otherwise be lost when
-            // the network goes away with the process (a container's namespace).
+            // the network goes away with the process (a container's namespace). A peer that
+            // stopped reading is given up on as one that does not answer a GOAWAY is.
             if *draining.borrow() {
-                delivered(fd).await;
+                delivered(fd, GOAWAY_WAIT.min(idle_timeout)).await;
             }
         }
     }
@@ -244,16 +246,27 @@ async fn linger<I: AsyncRead + AsyncWrite + Unpin>(io: &mut I) {
 }
 
 /// Wait until the peer has acknowledged every byte sent on the socket `fd`, our FIN included
-/// (its send queue is empty), or the connection is gone. Bounded by the caller's shutdown
-/// timeout, which ends the process.
-async fn delivered(fd: RawFd) {
+/// (its send queue is empty), or the connection is gone, or the peer acknowledged nothing for
+/// `stall` (it stopped reading: a slow reader makes progress, a stuck one never will). Bounded
+/// besides by the caller's shutdown timeout, which ends the process.
+async fn delivered(fd: RawFd, stall: Duration) {
     let started = Instant::now();
-    let mut waited = false;
-    while unacknowledged(fd).is_some_and(|bytes| bytes > 0) {
-        waited = true;
+    let mut last = (usize::MAX, started);
+    while let Some(queued) = unacknowledged(fd).filter(|bytes| *bytes > 0) {
+        let now = Instant::now();
+        if queued != last.0 {
+            last = (queued, now);
+        } else if now.duration_since(last.1) >= stall {
+            debug!(
+                queued,
+                ?stall,
+                "the peer stopped reading; closing with data unsent"
+            );
+            return;
+        }
         tokio::time::sleep(SEND_QUEUE_CHECK).await;
     }
-    if waited {
+    if last.0 != usize::MAX {
         debug!(waited = ?started.elapsed(), "the peer acknowledged everything sent");
     }
 }
