@@ -287,3 +287,87 @@ fn a_stop_under_load_answers_every_queued_connection_and_then_refuses() {
     assert_eq!(totals[2], 0, "connections reset by a stop");
     assert!(totals[1] >= 1, "clients were refused once baton was gone");
 }
+
+/// The stop limits the README's container section documents: how long a stop waits for one
+/// client that misbehaves in each way (each baton has exactly that one connection).
+#[test]
+fn the_stop_limits_the_readme_documents_hold() {
+    let _heavy = common::heavy();
+    type Setup = fn(&mut TcpStream);
+    let cases: [(&str, Setup, f64, f64); 4] = [
+        (
+            "an idle connection whose client closes when baton does",
+            |s| {
+                s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let mut reader = s.try_clone().unwrap();
+                thread::spawn(move || {
+                    // Read to baton's FIN, then close our side, as a browser does.
+                    while reader.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
+                    let _ = reader.shutdown(std::net::Shutdown::Write);
+                });
+            },
+            0.9,
+            2.5,
+        ),
+        (
+            "an idle connection that is never closed",
+            |s| {
+                s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                let _ = s.read(&mut [0u8; 4096]);
+            },
+            2.9,
+            5.0,
+        ),
+        (
+            "half a request head",
+            |s| {
+                s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+            },
+            7.9,
+            11.5,
+        ),
+        (
+            "pipelined requests whose answers are never read",
+            |s| {
+                s.set_nonblocking(true).unwrap();
+                for _ in 0..20_000 {
+                    if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
+                        break;
+                    }
+                }
+            },
+            6.9,
+            9.5,
+        ),
+    ];
+    let runs: Vec<_> = cases
+        .iter()
+        .map(|(what, setup, low, high)| {
+            let (what, setup, low, high) = (*what, *setup, *low, *high);
+            thread::spawn(move || {
+                let sb = Sandbox::new();
+                let mut baton = sb.start(&"r".repeat(100), &["--shutdown-timeout", "30s"]);
+                let mut client = TcpStream::connect(sb.addr()).expect("connect");
+                setup(&mut client);
+                thread::sleep(Duration::from_millis(500));
+                let stop = Instant::now();
+                baton.signal(baton.pid, Signal::SIGTERM);
+                let status = baton.wait_exit(Duration::from_secs(40));
+                let took = stop.elapsed().as_secs_f64();
+                assert_eq!(status.code(), Some(0), "{what}: {}", baton.log());
+                drop(client);
+                (what, took, low, high)
+            })
+        })
+        .collect();
+    for run in runs {
+        let (what, took, low, high) = run.join().expect("case");
+        println!("stop with {what}: {took:.2} s");
+        assert!(
+            (low..=high).contains(&took),
+            "{what}: the stop took {took:.2} s, documented {low}..{high} s"
+        );
+    }
+}
