@@ -594,7 +594,10 @@ mod tests {
         let e = read(Role::Key, dir.path()).unwrap_err().to_string();
         assert_eq!(
             e,
-            format!("tls key {}: not a regular file", dir.path().display())
+            format!(
+                "tls key {}: is a directory, not a regular file",
+                dir.path().display()
+            )
         );
         let big = dir.path().join("big.pem");
         std::fs::write(&big, vec![b'a'; MAX_FILE_BYTES as usize + 1]).unwrap();
