@@ -61,10 +61,12 @@ impl Record {
             Some(addr) => addr.to_string(),
             None => "unix".to_owned(),
         };
+        // The path is the client's: its controls, bidi marks and quotes are escaped as every
+        // other line baton writes escapes what it quotes.
         tracing::info!(
             target: TARGET,
             method = %self.method,
-            path = %self.path,
+            path = %crate::text::one_line(&self.path),
             status,
             bytes,
             duration_us = elapsed.as_micros() as u64,
@@ -72,7 +74,7 @@ impl Record {
             generation = self.generation,
             "{peer} \"{} {} {:?}\" {status} {bytes} {:.3}ms",
             self.method,
-            self.path,
+            crate::text::quoted_field(&self.path),
             self.version,
             elapsed.as_secs_f64() * 1000.0,
         );

@@ -26,6 +26,11 @@ pub(crate) enum Inner {
     Import(#[from] ImportError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("pid file {}: {source}", .path.display())]
+    PidFile {
+        path: std::path::PathBuf,
+        source: crate::safe_fs::FsError,
+    },
     #[error("cannot find the running executable: {0}")]
     Executable(io::Error),
     #[error("cannot set up signal handling: {0}")]
@@ -77,6 +82,7 @@ impl Error {
                 exit::OSERR => ErrorKind::Os,
                 _ => ErrorKind::Config,
             },
+            Inner::PidFile { source, .. } => fs_kind(source),
             Inner::Executable(e) | Inner::Signals(e) | Inner::Serve(e) => io_kind(e),
         }
     }
@@ -91,6 +97,26 @@ impl Error {
             ErrorKind::Protocol => exit::PROTOCOL,
             ErrorKind::Os => exit::OSERR,
         }
+    }
+}
+
+/// A file baton was told to write: an unsafe or missing place is the configuration's fault, a
+/// refused write a permission problem, anything else the OS's.
+fn fs_kind(e: &crate::safe_fs::FsError) -> ErrorKind {
+    match e.errno() {
+        None | Some(libc::ENOENT | libc::ENOTDIR) => ErrorKind::Config,
+        Some(libc::EACCES | libc::EPERM) => ErrorKind::PermissionDenied,
+        Some(_) => ErrorKind::Os,
+    }
+}
+
+impl Error {
+    /// The PID file asked for cannot be written (see [`crate::pidfile::check_writable`]).
+    pub(crate) fn pid_file(path: &std::path::Path, source: crate::safe_fs::FsError) -> Error {
+        Error(Inner::PidFile {
+            path: path.to_owned(),
+            source,
+        })
     }
 }
 

@@ -20,6 +20,36 @@ pub fn write(path: &Path, pid: u32) -> Result<(), FsError> {
     dir.write_atomically(&name, format!("{pid}\n").as_bytes(), 0o644)
 }
 
+/// Check, before anything is bound, that a PID file can be written at `path`: its directory
+/// exists, passes the rules of [`crate::safe_fs`] (ours, not writable by others — `/tmp` itself
+/// is refused) and is writable by us (not on a read-only file system). A server asked for a PID
+/// file refuses to start without one, as nginx does, rather than run on unseen by whoever reads
+/// the file.
+///
+/// When the PID file is in `runtime_dir` (the hand-off socket's directory, baton's own), that
+/// directory is created (0700) if missing, as a hand-off would create it; with `create` false
+/// (`baton check`, which changes nothing) a missing runtime directory is fine.
+pub fn check_writable(path: &Path, runtime_dir: &Path, create: bool) -> Result<(), FsError> {
+    let (dir, _) = safe_fs::split_file(path)?;
+    let ours = dir == runtime_dir;
+    let how = if ours && create {
+        Create::Missing
+    } else {
+        Create::Never
+    };
+    let trusted = match TrustedDir::open(&dir, how) {
+        Err(e) if ours && !create && e.errno() == Some(libc::ENOENT) => return Ok(()),
+        opened => opened?,
+    };
+    nix::unistd::access(&trusted.fd_path("."), nix::unistd::AccessFlags::W_OK).map_err(|e| {
+        FsError::Io {
+            path: dir,
+            op: "write in",
+            source: e.into(),
+        }
+    })
+}
+
 /// Make `path` name `pid` by whatever still works (see the module documentation). `Err` when the
 /// file does not name `pid` afterwards.
 pub fn update(path: &Path, pid: u32) -> Result<(), FsError> {
@@ -120,5 +150,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("writable by others"), "{e}");
+        let rt = dir.path().join("rt");
+        let e = check_writable(&shared.join("baton.pid"), &rt, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("writable by others"), "{e}");
+        check_writable(&dir.path().join("baton.pid"), &rt, true).unwrap();
+        let e = check_writable(&dir.path().join("missing/baton.pid"), &rt, true).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
+        // In the runtime directory: `check` accepts it missing, a start creates it.
+        check_writable(&rt.join("baton.pid"), &rt, false).unwrap();
+        assert!(!rt.exists());
+        check_writable(&rt.join("baton.pid"), &rt, true).unwrap();
+        assert!(rt.is_dir());
     }
 }

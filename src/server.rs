@@ -124,6 +124,13 @@ impl Server {
         span: tracing::Span,
     ) -> Result<Server, Error> {
         settings.validate()?;
+        // A PID file asked for must be writable: refused before anything is bound, not skipped
+        // with a log line nobody may see (a library app without a subscriber).
+        if let Some(path) = &settings.pid_file {
+            let runtime_dir = crate::runtime_dir::configured(&settings.handoff_socket_or_default());
+            crate::pidfile::check_writable(path, &runtime_dir, true)
+                .map_err(|e| Error::pid_file(path, e))?;
+        }
         let signals = Signals::install().map_err(Inner::Signals)?;
         let exe = Executable::current().map_err(Inner::Executable)?;
         let acquired = crate::startup::acquire(

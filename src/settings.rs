@@ -232,6 +232,9 @@ impl Settings {
             check_timeout(value).map_err(|p| SettingsError::new("code", field, p))?;
         }
         check_distinct(&self.listen, "code")?;
+        if let Some(path) = &self.pid_file {
+            check_path(path, "code", "pid_file")?;
+        }
         if let Some(files) = &self.tls {
             for (field, path) in [("tls_cert", &files.cert), ("tls_key", &files.key)] {
                 check_tls_path(path, "code", field)?;
@@ -309,6 +312,9 @@ pub(crate) fn pair_tls(
 }
 
 fn check_tls_path(path: &Path, origin: &str, field: &str) -> Result<(), SettingsError> {
+    if let Some(problem) = nul_in_path(path) {
+        return Err(SettingsError::new(origin, field, problem));
+    }
     crate::tls::source::validate_configured(path).map_err(|problem| {
         SettingsError::new(
             origin,
@@ -399,12 +405,27 @@ fn seconds(secs: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{secs} is not a number of seconds"))
 }
 
-/// A path setting must not be empty.
+/// A path setting must not be empty, and must not hold a NUL byte (no system call takes one:
+/// refused here, so that `baton check` and a starting server agree).
 pub(crate) fn check_path(path: &Path, origin: &str, field: &str) -> Result<PathBuf, SettingsError> {
     if path.as_os_str().is_empty() {
         return Err(SettingsError::new(origin, field, "empty path"));
     }
+    if let Some(problem) = nul_in_path(path) {
+        return Err(SettingsError::new(origin, field, problem));
+    }
     Ok(path.to_owned())
+}
+
+/// The complaint about a path holding a NUL byte, naming the path (escaped), if it holds one.
+pub(crate) fn nul_in_path(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes().contains(&0).then(|| {
+        format!(
+            "\"{}\": a path cannot contain a NUL byte",
+            crate::text::one_line(&path.to_string_lossy())
+        )
+    })
 }
 
 /// A hand-off socket path must fit a `sockaddr_un`, and so must the per-hand-off sockets baton

@@ -106,6 +106,16 @@ fn fail(message: &str, code: u8) -> u8 {
 fn check(overrides: &Overrides) -> u8 {
     match Config::load(overrides) {
         Ok(config) => {
+            // What `serve` refuses before binding, `check` refuses too.
+            if let Some(path) = &config.settings.pid_file {
+                let runtime_dir =
+                    crate::runtime_dir::configured(&config.settings.handoff_socket_or_default());
+                if let Err(e) = crate::pidfile::check_writable(path, &runtime_dir, false) {
+                    let e = crate::Error::pid_file(path, e);
+                    eprintln!("baton: {e}");
+                    return e.exit_code();
+                }
+            }
             let tls_findings = match &config.settings.tls {
                 Some(files) => {
                     let creds = crate::tls::CredentialsDir::from_process();

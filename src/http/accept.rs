@@ -4,12 +4,16 @@
 //! recognised by its preface, which a client sends after ALPN chose `h2`.
 
 use std::future::Future;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use nix::errno::Errno;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::conn::ConnContext;
 use super::{HttpService, TlsConfig};
@@ -18,9 +22,26 @@ use crate::access_log::PeerAddr;
 /// A listening socket the accept loop can take connections from.
 pub(crate) trait Acceptor: Send + 'static {
     /// The stream of one accepted connection.
-    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Io: AsyncRead + AsyncWrite + std::os::fd::AsRawFd + Unpin + Send + 'static;
     /// The next connection and its client's address.
     fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, PeerAddr)>> + Send;
+    /// A connection already queued, without waiting: `None` when the backlog is empty.
+    fn try_accept(&self) -> Option<std::io::Result<(Self::Io, PeerAddr)>>;
+}
+
+/// `accept4` on the listening socket `fd` now, without waiting and without asking tokio's
+/// reactor (whose readiness may not have seen the newest connections yet): `None` on `EAGAIN`.
+fn accept_now(fd: RawFd) -> Option<std::io::Result<OwnedFd>> {
+    use nix::sys::socket::{accept4, SockFlag};
+    loop {
+        return match accept4(fd, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC) {
+            // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+            Ok(conn) => Some(Ok(unsafe { OwnedFd::from_raw_fd(conn) })),
+            Err(Errno::EAGAIN) => None,
+            Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
+            Err(e) => Some(Err(e.into())),
+        };
+    }
 }
 
 impl Acceptor for tokio::net::TcpListener {
@@ -30,6 +51,15 @@ impl Acceptor for tokio::net::TcpListener {
         let _ = stream.set_nodelay(true);
         Ok((stream, PeerAddr(Some(peer))))
     }
+    fn try_accept(&self) -> Option<std::io::Result<(Self::Io, PeerAddr)>> {
+        accept_now(self.as_raw_fd()).map(|r| {
+            let std = std::net::TcpStream::from(r?);
+            let peer = std.peer_addr().ok();
+            let stream = tokio::net::TcpStream::from_std(std)?;
+            let _ = stream.set_nodelay(true);
+            Ok((stream, PeerAddr(peer)))
+        })
+    }
 }
 
 impl Acceptor for tokio::net::UnixListener {
@@ -38,6 +68,12 @@ impl Acceptor for tokio::net::UnixListener {
         tokio::net::UnixListener::accept(self)
             .await
             .map(|(stream, _)| (stream, PeerAddr(None)))
+    }
+    fn try_accept(&self) -> Option<std::io::Result<(Self::Io, PeerAddr)>> {
+        accept_now(self.as_raw_fd()).map(|r| {
+            let std = std::os::unix::net::UnixStream::from(r?);
+            Ok((tokio::net::UnixStream::from_std(std)?, PeerAddr(None)))
+        })
     }
 }
 
@@ -49,6 +85,8 @@ pub(super) struct Control {
     pub(super) accepting: watch::Receiver<bool>,
     /// Counts the parked loops.
     pub(super) parked: watch::Sender<usize>,
+    /// On stop: accept what is already queued before the loop ends (see [`sweep`]).
+    pub(super) sweep: Arc<AtomicBool>,
 }
 
 /// Accept until stopped, handing each connection to its own task; park while paused.
@@ -83,7 +121,45 @@ pub(super) async fn accept_loop<A: Acceptor, S: HttpService>(
             Err(e) => accept_backoff(e).await,
         }
     }
+    if control.sweep.load(Ordering::SeqCst) {
+        sweep(&listener, tls.as_ref(), &ctx, &service);
+    }
+    // The listener is dropped here, right after the sweep.
 }
+
+/// A stop: every connection the kernel already queued for us (a client that completed its
+/// handshake and waits) is accepted and served — with `Connection: close`, the process drains —
+/// instead of being reset when the listener closes; accepting stops at the first empty backlog
+/// (`EAGAIN`). The listening socket is never shut down: under socket activation it is systemd's
+/// too, and what arrives later waits there for the next start.
+fn sweep<A: Acceptor, S: HttpService>(
+    listener: &A,
+    tls: Option<&TlsConfig>,
+    ctx: &ConnContext,
+    service: &S,
+) {
+    let mut swept = 0usize;
+    // Bounded: a flood that outpaces us cannot keep the loop going for ever.
+    while swept < SWEEP_MAX {
+        match listener.try_accept() {
+            Some(Ok((io, peer))) => {
+                ctx.spawn(io, peer, tls, service.clone());
+                swept += 1;
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "accept failed while taking the queued connections");
+                break;
+            }
+            None => break,
+        }
+    }
+    if swept > 0 {
+        debug!(swept, "stop: connections already queued accepted");
+    }
+}
+
+/// The most connections one stop's sweep accepts from one listener (a full default backlog).
+const SWEEP_MAX: usize = 4096;
 
 /// Out of descriptors or a transient network error: log, wait a little, go on.
 async fn accept_backoff(e: std::io::Error) {

@@ -2,6 +2,7 @@
 //! stays idle, drain it, close it lingering.
 
 use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
@@ -25,6 +26,8 @@ use crate::tls::{self, HANDSHAKE_TIMEOUT};
 
 /// How often a connection checks the idle bound (and, after a GOAWAY, whether it is done).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often a connection of a process about to exit checks whether the peer has everything.
+const SEND_QUEUE_CHECK: Duration = Duration::from_millis(20);
 /// How often a draining HTTP/1 connection checks whether it is idle.
 const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(50);
 
@@ -53,14 +56,17 @@ impl ConnContext {
     /// wherever the stream is by then: a connection still in its handshake is waited for too.
     pub(super) fn spawn<I, S>(&self, io: I, peer: PeerAddr, tls: Option<&TlsConfig>, service: S)
     where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
         S: HttpService,
     {
         let token = self.connections.token();
         let ctx = self.clone();
+        // The socket's descriptor, to ask the kernel what it still holds for the peer; it stays
+        // open as long as the stream, which the task owns to the end.
+        let fd = io.as_raw_fd();
         match tls {
             None => {
-                tokio::spawn(ctx.run(io, peer, token, service));
+                tokio::spawn(ctx.run(io, fd, peer, token, service));
             }
             Some(config) => {
                 let config = config.clone();
@@ -70,7 +76,7 @@ impl ConnContext {
                     match tls::handshake(io, config, timeout).await {
                         Ok(accepted) => {
                             debug!(h2 = accepted.h2, "TLS handshake completed");
-                            ctx.run(accepted.stream, peer, token, service).await
+                            ctx.run(accepted.stream, fd, peer, token, service).await
                         }
                         // Scanners, plain HTTP on the TLS port, clients that distrust the
                         // certificate: the client's business, not the operator's.
@@ -81,7 +87,7 @@ impl ConnContext {
         }
     }
 
-    async fn run<I, S>(self, io: I, peer: PeerAddr, token: TaskTrackerToken, service: S)
+    async fn run<I, S>(self, io: I, fd: RawFd, peer: PeerAddr, token: TaskTrackerToken, service: S)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: HttpService,
@@ -98,11 +104,22 @@ impl ConnContext {
             shared: shared.clone(),
             peer: self.peer_addr.then_some(peer),
         };
+        let draining = self.draining.clone();
+        let idle_timeout = self.idle_timeout;
         self.serve(io, service, &shared.activity).await;
-        // Hyper is done with the stream. Unless the peer had closed already (or the stream now
-        // belongs to an upgrade), close it lingering.
-        if let Some(parked) = shared.take_parked() {
-            linger(parked.io).await;
+        // Hyper is done with the stream (unless it now belongs to an upgrade). Unless the peer
+        // had closed already, close it lingering.
+        if let Some(mut parked) = shared.take_parked() {
+            if !parked.peer_closed {
+                linger(&mut parked.io).await;
+            }
+            // A process about to exit keeps the connection (and so itself) until the peer has
+            // everything: what is still in the socket's send queue would otherwise be lost when
+            // the network goes away with the process (a container's namespace). A peer that
+            // stopped reading is given up on as one that does not answer a GOAWAY is.
+            if *draining.borrow() {
+                delivered(fd, GOAWAY_WAIT.min(idle_timeout)).await;
+            }
         }
     }
 
@@ -215,7 +232,7 @@ impl ConnContext {
 /// Our FIN first, then read and drop what the peer still sends until its FIN (or [`LINGER`]):
 /// closing a socket with unread data makes the kernel send a reset, which can destroy answers
 /// the peer has received but not read yet.
-async fn linger<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) {
+async fn linger<I: AsyncRead + AsyncWrite + Unpin>(io: &mut I) {
     let _ = tokio::time::timeout(LINGER, async {
         let _ = io.shutdown().await;
         let mut buf = [0u8; 2048];
@@ -227,6 +244,69 @@ async fn linger<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) {
     })
     .await;
 }
+
+/// Wait until the peer has acknowledged every byte sent on the socket `fd`, our FIN included
+/// (its send queue is empty), or the connection is gone, or the peer acknowledged nothing for
+/// `stall` (it stopped reading: a slow reader makes progress, a stuck one never will). Bounded
+/// besides by the caller's shutdown timeout, which ends the process.
+async fn delivered(fd: RawFd, stall: Duration) {
+    let started = Instant::now();
+    let mut last = (usize::MAX, started);
+    while let Some(queued) = unacknowledged(fd).filter(|bytes| *bytes > 0) {
+        let now = Instant::now();
+        if queued != last.0 {
+            last = (queued, now);
+        } else if now.duration_since(last.1) >= stall {
+            debug!(
+                queued,
+                ?stall,
+                "the peer stopped reading; closing with data unsent"
+            );
+            return;
+        }
+        tokio::time::sleep(SEND_QUEUE_CHECK).await;
+    }
+    if last.0 != usize::MAX {
+        debug!(waited = ?started.elapsed(), "the peer acknowledged everything sent");
+    }
+}
+
+/// Bytes sent on `fd` that the peer has not acknowledged yet (`TIOCOUTQ`/`SIOCOUTQ`: unsent
+/// plus unacknowledged, the FIN counting as one), or `None` when that cannot be known or no
+/// longer matters: the connection was reset or closed (the count then stays frozen), or the
+/// call failed.
+fn unacknowledged(fd: RawFd) -> Option<usize> {
+    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `fd` is the connection's socket, open while the caller holds its stream; the kernel
+    // writes at most `len` bytes into `info`, which is ours and outlives the call.
+    let tcp = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if tcp == 0 {
+        // SAFETY: zero-initialised plain integers, partly filled by the kernel.
+        let info = unsafe { info.assume_init() };
+        if info.tcpi_state == TCP_CLOSE {
+            return None;
+        }
+    }
+    let mut queued: libc::c_int = 0;
+    // SAFETY: as above; TIOCOUTQ writes one int into `queued`.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
+    if rc != 0 {
+        return None;
+    }
+    usize::try_from(queued).ok()
+}
+
+/// `TCP_CLOSE` of the kernel's TCP states (include/net/tcp_states.h).
+const TCP_CLOSE: u8 = 7;
 
 fn log_end(res: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
     if let Err(e) = res {

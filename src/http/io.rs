@@ -39,6 +39,8 @@ pub(super) struct Shared<I> {
 pub(super) struct Parked<I> {
     pub io: I,
     pub _token: TaskTrackerToken,
+    /// The peer had closed its side (a read returned end-of-file): nothing to linger for.
+    pub peer_closed: bool,
 }
 
 impl<I> Shared<I> {
@@ -49,15 +51,16 @@ impl<I> Shared<I> {
         })
     }
 
-    /// The stream, if hyper dropped it before the peer closed its side.
+    /// The stream, once hyper dropped it (not while an upgrade holds it).
     pub fn take_parked(&self) -> Option<Parked<I>> {
         self.parked.lock().ok().and_then(|mut slot| slot.take())
     }
 }
 
 /// The stream as hyper sees it: records reads, recognises HTTP/2, holds the connection's tracker
-/// token (so the process waits for it, upgraded or not) and, when dropped before the peer closed,
-/// parks the stream for the lingering close instead of closing it at once.
+/// token (so the process waits for it, upgraded or not) and, when dropped, parks the stream for
+/// the connection task (lingering close, delivery of what is still queued) instead of closing it
+/// at once.
 pub(super) struct ConnIo<I> {
     inner: Option<Parked<I>>,
     shared: Arc<Shared<I>>,
@@ -70,7 +73,11 @@ pub(super) struct ConnIo<I> {
 impl<I> ConnIo<I> {
     pub fn new(io: I, token: TaskTrackerToken, shared: Arc<Shared<I>>) -> Self {
         ConnIo {
-            inner: Some(Parked { io, _token: token }),
+            inner: Some(Parked {
+                io,
+                _token: token,
+                peer_closed: false,
+            }),
             shared,
             sniffed: false,
             eof: false,
@@ -80,10 +87,8 @@ impl<I> ConnIo<I> {
 
 impl<I> Drop for ConnIo<I> {
     fn drop(&mut self) {
-        if self.eof {
-            return;
-        }
-        if let (Some(parked), Ok(mut slot)) = (self.inner.take(), self.shared.parked.lock()) {
+        if let (Some(mut parked), Ok(mut slot)) = (self.inner.take(), self.shared.parked.lock()) {
+            parked.peer_closed = self.eof;
             *slot = Some(parked);
         }
     }

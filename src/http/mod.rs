@@ -12,7 +12,8 @@
 //! * `body`: the service wrapper that counts a request in flight until its response body has
 //!   ended, and asks HTTP/1 clients to close while draining.
 //!
-//! A drain stops accepting (the listening sockets stay open in the successor), then:
+//! A drain stops accepting (the listening sockets stay open in the successor); a stop first
+//! accepts what is already queued on each listening socket (see `accept::sweep`), then:
 //! * HTTP/1: each connection is closed after its current response (`Connection: close`), or once
 //!   it stayed idle for [`IDLE_GRACE`];
 //! * HTTP/2: GOAWAY with the maximal stream id and a PING; once the PING is answered, the final
@@ -23,7 +24,11 @@
 //!   already on their way do not make the kernel reset the connection over answers the client
 //!   has not read yet;
 //! * upgraded connections (WebSockets) belong to the application: they are waited for, up to the
-//!   shutdown timeout.
+//!   shutdown timeout;
+//! * a connection closed while the process drains is kept (and the process with it) until the
+//!   peer has acknowledged everything sent on it, our FIN included (`TIOCOUTQ` is 0), or it was
+//!   reset — up to the shutdown timeout: a response handed to the kernel is not finished while it
+//!   sits in the socket's send queue, and in a container the network goes away with the process.
 //!
 //! Closing an idle HTTP/1 keep-alive connection races with a request the client may already be
 //! sending (the client then sees a reset). The grace period makes that race practically
@@ -133,6 +138,8 @@ pub struct Serving {
     /// the application drops it) and, after that, by its lingering close.
     connections: TaskTracker,
     acceptors: TaskTracker,
+    /// Set on a stop: each accept loop takes the connections already queued before it ends.
+    sweep: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A TLS listener's configuration: certificate, key, ALPN.
@@ -163,6 +170,7 @@ pub fn start<S: HttpService>(
         draining,
         connections: TaskTracker::new(),
         acceptors: TaskTracker::new(),
+        sweep: Arc::default(),
     };
     let ctx = conn::ConnContext {
         builder: Arc::new(builder),
@@ -201,6 +209,7 @@ impl Serving {
             stop: self.stop_accepting.clone(),
             accepting: self.accepting.subscribe(),
             parked: self.parked.clone(),
+            sweep: self.sweep.clone(),
         };
         self.acceptors
             .spawn(accept::accept_loop(listener, tls, control, ctx, service));
@@ -231,12 +240,23 @@ impl Serving {
         self.acceptors.wait().await;
     }
 
+    /// A stop (not a retirement, where the successor accepts from the shared backlog): stop
+    /// accepting, but first take every connection already queued, to be answered with
+    /// `Connection: close`. Once this returns, the accept loops hold no listening socket: the
+    /// caller closes its own copies, so that later clients are refused (or, under socket
+    /// activation, wait in systemd's backlog) instead of being queued and reset at exit.
+    pub async fn stop_accepting_for_stop(&self) {
+        self.draining.send_replace(true);
+        self.sweep.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop_accepting().await;
+    }
+
     /// Drain: stop accepting, close connections as described in the module docs, and wait for
     /// every connection (upgraded ones included) up to `timeout`. Returns false when the timeout
     /// cut it short.
     pub async fn drain(&self, timeout: Duration) -> bool {
-        self.stop_accepting().await;
         self.draining.send_replace(true);
+        self.stop_accepting().await;
         self.connections.close();
         let done = tokio::time::timeout(timeout, self.connections.wait())
             .await

@@ -338,6 +338,13 @@ impl ProcessWorld {
             }
         }
         let deadline = tokio::time::Instant::now() + self.settings.shutdown_timeout;
+        if stop {
+            // Answer the clients already queued, then let go of the listening sockets at once:
+            // our own copies first, so that each accept loop's copy is the last one and closes
+            // right after its sweep finds the backlog empty.
+            self.listeners = Arc::new(Vec::new());
+            self.serving.stop_accepting_for_stop().await;
+        }
         self.serving.drain(self.settings.shutdown_timeout).await;
         // A successor of a called-off hand-off drains too; wait for it within the same budget.
         for task in self.ending.drain(..) {

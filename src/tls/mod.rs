@@ -10,8 +10,8 @@
 //!
 //! Every generation calls [`load`] afresh (from `Server::bind`, before it reports ready), so
 //! replacing the files and reloading rotates the certificate; a pair that does not load — or, in
-//! a successor, a leaf that has expired ([`Start`]) — makes the successor fail and the old
-//! process serve on. The handshake runs in each connection's task (`http::conn`).
+//! a successor, a leaf that has expired or is not valid yet ([`Start`]) — makes the successor
+//! fail and the old process serve on. The handshake runs in each connection's task (`http::conn`).
 //!
 //! # Crypto provider
 //!
@@ -89,13 +89,16 @@ pub enum TlsError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A directory or device where a file was expected.
-    #[error("tls {role} {path}: not a regular file")]
+    /// A directory, FIFO or device where a file was expected: refused without reading, so that
+    /// nothing hangs.
+    #[error("tls {role} {path}: {what}")]
     NotAFile {
         /// Which file.
         role: Role,
         /// The path.
         path: PathBuf,
+        /// What it is instead (`is a FIFO, not a regular file`).
+        what: String,
     },
     /// More than [`source::MAX_FILE_BYTES`].
     #[error("tls {role} {path}: larger than 1 MiB")]
@@ -172,6 +175,15 @@ pub enum TlsError {
         path: PathBuf,
         /// `notAfter`, in UTC.
         not_after: String,
+    },
+    /// A successor was given a leaf whose `notBefore` is still to come (see [`Start::Reload`]):
+    /// every verifying client would refuse it.
+    #[error("tls certificate {path}: the leaf is not valid before {not_before}; the running process keeps its certificate (install it once it is valid, or check the clock)")]
+    NotYetValid {
+        /// The certificate file.
+        path: PathBuf,
+        /// `notBefore`, in UTC.
+        not_before: String,
     },
     /// `credential:NAME` that cannot be resolved.
     #[error("tls {role} {configured}: {problem}")]
@@ -308,11 +320,14 @@ impl Pair {
 /// How a serving process came to read the pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
-    /// A first start: an expired leaf is served, with a warning, so that a lapsed renewal does
-    /// not take the plain listeners down as well (what nginx and others do).
+    /// A first start: a leaf outside its validity — expired, or not valid yet (a certificate
+    /// installed early, a clock set wrong at boot) — is served, with a warning, so that a
+    /// certificate problem does not take the plain listeners down as well (what nginx and
+    /// others do).
     First,
-    /// A successor taking over from a running process: an expired leaf is refused, so the
-    /// reload fails and the running process serves on with the certificate it has.
+    /// A successor taking over from a running process: a leaf that has expired or is not valid
+    /// yet is refused, so the reload fails and the running process serves on with the
+    /// certificate it has.
     Reload,
 }
 
@@ -323,12 +338,17 @@ pub fn load(files: &TlsFiles, start: Start) -> Result<Arc<ServerConfig>, TlsErro
     let pair = Pair::read(files, &CredentialsDir::from_process())?;
     let now = SystemTime::now();
     if start == Start::Reload {
-        if let Some(Finding::Expired { not_after, .. }) =
-            check::validity(&pair.cert_path, &pair.leaf, check::unix_seconds(now))
-        {
+        let now = check::unix_seconds(now);
+        if pair.leaf.not_after <= now {
             return Err(TlsError::Expired {
                 path: pair.cert_path,
-                not_after: check::utc(not_after),
+                not_after: check::utc(pair.leaf.not_after),
+            });
+        }
+        if pair.leaf.not_before > now {
+            return Err(TlsError::NotYetValid {
+                path: pair.cert_path,
+                not_before: check::utc(pair.leaf.not_before),
             });
         }
     }

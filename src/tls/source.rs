@@ -173,14 +173,17 @@ pub fn read(role: Role, path: &Path) -> Result<FileData, TlsError> {
             }
         }
     };
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    let meta = file.metadata().map_err(read_err)?;
-    if !meta.is_file() {
-        return Err(TlsError::NotAFile {
+    // O_NONBLOCK open and a file-type check, as for the configuration file: a FIFO or a device
+    // named as a certificate or key must not block `baton check` or a starting server.
+    let file = crate::safe_fs::open_regular_for_reading(path).map_err(|e| match e {
+        crate::safe_fs::FsError::Io { source, .. } => read_err(source),
+        crate::safe_fs::FsError::Unsafe { problem, .. } => TlsError::NotAFile {
             role,
             path: path.to_owned(),
-        });
-    }
+            what: problem,
+        },
+    })?;
+    let meta = file.metadata().map_err(read_err)?;
     let mut bytes = Vec::with_capacity(meta.len().min(MAX_FILE_BYTES) as usize);
     (&file)
         .take(MAX_FILE_BYTES + 1)
@@ -591,7 +594,10 @@ mod tests {
         let e = read(Role::Key, dir.path()).unwrap_err().to_string();
         assert_eq!(
             e,
-            format!("tls key {}: not a regular file", dir.path().display())
+            format!(
+                "tls key {}: is a directory, not a regular file",
+                dir.path().display()
+            )
         );
         let big = dir.path().join("big.pem");
         std::fs::write(&big, vec![b'a'; MAX_FILE_BYTES as usize + 1]).unwrap();

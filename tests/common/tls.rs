@@ -67,13 +67,32 @@ impl Ca {
         not_before: (i32, u8, u8),
         not_after: (i32, u8, u8),
     ) -> Leaf {
+        self.leaf_with(serial, |params| {
+            params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+            params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        })
+    }
+
+    /// A leaf whose validity begins `ahead` from now (to the second) and ends in 2099: what an
+    /// issuer whose clock runs fast produces, or a certificate installed before its time.
+    pub fn leaf_not_yet_valid(&self, serial: u64, ahead: std::time::Duration) -> Leaf {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is after 1970");
+        let start = std::time::Duration::from_secs(now.as_secs()) + ahead;
+        self.leaf_with(serial, |params| {
+            params.not_before = rcgen::date_time_ymd(1970, 1, 1) + start;
+            params.not_after = rcgen::date_time_ymd(2099, 1, 1);
+        })
+    }
+
+    fn leaf_with(&self, serial: u64, validity: impl FnOnce(&mut CertificateParams)) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
         let mut params =
             CertificateParams::new(vec![SERVER_NAME.to_owned(), "127.0.0.1".to_owned()])
                 .expect("leaf params");
         params.serial_number = Some(SerialNumber::from(serial));
-        params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
-        params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        validity(&mut params);
         let cert = params
             .signed_by(&key, &self.issuer)
             .expect("leaf certificate");

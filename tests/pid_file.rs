@@ -1,0 +1,130 @@
+//! Story: the operator asks for a PID file where baton may not safely write one — directly in
+//! the sticky, world-writable `/tmp`, or in a directory that does not exist. Whoever reads that
+//! file (a monitoring script, `baton reload`) would find nothing, or another user's file. baton
+//! refuses to start, as nginx does, with one line naming the file and a sysexits code, before it
+//! binds anything; `baton check` says the same; a library program gets the same error.
+
+mod common;
+
+use common::{procs, Sandbox, DEADLINE};
+
+/// The lines of a run's output that are not INFO/DEBUG tracing lines.
+fn complaints(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| !l.contains(" INFO ") && !l.contains(" DEBUG ") && !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A PID file path directly in `/tmp`, unique to this run.
+fn in_tmp(sb: &Sandbox) -> std::path::PathBuf {
+    let unique = sb
+        .dir()
+        .file_name()
+        .expect("sandbox name")
+        .to_string_lossy()
+        .into_owned();
+    std::path::PathBuf::from(format!("/tmp/{unique}.pid"))
+}
+
+#[test]
+fn a_pid_file_that_cannot_be_written_safely_refuses_the_start() {
+    let sb = Sandbox::new();
+    let tmp_pid = in_tmp(&sb);
+    let missing = sb.path("no-such-dir/baton.pid");
+    for (what, path, problem) in [
+        (
+            "in sticky /tmp",
+            &tmp_pid,
+            "/tmp: writable by others (mode 1777)",
+        ),
+        (
+            "in a missing directory",
+            &missing,
+            "No such file or directory",
+        ),
+    ] {
+        let mut config = sb.config("pid");
+        config["pid_file"] = path.display().to_string().into();
+        sb.write_config(&config);
+        let expected = format!("pid file {}: ", path.display());
+
+        let out = common::output(sb.baton().args(["check", "--config"]).arg(sb.config_path()));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(78), "check, pid file {what}: {err}");
+        assert_eq!(complaints(&err).len(), 1, "one line: {err}");
+        assert!(
+            err.starts_with(&format!("baton: {expected}")),
+            "{what}: {err}"
+        );
+        assert!(err.contains(problem), "{what}: {err}");
+
+        let mut serve = sb.spawn(sb.serve(&[]));
+        let status = serve.wait_exit(DEADLINE);
+        let log = serve.log();
+        assert_eq!(status.code(), Some(78), "serve, pid file {what}: {log}");
+        let lines = complaints(&log);
+        assert_eq!(lines.len(), 1, "one line: {log}");
+        assert!(
+            lines[0].contains(&expected) && lines[0].contains(problem),
+            "{log}"
+        );
+        assert!(
+            !log.contains("listening on"),
+            "refused before binding: {log}"
+        );
+        assert!(!path.exists(), "no file written");
+        println!("pid file {what}: exit 78: {}", lines[0]);
+    }
+    assert!(procs::listening_inodes_on_port(sb.port).is_empty());
+}
+
+#[test]
+fn a_library_program_with_an_unwritable_pid_file_gets_the_error() {
+    // The library returns the error; a program without a tracing subscriber would otherwise
+    // never hear that its PID file was skipped.
+    let sb = Sandbox::new();
+    let tmp_pid = in_tmp(&sb);
+    let mut app = sb.spawn(sb.app(
+        "slow_stream",
+        &[("BATON_PID_FILE", tmp_pid.to_str().expect("utf-8"))],
+    ));
+    let status = app.wait_exit(DEADLINE);
+    let log = app.log();
+    assert_eq!(status.code(), Some(78), "{log}");
+    let line = format!(
+        "slow_stream: pid file {}: /tmp: writable by others (mode 1777)",
+        tmp_pid.display()
+    );
+    assert!(log.contains(&line), "{log}");
+    assert!(procs::listening_inodes_on_port(sb.port).is_empty());
+    assert!(!tmp_pid.exists());
+}
+
+#[test]
+fn a_pid_file_in_the_runtime_directory_is_written_even_before_the_first_hand_off() {
+    // The README's container configuration: hand-off socket and PID file in /tmp/baton, which
+    // nothing made yet. The runtime directory is baton's own: the start creates it (0700).
+    let sb = Sandbox::new();
+    let rt = sb.path("rt");
+    let mut config = sb.config("pid");
+    config["handoff_socket"] = rt.join("handoff.sock").to_str().expect("utf-8").into();
+    config["pid_file"] = rt.join("baton.pid").to_str().expect("utf-8").into();
+    sb.write_config(&config);
+    let out = common::output(sb.baton().args(["check", "--config"]).arg(sb.config_path()));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(!rt.exists(), "check changes nothing");
+    let baton = sb.spawn(sb.serve(&[]));
+    baton.wait_ready(&sb.notify);
+    let named = common::wait_until("the PID file", DEADLINE, || {
+        std::fs::read_to_string(rt.join("baton.pid")).ok()
+    });
+    assert_eq!(named.trim(), baton.pid.to_string());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&rt).expect("rt").permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o700);
+    println!(
+        "runtime directory created {mode:04o}; PID file names {}",
+        named.trim()
+    );
+}
