@@ -116,8 +116,9 @@ impl ConnContext {
             // A process about to exit keeps the connection (and so itself) until the peer has
             // everything: what is still in the socket's send queue would otherwise be lost when
             // the network goes away with the process (a container's namespace). A peer that
-            // stopped reading is given up on as one that does not answer a GOAWAY is.
-            if *draining.borrow() {
+            // stopped reading is given up on as one that does not answer a GOAWAY is — and one
+            // that was given up on already is not waited for a second time.
+            if *draining.borrow() && !shared.activity.gave_up.load(Ordering::Relaxed) {
                 delivered(fd, GOAWAY_WAIT.min(idle_timeout)).await;
             }
         }
@@ -221,6 +222,7 @@ impl ConnContext {
                         quiet_since = now;
                     } else if now.duration_since(quiet_since) >= give_up_after {
                         debug!("no answer to GOAWAY; closing the connection");
+                        activity.gave_up.store(true, Ordering::Relaxed);
                         return;
                     }
                 }

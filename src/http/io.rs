@@ -26,6 +26,9 @@ pub(super) struct Activity {
     pub h2: AtomicBool,
     /// The process is draining: HTTP/1 responses get `Connection: close`.
     pub draining: AtomicBool,
+    /// The peer was given up on while draining (it answered no GOAWAY, or read nothing of
+    /// what is in flight for a while): its send queue is not waited for once more.
+    pub gave_up: AtomicBool,
 }
 
 /// One allocation per connection: the activity, and the slot where the I/O wrapper leaves the
