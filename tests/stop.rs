@@ -338,8 +338,8 @@ fn the_stop_limits_the_readme_documents_hold() {
                     }
                 }
             },
-            6.9,
-            9.5,
+            8.5,
+            11.5,
         ),
     ];
     let runs: Vec<_> = cases
