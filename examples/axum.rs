@@ -7,15 +7,25 @@
 //! * `GET /ws` — a WebSocket echo; on the drain signal it says so, keeps echoing for
 //!   `EXAMPLE_WS_GRACE_MS` (default 1000), then closes with `1001 Going Away`;
 //! * `GET /stream?chunks=N&ms=M` — a body streamed in N chunks, M ms apart (a download, SSE);
-//! * `GET /events?count=N&ms=M` — server-sent events.
+//! * `GET /events?count=N&ms=M` — server-sent events;
+//! * `GET /client` — the client's address (axum's `ConnectInfo<SocketAddr>`, from
+//!   `into_make_service_with_connect_info`), also logged; `GET /client-unix` on a Unix-socket
+//!   listener (`ConnectInfo<tokio::net::unix::SocketAddr>`).
+//!
+//! With `ADMIN_LISTEN` naming one of the `BATON_LISTEN` addresses, that listener serves a
+//! separate admin router instead (`GET /metrics`, `GET /whoami`): it is handed over on every
+//! reload with the others.
 //!
 //! ```sh
-//! BATON_LISTEN=127.0.0.1:3000 cargo run --example axum
+//! BATON_LISTEN=127.0.0.1:3000,127.0.0.1:9100 ADMIN_LISTEN=127.0.0.1:9100 \
+//!     cargo run --features axum --example axum
 //! curl 127.0.0.1:3000/visits; kill -HUP <pid>; curl 127.0.0.1:3000/visits
+//! curl 127.0.0.1:3000/client; curl 127.0.0.1:9100/metrics
 //! ```
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,7 +33,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::response::sse::{Event, Sse};
 use axum::response::Response;
 use axum::routing::get;
@@ -77,15 +87,28 @@ async fn main() -> ExitCode {
         .route("/ws", get(websocket))
         .route("/stream", get(stream_body))
         .route("/events", get(events))
-        .with_state(app);
+        .route("/client", get(client))
+        .route("/client-unix", get(client_unix))
+        .with_state(app.clone());
 
-    let served = server
-        .serve(router)
+    // The client's address, as with `axum::serve`: a make-service with `ConnectInfo`.
+    let mut serve = server
+        .serve(router.into_make_service_with_connect_info::<SocketAddr>())
         .with_drain_signal(drain)
-        .on_handoff(move || counter.load(Ordering::SeqCst).to_string().into_bytes())
-        .await;
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
+        .on_handoff(move || counter.load(Ordering::SeqCst).to_string().into_bytes());
+    if let Ok(admin_listen) = std::env::var("ADMIN_LISTEN") {
+        // A plain Router: baton adds `ConnectInfo` to its requests too.
+        let admin = Router::new()
+            .route("/metrics", get(metrics))
+            .route("/whoami", get(whoami))
+            .with_state(app);
+        serve = serve.listener(admin_listen, admin);
+    }
+    match serve.await {
+        Ok(ended) => {
+            tracing::info!(?ended, "serving ended");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("axum example: {e}");
             ExitCode::from(e.exit_code())
@@ -99,6 +122,32 @@ async fn hello(State(app): State<App>) -> String {
         std::process::id(),
         app.generation
     )
+}
+
+async fn client(ConnectInfo(client): ConnectInfo<SocketAddr>) -> String {
+    tracing::info!(%client, "GET /client");
+    format!("client {client}\n")
+}
+
+async fn client_unix(ConnectInfo(client): ConnectInfo<tokio::net::unix::SocketAddr>) -> String {
+    let client = match client.as_pathname() {
+        Some(path) => path.display().to_string(),
+        None => "(unnamed)".to_owned(),
+    };
+    format!("unix client {client}\n")
+}
+
+/// The admin listener's metrics, in Prometheus text format.
+async fn metrics(State(app): State<App>) -> String {
+    format!(
+        "# TYPE example_visits_total counter\nexample_visits_total {}\n# TYPE example_generation gauge\nexample_generation {}\n",
+        app.visits.load(Ordering::SeqCst),
+        app.generation
+    )
+}
+
+async fn whoami(ConnectInfo(client): ConnectInfo<SocketAddr>) -> String {
+    format!("admin: client {client}, pid {}\n", std::process::id())
 }
 
 async fn count_visit(State(app): State<App>) -> String {

@@ -86,7 +86,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt().with_target(false).init();
     // Settings from the BATON_* variables, like the baton command.
     match baton_server::serve(tower::service_fn(answer)).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(_ended) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("slow_stream: {e}");
             ExitCode::from(e.exit_code())

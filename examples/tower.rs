@@ -41,7 +41,7 @@ async fn main() -> ExitCode {
         Err(e) => Err(e),
     };
     match served {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(_ended) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tower example: {e}");
             ExitCode::from(e.exit_code())

@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub(crate) mod access_log;
+mod connection;
 mod drain;
 mod error;
 pub(crate) mod fds;
@@ -57,9 +58,11 @@ pub(crate) const VERSION: &str = match option_env!("BATON_VERSION") {
     None => env!("CARGO_PKG_VERSION"),
 };
 
+pub use connection::{ClientAddr, IncomingConnection, PerConnection};
 pub use drain::DrainSignal;
 pub use error::{Error, ErrorKind};
-pub use server::{serve, Serve, Server};
+pub use http::{BoxError, HttpService, MakeHttp};
+pub use server::{app_kind, serve, Ended, Serve, ServeApp, Server, StopSignal};
 pub use settings::{ListenAddr, Scheme, Settings, SettingsError, SpecError};
 
 /// Become the stable parent of every generation when this process is PID 1 (a container's

@@ -76,7 +76,7 @@ fn serve(overrides: &Overrides) -> u8 {
     });
     runtime.shutdown_timeout(Duration::from_millis(200));
     match result {
-        Ok(()) => exit::OK,
+        Ok(_) => exit::OK,
         Err((message, code)) => fail(&message, code),
     }
 }

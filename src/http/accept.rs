@@ -12,32 +12,32 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::conn::ConnContext;
-use super::{HttpService, TlsConfig};
-use crate::access_log::PeerAddr;
+use super::{MakeHttp, TlsConfig};
+use crate::connection::{ClientAddr, IncomingConnection};
 
 /// A listening socket the accept loop can take connections from.
 pub(crate) trait Acceptor: Send + 'static {
     /// The stream of one accepted connection.
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// The next connection and its client's address.
-    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, PeerAddr)>> + Send;
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, ClientAddr)>> + Send;
 }
 
 impl Acceptor for tokio::net::TcpListener {
     type Io = tokio::net::TcpStream;
-    async fn accept(&self) -> std::io::Result<(Self::Io, PeerAddr)> {
+    async fn accept(&self) -> std::io::Result<(Self::Io, ClientAddr)> {
         let (stream, peer) = tokio::net::TcpListener::accept(self).await?;
         let _ = stream.set_nodelay(true);
-        Ok((stream, PeerAddr(Some(peer))))
+        Ok((stream, ClientAddr::Tcp(peer)))
     }
 }
 
 impl Acceptor for tokio::net::UnixListener {
     type Io = tokio::net::UnixStream;
-    async fn accept(&self) -> std::io::Result<(Self::Io, PeerAddr)> {
+    async fn accept(&self) -> std::io::Result<(Self::Io, ClientAddr)> {
         tokio::net::UnixListener::accept(self)
             .await
-            .map(|(stream, _)| (stream, PeerAddr(None)))
+            .map(|(stream, peer)| (stream, ClientAddr::Unix(peer)))
     }
 }
 
@@ -51,13 +51,15 @@ pub(super) struct Control {
     pub(super) parked: watch::Sender<usize>,
 }
 
-/// Accept until stopped, handing each connection to its own task; park while paused.
-pub(super) async fn accept_loop<A: Acceptor, S: HttpService>(
+/// Accept until stopped, handing each connection to its own task with the service `make` made
+/// for it; park while paused.
+pub(super) async fn accept_loop<A: Acceptor, M: MakeHttp>(
     listener: A,
     tls: Option<TlsConfig>,
     mut control: Control,
     ctx: ConnContext,
-    service: S,
+    mut make: M,
+    name: std::sync::Arc<str>,
 ) {
     loop {
         if !*control.accepting.borrow_and_update() {
@@ -79,7 +81,16 @@ pub(super) async fn accept_loop<A: Acceptor, S: HttpService>(
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((io, peer)) => ctx.spawn(io, peer, tls.as_ref(), service.clone()),
+            Ok((io, client)) => {
+                // The make-service's readiness (axum's are always ready).
+                let ready = std::future::poll_fn(|cx| make.poll_ready(cx)).await;
+                let Ok(()) = ready;
+                let service = make.call(IncomingConnection {
+                    client: client.clone(),
+                    listener: name.clone(),
+                });
+                ctx.spawn(io, client, tls.as_ref(), service)
+            }
             Err(e) => accept_backoff(e).await,
         }
     }

@@ -94,6 +94,9 @@ pub(crate) struct ProcessWorld {
     queued: bool,
     /// The successor this process retires for.
     retiring_for: Option<u32>,
+    /// The first stop asked for, and whether the drain was a stop (`Some(true)`) or a retirement.
+    last_stop: Option<StopReason>,
+    drained: Option<bool>,
 }
 
 /// The signals a baton process handles, installed as early as possible.
@@ -186,6 +189,8 @@ impl ProcessWorld {
             requested_usec: 0,
             queued: reload::has_pending_requests(),
             retiring_for: None,
+            last_stop: None,
+            drained: None,
         }
     }
 
@@ -260,6 +265,38 @@ impl ProcessWorld {
 
 impl World for ProcessWorld {
     async fn next(&mut self) -> Input {
+        let input = self.next_input().await;
+        if let Input::Stop(reason) = &input {
+            self.last_stop.get_or_insert(*reason);
+        }
+        input
+    }
+
+    async fn perform(&mut self, action: Action) {
+        if let Action::Drain { stop } = &action {
+            self.drained = Some(*stop);
+        }
+        self.perform_action(action).await
+    }
+}
+
+impl ProcessWorld {
+    /// How this process's serving ended (once [`drive`] returned).
+    pub(crate) fn ended(&self) -> crate::Ended {
+        use crate::{Ended, StopSignal};
+        match (self.drained, self.retiring_for, self.last_stop) {
+            (Some(false), Some(successor), _) => Ended::HandedOff { successor },
+            (_, _, Some(StopReason::Sigterm)) => Ended::Signal(StopSignal::Term),
+            (_, _, Some(StopReason::Sigint)) => Ended::Signal(StopSignal::Int),
+            (_, _, Some(StopReason::Requested)) => Ended::Shutdown,
+            (_, _, Some(StopReason::SuccessorStopped)) => Ended::StopPassedOn,
+            // A retirement without a recorded successor, or a stop with no recorded reason: not
+            // reached by the machine; called a stop.
+            (_, _, None) => Ended::Shutdown,
+        }
+    }
+
+    async fn next_input(&mut self) -> Input {
         if std::mem::take(&mut self.queued) {
             return Input::ReloadRequest;
         }
@@ -283,7 +320,7 @@ impl World for ProcessWorld {
         }
     }
 
-    async fn perform(&mut self, action: Action) {
+    async fn perform_action(&mut self, action: Action) {
         match action {
             Action::Notify(Event::Ready { status }) => {
                 let open = self.serving.open_connections();
