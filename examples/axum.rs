@@ -106,7 +106,11 @@ async fn main() -> ExitCode {
     }
     match serve.await {
         Ok(ended) => {
-            tracing::info!(?ended, "serving ended");
+            // What happened: a hand-off to a successor, or a stop (and by what).
+            eprintln!(
+                "axum example (pid {}): serving ended: {ended:?}",
+                std::process::id()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
