@@ -50,6 +50,11 @@ struct App {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `axum reload`: what `ExecReload=` runs (examples/systemd/my-app.service): ask the running
+    // server to reload and fail when the reload fails.
+    if std::env::args().nth(1).as_deref() == Some("reload") {
+        return reload();
+    }
     tracing_subscriber::fmt().with_target(false).init();
     // Async set-up before serving, as a real app would open its database pool here.
     let ws_grace = tokio::task::spawn_blocking(|| {
@@ -116,6 +121,26 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("axum example: {e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn reload() -> ExitCode {
+    let settings = match baton_server::Settings::from_env() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("axum example reload: {e}");
+            return ExitCode::from(78);
+        }
+    };
+    match baton_server::request_reload(&settings, Duration::from_secs(20)) {
+        Ok(successor) => {
+            println!("reloaded: pid {successor} serves");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("axum example reload: {e}");
+            ExitCode::FAILURE
         }
     }
 }

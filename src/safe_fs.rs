@@ -468,7 +468,6 @@ impl TrustedDir {
 
     /// Read the regular file `name` (at most `max` bytes), never through a symlink, and only if
     /// `owner_ok(file owner uid)` accepts its owner.
-    #[cfg(any(test, feature = "cli"))]
     pub fn read_regular(
         &self,
         name: &str,

@@ -50,7 +50,7 @@ where
 /// What [`serve`], [`Server::serve`] and [`Serve::listener`] accept, as `axum::serve` does: a
 /// per-request service (an axum `Router`, a `tower::service_fn`, any
 /// `tower::Service<http::Request<hyper::body::Incoming>>` that is `Clone + Send + 'static`), or a
-/// make-service called once per connection with its [`IncomingConnection`] (axum's
+/// make-service called once per connection with its [`IncomingConnection`](crate::IncomingConnection) (axum's
 /// `Router::into_make_service` and `into_make_service_with_connect_info::<C>`, any
 /// `tower::Service<IncomingConnection>` answering with such a per-request service).
 ///
@@ -215,6 +215,9 @@ impl Server {
         span: tracing::Span,
     ) -> Result<Server, Error> {
         settings.validate()?;
+        if std::process::id() == 1 {
+            warn!("this process is PID 1: a reload would end the container with it (the kernel kills the successor when PID 1 exits); call baton_server::supervise(&settings, Supervise::WhenPid1) first in main");
+        }
         let signals = Signals::install().map_err(Inner::Signals)?;
         let exe = Executable::current().map_err(Inner::Executable)?;
         let acquired = child::acquire(

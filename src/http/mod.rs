@@ -95,7 +95,7 @@ impl Default for Options {
 /// Errors a service or body may return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A service baton can serve: what [`start`] accepts. A tower service (an axum `Router`, a
+/// A service baton can serve: what `Serving::serve_on` accepts through a [`MakeHttp`]. A tower service (an axum `Router`, a
 /// `tower::Service`) answering requests with an `http_body::Body`; baton adapts it to hyper
 /// itself (see `body::DrainAware`). Implemented for every service that fits.
 pub trait HttpService:

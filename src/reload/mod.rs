@@ -94,7 +94,6 @@ pub enum Reply {
 /// Values at or below this carry [`Reply::NotMain`].
 const NOT_MAIN_BASE: i64 = -(1 << 24);
 /// The largest pid Linux hands out (`PID_MAX_LIMIT`).
-#[cfg(any(test, feature = "cli"))]
 const PID_MAX: u32 = 1 << 22;
 
 impl Reply {
@@ -112,7 +111,6 @@ impl Reply {
     }
 
     /// The reply a signal value carries; `None` for values no baton sends.
-    #[cfg(any(test, feature = "cli"))]
     pub fn decode(value: i64) -> Option<Reply> {
         match value {
             0 => Some(Reply::Failed { unrecorded: None }),
@@ -387,7 +385,7 @@ impl Drop for ForwardRequests {
 // ---------------------------------------------------------------------------------------------
 // `baton reload`.
 
-#[cfg(feature = "cli")]
+// Also the library's `request_reload`.
 pub(crate) mod client;
 
 #[cfg(test)]
