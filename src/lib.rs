@@ -21,6 +21,17 @@
 //! [`Serve::on_handoff`] and [`Server::inherited_state`] carry application state across a
 //! hand-off.
 //!
+//! # Feature flags
+//!
+//! * `axum` (off): axum's `ConnectInfo` for the client's address ([`IncomingConnection`]).
+//! * `metrics` (off): reloads, hand-off durations, connections and the generation through the
+//!   [`metrics`](https://docs.rs/metrics) facade: `baton_reloads_requested_total`, `baton_reloads_succeeded_total`,
+//!   `baton_reloads_failed_total`, `baton_handoff_duration_seconds`, `baton_connections_open`,
+//!   `baton_connections_draining`, `baton_generation`, each recorded by the process it is about
+//!   (a successful reload is counted by the process that retires). Install your exporter's
+//!   recorder; baton installs none. [`Serve::on_reload`] tells reload outcomes in code.
+//! * `cli` (on): the `baton` command; a library user turns it off (`--no-default-features`).
+//!
 //! Data flows one way: [`settings`](Settings) → `listen` (activation, bind) → `handoff` (the
 //! import from a predecessor, and later the hand-off to a successor) → `http` (serving) →
 //! `lifecycle` (a pure state machine of the ordering rules, driven by the process's signals,
@@ -38,6 +49,7 @@ pub(crate) mod http;
 pub(crate) mod lifecycle;
 pub(crate) mod listen;
 pub(crate) mod notify;
+mod observe;
 pub(crate) mod pidfile;
 pub(crate) mod reload;
 pub(crate) mod safe_fs;
@@ -64,6 +76,7 @@ pub use connection::{ClientAddr, IncomingConnection, PerConnection};
 pub use drain::DrainSignal;
 pub use error::{Error, ErrorKind};
 pub use http::{BoxError, HttpService, MakeHttp};
+pub use observe::ReloadOutcome;
 pub use server::{app_kind, serve, Ended, Serve, ServeApp, Server, StopSignal};
 pub use settings::{ListenAddr, Scheme, Settings, SettingsError, SpecError};
 

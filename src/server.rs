@@ -298,6 +298,7 @@ pub struct Serve<M> {
     state: Option<StateFn>,
     shutdown: Option<ShutdownFuture>,
     listener_apps: Vec<(String, Attach)>,
+    on_reload: Option<crate::observe::ReloadHook>,
 }
 
 /// Serves one listener with an app of [`Serve::listener`] (its type erased).
@@ -324,6 +325,7 @@ impl<M> Serve<M> {
             state: None,
             shutdown: None,
             listener_apps: Vec::new(),
+            on_reload: None,
         }
     }
 
@@ -378,6 +380,17 @@ impl<M> Serve<M> {
         self
     }
 
+    /// Call `hook` in this process with the outcome of every reload it attempts: a hand-off to
+    /// a successor (then this process retires) or a failure (it serves on). See
+    /// [`ReloadOutcome`](crate::ReloadOutcome) for an example.
+    pub fn on_reload<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&crate::ReloadOutcome) + Send + Sync + 'static,
+    {
+        self.on_reload = Some(Arc::new(hook));
+        self
+    }
+
     /// Stop (drain and return) when `signal` resolves, as on `SIGTERM`.
     pub fn with_graceful_shutdown<F>(mut self, signal: F) -> Self
     where
@@ -422,6 +435,7 @@ impl<M: MakeHttp> Serve<M> {
         } = acquired;
         let make = self.make;
         let listener_apps = self.listener_apps;
+        let on_reload = self.on_reload;
         let access_log = settings.access_log;
         let drain = self.drain;
         let state = self.state;
@@ -467,6 +481,7 @@ impl<M: MakeHttp> Serve<M> {
                 drain,
                 shutdown,
                 signals,
+                on_reload,
             };
             let mut world = ProcessWorld::new(parts, predecessor);
             lifecycle::drive(machine, initial, &mut world).await;

@@ -233,6 +233,27 @@ impl Serving {
     /// Every listener is served.
     pub fn all_started(&self) {
         self.acceptors.close();
+        #[cfg(feature = "metrics")]
+        self.report_connections();
+    }
+
+    /// Report the open and draining connections through the `metrics` facade once a second,
+    /// until the drain is over.
+    #[cfg(feature = "metrics")]
+    fn report_connections(&self) {
+        let connections = self.connections.clone();
+        let draining = self.draining.subscribe();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let drain = *draining.borrow();
+                crate::observe::connections(connections.len(), drain);
+                if drain && connections.is_empty() {
+                    break;
+                }
+            }
+        });
     }
 
     fn accept_on<A: accept::Acceptor, M: MakeHttp>(

@@ -94,6 +94,7 @@ pub(crate) struct ProcessWorld {
     queued: bool,
     /// The successor this process retires for.
     retiring_for: Option<u32>,
+    on_reload: Option<crate::observe::ReloadHook>,
     /// The first stop asked for, and whether the drain was a stop (`Some(true)`) or a retirement.
     last_stop: Option<StopReason>,
     drained: Option<bool>,
@@ -131,6 +132,8 @@ pub(crate) struct Parts {
     pub(crate) drain: DrainSignal,
     pub(crate) shutdown: Option<ShutdownFuture>,
     pub(crate) signals: Signals,
+    /// The application's reload callback.
+    pub(crate) on_reload: Option<crate::observe::ReloadHook>,
 }
 
 /// What a successor's driver has the task that follows its predecessor say.
@@ -162,7 +165,10 @@ impl ProcessWorld {
         ProcessWorld {
             settings: parts.settings,
             exe: parts.exe,
-            generation: parts.generation,
+            generation: {
+                crate::observe::generation(parts.generation);
+                parts.generation
+            },
             handoff_socket: parts.handoff_socket,
             listeners: parts.listeners,
             serving: parts.serving,
@@ -189,6 +195,7 @@ impl ProcessWorld {
             requested_usec: 0,
             queued: reload::has_pending_requests(),
             retiring_for: None,
+            on_reload: parts.on_reload,
             last_stop: None,
             drained: None,
         }
@@ -196,6 +203,23 @@ impl ProcessWorld {
 
     /// Record the outcome and answer every `baton reload` that waits for it.
     fn write_status(&mut self, outcome: Outcome) {
+        let took = std::time::Duration::from_micros(
+            reload::monotonic_usec().saturating_sub(self.requested_usec),
+        );
+        let observed = match &outcome {
+            Outcome::Ready { successor } => crate::ReloadOutcome::HandedOff {
+                successor: *successor,
+                took,
+            },
+            Outcome::Failed { reason } => crate::ReloadOutcome::Failed {
+                reason: reason.clone(),
+                took,
+            },
+        };
+        crate::observe::reload_ended(&observed);
+        if let Some(hook) = &self.on_reload {
+            hook(&observed);
+        }
         let (outcome, successor_pid, reason) = match outcome {
             Outcome::Ready { successor } => {
                 self.retiring_for = Some(successor);
@@ -219,6 +243,7 @@ impl ProcessWorld {
     fn begin_handoff(&mut self, attempt: u64) {
         info!(exe = %self.exe.path.display(), "SIGHUP: handing off to a successor");
         self.requested_usec = reload::monotonic_usec();
+        crate::observe::reload_requested();
         let (tx, rx) = mpsc::unbounded_channel();
         self.handoff = Some(tx);
         let task = HandoffTask {

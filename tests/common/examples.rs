@@ -16,12 +16,12 @@ pub fn example(name: &str) -> PathBuf {
         let target_dir = profile_dir.parent().expect("the target directory");
         let mut cmd = Command::new(env!("CARGO"));
         cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-            // `axum`: the examples use axum's `ConnectInfo` (examples/axum.rs).
+            // examples/axum.rs uses axum's `ConnectInfo` and baton's metrics.
             .args([
                 "build",
                 "--quiet",
                 "--features",
-                "axum",
+                "axum,metrics",
                 "--example",
                 name,
                 "--target-dir",
