@@ -78,7 +78,7 @@ pub use error::{Error, ErrorKind};
 pub use http::{BoxError, HttpService, MakeHttp};
 pub use observe::ReloadOutcome;
 pub use server::{app_kind, serve, Ended, Serve, ServeApp, Server, StopSignal};
-pub use settings::{ListenAddr, Scheme, Settings, SettingsError, SpecError};
+pub use settings::{ListenAddr, ListenTarget, Scheme, Settings, SettingsError, SpecError};
 
 pub use reload::client::ReloadError;
 

@@ -12,7 +12,9 @@ use std::time::Duration;
 use crate::listen::spec::ListenSpec;
 use crate::tls::TlsFiles;
 
-pub use crate::listen::spec::{ListenSpec as ListenAddr, Scheme, SpecError};
+pub use crate::listen::spec::{
+    ListenSpec as ListenAddr, Scheme, SpecError, Target as ListenTarget,
+};
 
 /// Default drain budget.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
