@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 /// match conn.client_addr() {
 ///     baton_server::ClientAddr::Tcp(addr) => println!("client {addr}"),
 ///     baton_server::ClientAddr::Unix(addr) => println!("client on a Unix socket: {addr:?}"),
+///     _ => {}
 /// }
 /// # }
 /// ```

@@ -12,7 +12,8 @@
 //! #[tokio::main]
 //! async fn main() -> Result<(), baton_server::Error> {
 //!     let app = Router::new().route("/", get(|| async { "Hello, world!" }));
-//!     baton_server::serve(app).await
+//!     baton_server::serve(app).await?;
+//!     Ok(())
 //! }
 //! ```
 //!

@@ -32,8 +32,8 @@ use crate::tls::ServerConfig;
 /// ```no_run
 /// # async fn demo() -> Result<(), baton_server::Error> {
 /// let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
-/// baton_server::serve(app).await
-/// # }
+/// baton_server::serve(app).await?;
+/// # Ok(()) }
 /// ```
 ///
 /// On `SIGHUP` the program's binary on disk is started again with the same arguments; that new
@@ -58,12 +58,12 @@ where
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), baton_server::Error> {
-/// use std::net::SocketAddr;
 /// let router = axum::Router::new();
-/// // Either form:
+/// // Either form (`into_make_service_with_connect_info::<SocketAddr>()` needs the `axum`
+/// // feature: see `IncomingConnection`):
 /// # let r2 = router.clone();
 /// baton_server::serve(router).await?;
-/// baton_server::serve(r2.into_make_service_with_connect_info::<SocketAddr>()).await?;
+/// baton_server::serve(r2.into_make_service()).await?;
 /// # Ok(()) }
 /// ```
 pub trait ServeApp<Kind>: Sized {
@@ -155,8 +155,8 @@ pub enum StopSignal {
 ///     .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
 ///     .unwrap_or(0);
 /// # let app = axum::Router::new();
-/// server.serve(app).await
-/// # }
+/// server.serve(app).await?;
+/// # Ok(()) }
 /// ```
 pub struct Server {
     settings: Settings,
