@@ -16,17 +16,28 @@
 //! --no-build` (or `cargo generate-rpm`) packages them with nothing else to run.
 //! (With cargo's separate `build.build-dir` setting, `OUT_DIR` is no longer under the target
 //! directory; set `BATON_ASSETS_DIR` to choose the directory then.) Nothing is written when
-//! baton is built as a dependency from a registry or git.
+//! baton is built as a dependency from a registry or git, nor into another project's target
+//! directory (a program that depends on a clone of baton): only when the target directory is
+//! inside baton's own tree, or when `BATON_GEN_ASSETS=1` (packaging/build-packages sets it) or
+//! `BATON_ASSETS_DIR` asks for them.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/cli/args.rs");
     println!("cargo:rerun-if-env-changed=BATON_VERSION");
     println!("cargo:rerun-if-env-changed=BATON_ASSETS_DIR");
+    println!("cargo:rerun-if-env-changed=BATON_GEN_ASSETS");
     // Only when baton itself is built, not as a dependency fetched from a registry or git.
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
     let fetched =
         manifest_dir.contains("/.cargo/registry/") || manifest_dir.contains("/.cargo/git/");
+    // Not into the target directory of a program that depends on a clone of baton.
+    let own_target = std::env::var("OUT_DIR")
+        .map(|out| !manifest_dir.is_empty() && out.starts_with(&manifest_dir))
+        .unwrap_or(false);
+    let asked = std::env::var("BATON_GEN_ASSETS").is_ok_and(|v| v == "1")
+        || std::env::var_os("BATON_ASSETS_DIR").is_some_and(|d| !d.is_empty());
+    let fetched = fetched || !(own_target || asked);
     // A missing page is reported by cargo-deb, cargo-generate-rpm and packaging/build-packages;
     // it must not fail the build of the program.
     #[cfg(feature = "cli")]

@@ -4,8 +4,8 @@
 //! nor a reload cuts the stream.
 //!
 //! ```sh
-//! BATON_LISTEN=127.0.0.1:8080 cargo run --example slow_stream
-//! curl -N '127.0.0.1:8080/stream?lines=40&every_ms=1000'   # 40 s of lines
+//! BATON_LISTEN=127.0.0.1:3000 cargo run --example slow_stream
+//! curl -N '127.0.0.1:3000/stream?lines=40&every_ms=1000'   # 40 s of lines
 //! ```
 
 use std::convert::Infallible;
@@ -86,7 +86,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt().with_target(false).init();
     // Settings from the BATON_* variables, like the baton command.
     match baton_server::serve(tower::service_fn(answer)).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(_ended) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("slow_stream: {e}");
             ExitCode::from(e.exit_code())

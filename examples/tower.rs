@@ -1,7 +1,7 @@
 //! A plain tower service served by baton, configured in code rather than by `BATON_*` variables.
 //!
 //! ```sh
-//! cargo run --example tower                 # http://127.0.0.1:8080/anything
+//! PORT=3000 cargo run --example tower       # http://127.0.0.1:3000/anything
 //! kill -HUP <pid>                           # a fresh process takes over, nothing is dropped
 //! ```
 
@@ -26,7 +26,9 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt().with_target(false).init();
-    let listen = match "127.0.0.1:8080".parse() {
+    // The port from `PORT` (default 3000), as a platform that assigns ports would set it.
+    let port = std::env::var("PORT").unwrap_or_else(|_| "3000".to_owned());
+    let listen = match format!("127.0.0.1:{port}").parse() {
         Ok(addr) => addr,
         Err(e) => {
             eprintln!("tower example: {e}");
@@ -41,7 +43,7 @@ async fn main() -> ExitCode {
         Err(e) => Err(e),
     };
     match served {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(_ended) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tower example: {e}");
             ExitCode::from(e.exit_code())

@@ -4,10 +4,10 @@
 //! until the client closes it (or `shutdown_timeout` ends it), and exits after that.
 //!
 //! ```sh
-//! BATON_LISTEN=127.0.0.1:8080 cargo run --example upgrade_echo
-//! curl -s 127.0.0.1:8080/                        # pid N
+//! BATON_LISTEN=127.0.0.1:3000 cargo run --example upgrade_echo
+//! curl -s 127.0.0.1:3000/                        # pid N
 //! printf 'GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nhello' \
-//!   | nc 127.0.0.1 8080                          # 101, then "hello" echoed
+//!   | nc 127.0.0.1 3000                          # 101, then "hello" echoed
 //! ```
 
 use std::convert::Infallible;
@@ -67,7 +67,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt().with_target(false).init();
     // Settings from the BATON_* variables, like the baton command.
     match baton_server::serve(tower::service_fn(answer)).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(_ended) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("upgrade_echo: {e}");
             ExitCode::from(e.exit_code())

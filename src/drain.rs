@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 ///     watcher.draining().await;
 ///     // close WebSockets, end streams: the process exits once they are done
 /// });
-/// baton_server::serve(app).with_drain_signal(drain).await
-/// # }
+/// baton_server::serve(app).with_drain_signal(drain).await?;
+/// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct DrainSignal {

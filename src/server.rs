@@ -6,21 +6,19 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use hyper::body::{Body, Incoming};
-use hyper::{Request, Response};
 use tracing::{warn, Instrument};
 
-use crate::access_log::AccessLog;
+use crate::connection::PerConnection;
 use crate::drain::DrainSignal;
 use crate::error::{Error, Inner};
 use crate::handoff::child;
 use crate::handoff::parent::StateFn;
 use crate::handoff::protocol::{GENERATION_ENV, PREDECESSOR_ENV};
 use crate::handoff::spawn::Executable;
-use crate::http::{self, BoxError};
+use crate::http::{self, HttpService, MakeHttp, TlsConfig};
 use crate::lifecycle::{self, Machine, Parts, ProcessWorld, ShutdownFuture, Signals};
 use crate::listen::spec::Scheme;
-use crate::listen::{Listener, Origin};
+use crate::listen::{Listener, Origin, Socket};
 use crate::settings::{Settings, SettingsError};
 use crate::startup::Acquired;
 use crate::tls::ServerConfig;
@@ -35,22 +33,116 @@ use crate::tls::ServerConfig;
 /// ```no_run
 /// # async fn demo() -> Result<(), baton_server::Error> {
 /// let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
-/// baton_server::serve(app).await
-/// # }
+/// baton_server::serve(app).await?;
+/// # Ok(()) }
 /// ```
 ///
 /// On `SIGHUP` the program's binary on disk is started again with the same arguments; that new
 /// process runs the program's `main` from the start and, when it reaches `baton_server::serve`, takes
 /// over the listeners. Do not hold listening sockets of your own and do not call `serve` twice in
 /// one process; the listeners belong to baton.
-pub fn serve<S>(app: S) -> Serve<S> {
-    Serve {
-        server: None,
-        app,
-        drain: DrainSignal::new(),
-        state: None,
-        shutdown: None,
+pub fn serve<A, K>(app: A) -> Serve<A::MakeService>
+where
+    A: ServeApp<K>,
+{
+    Serve::new(None, app.into_make_service())
+}
+
+/// What [`serve`], [`Server::serve`] and [`Serve::listener`] accept, as `axum::serve` does: a
+/// per-request service (an axum `Router`, a `tower::service_fn`, any
+/// `tower::Service<http::Request<hyper::body::Incoming>>` that is `Clone + Send + 'static`), or a
+/// make-service called once per connection with its [`IncomingConnection`](crate::IncomingConnection) (axum's
+/// `Router::into_make_service` and `into_make_service_with_connect_info::<C>`, any
+/// `tower::Service<IncomingConnection>` answering with such a per-request service).
+///
+/// Implemented for every type that fits; `Kind` ([`app_kind`]) only tells the two apart.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), baton_server::Error> {
+/// let router = axum::Router::new();
+/// // Either form (`into_make_service_with_connect_info::<SocketAddr>()` needs the `axum`
+/// // feature: see `IncomingConnection`):
+/// # let r2 = router.clone();
+/// baton_server::serve(router).await?;
+/// baton_server::serve(r2.into_make_service()).await?;
+/// # Ok(()) }
+/// ```
+pub trait ServeApp<Kind>: Sized {
+    /// The make-service baton calls per connection.
+    type MakeService: MakeHttp;
+    /// Turn the app into its make-service.
+    fn into_make_service(self) -> Self::MakeService;
+}
+
+/// The two kinds of [`ServeApp`]; never named in user code.
+pub mod app_kind {
+    /// A per-request service: every connection gets a clone.
+    #[derive(Debug)]
+    pub enum Service {}
+    /// A make-service: called once per connection.
+    #[derive(Debug)]
+    pub enum MakeService {}
+}
+
+impl<S> ServeApp<app_kind::Service> for S
+where
+    S: HttpService,
+{
+    type MakeService = PerConnection<S>;
+    fn into_make_service(self) -> PerConnection<S> {
+        PerConnection(self)
     }
+}
+
+impl<M> ServeApp<app_kind::MakeService> for M
+where
+    M: MakeHttp,
+{
+    type MakeService = M;
+    fn into_make_service(self) -> M {
+        self
+    }
+}
+
+/// How [`Serve`] ended, when it returns `Ok`: what code after `serve(app).await` needs to tell a
+/// retirement from a stop.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), baton_server::Error> {
+/// # let app = axum::Router::new();
+/// match baton_server::serve(app).await? {
+///     baton_server::Ended::HandedOff { successor } => {
+///         eprintln!("pid {successor} serves now; this process retires")
+///     }
+///     other => eprintln!("stopped: {other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ended {
+    /// A successor took over (a reload): it serves as main, this process drained.
+    HandedOff {
+        /// The successor's pid.
+        successor: u32,
+    },
+    /// Stopped by a signal (`systemctl stop`, Ctrl-C), after draining.
+    Signal(StopSignal),
+    /// The future given to [`Serve::with_graceful_shutdown`] resolved; drained.
+    Shutdown,
+    /// A successor was stopped before it took over and passed the stop on to this process
+    /// (`systemctl stop` during a reload); drained.
+    StopPassedOn,
+}
+
+/// The signal that stopped a server ([`Ended::Signal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopSignal {
+    /// `SIGTERM`.
+    Term,
+    /// `SIGINT`.
+    Int,
 }
 
 /// A baton server whose listeners are acquired but which does not serve yet: the place to read
@@ -64,8 +156,8 @@ pub fn serve<S>(app: S) -> Serve<S> {
 ///     .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
 ///     .unwrap_or(0);
 /// # let app = axum::Router::new();
-/// server.serve(app).await
-/// # }
+/// server.serve(app).await?;
+/// # Ok(()) }
 /// ```
 pub struct Server {
     settings: Settings,
@@ -131,6 +223,9 @@ impl Server {
             crate::pidfile::check_writable(path, &runtime_dir, true)
                 .map_err(|e| Error::pid_file(path, e))?;
         }
+        if std::process::id() == 1 {
+            warn!("this process is PID 1: a reload would end the container with it (the kernel kills the successor when PID 1 exits); call baton_server::supervise(&settings, Supervise::WhenPid1) first in main");
+        }
         let signals = Signals::install().map_err(Inner::Signals)?;
         let exe = Executable::current().map_err(Inner::Executable)?;
         let acquired = crate::startup::acquire(
@@ -186,37 +281,94 @@ impl Server {
     }
 
     /// Serve `app` on the acquired listeners; see [`serve`].
-    pub fn serve<S>(self, app: S) -> Serve<S> {
-        Serve {
-            server: Some(self),
-            app,
-            drain: DrainSignal::new(),
-            state: None,
-            shutdown: None,
-        }
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), baton_server::Error> {
+    /// let server = baton_server::Server::from_env().await?;
+    /// server.serve(axum::Router::new()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn serve<A, K>(self, app: A) -> Serve<A::MakeService>
+    where
+        A: ServeApp<K>,
+    {
+        Serve::new(Some(self), app.into_make_service())
     }
 }
 
 /// A server about to serve an app: await it (it is an [`IntoFuture`]). Returned by [`serve`] and
 /// [`Server::serve`].
 #[must_use = "a Serve does nothing until it is awaited"]
-pub struct Serve<S> {
+pub struct Serve<M> {
     server: Option<Server>,
-    app: S,
+    make: M,
     drain: DrainSignal,
     state: Option<StateFn>,
     shutdown: Option<ShutdownFuture>,
+    listener_apps: Vec<(String, Attach)>,
+    on_reload: Option<crate::observe::ReloadHook>,
 }
 
-impl<S> std::fmt::Debug for Serve<S> {
+/// Serves one listener with an app of [`Serve::listener`] (its type erased).
+type Attach = Box<
+    dyn Fn(&mut http::Serving, Socket, Option<TlsConfig>, Arc<str>) -> std::io::Result<()> + Send,
+>;
+
+impl<M> std::fmt::Debug for Serve<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.listener_apps.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("Serve")
             .field("server", &self.server)
+            .field("listener_apps", &names)
             .finish_non_exhaustive()
     }
 }
 
-impl<S> Serve<S> {
+impl<M> Serve<M> {
+    fn new(server: Option<Server>, make: M) -> Self {
+        Serve {
+            server,
+            make,
+            drain: DrainSignal::new(),
+            state: None,
+            shutdown: None,
+            listener_apps: Vec::new(),
+            on_reload: None,
+        }
+    }
+
+    /// Serve `app` instead of the main app on the listener named `name`: its `LISTEN_FDNAMES`
+    /// name (systemd's `FileDescriptorName=`) when socket-activated, else its address as
+    /// configured (`BATON_LISTEN=127.0.0.1:8080,127.0.0.1:9100` names `127.0.0.1:9100`). The
+    /// other listeners serve the main app. Every listener, whatever it serves, is handed to the
+    /// successor together on a reload. A name that matches no listener makes the start fail
+    /// (exit code 78, like any configuration error).
+    ///
+    /// An admin or metrics router on its own port:
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), baton_server::Error> {
+    /// use axum::{routing::get, Router};
+    /// // BATON_LISTEN=127.0.0.1:3000,127.0.0.1:9100
+    /// let app = Router::new().route("/", get(|| async { "hello\n" }));
+    /// let admin = Router::new().route("/metrics", get(|| async { "up 1\n" }));
+    /// baton_server::serve(app)
+    ///     .listener("127.0.0.1:9100", admin)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn listener<A, K>(mut self, name: impl Into<String>, app: A) -> Self
+    where
+        A: ServeApp<K>,
+    {
+        let make = app.into_make_service();
+        let attach: Attach = Box::new(move |serving, socket, tls, name| {
+            serving.serve_on(socket, tls, name, make.clone())
+        });
+        self.listener_apps.push((name.into(), attach));
+        self
+    }
+
     /// Trigger `drain` when this process retires or stops, so the app can close long-lived
     /// connections (WebSockets, streams). The process exits once they are closed, or at the
     /// shutdown timeout.
@@ -236,6 +388,17 @@ impl<S> Serve<S> {
         self
     }
 
+    /// Call `hook` in this process with the outcome of every reload it attempts: a hand-off to
+    /// a successor (then this process retires) or a failure (it serves on). See
+    /// [`ReloadOutcome`](crate::ReloadOutcome) for an example.
+    pub fn on_reload<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&crate::ReloadOutcome) + Send + Sync + 'static,
+    {
+        self.on_reload = Some(Arc::new(hook));
+        self
+    }
+
     /// Stop (drain and return) when `signal` resolves, as on `SIGTERM`.
     pub fn with_graceful_shutdown<F>(mut self, signal: F) -> Self
     where
@@ -246,33 +409,17 @@ impl<S> Serve<S> {
     }
 }
 
-impl<S, B> IntoFuture for Serve<S>
-where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    type Output = Result<(), Error>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
+impl<M: MakeHttp> IntoFuture for Serve<M> {
+    type Output = Result<Ended, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Ended, Error>> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.run())
     }
 }
 
-impl<S, B> Serve<S>
-where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    async fn run(self) -> Result<(), Error> {
+impl<M: MakeHttp> Serve<M> {
+    async fn run(self) -> Result<Ended, Error> {
         let server = match self.server {
             Some(server) => server,
             None => Server::from_env().await?,
@@ -295,7 +442,9 @@ where
             state: _,
             control,
         } = acquired;
-        let app = self.app;
+        let make = self.make;
+        let listener_apps = self.listener_apps;
+        let on_reload = self.on_reload;
         let access_log = settings.access_log;
         let drain = self.drain;
         let state = self.state;
@@ -303,24 +452,9 @@ where
         async move {
             let options = http::Options {
                 idle_timeout: settings.idle_timeout,
-                peer_addr: access_log,
+                access_log: access_log.then_some(generation),
             };
-            // The access log wraps the app only when it is on: otherwise nothing is in the way.
-            let serving = if access_log {
-                start_serving(
-                    &listeners,
-                    tls.as_ref(),
-                    AccessLog::new(app, generation),
-                    &options,
-                )
-            } else {
-                start_serving(
-                    &listeners,
-                    tls.as_ref(),
-                    app,
-                    &options,
-                )
-            };
+            let serving = start_serving(&listeners, tls.as_ref(), make, &listener_apps, &options);
             let serving = match serving {
                 Ok(serving) => serving,
                 Err(e) => {
@@ -357,37 +491,61 @@ where
                 shutdown,
                 signals,
                 control,
+                on_reload,
             };
             let mut world = ProcessWorld::new(parts, predecessor);
             lifecycle::drive(machine, initial, &mut world).await;
-            Ok(())
+            Ok(world.ended())
         }
         .instrument(span)
         .await
     }
 }
 
-fn start_serving<S>(
+/// Serve every listener: with the app [`Serve::listener`] gave for its name, else `make`.
+fn start_serving<M: MakeHttp>(
     listeners: &[Listener],
     tls: Option<&Arc<ServerConfig>>,
-    service: S,
+    make: M,
+    listener_apps: &[(String, Attach)],
     options: &http::Options,
-) -> Result<http::Serving, Error>
-where
-    S: http::HttpService,
-{
-    let sockets = listeners
+) -> Result<http::Serving, Error> {
+    if let Some((name, _)) = listener_apps
         .iter()
-        .map(|l| {
-            let tls = match l.scheme() {
-                Scheme::Https => tls.cloned(),
-                Scheme::Http => None,
-            };
-            Ok((l.socket.try_clone()?, tls))
-        })
-        .collect::<std::io::Result<Vec<_>>>()
+        .find(|(name, _)| !listeners.iter().any(|l| named(l, name)))
+    {
+        let known: Vec<String> = listeners.iter().map(|l| format!("{:?}", l.name)).collect();
+        return Err(SettingsError::new(
+            "code",
+            "listener",
+            format!(
+                "no listener is named {name:?} (the listeners: {})",
+                known.join(", ")
+            ),
+        )
+        .into());
+    }
+    let mut serving = http::Serving::new(options);
+    for l in listeners {
+        let tls = match l.scheme() {
+            Scheme::Https => tls.cloned(),
+            Scheme::Http => None,
+        };
+        let socket = l.socket.try_clone().map_err(Inner::Serve)?;
+        let name: Arc<str> = Arc::from(l.name.as_str());
+        match listener_apps.iter().find(|(n, _)| named(l, n)) {
+            Some((_, attach)) => attach(&mut serving, socket, tls, name),
+            None => serving.serve_on(socket, tls, name, make.clone()),
+        }
         .map_err(Inner::Serve)?;
-    Ok(http::start(sockets, service, options).map_err(Inner::Serve)?)
+    }
+    serving.all_started();
+    Ok(serving)
+}
+
+/// True when `l` is the listener `name` names: its name, or its address as configured.
+fn named(l: &Listener, name: &str) -> bool {
+    l.name == name || l.spec.as_str() == name
 }
 
 /// Read the certificate and key when a listener serves https: every process reads them afresh,

@@ -12,7 +12,9 @@ use std::time::Duration;
 use crate::listen::spec::ListenSpec;
 use crate::tls::TlsFiles;
 
-pub use crate::listen::spec::{ListenSpec as ListenAddr, Scheme, SpecError};
+pub use crate::listen::spec::{
+    ListenSpec as ListenAddr, Scheme, SpecError, Target as ListenTarget,
+};
 
 /// Default drain budget.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,7 +96,17 @@ impl Settings {
     /// (`1`/`0`, `true`/`false`), `BATON_TLS_CERT` and `BATON_TLS_KEY` (both or neither; see
     /// [`Settings::tls`]). Durations read like `30s`, `500ms` or a number of seconds.
     /// `BATON_CONFIG` names the `baton` command's JSON file, which the library does
-    /// not read: it is reported in the log and otherwise ignored.
+    /// not read: it is reported in the log and otherwise ignored. `BATON_LOG_FORMAT` is the
+    /// command's too (a program sets up its own `tracing` subscriber); `BATON_SUPERVISE` is
+    /// read by [`supervise`](crate::supervise), `BATON_LISTEN_FDS_WITHOUT_PID` by the socket
+    /// activation of [`Server::bind`](crate::Server::bind).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), baton_server::SettingsError> {
+    /// // BATON_LISTEN=127.0.0.1:3000,127.0.0.1:9100 BATON_SHUTDOWN_TIMEOUT=10s
+    /// let settings = baton_server::Settings::from_env()?;
+    /// # let _ = settings; Ok(()) }
+    /// ```
     pub fn from_env() -> Result<Settings, SettingsError> {
         Settings::from_vars(|name| std::env::var(name).ok())
     }

@@ -1,6 +1,6 @@
 //! The `baton` command (the `cli` feature, on by default): parse the command line, set up
 //! logging and the runtime, serve the hello handler through the library, map errors to sysexits
-//! codes. `src/main.rs` only calls [`main`].
+//! codes. `src/main.rs` only calls `main`.
 
 pub(crate) mod args;
 mod config_file;
@@ -75,7 +75,7 @@ fn serve(overrides: &Overrides) -> u8 {
     });
     runtime.shutdown_timeout(Duration::from_millis(200));
     match result {
-        Ok(()) => exit::OK,
+        Ok(_) => exit::OK,
         Err((message, code)) => fail(&message, code),
     }
 }

@@ -16,17 +16,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::conn::ConnContext;
-use super::{HttpService, TlsConfig};
-use crate::access_log::PeerAddr;
+use super::{MakeHttp, TlsConfig};
+use crate::connection::{ClientAddr, IncomingConnection};
 
 /// A listening socket the accept loop can take connections from.
-pub(crate) trait Acceptor: Send + 'static {
+pub(crate) trait Acceptor: Send + Sync + 'static {
     /// The stream of one accepted connection.
     type Io: AsyncRead + AsyncWrite + std::os::fd::AsRawFd + Unpin + Send + 'static;
     /// The next connection and its client's address.
-    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, PeerAddr)>> + Send;
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, ClientAddr)>> + Send;
     /// A connection already queued, without waiting: `None` when the backlog is empty.
-    fn try_accept(&self) -> Option<std::io::Result<(Self::Io, PeerAddr)>>;
+    fn try_accept(&self) -> Option<std::io::Result<(Self::Io, ClientAddr)>>;
 }
 
 /// `accept4` on the listening socket `fd` now, without waiting and without asking tokio's
@@ -46,33 +46,35 @@ fn accept_now(fd: RawFd) -> Option<std::io::Result<OwnedFd>> {
 
 impl Acceptor for tokio::net::TcpListener {
     type Io = tokio::net::TcpStream;
-    async fn accept(&self) -> std::io::Result<(Self::Io, PeerAddr)> {
+    async fn accept(&self) -> std::io::Result<(Self::Io, ClientAddr)> {
         let (stream, peer) = tokio::net::TcpListener::accept(self).await?;
         let _ = stream.set_nodelay(true);
-        Ok((stream, PeerAddr(Some(peer))))
+        Ok((stream, ClientAddr::Tcp(peer)))
     }
-    fn try_accept(&self) -> Option<std::io::Result<(Self::Io, PeerAddr)>> {
+    fn try_accept(&self) -> Option<std::io::Result<(Self::Io, ClientAddr)>> {
         accept_now(self.as_raw_fd()).map(|r| {
             let std = std::net::TcpStream::from(r?);
-            let peer = std.peer_addr().ok();
+            let peer = std.peer_addr()?;
             let stream = tokio::net::TcpStream::from_std(std)?;
             let _ = stream.set_nodelay(true);
-            Ok((stream, PeerAddr(peer)))
+            Ok((stream, ClientAddr::Tcp(peer)))
         })
     }
 }
 
 impl Acceptor for tokio::net::UnixListener {
     type Io = tokio::net::UnixStream;
-    async fn accept(&self) -> std::io::Result<(Self::Io, PeerAddr)> {
+    async fn accept(&self) -> std::io::Result<(Self::Io, ClientAddr)> {
         tokio::net::UnixListener::accept(self)
             .await
-            .map(|(stream, _)| (stream, PeerAddr(None)))
+            .map(|(stream, peer)| (stream, ClientAddr::Unix(peer)))
     }
-    fn try_accept(&self) -> Option<std::io::Result<(Self::Io, PeerAddr)>> {
+    fn try_accept(&self) -> Option<std::io::Result<(Self::Io, ClientAddr)>> {
         accept_now(self.as_raw_fd()).map(|r| {
-            let std = std::os::unix::net::UnixStream::from(r?);
-            Ok((tokio::net::UnixStream::from_std(std)?, PeerAddr(None)))
+            let stream =
+                tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(r?))?;
+            let peer = stream.peer_addr()?;
+            Ok((stream, ClientAddr::Unix(peer)))
         })
     }
 }
@@ -89,13 +91,15 @@ pub(super) struct Control {
     pub(super) sweep: Arc<AtomicBool>,
 }
 
-/// Accept until stopped, handing each connection to its own task; park while paused.
-pub(super) async fn accept_loop<A: Acceptor, S: HttpService>(
+/// Accept until stopped, handing each connection to its own task with the service `make` made
+/// for it; park while paused.
+pub(super) async fn accept_loop<A: Acceptor, M: MakeHttp>(
     listener: A,
     tls: Option<TlsConfig>,
     mut control: Control,
     ctx: ConnContext,
-    service: S,
+    mut make: M,
+    name: std::sync::Arc<str>,
 ) {
     loop {
         if !*control.accepting.borrow_and_update() {
@@ -117,14 +121,35 @@ pub(super) async fn accept_loop<A: Acceptor, S: HttpService>(
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((io, peer)) => ctx.spawn(io, peer, tls.as_ref(), service.clone()),
+            Ok((io, client)) => serve_one(io, client, tls.as_ref(), &ctx, &mut make, &name).await,
             Err(e) => accept_backoff(e).await,
         }
     }
     if control.sweep.load(Ordering::SeqCst) {
-        sweep(&listener, tls.as_ref(), &ctx, &service);
+        sweep(&listener, tls.as_ref(), &ctx, &mut make, &name).await;
     }
     // The listener is dropped here, right after the sweep.
+}
+
+/// Serve one accepted connection with the service `make` makes for it.
+async fn serve_one<I, M: MakeHttp>(
+    io: I,
+    client: ClientAddr,
+    tls: Option<&TlsConfig>,
+    ctx: &ConnContext,
+    make: &mut M,
+    name: &std::sync::Arc<str>,
+) where
+    I: AsyncRead + AsyncWrite + std::os::fd::AsRawFd + Unpin + Send + 'static,
+{
+    // The make-service's readiness (axum's are always ready).
+    let ready = std::future::poll_fn(|cx| make.poll_ready(cx)).await;
+    let Ok(()) = ready;
+    let service = make.call(IncomingConnection {
+        client: client.clone(),
+        listener: name.clone(),
+    });
+    ctx.spawn(io, client, tls, service)
 }
 
 /// A stop: every connection the kernel already queued for us (a client that completed its
@@ -132,18 +157,19 @@ pub(super) async fn accept_loop<A: Acceptor, S: HttpService>(
 /// instead of being reset when the listener closes; accepting stops at the first empty backlog
 /// (`EAGAIN`). The listening socket is never shut down: under socket activation it is systemd's
 /// too, and what arrives later waits there for the next start.
-fn sweep<A: Acceptor, S: HttpService>(
+async fn sweep<A: Acceptor, M: MakeHttp>(
     listener: &A,
     tls: Option<&TlsConfig>,
     ctx: &ConnContext,
-    service: &S,
+    make: &mut M,
+    name: &std::sync::Arc<str>,
 ) {
     let mut swept = 0usize;
     // Bounded: a flood that outpaces us cannot keep the loop going for ever.
     while swept < SWEEP_MAX {
         match listener.try_accept() {
-            Some(Ok((io, peer))) => {
-                ctx.spawn(io, peer, tls, service.clone());
+            Some(Ok((io, client))) => {
+                serve_one(io, client, tls, ctx, make, name).await;
                 swept += 1;
             }
             Some(Err(e)) => {

@@ -27,6 +27,10 @@ pub(super) struct DrainAware<S, I> {
     pub shared: Arc<Shared<I>>,
     /// Inserted into every request (only when the access log is on).
     pub peer: Option<PeerAddr>,
+    /// Inserted into every request as axum's `ConnectInfo`, so that its extractor works on a
+    /// plain `Router`.
+    #[cfg(feature = "axum")]
+    pub client: crate::connection::ClientAddr,
 }
 
 impl<S, R, B, I> Service<Request<R>> for DrainAware<S, I>
@@ -42,6 +46,8 @@ where
         if let Some(peer) = self.peer {
             req.extensions_mut().insert(peer);
         }
+        #[cfg(feature = "axum")]
+        insert_connect_info(req.extensions_mut(), &self.client);
         let activity = &self.shared.activity;
         let h1 = req.version() < Version::HTTP_2;
         if !h1 {
@@ -68,6 +74,24 @@ where
             state,
             in_flight: Some(InFlight(self.shared.clone())),
             h1,
+        }
+    }
+}
+
+/// axum's `ConnectInfo` for this request's client: `ConnectInfo<SocketAddr>` on TCP,
+/// `ConnectInfo<tokio::net::unix::SocketAddr>` on a Unix socket (what `axum::serve` gives on
+/// its listeners). (`ConnectInfo<ClientAddr>` comes from
+/// `into_make_service_with_connect_info::<ClientAddr>()`.)
+#[cfg(feature = "axum")]
+fn insert_connect_info(ext: &mut hyper::http::Extensions, client: &crate::connection::ClientAddr) {
+    use crate::connection::ClientAddr;
+    use axum::extract::ConnectInfo;
+    match client {
+        ClientAddr::Tcp(addr) => {
+            ext.insert(ConnectInfo(*addr));
+        }
+        ClientAddr::Unix(addr) => {
+            ext.insert(ConnectInfo(addr.clone()));
         }
     }
 }
@@ -240,6 +264,8 @@ mod tests {
             inner: gate.clone(),
             shared: shared.clone(),
             peer: None,
+            #[cfg(feature = "axum")]
+            client: crate::connection::ClientAddr::Tcp(([127, 0, 0, 1], 1).into()),
         };
         (service, shared)
     }

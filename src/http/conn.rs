@@ -21,8 +21,10 @@ use super::body::DrainAware;
 use super::control::ControlHandle;
 use super::io::{Activity, ConnIo, Shared};
 use super::{HttpService, TlsConfig, GOAWAY_WAIT, IDLE_GRACE, LINGER};
-use crate::access_log::PeerAddr;
+use crate::access_log::{AccessLog, PeerAddr};
+use crate::connection::ClientAddr;
 use crate::tls::{self, HANDSHAKE_TIMEOUT};
+use std::convert::Infallible;
 
 /// How often a connection checks the idle bound (and, after a GOAWAY, whether it is done).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -38,8 +40,8 @@ pub(super) struct ConnContext {
     pub draining: watch::Receiver<bool>,
     pub connections: TaskTracker,
     pub idle_timeout: Duration,
-    /// Insert the client's address into every request (for the access log).
-    pub peer_addr: bool,
+    /// The access log, with the generation it names (off: `None`).
+    pub access_log: Option<u64>,
 }
 
 /// Why a connection that is still open is being closed.
@@ -54,9 +56,12 @@ impl ConnContext {
     /// Serve one accepted connection on its own task, after a TLS handshake when `tls` is given.
     /// The connection counts as open (for the drain) from now until its stream is closed,
     /// wherever the stream is by then: a connection still in its handshake is waited for too.
-    pub(super) fn spawn<I, S>(&self, io: I, peer: PeerAddr, tls: Option<&TlsConfig>, service: S)
+    /// `make` gives the connection's service (an app's make-service future; ready at once for a
+    /// plain app).
+    pub(super) fn spawn<I, F, S>(&self, io: I, client: ClientAddr, tls: Option<&TlsConfig>, make: F)
     where
         I: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
+        F: Future<Output = Result<S, Infallible>> + Send + 'static,
         S: HttpService,
     {
         let token = self.connections.token();
@@ -66,17 +71,21 @@ impl ConnContext {
         let fd = io.as_raw_fd();
         match tls {
             None => {
-                tokio::spawn(ctx.run(io, fd, peer, token, service));
+                tokio::spawn(async move {
+                    let Ok(service) = make.await;
+                    ctx.run(io, fd, client, token, service).await
+                });
             }
             Some(config) => {
                 let config = config.clone();
                 // A client that does not complete its handshake holds nothing for long.
                 let timeout = HANDSHAKE_TIMEOUT.min(self.idle_timeout);
                 tokio::spawn(async move {
+                    let Ok(service) = make.await;
                     match tls::handshake(io, config, timeout).await {
                         Ok(accepted) => {
                             debug!(h2 = accepted.h2, "TLS handshake completed");
-                            ctx.run(accepted.stream, fd, peer, token, service).await
+                            ctx.run(accepted.stream, fd, client, token, service).await
                         }
                         // Scanners, plain HTTP on the TLS port, clients that distrust the
                         // certificate: the client's business, not the operator's.
@@ -87,8 +96,35 @@ impl ConnContext {
         }
     }
 
-    async fn run<I, S>(self, io: I, fd: RawFd, peer: PeerAddr, token: TaskTrackerToken, service: S)
-    where
+    /// The access log wraps the app only when it is on: otherwise nothing is in the way.
+    async fn run<I, S>(
+        self,
+        io: I,
+        fd: RawFd,
+        client: ClientAddr,
+        token: TaskTrackerToken,
+        service: S,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: HttpService,
+    {
+        match self.access_log {
+            Some(generation) => {
+                let service = AccessLog::new(service, generation);
+                self.run_service(io, fd, client, token, service).await
+            }
+            None => self.run_service(io, fd, client, token, service).await,
+        }
+    }
+
+    async fn run_service<I, S>(
+        self,
+        io: I,
+        fd: RawFd,
+        client: ClientAddr,
+        token: TaskTrackerToken,
+        service: S,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: HttpService,
     {
@@ -102,7 +138,9 @@ impl ConnContext {
         let service = DrainAware {
             inner: service,
             shared: shared.clone(),
-            peer: self.peer_addr.then_some(peer),
+            peer: self.access_log.map(|_| PeerAddr(client.tcp())),
+            #[cfg(feature = "axum")]
+            client,
         };
         let draining = self.draining.clone();
         let idle_timeout = self.idle_timeout;

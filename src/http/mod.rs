@@ -58,7 +58,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
+use crate::connection::IncomingConnection;
 use crate::listen::Socket;
+use std::convert::Infallible;
 
 /// How long an HTTP/1 connection must stay quiet during a drain before it is closed.
 pub const IDLE_GRACE: Duration = Duration::from_secs(1);
@@ -81,16 +83,16 @@ pub struct Options {
     /// HTTP/2 gets a GOAWAY first. Also the interval of HTTP/2 keep-alive PINGs, which close a
     /// connection whose peer stopped answering.
     pub idle_timeout: Duration,
-    /// Every request carries its client's [`crate::access_log::PeerAddr`] as an extension (for
-    /// the access log; off, it costs nothing).
-    pub peer_addr: bool,
+    /// The access log: `Some(generation)` logs every request (its client's
+    /// [`crate::access_log::PeerAddr`] rides as an extension); off, it costs nothing.
+    pub access_log: Option<u64>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            peer_addr: false,
+            access_log: None,
         }
     }
 }
@@ -98,7 +100,7 @@ impl Default for Options {
 /// Errors a service or body may return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A service baton can serve: what [`start`] accepts. A tower service (an axum `Router`, a
+/// A service baton can serve: what `Serving::serve_on` accepts through a [`MakeHttp`]. A tower service (an axum `Router`, a
 /// `tower::Service`) answering requests with an `http_body::Body`; baton adapts it to hyper
 /// itself (see `body::DrainAware`). Implemented for every service that fits.
 pub trait HttpService:
@@ -125,6 +127,36 @@ where
     type Body = B;
 }
 
+/// A make-service baton can serve: called once per connection with its
+/// [`IncomingConnection`], it gives the [`HttpService`] that answers the connection's requests.
+/// Implemented for every `tower::Service<IncomingConnection>` that fits (axum's
+/// `IntoMakeService` and `IntoMakeServiceWithConnectInfo`, [`crate::connection::PerConnection`]).
+pub trait MakeHttp:
+    tower_service::Service<
+        IncomingConnection,
+        Response = Self::Service,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+    /// The per-connection service.
+    type Service: HttpService;
+}
+
+impl<M, S> MakeHttp for M
+where
+    M: tower_service::Service<IncomingConnection, Response = S, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    M::Future: Send + 'static,
+    S: HttpService,
+{
+    type Service = S;
+}
+
 /// The accept loops and connections of one process.
 pub struct Serving {
     stop_accepting: CancellationToken,
@@ -140,79 +172,120 @@ pub struct Serving {
     acceptors: TaskTracker,
     /// Set on a stop: each accept loop takes the connections already queued before it ends.
     sweep: Arc<std::sync::atomic::AtomicBool>,
+    ctx: conn::ConnContext,
 }
 
 /// A TLS listener's configuration: certificate, key, ALPN.
 pub type TlsConfig = Arc<crate::tls::ServerConfig>;
 
-/// Start serving `service` on every socket (each a duplicate of a listener the caller keeps),
-/// with TLS on those that come with a configuration.
-pub fn start<S: HttpService>(
-    sockets: Vec<(Socket, Option<TlsConfig>)>,
-    service: S,
-    options: &Options,
-) -> std::io::Result<Serving> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // No hyper header-read timer: it arms a timer for every request. The connection task
-    // enforces the idle bound once a second instead (see `Options::idle_timeout`).
-    builder.http1().keep_alive(true).header_read_timeout(None);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(options.idle_timeout)
-        .keep_alive_timeout(PING_TIMEOUT.min(options.idle_timeout));
-    let (draining, _) = watch::channel(false);
-    let serving = Serving {
-        stop_accepting: CancellationToken::new(),
-        accepting: watch::channel(true).0,
-        parked: watch::channel(0).0,
-        loops: sockets.len(),
-        draining,
-        connections: TaskTracker::new(),
-        acceptors: TaskTracker::new(),
-        sweep: Arc::default(),
-    };
-    let ctx = conn::ConnContext {
-        builder: Arc::new(builder),
-        draining: serving.draining.subscribe(),
-        connections: serving.connections.clone(),
-        idle_timeout: options.idle_timeout,
-        peer_addr: options.peer_addr,
-    };
-    for (socket, tls) in sockets {
+impl Serving {
+    /// Nothing served yet: add each listener with [`Serving::serve_on`], then call
+    /// [`Serving::all_started`].
+    pub fn new(options: &Options) -> Serving {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // No hyper header-read timer: it arms a timer for every request. The connection task
+        // enforces the idle bound once a second instead (see `Options::idle_timeout`).
+        builder.http1().keep_alive(true).header_read_timeout(None);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(options.idle_timeout)
+            .keep_alive_timeout(PING_TIMEOUT.min(options.idle_timeout));
+        let (draining, _) = watch::channel(false);
+        let connections = TaskTracker::new();
+        let ctx = conn::ConnContext {
+            builder: Arc::new(builder),
+            draining: draining.subscribe(),
+            connections: connections.clone(),
+            idle_timeout: options.idle_timeout,
+            access_log: options.access_log,
+        };
+        Serving {
+            stop_accepting: CancellationToken::new(),
+            accepting: watch::channel(true).0,
+            parked: watch::channel(0).0,
+            loops: 0,
+            draining,
+            connections,
+            acceptors: TaskTracker::new(),
+            sweep: Arc::default(),
+            ctx,
+        }
+    }
+
+    /// Serve on `socket` (a duplicate of a listener the caller keeps), with TLS when `tls` is
+    /// given, each connection answered by the service `make` makes for it. `name` is the
+    /// listener's, as [`crate::IncomingConnection::listener_name`] tells it.
+    pub fn serve_on<M: MakeHttp>(
+        &mut self,
+        socket: Socket,
+        tls: Option<TlsConfig>,
+        name: Arc<str>,
+        make: M,
+    ) -> std::io::Result<()> {
         match socket {
             Socket::Tcp(l) => {
                 l.set_nonblocking(true)?;
                 let listener = tokio::net::TcpListener::from_std(l)?;
-                serving.accept_on(listener, tls, ctx.clone(), service.clone());
+                self.accept_on(listener, tls, make, name);
             }
             Socket::Unix(l) => {
                 l.set_nonblocking(true)?;
                 let listener = tokio::net::UnixListener::from_std(l)?;
-                serving.accept_on(listener, tls, ctx.clone(), service.clone());
+                self.accept_on(listener, tls, make, name);
             }
         }
+        Ok(())
     }
-    serving.acceptors.close();
-    Ok(serving)
-}
 
-impl Serving {
-    fn accept_on<A: accept::Acceptor, S: HttpService>(
-        &self,
+    /// Every listener is served.
+    pub fn all_started(&self) {
+        self.acceptors.close();
+        #[cfg(feature = "metrics")]
+        self.report_connections();
+    }
+
+    /// Report the open and draining connections through the `metrics` facade once a second,
+    /// until the drain is over.
+    #[cfg(feature = "metrics")]
+    fn report_connections(&self) {
+        let connections = self.connections.clone();
+        let draining = self.draining.subscribe();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let drain = *draining.borrow();
+                crate::observe::connections(connections.len(), drain);
+                if drain && connections.is_empty() {
+                    break;
+                }
+            }
+        });
+    }
+
+    fn accept_on<A: accept::Acceptor, M: MakeHttp>(
+        &mut self,
         listener: A,
         tls: Option<TlsConfig>,
-        ctx: conn::ConnContext,
-        service: S,
+        make: M,
+        name: Arc<str>,
     ) {
+        self.loops += 1;
         let control = accept::Control {
             stop: self.stop_accepting.clone(),
             accepting: self.accepting.subscribe(),
             parked: self.parked.clone(),
             sweep: self.sweep.clone(),
         };
-        self.acceptors
-            .spawn(accept::accept_loop(listener, tls, control, ctx, service));
+        self.acceptors.spawn(accept::accept_loop(
+            listener,
+            tls,
+            control,
+            self.ctx.clone(),
+            make,
+            name,
+        ));
     }
 
     /// Stop accepting until [`Serving::resume_accepting`]; returns once no accept loop can take

@@ -111,6 +111,10 @@ pub(crate) struct ProcessWorld {
     handing_off: bool,
     /// Without a control socket (its directory was unusable): try to make one now and then.
     control_retry: Option<tokio::time::Interval>,
+    on_reload: Option<crate::observe::ReloadHook>,
+    /// The first stop asked for, and whether the drain was a stop (`Some(true)`) or a retirement.
+    last_stop: Option<StopReason>,
+    drained: Option<bool>,
 }
 
 /// The signals a baton process handles, installed as early as possible.
@@ -145,6 +149,8 @@ pub(crate) struct Parts {
     pub(crate) signals: Signals,
     /// The control socket a predecessor passed on; `None`: bind a new one.
     pub(crate) control: Option<std::os::fd::OwnedFd>,
+    /// The application's reload callback.
+    pub(crate) on_reload: Option<crate::observe::ReloadHook>,
 }
 
 /// What a successor's driver has the task that follows its predecessor say.
@@ -187,7 +193,10 @@ impl ProcessWorld {
         ProcessWorld {
             settings: parts.settings,
             exe: parts.exe,
-            generation: parts.generation,
+            generation: {
+                crate::observe::generation(parts.generation);
+                parts.generation
+            },
             handoff_socket: parts.handoff_socket,
             listeners: parts.listeners,
             serving: parts.serving,
@@ -219,11 +228,31 @@ impl ProcessWorld {
             was_main: false,
             handing_off: false,
             control_retry,
+            on_reload: parts.on_reload,
+            last_stop: None,
+            drained: None,
         }
     }
 
     /// Record the outcome and answer every `baton reload` that waits for it.
     fn write_status(&mut self, outcome: Outcome) {
+        let took = std::time::Duration::from_micros(
+            reload::monotonic_usec().saturating_sub(self.requested_usec),
+        );
+        let observed = match &outcome {
+            Outcome::Ready { successor } => crate::ReloadOutcome::HandedOff {
+                successor: *successor,
+                took,
+            },
+            Outcome::Failed { reason } => crate::ReloadOutcome::Failed {
+                reason: reason.clone(),
+                took,
+            },
+        };
+        crate::observe::reload_ended(&observed);
+        if let Some(hook) = &self.on_reload {
+            hook(&observed);
+        }
         let me = std::process::id();
         self.handing_off = false;
         let (outcome, successor_pid, reason) = match outcome {
@@ -295,6 +324,7 @@ impl ProcessWorld {
     fn begin_handoff(&mut self, attempt: u64) {
         info!(exe = %self.exe.path.display(), "SIGHUP: handing off to a successor");
         self.requested_usec = reload::monotonic_usec();
+        crate::observe::reload_requested();
         let (tx, rx) = mpsc::unbounded_channel();
         self.handoff = Some(tx);
         self.handing_off = true;
@@ -363,6 +393,39 @@ impl ProcessWorld {
 
 impl World for ProcessWorld {
     async fn next(&mut self) -> Input {
+        let input = self.next_or_retry().await;
+        if let Input::Stop(reason) = &input {
+            self.last_stop.get_or_insert(*reason);
+        }
+        input
+    }
+
+    async fn perform(&mut self, action: Action) {
+        if let Action::Drain { stop } = &action {
+            self.drained = Some(*stop);
+        }
+        self.perform_action(action).await
+    }
+}
+
+impl ProcessWorld {
+    /// How this process's serving ended (once [`drive`] returned).
+    pub(crate) fn ended(&self) -> crate::Ended {
+        use crate::{Ended, StopSignal};
+        match (self.drained, self.retiring_for, self.last_stop) {
+            (Some(false), Some(successor), _) => Ended::HandedOff { successor },
+            (_, _, Some(StopReason::Sigterm)) => Ended::Signal(StopSignal::Term),
+            (_, _, Some(StopReason::Sigint)) => Ended::Signal(StopSignal::Int),
+            (_, _, Some(StopReason::Requested)) => Ended::Shutdown,
+            (_, _, Some(StopReason::SuccessorStopped)) => Ended::StopPassedOn,
+            // A retirement without a recorded successor, or a stop with no recorded reason: not
+            // reached by the machine; called a stop.
+            (_, _, None) => Ended::Shutdown,
+        }
+    }
+
+    /// The next input, retrying the control socket meanwhile when there is none.
+    async fn next_or_retry(&mut self) -> Input {
         if std::mem::take(&mut self.queued) {
             return Input::ReloadRequest;
         }
@@ -380,7 +443,7 @@ impl World for ProcessWorld {
         }
     }
 
-    async fn perform(&mut self, action: Action) {
+    async fn perform_action(&mut self, action: Action) {
         match action {
             Action::Notify(Event::Ready { status }) => {
                 let open = self.serving.open_connections();

@@ -88,7 +88,12 @@ impl ListenSpec {
         &self.text
     }
 
-    /// The parsed target.
+    /// The parsed target ([`ListenTarget`](crate::ListenTarget) at the crate root).
+    ///
+    /// ```
+    /// let addr: baton_server::ListenAddr = "unix:/run/app.sock".parse().unwrap();
+    /// assert!(matches!(addr.target(), baton_server::ListenTarget::Unix(_)));
+    /// ```
     pub fn target(&self) -> &Target {
         &self.target
     }

@@ -16,7 +16,16 @@ pub fn example(name: &str) -> PathBuf {
         let target_dir = profile_dir.parent().expect("the target directory");
         let mut cmd = Command::new(env!("CARGO"));
         cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--quiet", "--example", name, "--target-dir"])
+            // examples/axum.rs uses axum's `ConnectInfo` and baton's metrics.
+            .args([
+                "build",
+                "--quiet",
+                "--features",
+                "axum,metrics",
+                "--example",
+                name,
+                "--target-dir",
+            ])
             .arg(target_dir);
         if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
             cmd.arg("--release");

@@ -1,0 +1,110 @@
+//! Story: a library app is a container's entry point (`examples/container.rs`), PID 1 of a real
+//! PID namespace (`unshare --pid --fork --mount-proc`). It calls `baton_server::supervise` first,
+//! so a reload (SIGHUP to PID 1) hands over between generations below it and the "container"
+//! lives on; requests under load lose nothing; SIGTERM ends it with status 0.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::load::{Check, Load};
+use common::{http, procs, Sandbox, DEADLINE};
+use nix::sys::signal::Signal;
+
+fn generation_of(text: &str) -> Option<u64> {
+    text.strip_prefix("Hello from pid ")?
+        .split("(generation ")
+        .nth(1)?
+        .trim_end()
+        .strip_suffix(')')?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_library_app_as_pid_1_reloads_under_load_and_stops_cleanly() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the PID-namespace story runs as root (unshare --pid), as in CI"
+    );
+    let sb = Sandbox::new();
+    let mut cmd = sb.command("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(common::examples::example("container"))
+        .env("BATON_LISTEN", sb.listen())
+        .env("BATON_HANDOFF_SOCKET", sb.handoff_socket())
+        .env_remove("NOTIFY_SOCKET");
+    let mut container = sb.spawn(cmd);
+    let pid1 = common::wait_until("the namespace's PID 1", DEADLINE, || {
+        procs::children_of(container.pid).first().map(|p| p.pid)
+    });
+    let first = common::wait_until("generation 0 serving", DEADLINE, || {
+        http::get_fresh(sb.addr(), "/").ok().map(|r| r.text())
+    });
+    assert_eq!(generation_of(&first), Some(0), "{first}");
+
+    let check: Check = Arc::new(|r: &http::Response| {
+        if r.status == 200 && generation_of(&r.text()).is_some() {
+            Ok(())
+        } else {
+            Err(format!("status {} body {:?}", r.status, r.text()))
+        }
+    });
+    let load = Load::start(sb.addr(), 2, 2, Duration::from_millis(2), check);
+    for g in 1..=3 {
+        container.signal(pid1, Signal::SIGHUP);
+        common::wait_until(&format!("generation {g} serving"), DEADLINE, || {
+            let t = http::get_fresh(sb.addr(), "/").ok()?.text();
+            (generation_of(&t) == Some(g)).then_some(())
+        });
+        assert!(
+            procs::stat(pid1).is_some(),
+            "PID 1 (the supervisor) lives on after reload {g}:\n{}",
+            container.log()
+        );
+    }
+    let report = load.stop();
+    println!(
+        "library app as PID 1: 3 reloads under load, {} ok, {} failed",
+        report.ok, report.failed
+    );
+    report.assert_no_failures();
+    assert!(
+        !container.log().contains("this process is PID 1"),
+        "{}",
+        container.log()
+    );
+
+    container.signal(pid1, Signal::SIGTERM);
+    let status = container.wait_exit(DEADLINE);
+    assert_eq!(status.code(), Some(0), "{}", container.log());
+}
+
+#[test]
+fn a_library_app_as_pid_1_without_supervise_is_warned_at_start() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "runs as root (unshare --pid), as in CI"
+    );
+    let sb = Sandbox::new();
+    let mut cmd = sb.command("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(common::examples::example("axum"))
+        .env("BATON_LISTEN", sb.listen())
+        .env("BATON_HANDOFF_SOCKET", sb.handoff_socket())
+        .env_remove("NOTIFY_SOCKET");
+    let mut container = sb.spawn(cmd);
+    common::wait_until("the app serving", DEADLINE, || {
+        http::get_fresh(sb.addr(), "/").ok()
+    });
+    let log = container.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("this process is PID 1"))
+        .unwrap_or_else(|| panic!("no PID 1 warning:\n{log}"));
+    assert!(line.contains("baton_server::supervise"), "{line}");
+    let pid1 = procs::children_of(container.pid)[0].pid;
+    container.signal(pid1, Signal::SIGTERM);
+    container.wait_exit(DEADLINE);
+}
