@@ -42,8 +42,9 @@ fn the_apps_own_reload_subcommand_reports_the_successor_or_the_failure() {
     let successor: i32 = said
         .trim()
         .strip_prefix("reloaded: pid ")
-        .and_then(|s| s.strip_suffix(" serves"))
-        .and_then(|s| s.parse().ok())
+        .and_then(|s| s.split_once(" -> "))
+        .filter(|(retired, _)| retired.parse::<i32>().is_ok())
+        .and_then(|(_, successor)| successor.parse().ok())
         .unwrap_or_else(|| panic!("stdout {said:?}"));
     sb.notify
         .wait_for_after(from, DEADLINE, "MAINPID of the successor", |n| {
