@@ -98,9 +98,115 @@ pub fn spawn_successor(
         generation.to_string().as_bytes(),
     )?);
 
-    let pid = vfork_exec(&program, &argv, &envp, &staged)?;
+    let pid = vfork_exec(&program, &argv, &envp, &staged, ChildSetup::SUCCESSOR)?;
     drop(staged);
     Ok(Child::new(pid))
+}
+
+/// How `baton run` starts an application: `program` (a path, not searched in `PATH`) with
+/// `args` (argv\[0\] included) and exactly `env`, `listeners` at fds 3, 4, … and, set in the
+/// child after the clone and before its execve, `LISTEN_PID=<its own pid>` (sd_listen_fds(3)
+/// checks it, so it cannot be known before). The child leads a process group of its own (a
+/// terminal's ^C or a stop signal to baton's group reaches only baton, which stops its children
+/// on purpose), gets `death_signal` when the thread that started it dies (`PR_SET_PDEATHSIG`: a
+/// baton killed by the OOM killer leaves no orphan; callers start children from the thread that
+/// lives as long as the process), and has every signal at its default disposition.
+pub fn spawn_app(
+    program: &Path,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+    listeners: &[impl AsFd],
+    death_signal: libc::c_int,
+) -> io::Result<Child> {
+    let first_free = 3 + listeners.len() as RawFd;
+    let staged: Vec<OwnedFd> = listeners
+        .iter()
+        .map(|l| {
+            let raw = fcntl(l.as_fd().as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(first_free))?;
+            // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor; nothing else owns it.
+            Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+        })
+        .collect::<nix::Result<_>>()?;
+    let program = cstring(program.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = args
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<io::Result<_>>()?;
+    let mut envp: Vec<CString> = env
+        .iter()
+        .filter(|(key, _)| key.as_bytes() != b"LISTEN_PID")
+        .map(|(key, value)| env_entry(key.as_bytes(), value.as_bytes()))
+        .collect::<io::Result<_>>()?;
+    // "LISTEN_PID=" and room for any pid and the NUL; the child writes its pid in place.
+    let mut listen_pid = Vec::with_capacity(LISTEN_PID_PREFIX.len() + 24);
+    listen_pid.extend_from_slice(LISTEN_PID_PREFIX);
+    listen_pid.resize(LISTEN_PID_PREFIX.len() + 24, 0);
+    // A placeholder entry, replaced by the pointer to `listen_pid` below.
+    envp.push(env_entry(b"LISTEN_PID", b"")?);
+    let setup = ChildSetup {
+        listen_pid: listen_pid.as_mut_ptr(),
+        own_group: true,
+        death_signal,
+        parent: nix::unistd::getpid().as_raw(),
+        hup: libc::SIG_DFL,
+    };
+    let pid = vfork_exec(&program, &argv, &envp, &staged, setup)?;
+    drop(listen_pid);
+    drop(staged);
+    Ok(Child::new(pid))
+}
+
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+
+/// What the child of [`vfork_exec`] does besides placing the listeners.
+#[derive(Clone, Copy)]
+struct ChildSetup {
+    /// A buffer `LISTEN_PID=` followed by zeros, or null: the child writes its pid after the
+    /// prefix; the last entry of `envp` is replaced by it.
+    listen_pid: *mut u8,
+    /// setpgid(0, 0).
+    own_group: bool,
+    /// `PR_SET_PDEATHSIG` (0: none).
+    death_signal: libc::c_int,
+    /// The parent's pid, to detect a parent that died before the death signal was armed.
+    parent: libc::pid_t,
+    /// The disposition of `SIGHUP` in the child.
+    hup: libc::sighandler_t,
+}
+
+impl ChildSetup {
+    /// A baton successor: `SIGHUP` ignored until it installs its handler, nothing else.
+    const SUCCESSOR: ChildSetup = ChildSetup {
+        listen_pid: std::ptr::null_mut(),
+        own_group: false,
+        death_signal: 0,
+        parent: 0,
+        hup: libc::SIG_IGN,
+    };
+}
+
+/// Write `pid` in decimal at `at`, NUL-terminated. No allocation: the child of a vfork calls it.
+///
+/// # Safety
+/// `at` must be valid for writing 12 bytes.
+unsafe fn write_pid(at: *mut u8, pid: libc::pid_t) {
+    let mut digits = [0u8; 12];
+    let mut n = pid.max(0) as u32;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        // SAFETY: i < len <= 10 < 12, within the caller's buffer.
+        unsafe { *at.add(i) = digits[len - 1 - i] };
+    }
+    // SAFETY: len <= 10 < 12.
+    unsafe { *at.add(len) = 0 };
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
@@ -125,6 +231,8 @@ struct Plan {
     envp: *const *const libc::c_char,
     sources: *const RawFd,
     count: usize,
+    /// The rest of the child's set-up.
+    setup: ChildSetup,
     /// The errno of the step that failed in the child (0: none).
     error: AtomicI32,
 }
@@ -141,13 +249,19 @@ fn vfork_exec(
     argv: &[CString],
     envp: &[CString],
     sources: &[OwnedFd],
+    setup: ChildSetup,
 ) -> io::Result<u32> {
     let pointers = |strings: &[CString]| -> Vec<*const libc::c_char> {
         let mut v: Vec<_> = strings.iter().map(|s| s.as_ptr()).collect();
         v.push(std::ptr::null());
         v
     };
-    let (argv, envp) = (pointers(argv), pointers(envp));
+    let (argv, mut envp) = (pointers(argv), pointers(envp));
+    if !setup.listen_pid.is_null() {
+        // The placeholder is the last entry before the terminating null.
+        let last = envp.len() - 2;
+        envp[last] = setup.listen_pid as *const libc::c_char;
+    }
     let sources: Vec<RawFd> = sources.iter().map(AsRawFd::as_raw_fd).collect();
     let plan = Plan {
         program: program.as_ptr(),
@@ -155,6 +269,7 @@ fn vfork_exec(
         envp: envp.as_ptr(),
         sources: sources.as_ptr(),
         count: sources.len(),
+        setup,
         error: AtomicI32::new(0),
     };
     // The child's stack: it runs one small function, then execve.
@@ -220,9 +335,10 @@ extern "C" fn vfork_child(plan: *mut libc::c_void) -> libc::c_int {
                 continue;
             }
             let wanted = match signal {
-                libc::SIGHUP => libc::SIG_IGN,
+                libc::SIGHUP => plan.setup.hup,
                 libc::SIGPIPE => libc::SIG_DFL,
-                _ if action.sa_sigaction == libc::SIG_IGN => continue,
+                // An application starts as systemd would start it: every signal at its default.
+                _ if action.sa_sigaction == libc::SIG_IGN && !plan.setup.own_group => continue,
                 _ => libc::SIG_DFL,
             };
             if action.sa_sigaction != wanted {
@@ -230,6 +346,25 @@ extern "C" fn vfork_child(plan: *mut libc::c_void) -> libc::c_int {
                 new.sa_sigaction = wanted;
                 libc::sigaction(signal, &new, std::ptr::null_mut());
             }
+        }
+        let setup = plan.setup;
+        if setup.own_group && libc::setpgid(0, 0) != 0 {
+            fail(plan);
+        }
+        if setup.death_signal != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, setup.death_signal as libc::c_ulong) != 0 {
+                fail(plan);
+            }
+            // The parent died before the signal was armed: nobody would stop us.
+            if libc::getppid() != setup.parent {
+                libc::_exit(127);
+            }
+        }
+        if !setup.listen_pid.is_null() {
+            write_pid(
+                setup.listen_pid.add(LISTEN_PID_PREFIX.len()),
+                libc::getpid(),
+            );
         }
         for i in 0..plan.count {
             // dup2 onto a different number clears FD_CLOEXEC on the target: exactly these
@@ -263,6 +398,12 @@ struct Reaper {
 }
 
 impl Child {
+    /// Take charge of `pid`, a child of this process not reaped yet (one started before this
+    /// process re-executed itself: children survive an execve).
+    pub fn adopt(pid: u32) -> Child {
+        Child::new(pid)
+    }
+
     fn new(pid: u32) -> Child {
         // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };

@@ -222,6 +222,12 @@ fn take_requests() -> Vec<Requester> {
     out
 }
 
+/// The processes waiting for an answer, taken (their pidfds closed): for a process about to
+/// re-execute itself, which then answers them by pid ([`answer`]).
+pub fn take_requesters() -> Vec<i32> {
+    take_requests().into_iter().map(|r| r.pid).collect()
+}
+
 /// True when a reload request arrived that no hand-off has answered yet.
 pub fn has_pending_requests() -> bool {
     PENDING.iter().any(|s| s.load(Ordering::SeqCst) != 0)
