@@ -1,8 +1,10 @@
 // An HTTP server for tests/run.rs in Node, under `baton run --ready=delay:…`: it takes its
 // listener as fd 3 (systemd's socket activation, as `baton run` passes it) and never speaks
 // sd_notify. It reads $APP_CONF (JSON: {"body", "mode": "ok" | "fail" | "hang"}) at start.
-// SIGTERM: answer every later request with `Connection: close`, stop accepting, and exit once
-// the connections are done (idle keep-alive connections closed after one more second).
+// SIGTERM: answer every later request with `Connection: close`; one second later (every busy
+// keep-alive client has sent one more request and been told) stop accepting, close what is idle
+// and exit once the connections are done. Connections still queued stay in the shared socket's
+// backlog for the new generation.
 "use strict";
 const http = require("http");
 const fs = require("fs");
@@ -32,7 +34,8 @@ if (conf.mode !== "hang") {
 }
 process.on("SIGTERM", () => {
   draining = true;
-  server.close(() => process.exit(0));
-  // Connections idle by now get no request any more: close them.
-  setTimeout(() => server.closeIdleConnections(), 1000).unref();
+  setTimeout(() => {
+    server.close(() => process.exit(0));
+    server.closeIdleConnections();
+  }, 1000);
 });

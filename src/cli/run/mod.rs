@@ -540,14 +540,15 @@ impl Service {
         }
         if from_pending && m.has("READY=1") {
             self.promote("READY=1");
-        } else if from_serving {
-            if let Some(status) = m.get("STATUS") {
-                notify::send(&Event::Status {
-                    status: status.to_owned(),
-                });
-            }
-        } else {
-            debug!(pid = m.pid, text = %m.text.trim_end(), "notification: nothing to do");
+        }
+        // The serving generation's own words (after baton's "serving: …" when both came in the
+        // datagram that made it ready).
+        let serving_now = from_serving || (from_pending && self.pending.is_none());
+        match m.get("STATUS") {
+            Some(status) if serving_now => notify::send(&Event::Status {
+                status: status.to_owned(),
+            }),
+            _ => debug!(pid = m.pid, text = %m.text.trim_end(), "notification"),
         }
     }
 

@@ -1,8 +1,9 @@
 // An HTTP server for tests/run.rs in Go (standard library only), under `baton run`: it takes its
 // listener as fd 3 after checking LISTEN_PID and LISTEN_FDS, as sd_listen_fds(3) does, and sends
 // READY=1 to $NOTIFY_SOCKET once it accepts. It reads $APP_CONF (JSON: {"body", "mode": "ok" |
-// "fail" | "hang"}) at start. SIGTERM: keep-alives off (every later answer says
-// `Connection: close`), one second for busy keep-alive clients to notice, then Shutdown.
+// "fail" | "hang"}) at start. SIGTERM: every later answer says `Connection: close`; one second
+// later (each busy keep-alive client has been told) Shutdown. Not SetKeepAlivesEnabled(false):
+// it closes idle connections at once, racing a client that is sending a request on one.
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -47,9 +49,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "goapp: fd 3:", err)
 		os.Exit(2)
 	}
+	var draining atomic.Bool
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			time.Sleep(1200 * time.Millisecond)
+		}
+		if draining.Load() {
+			w.Header().Set("Connection", "close")
 		}
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprint(w, c.Body)
@@ -59,7 +65,7 @@ func main() {
 	signal.Notify(stop, syscall.SIGTERM)
 	go func() {
 		<-stop
-		srv.SetKeepAlivesEnabled(false)
+		draining.Store(true)
 		time.Sleep(time.Second)
 		srv.Shutdown(context.Background())
 		close(done)
