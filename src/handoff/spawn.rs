@@ -111,6 +111,7 @@ pub fn spawn_successor(
 /// on purpose), gets `death_signal` when the thread that started it dies (`PR_SET_PDEATHSIG`: a
 /// baton killed by the OOM killer leaves no orphan; callers start children from the thread that
 /// lives as long as the process), and has every signal at its default disposition.
+#[cfg(feature = "cli")]
 pub fn spawn_app(
     program: &Path,
     args: &[OsString],
@@ -400,6 +401,7 @@ struct Reaper {
 impl Child {
     /// Take charge of `pid`, a child of this process not reaped yet (one started before this
     /// process re-executed itself: children survive an execve).
+#[cfg(feature = "cli")]
     pub fn adopt(pid: u32) -> Child {
         Child::new(pid)
     }

@@ -224,6 +224,7 @@ fn take_requests() -> Vec<Requester> {
 
 /// The processes waiting for an answer, taken (their pidfds closed): for a process about to
 /// re-execute itself, which then answers them by pid ([`answer`]).
+#[cfg(feature = "cli")]
 pub fn take_requesters() -> Vec<i32> {
     take_requests().into_iter().map(|r| r.pid).collect()
 }
