@@ -401,7 +401,7 @@ struct Reaper {
 impl Child {
     /// Take charge of `pid`, a child of this process not reaped yet (one started before this
     /// process re-executed itself: children survive an execve).
-#[cfg(feature = "cli")]
+    #[cfg(feature = "cli")]
     pub fn adopt(pid: u32) -> Child {
         Child::new(pid)
     }

@@ -281,6 +281,9 @@ struct Service {
     stopping: Option<u8>,
     /// A re-executed baton going on with the reload its predecessor image began.
     continuing: bool,
+    /// A running baton that handed us its listeners (the documented import): it serves until
+    /// our first generation is ready, then retires.
+    predecessor: Option<crate::handoff::child::Predecessor>,
 }
 
 async fn run(options: Options) -> u8 {
@@ -317,6 +320,7 @@ impl Service {
                 );
                 let mut s = Service {
                     options,
+                    predecessor: None,
                     listeners: restored.listeners,
                     notify: restored.notify,
                     exe,
@@ -341,11 +345,6 @@ impl Service {
                 let acquired =
                     crate::handoff::child::acquire(&options.settings, &activation, me, None)
                         .await?;
-                if let Some(mut predecessor) = acquired.predecessor {
-                    // A baton serve handed us its listeners: tell it we serve, so it retires.
-                    let _ = predecessor.ready(me).await;
-                    let _ = predecessor.confirm().await;
-                }
                 // Whatever else was inherited must not reach a COMMAND.
                 let _ = crate::fds::close_inherited_on_exec();
                 let base =
@@ -353,6 +352,7 @@ impl Service {
                 let notify = NotifySocket::create(&base).map_err(StartError::Notify)?;
                 Service {
                     options,
+                    predecessor: acquired.predecessor,
                     listeners: acquired.listeners,
                     notify,
                     exe,
@@ -577,8 +577,22 @@ impl Service {
         let successor = self.serving.as_ref().map_or(0, |g| g.pid);
         if pending.first {
             notify::send(&Event::Ready { status });
+            if let Some(mut predecessor) = self.predecessor.take() {
+                // It promotes us (MAINPID= to its service manager), we confirm, it retires.
+                let me = std::process::id();
+                tokio::spawn(async move {
+                    if predecessor.ready(me).await.is_ok()
+                        && matches!(
+                            predecessor.promotion().await,
+                            Ok(crate::handoff::child::Promotion::Promoted)
+                        )
+                    {
+                        let _ = predecessor.confirm().await;
+                    }
+                });
+            }
         } else {
-            self.report(Ok(successor), status);
+            self.report(Ok(successor), Some(status));
         }
     }
 
@@ -611,13 +625,16 @@ impl Service {
         }
         warn!("reload failed: {reason}");
         let status = format!("reload failed: {reason}");
-        self.report(Err(reason), status);
+        self.report(Err(reason), Some(status));
     }
 
     /// The one place a reload's outcome is told: to systemd (`READY=1` + `STATUS=`) and to
-    /// `baton reload` (the status file and the answer, through [`crate::reload`]).
-    fn report(&mut self, outcome: Result<u32, String>, status: String) {
-        notify::send(&Event::Ready { status });
+    /// `baton reload` (the status file and the answer, through [`crate::reload`]). `status`:
+    /// what systemd is told; `None` while stopping (no `READY=1` after `STOPPING=1`).
+    fn report(&mut self, outcome: Result<u32, String>, status: Option<String>) {
+        if let Some(status) = status {
+            notify::send(&Event::Ready { status });
+        }
         let me = std::process::id();
         let (outcome, successor_pid, reason) = match outcome {
             Ok(pid) => (Outcome::Ready, Some(pid), None),
@@ -671,7 +688,7 @@ impl Service {
             Err(e) => {
                 warn!("reload failed: {e}");
                 let status = format!("reload failed: {e}");
-                self.report(Err(e.to_string()), status);
+                self.report(Err(e.to_string()), Some(status));
             }
         }
     }
@@ -811,7 +828,7 @@ impl Service {
         });
         if let Some(p) = self.pending.take() {
             self.retire(p.generation, false);
-            self.report(Err(line), "stopping".into());
+            self.report(Err(line), None);
         }
         self.stopping = Some(code);
     }
@@ -828,7 +845,7 @@ impl Service {
         self.stopping = Some(exit::OK);
         if let Some(p) = self.pending.take() {
             if !p.first {
-                self.report(Err(format!("baton is stopping ({why})")), "stopping".into());
+                self.report(Err(format!("baton is stopping ({why})")), None);
             }
             self.retire(p.generation, self.serving.is_none());
         }
