@@ -438,7 +438,11 @@ impl Service {
                     self.pending_failed(reason, false).await;
                 }
                 _ = sleep_until(deadline) => {
-                    let reason = format!("not ready within {:?}", self.options.ready_timeout);
+                    let hint = match self.options.ready {
+                        Ready::Notify => " (no READY=1 on $NOTIFY_SOCKET; for a server that never sends it, --ready=delay:DURATION)",
+                        Ready::Delay(_) => "",
+                    };
+                    let reason = format!("not ready within {:?}{hint}", self.options.ready_timeout);
                     self.pending_failed(reason, true).await;
                 }
                 _ = sleep_until(ready_at) => self.promote("still running after the ready delay"),
