@@ -106,6 +106,37 @@ impl Run {
         run
     }
 
+    /// Under systemd's socket activator (`systemd-socket-activate --fdname=web`): the listener
+    /// comes from socket activation, as under a socket unit.
+    fn start_activated(app: App) -> Run {
+        let sb = Sandbox::new();
+        write_version(&sb, "v0", "ok");
+        let mut cmd = sb.command("systemd-socket-activate");
+        cmd.args(["-l", &sb.listen(), "--fdname=web"]);
+        for var in [
+            "NOTIFY_SOCKET",
+            "RUST_LOG",
+            "XDG_RUNTIME_DIR",
+            "TMPDIR",
+            "APP_CONF",
+        ] {
+            cmd.arg("-E").arg(var);
+        }
+        cmd.arg("--")
+            .arg(sb.exe())
+            .arg("run")
+            .arg("--handoff-socket")
+            .arg(sb.handoff_socket())
+            .args(["--ready", app.ready(), "--grace", "10s", "--"])
+            .args(app.command())
+            .env("APP_CONF", sb.path("app.json"));
+        let baton = sb.spawn(cmd);
+        let run = Run { sb, baton, app };
+        run.sb.wait_serving();
+        run.baton.wait_ready(&run.sb.notify);
+        run
+    }
+
     fn spawn(sb: Sandbox, app: App, extra: &[&str]) -> Run {
         write_version(&sb, "v0", "ok");
         let mut cmd = sb.baton();
@@ -475,11 +506,12 @@ fn a_crashed_command_ends_baton_with_its_status() {
 /// A package upgrade of baton itself while an app runs: the binary at baton's path is replaced
 /// (a new inode, as dpkg does); the next reload re-executes baton first (same pid, the listeners,
 /// the notify socket and the running generation kept), then starts the new generation. Under
-/// load, nothing fails, and `baton reload` gets its answer from the new image.
+/// load, nothing fails, and `baton reload` gets its answer from the new image. The listener came
+/// from socket activation (named `web`): the new generation gets it under the same name.
 #[test]
 fn baton_upgrade_keeps_the_app_serving_and_the_reload_starts_the_new_baton() {
     let _heavy = common::heavy();
-    let run = Run::start(App::Go, &[]);
+    let run = Run::start_activated(App::Go);
     let old_inode = std::fs::metadata(format!("/proc/{}/exe", run.baton.pid))
         .unwrap()
         .ino();
@@ -501,6 +533,12 @@ fn baton_upgrade_keeps_the_app_serving_and_the_reload_starts_the_new_baton() {
     let new_inode = std::fs::metadata(&exe).unwrap().ino();
     assert_ne!(old_inode, new_inode);
 
+    let fdnames = |pid: i32| {
+        procs::environ(pid)
+            .into_iter()
+            .find(|v| v.starts_with("LISTEN_FDNAMES="))
+    };
+    let names1 = fdnames(gen1[0]);
     run.version("v1", "ok");
     let (ok, out, took) = run.reload();
     assert!(ok, "{out}\nlog:\n{}", run.baton.log());
@@ -524,6 +562,12 @@ fn baton_upgrade_keeps_the_app_serving_and_the_reload_starts_the_new_baton() {
         "{}",
         run.baton.log()
     );
+    // The new generation got the same sockets under the same names.
+    let gen2 = wait_until("generation 2", DEADLINE, || {
+        run.generations().into_iter().find(|p| !gen1.contains(p))
+    });
+    assert_eq!(fdnames(gen2), names1);
+    assert_eq!(names1.as_deref(), Some("LISTEN_FDNAMES=web"));
     // The generation that served through the upgrade was retired by the new image and reaped.
     wait_until("generation 1 reaped", DEADLINE, || {
         (!procs::exists(gen1[0])).then_some(())

@@ -715,7 +715,7 @@ impl Service {
                 .iter()
                 .map(|l| state::SavedListener {
                     fd: l.socket.as_fd().as_raw_fd(),
-                    name: l.name.clone(),
+                    name: fd_name(l),
                     spec: l.spec.to_string(),
                 })
                 .collect(),

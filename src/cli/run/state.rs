@@ -25,7 +25,7 @@ use crate::listen::{self, Listener, Origin, Source};
 /// The variable that carries the state.
 pub const STATE_ENV: &str = "BATON_RUN_STATE";
 
-/// A listener, by descriptor number.
+/// A listener, by descriptor number, with its `LISTEN_FDNAMES` entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedListener {
     pub fd: RawFd,
@@ -89,10 +89,11 @@ impl Saved {
                 .spec
                 .parse()
                 .unwrap_or_else(|_| listen::local_spec(&socket));
+            // Named as the commands saw it (LISTEN_FDNAMES), whatever its first source was.
             listeners.push(Listener {
                 name: l.name,
                 spec,
-                source: Source::Import,
+                source: Source::Systemd,
                 origin: Origin::Systemd,
                 socket,
             });
