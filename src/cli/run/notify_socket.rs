@@ -4,7 +4,6 @@
 
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +13,8 @@ use nix::sys::socket::{
 };
 use tokio::io::unix::AsyncFd;
 use tracing::debug;
+
+use crate::safe_fs::{Create, TrustedDir};
 
 /// One datagram: who sent it and what it said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,35 +49,28 @@ pub struct NotifySocket {
 }
 
 impl NotifySocket {
-    /// Create it in a new directory below `base` (created `0700` if missing).
+    /// Create it in a new private directory (`run-notify.<random>`, `0700`) of the runtime
+    /// directory `base` (created `0700` if missing; refused unless it is ours and private, as
+    /// for the hand-off directories: [`crate::safe_fs::TrustedDir`]).
     pub fn create(base: &Path) -> io::Result<NotifySocket> {
-        let context =
-            |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(base)
-            .map_err(context(format!("cannot create {}", base.display())))?;
-        // mkdtemp: a new directory (never an existing one, never through a symlink), mode 0700.
-        let dir = nix::unistd::mkdtemp(&base.join("run-notify.XXXXXX"))
-            .map_err(io::Error::from)
-            .map_err(context(format!(
-                "cannot create a directory in {}",
-                base.display()
-            )))?;
-        let path = dir.join("notify.sock");
+        let fs_error = |e: crate::safe_fs::FsError| io::Error::other(e.to_string());
+        let runtime = TrustedDir::open(base, Create::Missing).map_err(fs_error)?;
+        let (dir, name) = runtime.create_unique_dir("run-notify.").map_err(fs_error)?;
+        let dir_path = runtime.join(&name);
+        let path = dir_path.join("notify.sock");
         let made = (|| {
-            let socket = UnixDatagram::bind(&path)
-                .map_err(context(format!("cannot bind {}", path.display())))?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(context(format!("cannot chmod {}", path.display())))?;
+            // Bound through the directory's descriptor: no path component is walked again.
+            let socket = UnixDatagram::bind(dir.fd_path("notify.sock")).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
+            })?;
+            dir.set_mode("notify.sock", 0o600).map_err(fs_error)?;
             Ok::<_, io::Error>(socket)
         })();
-        match made.and_then(|s| NotifySocket::wrap(dir.clone(), path.clone(), s.into())) {
+        match made.and_then(|s| NotifySocket::wrap(dir_path.clone(), path.clone(), s.into())) {
             Ok(s) => Ok(s),
             Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                let _ = std::fs::remove_dir(&dir);
+                let _ = dir.remove_file("notify.sock");
+                let _ = runtime.remove_dir(&name);
                 Err(e)
             }
         }
