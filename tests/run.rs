@@ -587,3 +587,34 @@ fn baton_upgrade_keeps_the_app_serving_and_the_reload_starts_the_new_baton() {
     );
     report.assert_no_failures();
 }
+
+/// The private notify socket is made in the runtime directory only if that directory is baton's
+/// and private (as the hand-off directories): one that others can write is refused, with one line
+/// naming it, exit 77, before any COMMAND runs.
+#[test]
+fn a_runtime_directory_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let shared = sb.path("shared");
+    std::fs::create_dir(&shared).expect("mkdir");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let marker = sb.path("ran");
+    let mut cmd = sb.baton();
+    cmd.arg("run")
+        .args(["--listen", &sb.listen()])
+        .arg("--handoff-socket")
+        .arg(shared.join("handoff.sock"))
+        .args(["--", "/usr/bin/touch"])
+        .arg(&marker);
+    let mut baton = sb.spawn(cmd);
+    let st = baton.wait_exit(DEADLINE);
+    let log = baton.log();
+    assert_eq!(st.code(), Some(77), "{}\n{log}", describe(st));
+    assert!(log.contains(&shared.display().to_string()), "{log}");
+    assert_eq!(
+        log.lines().filter(|l| l.contains("ERROR")).count(),
+        1,
+        "{log}"
+    );
+    assert!(!marker.exists(), "the command ran");
+}

@@ -220,7 +220,7 @@ enum StartError {
     #[error("{0}")]
     Listen(#[from] crate::Error),
     #[error("notify socket: {0}")]
-    Notify(io::Error),
+    Notify(#[from] notify_socket::CreateError),
     #[error("cannot set up signal handling: {0}")]
     Signals(io::Error),
     #[error("cannot find the running executable: {0}")]
@@ -234,9 +234,8 @@ impl StartError {
         match self {
             StartError::Listen(e) => e.exit_code(),
             StartError::State(_) => exit::PROTOCOL,
-            StartError::Notify(_) | StartError::Signals(_) | StartError::Executable(_) => {
-                exit::OSERR
-            }
+            StartError::Notify(e) => e.exit_code(),
+            StartError::Signals(_) | StartError::Executable(_) => exit::OSERR,
         }
     }
 }
@@ -349,7 +348,7 @@ impl Service {
                 let _ = crate::fds::close_inherited_on_exec();
                 let base =
                     crate::handoff::runtime_dir(&options.settings.handoff_socket_or_default());
-                let notify = NotifySocket::create(&base).map_err(StartError::Notify)?;
+                let notify = NotifySocket::create(&base)?;
                 Service {
                     options,
                     predecessor: acquired.predecessor,

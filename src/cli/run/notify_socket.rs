@@ -14,7 +14,29 @@ use nix::sys::socket::{
 use tokio::io::unix::AsyncFd;
 use tracing::debug;
 
-use crate::safe_fs::{Create, TrustedDir};
+use crate::error::exit;
+use crate::safe_fs::{Create, FsError, TrustedDir};
+
+/// Why the notify socket could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The runtime directory is unsafe, or its private directory could not be made.
+    #[error("{0}")]
+    Dir(FsError),
+    /// The socket could not be bound or set up.
+    #[error("{0}")]
+    Socket(io::Error),
+}
+
+impl CreateError {
+    /// 77 for a directory that is not ours and private, 71 for an OS error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CreateError::Dir(FsError::Unsafe { .. }) => exit::NOPERM,
+            CreateError::Dir(FsError::Io { .. }) | CreateError::Socket(_) => exit::OSERR,
+        }
+    }
+}
 
 /// One datagram: who sent it and what it said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,10 +74,12 @@ impl NotifySocket {
     /// Create it in a new private directory (`run-notify.<random>`, `0700`) of the runtime
     /// directory `base` (created `0700` if missing; refused unless it is ours and private, as
     /// for the hand-off directories: [`crate::safe_fs::TrustedDir`]).
-    pub fn create(base: &Path) -> io::Result<NotifySocket> {
-        let fs_error = |e: crate::safe_fs::FsError| io::Error::other(e.to_string());
-        let runtime = TrustedDir::open(base, Create::Missing).map_err(fs_error)?;
-        let (dir, name) = runtime.create_unique_dir("run-notify.").map_err(fs_error)?;
+    pub fn create(base: &Path) -> Result<NotifySocket, CreateError> {
+        let fs_error = |e: FsError| io::Error::other(e.to_string());
+        let runtime = TrustedDir::open(base, Create::Missing).map_err(CreateError::Dir)?;
+        let (dir, name) = runtime
+            .create_unique_dir("run-notify.")
+            .map_err(CreateError::Dir)?;
         let dir_path = runtime.join(&name);
         let path = dir_path.join("notify.sock");
         let made = (|| {
@@ -71,7 +95,7 @@ impl NotifySocket {
             Err(e) => {
                 let _ = dir.remove_file("notify.sock");
                 let _ = runtime.remove_dir(&name);
-                Err(e)
+                Err(CreateError::Socket(e))
             }
         }
     }
