@@ -3,6 +3,8 @@
 
 use std::io;
 
+use crate::exit;
+
 use crate::handoff::child::{ImportError, ImportProblem};
 use crate::listen::ListenError;
 use crate::settings::SettingsError;
@@ -92,20 +94,6 @@ impl Error {
     }
 }
 
-/// `text` with its control characters escaped (`\n` as the two characters `\`, `n`), so that a
-/// message quoting untrusted input (a file, a peer's JSON) stays on one line.
-pub(crate) fn one_line(text: &str) -> String {
-    let mut line = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            line.extend(c.escape_default());
-        } else {
-            line.push(c);
-        }
-    }
-    line
-}
-
 fn io_kind(e: &io::Error) -> ErrorKind {
     match e.kind() {
         io::ErrorKind::AddrInUse => ErrorKind::AddressInUse,
@@ -124,25 +112,3 @@ macro_rules! from_layer {
     )*};
 }
 from_layer!(SettingsError, ListenError, ImportError, TlsError);
-
-/// Exit codes, from sysexits(3), so that systemd's `status=` tells what kind of failure it was.
-pub(crate) mod exit {
-    /// Success.
-    pub const OK: u8 = 0;
-    /// `baton reload`: the reload was attempted and failed; the old process serves on.
-    #[cfg(feature = "cli")]
-    pub const RELOAD_FAILED: u8 = 1;
-    /// Bad command-line usage.
-    #[cfg(feature = "cli")]
-    pub const USAGE: u8 = 64;
-    /// The address is already in use.
-    pub const UNAVAILABLE: u8 = 69;
-    /// An operating-system error.
-    pub const OSERR: u8 = 71;
-    /// The hand-off peer broke the protocol.
-    pub const PROTOCOL: u8 = 76;
-    /// Permission denied.
-    pub const NOPERM: u8 = 77;
-    /// Bad configuration.
-    pub const CONFIG: u8 = 78;
-}

@@ -31,6 +31,7 @@
 pub(crate) mod access_log;
 mod drain;
 mod error;
+pub(crate) mod exit;
 pub(crate) mod fds;
 pub(crate) mod handoff;
 pub(crate) mod http;
@@ -38,11 +39,14 @@ pub(crate) mod lifecycle;
 pub(crate) mod listen;
 pub(crate) mod notify;
 pub(crate) mod pidfile;
-pub(crate) mod reload;
+pub mod reload;
+pub(crate) mod runtime_dir;
 pub(crate) mod safe_fs;
 mod server;
 mod settings;
+mod startup;
 pub(crate) mod supervisor;
+pub(crate) mod text;
 pub(crate) mod tls;
 
 #[cfg(feature = "cli")]

@@ -128,6 +128,20 @@ fn open_root(me: u32) -> Result<OwnedFd, FsError> {
     Ok(fd)
 }
 
+/// Open `root` (following it: it may be the magic link `/proc/<pid>/root`) as the start of a walk.
+fn open_root_at(root: &Path, me: u32) -> Result<OwnedFd, FsError> {
+    let fd = fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map(own)
+    .map_err(|e| FsError::io(root, "open", e))?;
+    let st = stat::fstat(fd.as_raw_fd()).map_err(|e| FsError::io(root, "inspect", e))?;
+    check_ancestor(root, &st, me)?;
+    Ok(fd)
+}
+
 fn file_type(st: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
 }
@@ -200,6 +214,19 @@ impl TrustedDir {
     /// what `baton reload`, run as root, uses to read the status file of a baton that runs as
     /// another user.
     pub fn open_for(path: &Path, create: Create, me: u32) -> Result<TrustedDir, FsError> {
+        let (dir, st) = Self::walk(None, path, create, me)?;
+        check_final(&dir.path, &st, me)?;
+        Ok(dir)
+    }
+
+    /// Walk to the directory `path`, checking every directory on the way but not the last one
+    /// (the caller does, with the rule it needs); returns it with its status.
+    fn walk(
+        root: Option<&Path>,
+        path: &Path,
+        create: Create,
+        me: u32,
+    ) -> Result<(TrustedDir, FileStat), FsError> {
         let absolute;
         let path = if path.is_absolute() {
             path
@@ -210,7 +237,11 @@ impl TrustedDir {
             absolute.as_path()
         };
         // The directories walked so far (for `..`), the last one is where we are.
-        let mut stack: Vec<(OwnedFd, PathBuf)> = vec![(open_root(me)?, PathBuf::from("/"))];
+        let start = match root {
+            None => (open_root(me)?, PathBuf::from("/")),
+            Some(root) => (open_root_at(root, me)?, root.to_owned()),
+        };
+        let mut stack: Vec<(OwnedFd, PathBuf)> = vec![start];
         let mut todo: VecDeque<OsString> = components(path);
         let mut followed = 0;
         while let Some(name) = todo.pop_front() {
@@ -220,7 +251,7 @@ impl TrustedDir {
                     stack.pop();
                 }
                 if last {
-                    return Self::finish(stack, me);
+                    return Self::finish_walk(stack);
                 }
                 continue;
             }
@@ -281,21 +312,113 @@ impl TrustedDir {
                         stack.truncate(1);
                     }
                     if todo.is_empty() {
-                        return Self::finish(stack, me);
+                        return Self::finish_walk(stack);
                     }
                 }
                 Err(e) => return Err(FsError::io(&next_path, "open", e)),
             }
         }
-        Self::finish(stack, me)
+        Self::finish_walk(stack)
     }
 
-    fn finish(mut stack: Vec<(OwnedFd, PathBuf)>, me: u32) -> Result<TrustedDir, FsError> {
+    fn finish_walk(mut stack: Vec<(OwnedFd, PathBuf)>) -> Result<(TrustedDir, FileStat), FsError> {
         let Some((fd, path)) = stack.pop() else {
             return Err(FsError::refused(Path::new("/"), "empty walk".into()));
         };
         let st = stat::fstat(fd.as_raw_fd()).map_err(|e| FsError::io(&path, "inspect", e))?;
-        check_final(&path, &st, me)?;
+        Ok((TrustedDir { fd, path }, st))
+    }
+
+    /// Open the directory `path` for files of the user `me`: the directory itself when it
+    /// passes the rules of this module ([`TrustedDir::open_for`]); when it is a *shared* one —
+    /// sticky and writable by others, owned by root or `me`, like `/tmp` — the private
+    /// subdirectory `<path>/<private_name>` of `me` in it instead, made with `mkdir` (mode 0700)
+    /// if missing and checked on the open descriptor: a directory, not a symlink, owned by `me`,
+    /// no access for group or others. A name another user made first is refused, naming its
+    /// owner; nothing is ever created through it.
+    pub fn open_private_for(
+        path: &Path,
+        create: Create,
+        me: u32,
+        private_name: &str,
+    ) -> Result<TrustedDir, FsError> {
+        Self::open_private_in(None, path, create, me, private_name)
+    }
+
+    /// [`TrustedDir::open_private_for`] seen from another root directory: `root` (such as
+    /// `/proc/<pid>/root`, the root of a process in another mount namespace) is where the walk
+    /// starts and where absolute symlinks lead.
+    pub fn open_private_in(
+        root: Option<&Path>,
+        path: &Path,
+        create: Create,
+        me: u32,
+        private_name: &str,
+    ) -> Result<TrustedDir, FsError> {
+        let (dir, st) = Self::walk(root, path, create, me)?;
+        let mode = st.st_mode & 0o7777;
+        let shared = mode & 0o1000 != 0 && mode & 0o022 != 0;
+        if !shared {
+            check_final(&dir.path, &st, me)?;
+            return Ok(dir);
+        }
+        check_ancestor(&dir.path, &st, me)?;
+        dir.private_subdir(private_name, create, me)
+    }
+
+    /// The private subdirectory `name` of `me` in this (shared) directory: made with `mkdirat`
+    /// (0700) when missing, opened without following a symlink, and checked on the descriptor.
+    fn private_subdir(&self, name: &str, create: Create, me: u32) -> Result<TrustedDir, FsError> {
+        let path = self.join(name);
+        if create == Create::Missing {
+            match stat::mkdirat(
+                Some(self.fd.as_raw_fd()),
+                name,
+                Mode::from_bits_truncate(0o700),
+            ) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(FsError::io(&path, "create the directory", e)),
+            }
+        }
+        let fd = match open_dir_fd(Some(self.fd.as_raw_fd()), OsStr::new(name)) {
+            Ok(fd) => fd,
+            Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => {
+                let st = stat::fstatat(
+                    Some(self.fd.as_raw_fd()),
+                    name,
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| FsError::io(&path, "inspect", e))?;
+                return Err(FsError::refused(
+                    &path,
+                    format!(
+                        "is {} owned by {}, not a private directory of baton's user ({}); refusing to use it",
+                        kind_of(&st),
+                        describe_uid(st.st_uid),
+                        describe_uid(me)
+                    ),
+                ));
+            }
+            Err(e) => return Err(FsError::io(&path, "open", e)),
+        };
+        let st = stat::fstat(fd.as_raw_fd()).map_err(|e| FsError::io(&path, "inspect", e))?;
+        if st.st_uid != me {
+            return Err(FsError::refused(
+                &path,
+                format!(
+                    "owned by {}, not by baton's user ({}): another user made this name first; refusing to create files in it",
+                    describe_uid(st.st_uid),
+                    describe_uid(me)
+                ),
+            ));
+        }
+        let mode = st.st_mode & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(FsError::refused(
+                &path,
+                format!("has mode {mode:04o}, not private (0700); refusing to create files in it"),
+            ));
+        }
         Ok(TrustedDir { fd, path })
     }
 
@@ -303,6 +426,13 @@ impl TrustedDir {
     #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The uid that owns this directory (0 if it cannot be inspected).
+    pub fn owner(&self) -> u32 {
+        stat::fstat(self.fd.as_raw_fd())
+            .map(|st| st.st_uid)
+            .unwrap_or(0)
     }
 
     /// `name` in this directory, for messages and for other processes.
@@ -468,7 +598,7 @@ impl TrustedDir {
 
     /// Read the regular file `name` (at most `max` bytes), never through a symlink, and only if
     /// `owner_ok(file owner uid)` accepts its owner.
-    #[cfg(any(test, feature = "cli"))]
+    #[cfg(test)]
     pub fn read_regular(
         &self,
         name: &str,
@@ -574,7 +704,7 @@ pub fn split_file(path: &Path) -> Result<(PathBuf, String), FsError> {
 
 /// Six characters from the kernel's random source (or, should that fail, the clock): names
 /// nobody can predict, so nobody can prepare them.
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut raw = [0u8; 6];
     // SAFETY: getrandom writes at most `raw.len()` bytes into the buffer we own.

@@ -13,7 +13,7 @@ use tracing::{warn, Instrument};
 use crate::access_log::AccessLog;
 use crate::drain::DrainSignal;
 use crate::error::{Error, Inner};
-use crate::handoff::child::{self, Acquired};
+use crate::handoff::child;
 use crate::handoff::parent::StateFn;
 use crate::handoff::protocol::{GENERATION_ENV, PREDECESSOR_ENV};
 use crate::handoff::spawn::Executable;
@@ -22,6 +22,7 @@ use crate::lifecycle::{self, Machine, Parts, ProcessWorld, ShutdownFuture, Signa
 use crate::listen::spec::Scheme;
 use crate::listen::{Listener, Origin};
 use crate::settings::{Settings, SettingsError};
+use crate::startup::Acquired;
 use crate::tls::ServerConfig;
 
 /// Serve `app` on the listeners the settings of the `BATON_*` variables name (or that systemd or
@@ -125,7 +126,7 @@ impl Server {
         settings.validate()?;
         let signals = Signals::install().map_err(Inner::Signals)?;
         let exe = Executable::current().map_err(Inner::Executable)?;
-        let acquired = child::acquire(
+        let acquired = crate::startup::acquire(
             &settings,
             &crate::supervisor::activation_env(),
             std::process::id(),
@@ -285,6 +286,7 @@ where
             listeners,
             mut predecessor,
             state: _,
+            control,
         } = acquired;
         let app = self.app;
         let access_log = settings.access_log;
@@ -347,6 +349,7 @@ where
                 drain,
                 shutdown,
                 signals,
+                control,
             };
             let mut world = ProcessWorld::new(parts, predecessor);
             lifecycle::drive(machine, initial, &mut world).await;
@@ -414,15 +417,26 @@ fn tls_config(
     }
 }
 
+/// How many bytes of `STATUS=` the list of listeners may take: the rest are counted.
+const LISTENERS_IN_STATUS: usize = 512;
+
 fn describe(listeners: &[Listener], generation: u64) -> String {
-    let list: Vec<String> = listeners
-        .iter()
-        .map(|l| format!("{} ({})", l.spec, l.source))
-        .collect();
+    let mut list = String::new();
+    for (i, l) in listeners.iter().enumerate() {
+        let item = format!("{} ({})", l.spec, l.source);
+        if i > 0 && list.len() + item.len() + 2 > LISTENERS_IN_STATUS {
+            list.push_str(&format!(" … and {} more", listeners.len() - i));
+            break;
+        }
+        if i > 0 {
+            list.push_str(", ");
+        }
+        list.push_str(&item);
+    }
     format!(
         "baton {}: serving on {}; generation {generation}",
         crate::VERSION,
-        list.join(", ")
+        crate::notify::bounded(&list, LISTENERS_IN_STATUS + 32)
     )
 }
 

@@ -427,8 +427,8 @@ pub(crate) fn check_socket_path(
             ),
         ));
     }
-    let dir = crate::handoff::runtime_dir(&path);
-    let needed = sockaddr_len(&dir) + crate::handoff::parent::PATH_SUFFIX_MAX;
+    let dir = crate::runtime_dir::configured(&path);
+    let needed = sockaddr_len(&dir) + crate::runtime_dir::PATH_SUFFIX_MAX;
     if needed > MAX_SOCKET_PATH {
         return Err(SettingsError::new(
             origin,

@@ -589,10 +589,51 @@ fn other_ways_to_reload(mode: Mode) {
         out.trim()
     );
     assert_eq!(code, 0, "{out}");
+    // The retired process it reports is the main generation, never the supervisor.
+    let retired = out
+        .trim()
+        .strip_prefix("reloaded: ")
+        .and_then(|r| r.split_once(" -> "))
+        .map(|(old, _)| old.to_owned());
+    assert_ne!(retired.as_deref(), Some(&*sup_pid.to_string()), "{out}");
     main = svc.wait_main_other_than(&sb, Some(main));
     svc.wait_generation_ready(&sb, 0, 4);
     assert_eq!(svc.wait_settled(), main);
     assert!(procs::is_alive(svc.sup));
+    let (_, code) = svc.stop(&sb);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn pid1_baton_reload_from_outside_the_namespace_is_carried_out_and_answered() {
+    // What a host-side script or `docker exec`-style tooling does: the supervisor's host pid.
+    let sb = Sandbox::new();
+    let mut svc = Service::start(&sb, Mode::Pid1, "v1", &[("shutdown_timeout", "5s")]);
+    let main = svc.wait_main_other_than(&sb, None);
+    let mut cmd = sb.baton();
+    cmd.args(["reload", "--config"])
+        .arg(sb.config_path())
+        .args(["--pid", &svc.sup.to_string(), "--timeout", "30s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = common::reaper::output(&mut cmd).expect("baton reload");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "from the host: baton reload --pid {}: {}",
+        svc.sup,
+        text.trim()
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let next = svc.wait_main_other_than(&sb, Some(main));
+    assert_eq!(
+        text.trim(),
+        format!("reloaded: {main} -> {next}"),
+        "answered with the host's pids"
+    );
     let (_, code) = svc.stop(&sb);
     assert_eq!(code, 0);
 }

@@ -289,7 +289,7 @@ fn strip_position(message: &str) -> String {
         Some(i) => &message[..i],
         None => message,
     };
-    crate::error::one_line(message)
+    crate::text::one_line(message)
 }
 
 #[cfg(test)]

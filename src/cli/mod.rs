@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::error::exit;
-use crate::reload::client as reload;
+use crate::exit;
 use crate::Server;
 use args::{Cli, Command, Overrides, ReloadArgs};
 use config_file::Config;
@@ -179,21 +178,19 @@ fn reload_cmd(args: &ReloadArgs) -> u8 {
         }
         None => settings.child_timeout + Duration::from_secs(5),
     };
-    let pid = match reload::target_pid(args.pid, settings.pid_file.as_deref()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("baton reload: {e}");
-            return exit::USAGE;
-        }
+    let target = crate::reload::Target {
+        handoff_socket: settings.handoff_socket_or_default(),
+        pid: args.pid,
+        pid_file: settings.pid_file.clone(),
     };
-    match reload::reload(pid, &settings.handoff_socket_or_default(), timeout) {
-        Ok(successor) => {
-            println!("reloaded: {pid} -> {successor}");
+    match crate::reload::request(&target, timeout) {
+        Ok(r) => {
+            println!("reloaded: {} -> {}", r.retired, r.successor);
             exit::OK
         }
         Err(e) => {
             eprintln!("baton reload: {e}");
-            exit::RELOAD_FAILED
+            e.exit_code()
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The successor's side of the hand-off, and where a starting process finds its listeners.
 //!
-//! [`acquire`] walks the chain once at start: systemd socket activation, else the documented
-//! import from a running predecessor (dial, `get_listener`, the offer), else a fresh bind. When the
-//! predecessor is baton, the connection stays open as a [`Predecessor`]: the child reports `ready`,
+//! `crate::startup::acquire` walks the chain once at start: systemd socket activation, else the
+//! documented import from a running predecessor ([`dial`], [`dial_if_listening`], [`import`]:
+//! `get_listener`, the offer), else a fresh bind. When the predecessor is baton, the connection stays open as a [`Predecessor`]: the child reports `ready`,
 //! waits to be `promoted`, and `confirmed`s. Specified in
 //! [`docs/handoff-protocol.md`](../../docs/handoff-protocol.md).
 
@@ -17,11 +17,9 @@ use tokio::net::UnixStream;
 use tracing::{debug, info, warn};
 
 use super::protocol::{self, ChildMessage, ListenerOffer, ParentMessage, ProtocolError};
-use crate::listen::activation::ActivationEnv;
 use crate::listen::spec::ListenSpec;
 use crate::listen::{self, Listener, Origin, Source};
 use crate::settings::Settings;
-use crate::Error;
 
 /// Why the import from a predecessor failed: the hand-off socket and the failing step.
 #[derive(Debug, thiserror::Error)]
@@ -108,75 +106,6 @@ impl ImportError {
     }
 }
 
-/// What [`acquire`] found.
-#[derive(Debug)]
-pub struct Acquired {
-    /// The listeners: systemd's first, then imported ones, then fresh binds.
-    pub listeners: Vec<Listener>,
-    /// The predecessor to report readiness to, when it speaks baton's extension.
-    pub predecessor: Option<Predecessor>,
-    /// The application state the predecessor handed over, if any.
-    pub state: Option<Vec<u8>>,
-}
-
-/// Walk the chain for every configured listener: activation, import, bind.
-///
-/// `predecessor_socket` is set when a baton parent spawned us: we import from it or fail, and
-/// never bind what it should have handed over. Otherwise the hand-off socket of the settings is
-/// dialed if something listens there (a predecessor that speaks only the base exchange).
-pub async fn acquire(
-    settings: &Settings,
-    activation: &ActivationEnv,
-    our_pid: u32,
-    predecessor_socket: Option<&Path>,
-) -> Result<Acquired, Error> {
-    let mut listeners = listen::activated(activation, our_pid)?;
-    let mut wanted: Vec<ListenSpec> = listen::resolve(&settings.listen).await?;
-    for l in &mut listeners {
-        // Keep the address as the operator wrote it when it names systemd's socket.
-        if let Some(i) = wanted.iter().position(|w| w.same_socket(&l.spec)) {
-            l.spec = wanted.remove(i);
-        }
-    }
-    if !listeners.is_empty() && !settings.listen_explicit {
-        wanted.clear(); // systemd decides where a socket-activated baton listens
-    }
-
-    let (path, stream) = match predecessor_socket {
-        Some(path) => (path.to_owned(), Some(dial(path).await?)),
-        None if !wanted.is_empty() => {
-            let path = settings.handoff_socket_or_default();
-            let stream = dial_if_listening(&path).await?;
-            (path, stream)
-        }
-        None => (PathBuf::new(), None),
-    };
-    let mut predecessor = None;
-    let mut state = None;
-    if let Some(stream) = stream {
-        let imported = import(stream, &path, settings, &mut wanted, &listeners).await?;
-        listeners.extend(imported.listeners);
-        predecessor = imported.predecessor;
-        state = imported.state;
-        if !settings.listen_explicit {
-            wanted.clear(); // the predecessor decides, as systemd would
-        }
-    }
-    listeners.extend(listen::bind_all(wanted)?);
-    if listeners.is_empty() {
-        return Err(listen::ListenError::Nothing.into());
-    }
-    for l in &listeners {
-        // The address is in the message too: `journalctl` shows only the message.
-        info!(listener = %l.spec, name = %l.name, source = %l.source, "listening on {} ({})", l.spec, l.source);
-    }
-    Ok(Acquired {
-        listeners,
-        predecessor,
-        state,
-    })
-}
-
 /// Who may hand us listeners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Peer {
@@ -215,7 +144,7 @@ fn check_peer(stream: &UnixStream, expect: Peer) -> Result<(), ImportProblem> {
 }
 
 /// Connect to the predecessor that started us: it must be there, and be it.
-async fn dial(path: &Path) -> Result<UnixStream, ImportError> {
+pub(crate) async fn dial(path: &Path) -> Result<UnixStream, ImportError> {
     let stream = UnixStream::connect(path)
         .await
         .map_err(|e| ImportError::new(path, ImportProblem::Connect(e)))?;
@@ -225,7 +154,7 @@ async fn dial(path: &Path) -> Result<UnixStream, ImportError> {
 
 /// Connect if something listens at `path`; `Ok(None)` when nothing does (no file, a stale file)
 /// or when what listens runs as another user (logged, never spoken to).
-async fn dial_if_listening(path: &Path) -> Result<Option<UnixStream>, ImportError> {
+pub(crate) async fn dial_if_listening(path: &Path) -> Result<Option<UnixStream>, ImportError> {
     match UnixStream::connect(path).await {
         Ok(s) => match check_peer(&s, Peer::SameUserOrRoot) {
             Ok(()) => Ok(Some(s)),
@@ -249,15 +178,20 @@ async fn dial_if_listening(path: &Path) -> Result<Option<UnixStream>, ImportErro
 }
 
 /// What one import brought.
-struct Imported {
-    listeners: Vec<Listener>,
-    predecessor: Option<Predecessor>,
-    state: Option<Vec<u8>>,
+pub(crate) struct Imported {
+    /// The listeners offered and kept.
+    pub(crate) listeners: Vec<Listener>,
+    /// The predecessor, when it speaks baton's extension.
+    pub(crate) predecessor: Option<Predecessor>,
+    /// The application state it handed over.
+    pub(crate) state: Option<Vec<u8>>,
+    /// The service's control socket it passed on.
+    pub(crate) control: Option<std::os::fd::OwnedFd>,
 }
 
 /// Request the listeners (and the state, when a baton parent has some), adopt the offered fds and
 /// keep those the configuration still names.
-async fn import(
+pub(crate) async fn import(
     stream: UnixStream,
     path: &Path,
     settings: &Settings,
@@ -356,6 +290,16 @@ async fn import(
             socket,
         });
     }
+    let control = match offer.baton.as_ref().and_then(|ext| ext.control) {
+        Some(fd) => Some(crate::reload::control::adopt(fd).map_err(|problem| {
+            err(ImportProblem::BadFd {
+                fd,
+                name: "control socket".into(),
+                problem,
+            })
+        })?),
+        None => None,
+    };
     let predecessor = offer.baton.is_some().then(|| Predecessor {
         read,
         write,
@@ -365,6 +309,7 @@ async fn import(
         listeners,
         predecessor,
         state,
+        control,
     })
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
@@ -15,7 +16,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{info, warn, Instrument};
 
 use super::protocol::{
     self, ChildMessage, Extension, ListenerOffer, OfferedListener, Opening, ParentMessage,
@@ -23,7 +24,7 @@ use super::protocol::{
 };
 use super::spawn::{spawn_successor, Child, Executable};
 use crate::listen::Listener;
-use crate::safe_fs::{self, Create, FsError, TrustedDir};
+use crate::safe_fs::{self, FsError, TrustedDir};
 
 /// Why a hand-off failed. One variant per failing step, each with its context.
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +192,12 @@ impl ReadySuccessor {
         !self.exited()
     }
 
+    /// Kill a successor that missed a deadline of its hand-off (`SIGKILL`: it is not trusted to
+    /// drain) and reap it.
+    pub async fn kill(mut self) {
+        kill_and_reap(&mut self.child).await;
+    }
+
     /// End a successor whose hand-off failed or was called off, and reap it. One that may already
     /// serve connections gets `SIGTERM` and `grace` to drain them, then `SIGKILL`.
     pub async fn end(mut self, grace: Duration) {
@@ -210,13 +217,7 @@ impl ReadySuccessor {
     }
 }
 
-/// Prefix of the per-hand-off directories in the runtime directory: `handoff.<pid>.<random>`.
-pub const DIR_PREFIX: &str = "handoff.";
-/// The socket's name inside a per-hand-off directory.
-pub const SOCKET_NAME: &str = "handoff.sock";
-/// The most bytes a hand-off socket path adds to its runtime directory:
-/// `/handoff.<pid: up to 10 digits>.<6 random>/handoff.sock`.
-pub const PATH_SUFFIX_MAX: usize = 1 + DIR_PREFIX.len() + 10 + 1 + 6 + 1 + SOCKET_NAME.len();
+use crate::runtime_dir::{RuntimeDir, HANDOFF_SOCKET_NAME as SOCKET_NAME};
 
 /// The socket of one hand-off, in a private directory made for it alone; both are removed on
 /// drop.
@@ -228,15 +229,14 @@ struct HandoffSocket {
 
 /// The per-hand-off directory, removed (with the socket in it) on drop.
 struct Place {
-    runtime: TrustedDir,
+    runtime: RuntimeDir,
     dir: TrustedDir,
     name: String,
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
-        let _ = self.dir.remove_file(SOCKET_NAME);
-        if let Err(e) = self.runtime.remove_dir(&self.name) {
+        if let Err(e) = self.runtime.remove_private_dir(&self.dir, &self.name) {
             warn!(error = %e, "cannot remove the hand-off directory");
         }
     }
@@ -245,11 +245,10 @@ impl Drop for Place {
 impl HandoffSocket {
     /// Make `<runtime>/handoff.<pid>.<random>/` (0700, ours, never reused) and listen in it. No
     /// other process's file is ever touched: nothing is unlinked but what this hand-off made.
-    fn open(runtime_dir: &Path) -> Result<HandoffSocket, HandoffError> {
-        let runtime =
-            TrustedDir::open(runtime_dir, Create::Missing).map_err(HandoffError::Directory)?;
+    fn open(handoff_socket: &Path) -> Result<HandoffSocket, HandoffError> {
+        let runtime = RuntimeDir::open(handoff_socket).map_err(HandoffError::Directory)?;
         let (dir, name) = runtime
-            .create_unique_dir(&format!("{DIR_PREFIX}{}.", std::process::id()))
+            .create_handoff_dir()
             .map_err(HandoffError::Directory)?;
         let place = Place { runtime, dir, name };
         let path = place.dir.join(SOCKET_NAME);
@@ -283,32 +282,6 @@ impl HandoffSocket {
     }
 }
 
-/// Remove what processes that no longer exist left in the runtime directory (the hand-off
-/// directory or status file of a process that was killed): only names of our own making whose
-/// pid is gone.
-pub fn sweep_stale(runtime: &TrustedDir) {
-    let Ok(names) = runtime.names() else { return };
-    let me = std::process::id();
-    for name in names {
-        if let Some(pid) = safe_fs::owner_pid(&name, DIR_PREFIX) {
-            if pid != me && safe_fs::pid_is_gone(pid) {
-                if let Ok(dir) = runtime.subdir(&name) {
-                    let _ = dir.remove_file(SOCKET_NAME);
-                }
-                match runtime.remove_dir(&name) {
-                    Ok(()) => info!(path = %runtime.join(&name).display(), pid,
-                                    "removed a hand-off directory left by a process that is gone"),
-                    Err(e) => debug!(error = %e, "cannot remove a stale hand-off directory"),
-                }
-            }
-        } else if let Some(pid) = safe_fs::owner_pid(&name, crate::reload::STATUS_PREFIX) {
-            if pid != me && safe_fs::pid_is_gone(pid) && name.ends_with(".json") {
-                let _ = runtime.remove_file(&name);
-            }
-        }
-    }
-}
-
 /// What a connection task learned.
 enum ConnEvent {
     Request(OwnedReadHalf, OwnedWriteHalf),
@@ -321,21 +294,35 @@ enum ConnEvent {
     Done,
 }
 
+/// The descriptors a successor inherits: the listeners (from fd 3), then the control socket.
+#[derive(Debug, Clone, Copy)]
+pub struct Passed<'a> {
+    /// The listeners, in order.
+    pub listeners: &'a [Listener],
+    /// The service's control socket, if it has one.
+    pub control: Option<&'a OwnedFd>,
+}
+
 /// Run one hand-off: start the successor and return it once it serves. On error the successor, if
 /// any, has been killed and reaped. The hand-off socket is made in a private directory of its own
-/// inside the runtime directory of the configured `handoff_socket` (see [`super::runtime_dir`]),
+/// inside the runtime directory of the configured `handoff_socket` (see [`crate::runtime_dir`]),
 /// never at that path; the successor learns where from `BATON_PREDECESSOR_SOCKET`.
 pub async fn hand_off(
     exe: &Executable,
     handoff_socket: &Path,
-    listeners: &[Listener],
+    passed: Passed<'_>,
     generation: u64,
     child_timeout: Duration,
     state: Option<StateFn>,
     cancel: CancellationToken,
 ) -> Result<ReadySuccessor, HandoffError> {
-    let socket = HandoffSocket::open(&super::runtime_dir(handoff_socket))?;
-    let sockets: Vec<_> = listeners.iter().map(|l| &l.socket).collect();
+    let Passed { listeners, control } = passed;
+    let socket = HandoffSocket::open(handoff_socket)?;
+    let mut sockets: Vec<BorrowedFd<'_>> = listeners.iter().map(|l| l.socket.as_fd()).collect();
+    let control_fd = control.map(|fd| {
+        sockets.push(fd.as_fd());
+        3 + listeners.len() as i32
+    });
     let mut child =
         spawn_successor(exe, &sockets, &socket.path, generation + 1).map_err(|source| {
             HandoffError::Spawn {
@@ -347,8 +334,8 @@ pub async fn hand_off(
     info!(successor = pid, exe = %exe.path.display(), "successor started");
     // While the successor starts (not before: listing the directory and probing every pid in it
     // would delay the start).
-    sweep_stale(&socket.place.runtime);
-    let offer = offer_for(listeners, generation, state.is_some());
+    socket.place.runtime.sweep();
+    let offer = offer_for(listeners, generation, state.is_some(), control_fd);
     let conversation = tokio::time::timeout(
         child_timeout,
         converse(&socket, &mut child, pid, &offer, state, child_timeout),
@@ -379,7 +366,12 @@ pub async fn kill_and_reap(child: &mut Child) {
     let _ = child.wait().await;
 }
 
-fn offer_for(listeners: &[Listener], generation: u64, state: bool) -> ListenerOffer {
+fn offer_for(
+    listeners: &[Listener],
+    generation: u64,
+    state: bool,
+    control: Option<i32>,
+) -> ListenerOffer {
     let offered: Vec<OfferedListener> = listeners
         .iter()
         .enumerate()
@@ -399,6 +391,7 @@ fn offer_for(listeners: &[Listener], generation: u64, state: bool) -> ListenerOf
             generation,
             listeners: offered,
             state,
+            control,
         }),
     }
 }
@@ -601,8 +594,8 @@ mod tests {
     async fn each_hand_off_gets_a_private_directory_removed_afterwards() {
         let tmp = tempfile::tempdir().unwrap();
         let runtime = tmp.path().join("run");
-        let a = HandoffSocket::open(&runtime).unwrap();
-        let b = HandoffSocket::open(&runtime).unwrap();
+        let a = HandoffSocket::open(&runtime.join("h.sock")).unwrap();
+        let b = HandoffSocket::open(&runtime.join("h.sock")).unwrap();
         assert_ne!(a.path, b.path, "two hand-offs never share a socket");
         for s in [&a, &b] {
             let meta = std::fs::symlink_metadata(&s.path).unwrap();
@@ -613,7 +606,8 @@ mod tests {
             assert!(std::os::unix::net::UnixStream::connect(&s.path).is_ok());
         }
         assert!(
-            safe_fs::sockaddr_len(&a.path) <= safe_fs::sockaddr_len(&runtime) + PATH_SUFFIX_MAX
+            safe_fs::sockaddr_len(&a.path)
+                <= safe_fs::sockaddr_len(&runtime) + crate::runtime_dir::PATH_SUFFIX_MAX
         );
         drop(a);
         drop(b);
@@ -621,26 +615,6 @@ mod tests {
             std::fs::read_dir(&runtime).unwrap().count(),
             0,
             "nothing left behind"
-        );
-    }
-
-    #[test]
-    fn stale_directories_of_dead_processes_are_swept_and_live_ones_kept() {
-        let tmp = tempfile::tempdir().unwrap();
-        let runtime = TrustedDir::open(tmp.path(), Create::Never).unwrap();
-        // 4194305 is above the kernel's largest pid: never alive.
-        std::fs::create_dir(tmp.path().join("handoff.4194305.abcdef")).unwrap();
-        std::fs::write(tmp.path().join("reload-status.4194305.json"), "{}").unwrap();
-        let live = format!("handoff.{}.abcdef", std::process::id());
-        std::fs::create_dir(tmp.path().join("handoff.1.abcdef")).unwrap(); // pid 1 lives
-        std::fs::create_dir(tmp.path().join(&live)).unwrap();
-        std::fs::write(tmp.path().join("unrelated"), "x").unwrap();
-        sweep_stale(&runtime);
-        let mut left: Vec<String> = runtime.names().unwrap();
-        left.sort();
-        assert_eq!(
-            left,
-            vec!["handoff.1.abcdef".to_string(), live, "unrelated".into()]
         );
     }
 }

@@ -45,6 +45,10 @@ pub struct Extension {
     /// The parent holds application state for the child (version 2): the child may ask for it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub state: bool,
+    /// The service's control socket (a listening Unix stream socket), inherited at this fd:
+    /// the child serves `baton reload` on it once it is main. Absent from a parent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<i32>,
 }
 
 /// One inherited listener.
@@ -172,7 +176,7 @@ pub fn parse_line<T: serde::de::DeserializeOwned>(
         .map(Some)
         .map_err(|e| ProtocolError::Malformed {
             what,
-            detail: crate::error::one_line(&e.to_string()),
+            detail: crate::text::one_line(&e.to_string()),
         })
 }
 
@@ -203,7 +207,7 @@ pub fn parse_offer_at(buf: &[u8]) -> Result<Option<(ListenerOffer, usize)>, Prot
         Some(Err(e)) if e.is_eof() => Ok(None),
         Some(Err(e)) => Err(ProtocolError::Malformed {
             what: "listener offer",
-            detail: crate::error::one_line(&e.to_string()),
+            detail: crate::text::one_line(&e.to_string()),
         }),
         Some(Ok(offer)) => {
             offer.validate()?;
@@ -250,6 +254,13 @@ impl ListenerOffer {
             }
             if listeners[..i].iter().any(|o| o.addr == l.addr) {
                 return bad(format!("address {:?} offered twice", l.addr));
+            }
+        }
+        if let Some(fd) = self.baton.as_ref().and_then(|ext| ext.control) {
+            if fd < 3 || listeners.iter().any(|l| l.fd == fd) {
+                return bad(format!(
+                    "control socket fd {fd} is a standard stream or a listener"
+                ));
             }
         }
         Ok(())
@@ -309,6 +320,7 @@ mod tests {
                 version: 2,
                 generation: 2,
                 state: true,
+                control: None,
                 listeners: vec![
                     OfferedListener {
                         addr: "a:1".into(),

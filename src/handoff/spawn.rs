@@ -63,87 +63,105 @@ pub fn spawn_successor(
     predecessor_socket: &Path,
     generation: u64,
 ) -> io::Result<Child> {
-    // Duplicate every listener above the target range first, so placing one never overwrites
-    // another still to be placed (and so dup2 never sees the same source and target, which would
-    // leave FD_CLOEXEC set).
-    let first_free = 3 + listeners.len() as RawFd;
-    let staged: Vec<OwnedFd> = listeners
-        .iter()
-        .map(|l| {
-            let raw = fcntl(l.as_fd().as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(first_free))?;
-            // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor; nothing else owns it.
-            Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-        })
-        .collect::<nix::Result<_>>()?;
-
-    let program = cstring(exe.path.as_os_str().as_bytes())?;
-    let argv: Vec<CString> = std::iter::once(Ok(program.clone()))
-        .chain(exe.args.iter().map(|a| cstring(a.as_bytes())))
-        .collect::<io::Result<_>>()?;
     let replaced = |key: &[u8]| {
         STRIPPED_ENV.iter().any(|s| s.as_bytes() == key)
             || key == PREDECESSOR_ENV.as_bytes()
             || key == GENERATION_ENV.as_bytes()
     };
-    let mut envp: Vec<CString> = std::env::vars_os()
-        .filter(|(key, _)| !replaced(key.as_bytes()))
-        .map(|(key, value)| env_entry(key.as_bytes(), value.as_bytes()))
-        .collect::<io::Result<_>>()?;
-    envp.push(env_entry(
-        PREDECESSOR_ENV.as_bytes(),
-        predecessor_socket.as_os_str().as_bytes(),
-    )?);
-    envp.push(env_entry(
-        GENERATION_ENV.as_bytes(),
-        generation.to_string().as_bytes(),
-    )?);
-
-    let pid = vfork_exec(&program, &argv, &envp, &staged, ChildSetup::SUCCESSOR)?;
-    drop(staged);
+    let generation = generation.to_string();
+    let envp = environment(
+        replaced,
+        &[
+            (PREDECESSOR_ENV, predecessor_socket.as_os_str()),
+            (GENERATION_ENV, std::ffi::OsStr::new(&generation)),
+        ],
+    )?;
+    let fds: Vec<(RawFd, RawFd)> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_fd().as_raw_fd(), 3 + i as RawFd))
+        .collect();
+    let pid = start(exe, &envp, &fds, &empty_mask())?;
     Ok(Child::new(pid))
 }
 
+/// An empty signal set.
+fn empty_mask() -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is valid storage; sigemptyset initialises it.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        none
+    }
+}
+
+/// This process's environment for a child: every variable `removed` does not name, then `set`.
+pub(crate) fn environment(
+    removed: impl Fn(&[u8]) -> bool,
+    set: &[(&str, &std::ffi::OsStr)],
+) -> io::Result<Vec<CString>> {
+    let mut envp: Vec<CString> = std::env::vars_os()
+        .filter(|(key, _)| {
+            !removed(key.as_bytes()) && !set.iter().any(|(k, _)| k.as_bytes() == key.as_bytes())
+        })
+        .map(|(key, value)| env_entry(key.as_bytes(), value.as_bytes()))
+        .collect::<io::Result<_>>()?;
+    for (key, value) in set {
+        envp.push(env_entry(key.as_bytes(), value.as_bytes())?);
+    }
+    Ok(envp)
+}
+
+/// Start a generation: `exe` with its arguments and the environment `envp`, each `(source,
+/// target)` of `fds` open at `target` in the child and nothing else inherited, `SIGHUP` ignored
+/// (see [`vfork_exec`]) and `mask` as its signal mask. Returns its pid; the caller reaps it.
+pub(crate) fn start(
+    exe: &Executable,
+    envp: &[CString],
+    fds: &[(RawFd, RawFd)],
+    mask: &libc::sigset_t,
+) -> io::Result<u32> {
+    let program = cstring(exe.path.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = std::iter::once(Ok(program.clone()))
+        .chain(exe.args.iter().map(|a| cstring(a.as_bytes())))
+        .collect::<io::Result<_>>()?;
+    launch(&program, &argv, envp, fds, mask, ChildSetup::SUCCESSOR)
+}
+
 /// How `baton run` starts an application: `program` (a path, not searched in `PATH`) with
-/// `args` (argv\[0\] included) and exactly `env`, `listeners` at fds 3, 4, … and, set in the
-/// child after the clone and before its execve, `LISTEN_PID=<its own pid>` (sd_listen_fds(3)
-/// checks it, so it cannot be known before). The child leads a process group of its own (a
-/// terminal's ^C or a stop signal to baton's group reaches only baton, which stops its children
-/// on purpose), gets `death_signal` when the thread that started it dies (`PR_SET_PDEATHSIG`: a
-/// baton killed by the OOM killer leaves no orphan; callers start children from the thread that
-/// lives as long as the process), and has every signal at its default disposition.
+/// `args` (argv\[0\] included), the environment `envp` (made by [`environment`], without
+/// `LISTEN_PID`), `listeners` at fds 3, 4, … and, set in the child after the clone and before
+/// its execve, `LISTEN_PID=<its own pid>` (sd_listen_fds(3) checks it, so it cannot be known
+/// before). The child leads a process group of its own (a terminal's ^C or a stop signal to
+/// baton's group reaches only baton, which stops its children on purpose), gets `death_signal`
+/// when the thread that started it dies (`PR_SET_PDEATHSIG`: a baton killed by the OOM killer
+/// leaves no orphan; callers start children from the thread that lives as long as the process),
+/// and has every signal at its default disposition and none blocked.
 #[cfg(feature = "cli")]
-pub fn spawn_app(
+pub(crate) fn spawn_app(
     program: &Path,
     args: &[OsString],
-    env: &[(OsString, OsString)],
+    mut envp: Vec<CString>,
     listeners: &[impl AsFd],
     death_signal: libc::c_int,
 ) -> io::Result<Child> {
-    let first_free = 3 + listeners.len() as RawFd;
-    let staged: Vec<OwnedFd> = listeners
-        .iter()
-        .map(|l| {
-            let raw = fcntl(l.as_fd().as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(first_free))?;
-            // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor; nothing else owns it.
-            Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-        })
-        .collect::<nix::Result<_>>()?;
     let program = cstring(program.as_os_str().as_bytes())?;
     let argv: Vec<CString> = args
         .iter()
         .map(|a| cstring(a.as_bytes()))
         .collect::<io::Result<_>>()?;
-    let mut envp: Vec<CString> = env
-        .iter()
-        .filter(|(key, _)| key.as_bytes() != b"LISTEN_PID")
-        .map(|(key, value)| env_entry(key.as_bytes(), value.as_bytes()))
-        .collect::<io::Result<_>>()?;
+    envp.retain(|e| !e.as_bytes().starts_with(LISTEN_PID_PREFIX));
     // "LISTEN_PID=" and room for any pid and the NUL; the child writes its pid in place.
     let mut listen_pid = Vec::with_capacity(LISTEN_PID_PREFIX.len() + 24);
     listen_pid.extend_from_slice(LISTEN_PID_PREFIX);
     listen_pid.resize(LISTEN_PID_PREFIX.len() + 24, 0);
-    // A placeholder entry, replaced by the pointer to `listen_pid` below.
+    // A placeholder entry, replaced by the pointer to `listen_pid` in `vfork_exec`.
     envp.push(env_entry(b"LISTEN_PID", b"")?);
+    let fds: Vec<(RawFd, RawFd)> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_fd().as_raw_fd(), 3 + i as RawFd))
+        .collect();
     let setup = ChildSetup {
         listen_pid: listen_pid.as_mut_ptr(),
         own_group: true,
@@ -151,21 +169,49 @@ pub fn spawn_app(
         parent: nix::unistd::getpid().as_raw(),
         hup: libc::SIG_DFL,
     };
-    let pid = vfork_exec(&program, &argv, &envp, &staged, setup)?;
+    let pid = launch(&program, &argv, &envp, &fds, &empty_mask(), setup)?;
     drop(listen_pid);
-    drop(staged);
     Ok(Child::new(pid))
+}
+
+/// The one way a child is started (a successor, the supervisor's generation 0, an application
+/// of `baton run`): `fds` placed, the rest by [`vfork_exec`].
+fn launch(
+    program: &CString,
+    argv: &[CString],
+    envp: &[CString],
+    fds: &[(RawFd, RawFd)],
+    mask: &libc::sigset_t,
+    setup: ChildSetup,
+) -> io::Result<u32> {
+    // Duplicate every source above the target range first, so placing one never overwrites
+    // another still to be placed (and so dup2 never sees the same source and target, which would
+    // leave FD_CLOEXEC set).
+    let first_free = fds.iter().map(|&(_, t)| t + 1).max().unwrap_or(3).max(3);
+    let staged: Vec<OwnedFd> = fds
+        .iter()
+        .map(|&(source, _)| {
+            let raw = fcntl(source, FcntlArg::F_DUPFD_CLOEXEC(first_free))?;
+            // SAFETY: F_DUPFD_CLOEXEC just returned this new descriptor; nothing else owns it.
+            Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+        })
+        .collect::<nix::Result<_>>()?;
+    let targets: Vec<RawFd> = fds.iter().map(|&(_, t)| t).collect();
+    let pid = vfork_exec(program, argv, envp, &staged, &targets, mask, setup)?;
+    drop(staged);
+    Ok(pid)
 }
 
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
 
-/// What the child of [`vfork_exec`] does besides placing the listeners.
+/// What the child of [`vfork_exec`] does besides placing the descriptors and the mask.
 #[derive(Clone, Copy)]
 struct ChildSetup {
     /// A buffer `LISTEN_PID=` followed by zeros, or null: the child writes its pid after the
     /// prefix; the last entry of `envp` is replaced by it.
     listen_pid: *mut u8,
-    /// setpgid(0, 0).
+    /// setpgid(0, 0), and every signal at its default (an ignored one too), as systemd starts
+    /// a service.
     own_group: bool,
     /// `PR_SET_PDEATHSIG` (0: none).
     death_signal: libc::c_int,
@@ -176,7 +222,7 @@ struct ChildSetup {
 }
 
 impl ChildSetup {
-    /// A baton successor: `SIGHUP` ignored until it installs its handler, nothing else.
+    /// A baton successor or generation 0: `SIGHUP` ignored until it installs its handler.
     const SUCCESSOR: ChildSetup = ChildSetup {
         listen_pid: std::ptr::null_mut(),
         own_group: false,
@@ -231,7 +277,9 @@ struct Plan {
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     sources: *const RawFd,
+    targets: *const RawFd,
     count: usize,
+    mask: *const libc::sigset_t,
     /// The rest of the child's set-up.
     setup: ChildSetup,
     /// The errno of the step that failed in the child (0: none).
@@ -242,14 +290,17 @@ struct Plan {
 /// the child borrows our memory until its execve, and this thread waits until then), so the
 /// serving process pays neither a page-table copy nor copy-on-write faults afterwards. In the
 /// child: every signal we catch back to its default (our handlers must not run there), `SIGHUP`
-/// ignored (a reload request before the successor installed its handler must not kill it; it
-/// installs one at start), `SIGPIPE` default (as std does for children), `sources[i]` at fd
-/// 3 + i, an empty signal mask, execve. posix_spawn itself cannot ignore a signal in the child.
+/// as `setup` says (ignored for a baton: a reload request before the successor installed its
+/// handler must not kill it; it installs one at start), `SIGPIPE` default (as std does for
+/// children), the rest of `setup`, `sources[i]` at fd `targets[i]`, `mask` as the signal mask,
+/// execve. posix_spawn itself cannot ignore a signal in the child.
 fn vfork_exec(
     program: &CString,
     argv: &[CString],
     envp: &[CString],
     sources: &[OwnedFd],
+    targets: &[RawFd],
+    mask: &libc::sigset_t,
     setup: ChildSetup,
 ) -> io::Result<u32> {
     let pointers = |strings: &[CString]| -> Vec<*const libc::c_char> {
@@ -258,7 +309,7 @@ fn vfork_exec(
         v
     };
     let (argv, mut envp) = (pointers(argv), pointers(envp));
-    if !setup.listen_pid.is_null() {
+    if !setup.listen_pid.is_null() && envp.len() >= 2 {
         // The placeholder is the last entry before the terminating null.
         let last = envp.len() - 2;
         envp[last] = setup.listen_pid as *const libc::c_char;
@@ -269,7 +320,9 @@ fn vfork_exec(
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         sources: sources.as_ptr(),
-        count: sources.len(),
+        targets: targets.as_ptr(),
+        count: sources.len().min(targets.len()),
+        mask,
         setup,
         error: AtomicI32::new(0),
     };
@@ -370,13 +423,11 @@ extern "C" fn vfork_child(plan: *mut libc::c_void) -> libc::c_int {
         for i in 0..plan.count {
             // dup2 onto a different number clears FD_CLOEXEC on the target: exactly these
             // descriptors survive exec.
-            if libc::dup2(*plan.sources.add(i), 3 + i as RawFd) < 0 {
+            if libc::dup2(*plan.sources.add(i), *plan.targets.add(i)) < 0 {
                 fail(plan);
             }
         }
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        if libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+        if libc::pthread_sigmask(libc::SIG_SETMASK, plan.mask, std::ptr::null_mut()) != 0 {
             fail(plan);
         }
         libc::execve(plan.program, plan.argv, plan.envp);
@@ -402,7 +453,7 @@ impl Child {
     /// Take charge of `pid`, a child of this process not reaped yet (one started before this
     /// process re-executed itself: children survive an execve).
     #[cfg(feature = "cli")]
-    pub fn adopt(pid: u32) -> Child {
+    pub(crate) fn adopt(pid: u32) -> Child {
         Child::new(pid)
     }
 

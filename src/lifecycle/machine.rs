@@ -11,15 +11,17 @@
 //! 3. **A failed hand-off changes nothing.** Whatever fails before that confirmation, the old
 //!    process accepts again and serves on; where it had told systemd `MAINPID=<successor>`, it
 //!    says `MAINPID=<own>` again *before* the successor is reaped, then `READY=1` +
-//!    `STATUS=reload failed: …`.
+//!    `STATUS=reload failed: …`. **Every stage has a deadline**: a stage that does not end in
+//!    time fails the hand-off the same way, and the successor is killed at once (`SIGKILL`, it is
+//!    not trusted to drain), so a successor that hangs never leaves the old process paused.
 //! 4. **A stop is honoured at any point.** `SIGTERM`/`SIGINT` during a hand-off ends the
 //!    successor too (it may already serve, so it gets to drain), and the old process stops. A
 //!    successor stopped before it is main passes the stop on to its predecessor (a manager that
 //!    follows one pid stops the announced `MAINPID`, the successor), which stops as well.
 //! 5. **A successor is quiet until promoted.** It drops a plain `SIGHUP` (meant for its
-//!    predecessor), keeps a `baton reload` request (someone waits for its answer) for once it is
-//!    main, and sends `READY=1` only once promoted (or once its predecessor is gone), before
-//!    confirming.
+//!    predecessor), keeps a `baton reload` request (someone waits for its answer; the control
+//!    socket is only served by a main process, so none arrives today) for once it is main, and
+//!    sends `READY=1` only once promoted (or once its predecessor is gone), before confirming.
 //! 6. **The outcome is recorded before it is announced**: the status is written before the
 //!    `READY=1` of a failed reload, and after the old process stopped accepting on success.
 //! 7. Only the main process pings the watchdog, and only a main process that is not handing off
@@ -58,7 +60,8 @@ impl std::fmt::Display for StopReason {
 pub enum Input {
     /// `SIGHUP`: hand off to a successor.
     Hup,
-    /// `SIGHUP` from `baton reload`, which waits for the answer (see `crate::reload`).
+    /// A `baton reload` request read on the control socket, which waits for the answer (see
+    /// `crate::reload`).
     ReloadRequest,
     /// Stop: drain and exit.
     Stop(StopReason),
@@ -97,6 +100,13 @@ pub enum Step {
     Failed {
         /// Why, one line.
         reason: String,
+    },
+    /// The deadline of `stage` passed (armed when the stage began; stale once it ended).
+    TimedOut {
+        /// The stage whose deadline it was.
+        stage: Stage,
+        /// How long the stage was given.
+        after: std::time::Duration,
     },
 }
 
@@ -138,6 +148,8 @@ pub enum Action {
     Promote,
     /// End the successor of a failed or called-off hand-off and reap it.
     AbortHandoff,
+    /// Kill the successor of a hand-off that missed a deadline at once (`SIGKILL`) and reap it.
+    KillHandoff,
     /// (Successor) tell the predecessor we serve as main.
     ConfirmPromotion,
     /// (Successor, before it is main) tell the predecessor we were stopped, so that it stops too.
@@ -158,7 +170,7 @@ pub enum Action {
     },
 }
 
-/// Where a hand-off stands.
+/// Where a hand-off stands. Each stage has a deadline (see [`Step::TimedOut`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// The successor was started; waiting for `ready`.
@@ -167,6 +179,16 @@ pub enum Stage {
     Announcing,
     /// Accepting paused and `promoted` sent; waiting for the successor's confirmation.
     Promoting,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Starting => "successor start",
+            Stage::Announcing => "MAINPID announcement",
+            Stage::Promoting => "promotion",
+        })
+    }
 }
 
 /// Where the process stands.
@@ -394,28 +416,50 @@ impl Machine {
                     A::Drain { stop: false },
                 ]
             }
-            (stage, Step::Failed { reason }, _) => {
-                warn!(error = %reason, "reload failed; serving on");
-                self.state = State::Main;
-                let mut actions = Vec::new();
-                if stage == Stage::Promoting {
-                    actions.push(A::ResumeAccepting);
-                }
-                actions.extend(self.reclaim_main(stage));
-                actions.push(A::AbortHandoff);
-                actions.push(A::WriteStatus(Outcome::Failed {
-                    reason: reason.clone(),
-                }));
-                actions.push(A::Notify(Event::Ready {
-                    status: format!("reload failed: {reason}"),
-                }));
-                actions
+            (stage, Step::Failed { reason }, _) => self.fail(stage, reason, A::AbortHandoff),
+            (
+                stage,
+                Step::TimedOut {
+                    stage: timed,
+                    after,
+                },
+                successor,
+            ) if timed == stage => {
+                let who = successor
+                    .map(|p| format!(" (successor {p})"))
+                    .unwrap_or_default();
+                self.fail(
+                    stage,
+                    format!("{stage} timed out after {after:?}{who}"),
+                    A::KillHandoff,
+                )
             }
             (stage, step, _) => {
                 tracing::debug!(?stage, ?step, "hand-off step out of turn; ignored");
                 vec![]
             }
         }
+    }
+
+    /// The hand-off failed at `stage`: accept again, take `MAINPID=` back, end the successor with
+    /// `end` (before it is reaped systemd knows us as main again), record and report.
+    fn fail(&mut self, stage: Stage, reason: String, end: Action) -> Vec<Action> {
+        use Action as A;
+        warn!(error = %reason, "reload failed; serving on");
+        self.state = State::Main;
+        let mut actions = Vec::new();
+        if stage == Stage::Promoting {
+            actions.push(A::ResumeAccepting);
+        }
+        actions.extend(self.reclaim_main(stage));
+        actions.push(end);
+        actions.push(A::WriteStatus(Outcome::Failed {
+            reason: reason.clone(),
+        }));
+        actions.push(A::Notify(Event::Ready {
+            status: format!("reload failed: {reason}"),
+        }));
+        actions
     }
 
     /// After `MAINPID=<successor>` was sent, systemd must hear `MAINPID=<own>` again before the
@@ -463,6 +507,13 @@ mod tests {
     fn failed(reason: &str) -> Input {
         on(Step::Failed {
             reason: reason.into(),
+        })
+    }
+
+    fn timed_out(stage: Stage) -> Input {
+        on(Step::TimedOut {
+            stage,
+            after: std::time::Duration::from_secs(10),
         })
     }
 
@@ -565,6 +616,57 @@ mod tests {
                 "nothing to resume at {stage:?}"
             );
         }
+    }
+
+    #[test]
+    fn every_stage_has_a_deadline_that_resumes_reclaims_kills_and_reports() {
+        for stage in [Stage::Starting, Stage::Announcing, Stage::Promoting] {
+            let mut m = at(stage);
+            let actions = m.handle(timed_out(stage));
+            assert_eq!(m.state(), State::Main, "{stage:?}");
+            let kill = position(&actions, &A::KillHandoff);
+            assert!(!actions.contains(&A::AbortHandoff), "killed, not drained");
+            assert_eq!(
+                actions.first() == Some(&A::ResumeAccepting),
+                stage == Stage::Promoting,
+                "accepts again first where it had paused: {actions:?}"
+            );
+            if stage != Stage::Starting {
+                assert!(position(&actions, &A::Notify(Event::MainPid(OWN))) < kill);
+            }
+            let who = if stage == Stage::Starting {
+                ""
+            } else {
+                " (successor 200)"
+            };
+            let reason = format!("{stage} timed out after 10s{who}");
+            assert!(
+                position(
+                    &actions,
+                    &A::WriteStatus(Outcome::Failed {
+                        reason: reason.clone()
+                    })
+                ) > kill
+            );
+            assert_eq!(
+                actions.last(),
+                Some(&ready(&format!("reload failed: {reason}")))
+            );
+            assert!(begins(&m.handle(Input::Hup)), "the next SIGHUP reloads");
+        }
+        // A deadline of another stage, or of an earlier attempt, changes nothing.
+        let mut m = at(Stage::Promoting);
+        assert_eq!(m.handle(timed_out(Stage::Starting)), vec![]);
+        assert_eq!(m.handle(timed_out(Stage::Announcing)), vec![]);
+        assert_eq!(
+            at(Stage::Promoting)
+                .handle(timed_out(Stage::Promoting))
+                .first(),
+            Some(&A::ResumeAccepting)
+        );
+        let mut m = at(Stage::Promoting);
+        m.handle(on(Step::Confirmed));
+        assert_eq!(m.handle(timed_out(Stage::Promoting)), vec![], "retiring");
     }
 
     #[test]
@@ -861,6 +963,9 @@ mod tests {
             on(Step::Confirmed),
             on(Step::SuccessorStopped),
             failed("x"),
+            timed_out(Stage::Starting),
+            timed_out(Stage::Announcing),
+            timed_out(Stage::Promoting),
             Input::Promoted,
             Input::PredecessorGone,
             Input::WatchdogTick,
@@ -927,6 +1032,42 @@ mod tests {
                             if matches!(before, State::Retiring | State::Stopping) {
                                 assert!(actions.is_empty(), "{before:?} + {input:?}: {actions:?}");
                             }
+                            if let Input::Handoff {
+                                step: Step::TimedOut { stage, .. },
+                                ..
+                            } = input
+                            {
+                                if matches!(before, State::HandingOff { attempt: 1, stage: s, .. } if s == *stage)
+                                {
+                                    assert_eq!(
+                                        m.state(),
+                                        State::Main,
+                                        "a deadline ends the hand-off"
+                                    );
+                                    assert!(actions.contains(&A::KillHandoff), "{actions:?}");
+                                } else {
+                                    assert!(
+                                        actions.is_empty(),
+                                        "a stale deadline acted: {before:?}"
+                                    );
+                                }
+                            }
+                            if actions.contains(&A::KillHandoff)
+                                || actions.contains(&A::AbortHandoff)
+                            {
+                                if let Some(i) = actions
+                                    .iter()
+                                    .position(|x| *x == A::Notify(Event::MainPid(OWN)))
+                                {
+                                    let end = actions.iter().position(|x| {
+                                        matches!(x, A::KillHandoff | A::AbortHandoff)
+                                    });
+                                    assert!(
+                                        Some(i) < end,
+                                        "MAINPID=<own> after the end: {actions:?}"
+                                    );
+                                }
+                            }
                             if actions.contains(&A::PassStopOn) {
                                 assert_eq!(before, State::Successor, "a stop passed on by a main");
                             }
@@ -945,6 +1086,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 5 * 12 * 12 * 12);
+        assert_eq!(checked, 5 * 15 * 15 * 15);
     }
 }

@@ -27,14 +27,21 @@ use crate::http::Serving;
 use crate::listen::Listener;
 use crate::notify::{self, Event};
 use crate::pidfile;
-use crate::reload::{self, ReloadStatus};
+use crate::reload::control::Control;
+use crate::reload::{self, Answer, ReloadStatus};
 use crate::settings::Settings;
-pub(crate) use machine::{Action, Input, Machine, Outcome, Step, StopReason};
+pub(crate) use machine::{Action, Input, Machine, Outcome, Stage, Step, StopReason};
 
 /// How long to wait for systemd to confirm it processed `MAINPID=`.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How much longer than the hand-off's own bound (the child timeout for the successor's start,
+/// [`BARRIER_TIMEOUT`] for the announcement) a stage's deadline is: the cause those bounds name
+/// is reported first, the deadline is the last resort.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
 /// How long a successor stopped before it is main waits to have told its predecessor.
 const PASS_STOP_ON_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a process without a control socket tries to make one.
+const CONTROL_RETRY: Duration = Duration::from_secs(1);
 /// How often a serving main process refreshes `STATUS=` (only when the count of open
 /// connections changed, and only under a service manager).
 const STATUS_EVERY: Duration = Duration::from_secs(5);
@@ -94,6 +101,16 @@ pub(crate) struct ProcessWorld {
     queued: bool,
     /// The successor this process retires for.
     retiring_for: Option<u32>,
+    /// The current (or last) hand-off's number, whose stage deadlines are armed.
+    attempt: u64,
+    /// The service's control socket (`baton reload`), when there is one.
+    control: Option<Control>,
+    /// This process has been main (it owns the control socket's name at a real stop).
+    was_main: bool,
+    /// A hand-off is running (the control socket is not accepted on).
+    handing_off: bool,
+    /// Without a control socket (its directory was unusable): try to make one now and then.
+    control_retry: Option<tokio::time::Interval>,
 }
 
 /// The signals a baton process handles, installed as early as possible.
@@ -104,10 +121,8 @@ pub(crate) struct Signals {
 }
 
 impl Signals {
-    /// Install the handlers (`SIGHUP`'s default action would kill the process). `baton reload`'s
-    /// requests are recorded first, before tokio's handler sees the signal.
+    /// Install the handlers (`SIGHUP`'s default action would kill the process).
     pub(crate) fn install() -> std::io::Result<Signals> {
-        reload::accept_requests()?;
         Ok(Signals {
             hup: signal(SignalKind::hangup())?,
             term: signal(SignalKind::terminate())?,
@@ -128,6 +143,8 @@ pub(crate) struct Parts {
     pub(crate) drain: DrainSignal,
     pub(crate) shutdown: Option<ShutdownFuture>,
     pub(crate) signals: Signals,
+    /// The control socket a predecessor passed on; `None`: bind a new one.
+    pub(crate) control: Option<std::os::fd::OwnedFd>,
 }
 
 /// What a successor's driver has the task that follows its predecessor say.
@@ -142,12 +159,23 @@ enum ToPredecessor {
 enum Command {
     Promote,
     Abort,
+    /// A deadline passed: `SIGKILL`, no drain.
+    Kill,
 }
 
 impl ProcessWorld {
     /// Install the signal handlers and, for a successor, start listening to the predecessor.
     pub(crate) fn new(parts: Parts, predecessor: Option<Predecessor>) -> Self {
         let (inputs_tx, inputs) = mpsc::unbounded_channel();
+        let control = open_control(parts.control, &parts.handoff_socket, &inputs_tx, true);
+        let control_retry = control.is_none().then(|| {
+            let mut every = tokio::time::interval_at(
+                tokio::time::Instant::now() + CONTROL_RETRY,
+                CONTROL_RETRY,
+            );
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every
+        });
         let (mut to_predecessor, mut following) = (None, None);
         if let Some(predecessor) = predecessor {
             let (tx, rx) = oneshot::channel();
@@ -184,19 +212,49 @@ impl ProcessWorld {
             to_predecessor,
             following,
             requested_usec: 0,
-            queued: reload::has_pending_requests(),
+            queued: false,
             retiring_for: None,
+            attempt: 0,
+            control,
+            was_main: false,
+            handing_off: false,
+            control_retry,
         }
     }
 
     /// Record the outcome and answer every `baton reload` that waits for it.
     fn write_status(&mut self, outcome: Outcome) {
+        let me = std::process::id();
+        self.handing_off = false;
         let (outcome, successor_pid, reason) = match outcome {
             Outcome::Ready { successor } => {
                 self.retiring_for = Some(successor);
+                if let Some(c) = &mut self.control {
+                    c.finish(
+                        Answer::Reloaded {
+                            retired: me,
+                            successor,
+                        },
+                        false,
+                    );
+                }
                 (reload::Outcome::Ready, Some(successor), None)
             }
-            Outcome::Failed { reason } => (reload::Outcome::Failed, None, Some(reason)),
+            Outcome::Failed { reason } => {
+                let answer = Answer::Failed {
+                    pid: me,
+                    reason: reason.clone(),
+                };
+                // Requests that came during the failed hand-off get one of their own.
+                if self
+                    .control
+                    .as_mut()
+                    .is_some_and(|c| c.finish(answer, true))
+                {
+                    let _ = self.inputs_tx.send(Input::ReloadRequest);
+                }
+                (reload::Outcome::Failed, None, Some(reason))
+            }
         };
         reload::publish(
             &self.handoff_socket,
@@ -211,12 +269,40 @@ impl ProcessWorld {
         );
     }
 
+    /// How long `stage` of a hand-off may take.
+    fn deadline(&self, stage: Stage) -> Duration {
+        match stage {
+            Stage::Starting => self.settings.child_timeout + DEADLINE_MARGIN,
+            Stage::Announcing => BARRIER_TIMEOUT + DEADLINE_MARGIN,
+            Stage::Promoting => self.settings.child_timeout,
+        }
+    }
+
+    /// Arm the deadline of `stage` of the current hand-off: the machine ignores it once the
+    /// stage has ended.
+    fn arm(&self, stage: Stage) {
+        let (attempt, after) = (self.attempt, self.deadline(stage));
+        let inputs = self.inputs_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = inputs.send(Input::Handoff {
+                attempt,
+                step: Step::TimedOut { stage, after },
+            });
+        });
+    }
+
     fn begin_handoff(&mut self, attempt: u64) {
         info!(exe = %self.exe.path.display(), "SIGHUP: handing off to a successor");
         self.requested_usec = reload::monotonic_usec();
         let (tx, rx) = mpsc::unbounded_channel();
         self.handoff = Some(tx);
+        self.handing_off = true;
+        if let Some(c) = &mut self.control {
+            c.begin();
+        }
         let task = HandoffTask {
+            control: self.control.as_ref().and_then(|c| c.fd().try_clone().ok()),
             exe: self.exe.clone(),
             socket: self.handoff_socket.clone(),
             listeners: self.listeners.clone(),
@@ -239,8 +325,18 @@ impl ProcessWorld {
             if stop { "stopping" } else { "retiring" }
         );
         self.drain.trigger();
-        // Reload requests that reach a retiring process are answered "ask the successor".
-        let _forward = self.retiring_for.map(reload::forward_requests);
+        let me = std::process::id();
+        if let Some(c) = &mut self.control {
+            c.close(match self.retiring_for {
+                Some(main) if !stop => Answer::AskAgain { main },
+                _ => Answer::Stopping { pid: me },
+            });
+        }
+        if stop && self.was_main {
+            if let Some(c) = &self.control {
+                remove_control_socket(&self.handoff_socket, c);
+            }
+        }
         let deadline = tokio::time::Instant::now() + self.settings.shutdown_timeout;
         self.serving.drain(self.settings.shutdown_timeout).await;
         // A successor of a called-off hand-off drains too; wait for it within the same budget.
@@ -263,23 +359,17 @@ impl World for ProcessWorld {
         if std::mem::take(&mut self.queued) {
             return Input::ReloadRequest;
         }
-        tokio::select! {
-            _ = self.signals.hup.recv() => {
-                if reload::has_pending_requests() {
-                    Input::ReloadRequest
-                } else {
-                    Input::Hup
-                }
+        loop {
+            let mut retry = self.control_retry.take();
+            let input = tokio::select! {
+                _ = tick(&mut retry) => None,
+                input = self.next_input() => Some(input),
+            };
+            self.control_retry = retry;
+            match input {
+                Some(input) => return input,
+                None => self.retry_control(),
             }
-            _ = self.signals.term.recv() => Input::Stop(StopReason::Sigterm),
-            _ = self.signals.int.recv() => Input::Stop(StopReason::Sigint),
-            _ = poll_some(&mut self.shutdown) => {
-                self.shutdown = None;
-                Input::Stop(StopReason::Requested)
-            }
-            Some(input) = self.inputs.recv() => input,
-            _ = tick(&mut self.watchdog) => Input::WatchdogTick,
-            _ = tick(&mut self.status_tick) => Input::StatusTick,
         }
     }
 
@@ -302,8 +392,13 @@ impl World for ProcessWorld {
                     });
                 }
             }
-            Action::BeginHandoff { attempt } => self.begin_handoff(attempt),
+            Action::BeginHandoff { attempt } => {
+                self.attempt = attempt;
+                self.arm(Stage::Starting);
+                self.begin_handoff(attempt);
+            }
             Action::Announce { attempt, successor } => {
+                self.arm(Stage::Announcing);
                 notify::send(&Event::MainPid(successor));
                 let inputs = self.inputs_tx.clone();
                 tokio::spawn(async move {
@@ -316,9 +411,16 @@ impl World for ProcessWorld {
                     });
                 });
             }
-            Action::Promote => self.command(Command::Promote),
+            Action::Promote => {
+                self.arm(Stage::Promoting);
+                self.command(Command::Promote);
+            }
             Action::AbortHandoff => {
                 self.command(Command::Abort);
+                self.handoff = None;
+            }
+            Action::KillHandoff => {
+                self.command(Command::Kill);
                 self.handoff = None;
             }
             Action::ConfirmPromotion => self.tell_predecessor(ToPredecessor::Confirm),
@@ -336,6 +438,11 @@ impl World for ProcessWorld {
             }
             Action::WriteStatus(outcome) => self.write_status(outcome),
             Action::WritePidFile => {
+                // Main now: `baton reload` is served here.
+                self.was_main = true;
+                if let Some(c) = &self.control {
+                    c.accept();
+                }
                 if let Some(path) = &self.settings.pid_file {
                     if let Err(e) = pidfile::update(path, std::process::id()) {
                         tracing::error!(error = %e, "cannot write the pid file");
@@ -350,6 +457,33 @@ impl World for ProcessWorld {
 }
 
 impl ProcessWorld {
+    /// The next input of the process itself.
+    async fn next_input(&mut self) -> Input {
+        tokio::select! {
+            _ = self.signals.hup.recv() => Input::Hup,
+            _ = self.signals.term.recv() => Input::Stop(StopReason::Sigterm),
+            _ = self.signals.int.recv() => Input::Stop(StopReason::Sigint),
+            _ = poll_some(&mut self.shutdown) => {
+                self.shutdown = None;
+                Input::Stop(StopReason::Requested)
+            }
+            Some(input) = self.inputs.recv() => input,
+            _ = tick(&mut self.watchdog) => Input::WatchdogTick,
+            _ = tick(&mut self.status_tick) => Input::StatusTick,
+        }
+    }
+
+    /// Without a control socket: try to make one (its directory may be usable now).
+    fn retry_control(&mut self) {
+        if let Some(c) = open_control(None, &self.handoff_socket, &self.inputs_tx, false) {
+            if self.was_main && !self.handing_off {
+                c.accept();
+            }
+            self.control = Some(c);
+            self.control_retry = None;
+        }
+    }
+
     fn tell_predecessor(&mut self, what: ToPredecessor) {
         if let Some(tx) = self.to_predecessor.take() {
             let _ = tx.send(what);
@@ -365,6 +499,7 @@ impl ProcessWorld {
 
 /// One hand-off, from spawning the successor to its confirmation or its end.
 struct HandoffTask {
+    control: Option<std::os::fd::OwnedFd>,
     exe: Executable,
     socket: PathBuf,
     listeners: Arc<Vec<Listener>>,
@@ -389,18 +524,23 @@ impl HandoffTask {
         let attempt = parent::hand_off(
             &self.exe,
             &self.socket,
-            &self.listeners,
+            parent::Passed {
+                listeners: &self.listeners,
+                control: self.control.as_ref(),
+            },
             self.generation,
             self.child_timeout,
             self.state.clone(),
             cancel.clone(),
         );
         tokio::pin!(attempt);
+        let mut kill = false;
         let result = loop {
             tokio::select! {
                 result = &mut attempt => break result,
                 command = commands.recv(), if !cancel.is_cancelled() => {
                     if !matches!(command, Some(Command::Promote)) {
+                        kill = matches!(command, Some(Command::Kill));
                         cancel.cancel(); // the attempt kills and reaps what it started
                     }
                 }
@@ -408,6 +548,7 @@ impl HandoffTask {
         };
         let mut successor = match result {
             Ok(successor) if !cancel.is_cancelled() => successor,
+            Ok(successor) if kill => return successor.kill().await,
             Ok(successor) => return successor.end(self.grace).await,
             Err(HandoffError::Cancelled) => return,
             Err(e) => return failed(e.to_string()),
@@ -425,6 +566,7 @@ impl HandoffTask {
                         }
                     }
                     Some(Command::Abort) | None => return successor.end(self.grace).await,
+                    Some(Command::Kill) => return successor.kill().await,
                 },
                 event = successor.next_event(promoted) => match event {
                     SuccessorEvent::Confirmed => {
@@ -444,8 +586,13 @@ impl HandoffTask {
         }
         // Failed or stopped: the driver reclaims MAINPID= first, then tells us to end (and reap)
         // it.
-        while let Some(Command::Promote) = commands.recv().await {}
-        successor.end(self.grace).await;
+        loop {
+            match commands.recv().await {
+                Some(Command::Promote) => {}
+                Some(Command::Kill) => return successor.kill().await,
+                Some(Command::Abort) | None => return successor.end(self.grace).await,
+            }
+        }
     }
 }
 
@@ -495,9 +642,60 @@ async fn pass_stop_on(
     }
 }
 
+/// Serve the control socket a predecessor passed on, else bind a new one in the runtime
+/// directory. Without one (it cannot be made) `kill -HUP` still reloads; `baton reload` cannot
+/// reach this service, which is logged.
+fn open_control(
+    inherited: Option<std::os::fd::OwnedFd>,
+    handoff_socket: &std::path::Path,
+    inputs: &mpsc::UnboundedSender<Input>,
+    first: bool,
+) -> Option<Control> {
+    let fd = match inherited {
+        Some(fd) => fd,
+        None => match crate::runtime_dir::RuntimeDir::open(handoff_socket)
+            .and_then(|dir| dir.bind_control())
+        {
+            Ok((listener, path)) => {
+                info!(path = %path.display(), "control socket for `baton reload`");
+                std::os::fd::OwnedFd::from(listener)
+            }
+            Err(e) if first => {
+                tracing::error!(error = %e, "no control socket: `baton reload` cannot reach this service until it can be made (kill -HUP still reloads)");
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "still no control socket");
+                return None;
+            }
+        },
+    };
+    let wake = crate::reload::control::Wake {
+        inputs: inputs.clone(),
+        input: Input::ReloadRequest,
+    };
+    match Control::start(fd, wake) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve the control socket");
+            None
+        }
+    }
+}
+
+/// At a real stop of the service, remove its control socket's name.
+fn remove_control_socket(handoff_socket: &std::path::Path, control: &Control) {
+    let Some(name) = control.name() else { return };
+    if let Ok(dir) = crate::runtime_dir::RuntimeDir::open(handoff_socket) {
+        dir.remove_control(&name);
+    }
+}
+
 /// `STATUS=` while serving: the status of the last `READY=1` and the connections open now.
 fn with_connections(status: &str, open: usize) -> String {
     let s = if open == 1 { "" } else { "s" };
+    // Bounded here so that the count survives the bound on the whole `STATUS=`.
+    let status = notify::bounded(status, notify::MAX_STATUS - 40);
     format!("{status}; {open} open connection{s}")
 }
 

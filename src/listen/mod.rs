@@ -1,6 +1,6 @@
 //! Listening sockets: what systemd passed ([`activated`]), adopting a descriptor someone handed us
 //! ([`adopt_listening_fd`]) and fresh binds ([`bind`]). This module knows nothing of hand-offs: the
-//! chain activation → import → bind is walked by [`crate::handoff::child::acquire`].
+//! chain activation → import → bind is walked by `crate::startup::acquire`.
 
 pub mod activation;
 pub mod spec;

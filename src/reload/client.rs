@@ -1,32 +1,73 @@
-//! `baton reload`'s side: send the request, wait for the answer, read the reason of a failure
-//! from the status file (trusting only the reloaded process's user).
+//! The client: find the service's control socket, make sure it is the service named, ask for a
+//! reload and wait for the outcome.
 
-use std::io;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::kill;
-use nix::unistd::Pid;
+use nix::sys::socket::{getsockopt, sockopt};
+use tracing::{debug, info};
 
-use tracing::info;
-
-use super::*;
+use super::{Answer, Request, MAX_LINE};
+use crate::exit;
 use crate::pidfile;
-use crate::safe_fs;
+use crate::runtime_dir::RuntimeDir;
+use crate::safe_fs::{self, describe_uid, FsError};
 
-/// Why `baton reload` could not report success.
+/// Which service to reload.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// The service's hand-off socket path, as configured (its runtime directory holds the
+    /// control socket; see [`crate::Settings`] and `docs/handoff-protocol.md`).
+    pub handoff_socket: PathBuf,
+    /// A pid of the service: its main process or the supervisor above it (baton as PID 1, or
+    /// `--supervise`), as this process's PID namespace numbers it. `None`: `$MAINPID`, else the
+    /// PID file.
+    pub pid: Option<u32>,
+    /// The service's PID file, used when no pid is given and `$MAINPID` is not set.
+    pub pid_file: Option<PathBuf>,
+}
+
+impl Target {
+    /// The service configured by `settings` (its hand-off socket path, default included, and
+    /// its PID file), with no explicit pid.
+    pub fn for_settings(settings: &crate::Settings) -> Target {
+        Target {
+            handoff_socket: settings.handoff_socket_or_default(),
+            pid: None,
+            pid_file: settings.pid_file.clone(),
+        }
+    }
+}
+
+/// A hand-off that worked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The process that handed off and retires.
+    pub retired: u32,
+    /// The process that serves now.
+    pub successor: u32,
+}
+
+/// Why a reload could not be reported as done. [`ReloadError::exit_code`] is `baton reload`'s
+/// exit status for it.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     /// No pid given, no `$MAINPID`, no PID file.
     #[error("no process to reload: give --pid, set MAINPID, or configure pid_file")]
     NoPid,
+    /// `$MAINPID` is garbage.
+    #[error("MAINPID={0:?} is not a pid")]
+    BadMainPid(String),
     /// The PID file could not be read.
     #[error("pid file {path}: {source}")]
     PidFile {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        source: io::Error,
     },
     /// The PID file names a process that does not exist.
     #[error("pid file {path} names pid {pid}, which is not running (is baton running? the journal says why the file was not updated)")]
@@ -36,51 +77,339 @@ pub enum ReloadError {
         /// The pid in it.
         pid: u32,
     },
-    /// `$MAINPID` is garbage.
-    #[error("MAINPID={0:?} is not a pid")]
-    BadMainPid(String),
-    /// SIGHUP could not be sent.
-    #[error("cannot signal pid {pid}: {source}")]
-    Signal {
-        /// The target.
+    /// The pid does not exist (any more).
+    #[error("pid {pid} is not running")]
+    NotRunning {
+        /// The pid.
         pid: u32,
+    },
+    /// We may not reload that process.
+    #[error("pid {pid} runs as {owner}; only that user or root may reload it")]
+    NotPermitted {
+        /// The pid.
+        pid: u32,
+        /// Its user.
+        owner: String,
+    },
+    /// The pid is not (part of) the service of the configured runtime directory; nothing was
+    /// asked of anybody.
+    #[error("pid {pid} is not the baton service of {handoff_socket}: {why}; nothing was sent")]
+    NotTheService {
+        /// The pid.
+        pid: u32,
+        /// The configured hand-off socket path.
+        handoff_socket: PathBuf,
+        /// What does not fit.
+        why: String,
+    },
+    /// The control socket could not be reached or spoken to.
+    #[error("control socket {path}: {source}")]
+    Io {
+        /// The socket.
+        path: PathBuf,
         /// The error.
         source: io::Error,
     },
     /// The hand-off failed; the old process serves on.
     #[error("reload failed: {reason} (pid {pid} keeps serving)")]
     Failed {
-        /// The old process.
+        /// The process that serves on.
         pid: u32,
-        /// The successor's error.
+        /// Why.
         reason: String,
     },
-    /// The process exited without answering.
-    #[error("pid {pid} exited without reporting the reload's outcome")]
-    Vanished {
-        /// The old process.
+    /// The service is stopping.
+    #[error("pid {pid} is stopping; not reloaded")]
+    Stopping {
+        /// The process that stops.
         pid: u32,
     },
-    /// Processes kept pointing at each other.
-    #[error("pid {pid} keeps handing over (followed {hops} hand-overs); try again")]
+    /// The service closed the connection without an answer (it exited?).
+    #[error("the service closed the control connection without reporting the reload's outcome")]
+    Vanished,
+    /// The answer was not one the protocol knows.
+    #[error("control socket {path}: not an answer: {what}")]
+    Protocol {
+        /// The socket.
+        path: PathBuf,
+        /// What was received.
+        what: String,
+    },
+    /// Successors kept taking over before the request was served.
+    #[error("the service kept handing over (asked {hops} times); try again")]
     TooManyHops {
-        /// The last process asked.
-        pid: u32,
-        /// How many times we were sent on.
+        /// How many times the request was sent.
         hops: u32,
     },
     /// No outcome within the timeout.
-    #[error("no outcome from pid {pid} within {after:?}")]
+    #[error("no outcome within {after:?}")]
     Timeout {
-        /// The old process.
-        pid: u32,
         /// The timeout.
         after: Duration,
     },
 }
 
+impl ReloadError {
+    /// `baton reload`'s exit status: 64 no or a bad target, 69 not available (not running, not
+    /// the service, unreachable), 75 try again later (timeout), 77 not permitted, 1 the reload
+    /// failed or its outcome is unknown.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ReloadError::NoPid
+            | ReloadError::BadMainPid(_)
+            | ReloadError::PidFile { .. }
+            | ReloadError::StalePidFile { .. } => exit::USAGE,
+            ReloadError::NotRunning { .. }
+            | ReloadError::NotTheService { .. }
+            | ReloadError::Io { .. } => exit::UNAVAILABLE,
+            ReloadError::NotPermitted { .. } => exit::NOPERM,
+            ReloadError::Timeout { .. } | ReloadError::TooManyHops { .. } => exit::TEMPFAIL,
+            ReloadError::Failed { .. }
+            | ReloadError::Stopping { .. }
+            | ReloadError::Vanished
+            | ReloadError::Protocol { .. } => exit::RELOAD_FAILED,
+        }
+    }
+}
+
+/// How long a PID file that names a process that is not (any more) the service's may take to
+/// name the one that is.
+const PID_FILE_SETTLE: Duration = Duration::from_secs(2);
+
+/// How many times a request is sent again after [`Answer::AskAgain`].
+const MAX_HOPS: u32 = 16;
+
+/// Ask the service `target` names to hand off, and wait (at most `timeout`) for the outcome.
+///
+/// The request goes only to the control socket of the service whose runtime directory
+/// `target.handoff_socket` names, served by the process `target.pid` names (or by one of its
+/// descendants, for a supervisor), running as that process's
+/// user or root; the answer is believed only from there. `target.pid` is checked through a pidfd,
+/// so a recycled pid is never believed; a process in another mount namespace (a container's) is
+/// reached through `/proc/<pid>/root`. Nothing is ever signalled. Blocking.
+///
+/// ```no_run
+/// let target = baton_server::reload::Target {
+///     handoff_socket: "/run/app/handoff.sock".into(),
+///     pid: Some(1234),
+///     pid_file: None,
+/// };
+/// match baton_server::reload::request(&target, std::time::Duration::from_secs(30)) {
+///     Ok(r) => println!("reloaded: {} -> {}", r.retired, r.successor),
+///     Err(e) => {
+///         eprintln!("reload: {e}");
+///         std::process::exit(e.exit_code().into());
+///     }
+/// }
+/// ```
+pub fn request(target: &Target, timeout: Duration) -> Result<Reloaded, ReloadError> {
+    let deadline = Instant::now() + timeout;
+    let mut pid = target_pid(target.pid, target.pid_file.as_deref())?;
+    let mut settle: Option<Instant> = None;
+    let Located {
+        dir,
+        name,
+        server,
+        mut stream,
+    } = loop {
+        match locate(target, pid) {
+            Ok(found) => break found,
+            // A PID file or $MAINPID read just before a hand-off names a process that retired
+            // meanwhile (its successor writes the file a moment after it serves): read it again,
+            // for up to 2 s.
+            Err(e @ (ReloadError::NotTheService { .. } | ReloadError::NotRunning { .. }))
+                if target.pid.is_none() =>
+            {
+                let until = *settle.get_or_insert_with(|| Instant::now() + PID_FILE_SETTLE);
+                if Instant::now() >= until.min(deadline) {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                if let Ok(now) = target_pid(None, target.pid_file.as_deref()) {
+                    pid = now;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let shown = dir.join(&name);
+    // The server as its own PID namespace numbers it, to show its pid as we number it even once
+    // it has exited.
+    let known = ns_pid(server).map(|inner| (inner, server));
+    let translate = |reported: u32| match known {
+        Some((inner, outer)) if inner == reported => outer,
+        _ => translate(reported, pid),
+    };
+    let mut hops = 0;
+    loop {
+        hops += 1;
+        match exchange(&mut stream, &shown, deadline, timeout)? {
+            Answer::Reloaded { retired, successor } => {
+                return Ok(Reloaded {
+                    retired: translate(retired),
+                    successor: translate(successor),
+                })
+            }
+            Answer::Failed {
+                pid: serving,
+                reason,
+            } => {
+                return Err(ReloadError::Failed {
+                    pid: translate(serving),
+                    reason: crate::text::one_line(&reason),
+                })
+            }
+            Answer::Stopping { pid: stopping } => {
+                return Err(ReloadError::Stopping {
+                    pid: translate(stopping),
+                })
+            }
+            Answer::AskAgain { main } => {
+                if hops >= MAX_HOPS {
+                    return Err(ReloadError::TooManyHops { hops });
+                }
+                info!(
+                    main,
+                    "a successor took over before the request was served: asking again"
+                );
+                stream = reconnect(&dir, &name, &shown)?;
+            }
+        }
+    }
+}
+
+/// The control socket of the service a pid belongs to, connected.
+struct Located {
+    dir: RuntimeDir,
+    name: String,
+    server: u32,
+    stream: UnixStream,
+}
+
+/// Find the control socket served by `pid` or its descendant, in the runtime directory of
+/// `target`, checking who serves it.
+fn locate(target: &Target, pid: u32) -> Result<Located, ReloadError> {
+    let process = PidFd::open(pid).ok_or(ReloadError::NotRunning { pid })?;
+    let owner = process_uid(pid).ok_or(ReloadError::NotRunning { pid })?;
+    let me = nix::unistd::geteuid().as_raw();
+    if me != 0 && owner != me {
+        return Err(ReloadError::NotPermitted {
+            pid,
+            owner: describe_uid(owner),
+        });
+    }
+    let not_service = |why: String| ReloadError::NotTheService {
+        pid,
+        handoff_socket: target.handoff_socket.clone(),
+        why,
+    };
+    let root = (!same_namespace(pid, "mnt")).then(|| PathBuf::from(format!("/proc/{pid}/root")));
+    let dir = RuntimeDir::open_existing_in(root.as_deref(), &target.handoff_socket, owner)
+        .map_err(|e| {
+            not_service(match e {
+                e @ FsError::Unsafe { .. } => format!("runtime directory {e}"),
+                e => format!("no runtime directory of its user: {e}"),
+            })
+        })?;
+    let mut found = None;
+    for name in dir.control_names() {
+        let path = dir.fd_path(&name);
+        let Ok(stream) = UnixStream::connect(&path) else {
+            continue;
+        };
+        let Ok(cred) = getsockopt(&stream, sockopt::PeerCredentials) else {
+            continue;
+        };
+        let server = u32::try_from(cred.pid()).unwrap_or(0);
+        if (cred.uid() == owner || cred.uid() == 0) && related(server, pid) {
+            found = Some((name, server, stream));
+            break;
+        }
+        debug!(name = %name, server, "a control socket of another service");
+    }
+    let Some((name, server, stream)) = found else {
+        return Err(not_service(format!(
+            "it serves no control socket in {}",
+            dir.join("").display()
+        )));
+    };
+    // The checks above were made about the process the pidfd holds: it must still be that one.
+    if !process.is_alive() {
+        return Err(ReloadError::NotRunning { pid });
+    }
+    Ok(Located {
+        dir,
+        name,
+        server,
+        stream,
+    })
+}
+
+/// Connect again to the same control socket (now served by a successor): its user is checked.
+fn reconnect(dir: &RuntimeDir, name: &str, shown: &Path) -> Result<UnixStream, ReloadError> {
+    let owner = dir.owner();
+    let io_err = |source| ReloadError::Io {
+        path: shown.to_owned(),
+        source,
+    };
+    let stream = UnixStream::connect(dir.fd_path(name)).map_err(io_err)?;
+    let cred = getsockopt(&stream, sockopt::PeerCredentials).map_err(|e| io_err(e.into()))?;
+    if cred.uid() != owner && cred.uid() != 0 {
+        return Err(io_err(io::Error::other(format!(
+            "now served by {}, not by the service's user",
+            describe_uid(cred.uid())
+        ))));
+    }
+    Ok(stream)
+}
+
+/// Send the request and read the answer line.
+fn exchange(
+    stream: &mut UnixStream,
+    shown: &Path,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Answer, ReloadError> {
+    let io_err = |source| ReloadError::Io {
+        path: shown.to_owned(),
+        source,
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(ReloadError::Timeout { after: timeout });
+    }
+    stream.set_write_timeout(Some(left)).map_err(io_err)?;
+    stream.set_read_timeout(Some(left)).map_err(io_err)?;
+    let mut line = serde_json::to_vec(&Request::Reload).unwrap_or_default();
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io_err)?;
+    let mut answer = Vec::new();
+    let read = BufReader::new(&*stream)
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut answer);
+    match read {
+        Ok(0) => Err(ReloadError::Vanished),
+        Ok(_) => serde_json::from_slice(&answer).map_err(|e| ReloadError::Protocol {
+            path: shown.to_owned(),
+            what: crate::text::one_line(&format!(
+                "{e}: {}",
+                String::from_utf8_lossy(&answer[..answer.len().min(200)])
+            )),
+        }),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(ReloadError::Timeout { after: timeout })
+        }
+        Err(e) => Err(io_err(e)),
+    }
+}
+
 /// Find the pid to reload: explicit, else `$MAINPID`, else the PID file.
-pub fn target_pid(explicit: Option<u32>, pid_file: Option<&Path>) -> Result<u32, ReloadError> {
+fn target_pid(explicit: Option<u32>, pid_file: Option<&Path>) -> Result<u32, ReloadError> {
     if let Some(pid) = explicit {
         return Ok(pid);
     }
@@ -114,109 +443,25 @@ pub fn target_pid(explicit: Option<u32>, pid_file: Option<&Path>) -> Result<u32,
     })
 }
 
-/// Ask `pid` to hand off and wait for its answer. Returns the successor's pid. The status file
-/// for a failure's reason is looked up in the runtime directory of `handoff_socket`.
-pub fn reload(pid: u32, handoff_socket: &Path, timeout: Duration) -> Result<u32, ReloadError> {
-    let replies = ReplyWaiter::new().map_err(|source| ReloadError::Signal { pid, source })?;
-    let deadline = Instant::now() + timeout;
-    let mut target = pid;
-    let mut hops = 0;
-    request(target)?;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ReloadError::Timeout {
-                pid: target,
-                after: timeout,
-            });
-        }
-        match replies.wait(left.min(Duration::from_millis(100))) {
-            Some((from, reply)) if from == target => match reply {
-                Reply::Ready { successor } => return Ok(successor),
-                Reply::Failed { unrecorded } => {
-                    return Err(ReloadError::Failed {
-                        pid: target,
-                        reason: failure_reason(handoff_socket, target, unrecorded),
-                    })
-                }
-                Reply::NotMain { main } => {
-                    hops += 1;
-                    if hops > 8 {
-                        return Err(ReloadError::TooManyHops { pid: main, hops });
-                    }
-                    info!(
-                        from = target,
-                        to = main,
-                        "not main any more: asking its successor"
-                    );
-                    target = main;
-                    request(target)?;
-                }
-            },
-            Some((from, reply)) => debug!(from, ?reply, "ignoring an answer from another process"),
-            None => {
-                if kill(Pid::from_raw(target as i32), None).is_err() {
-                    return Err(ReloadError::Vanished { pid: target });
-                }
-            }
-        }
-    }
-}
+/// A pidfd: the process itself, whatever happens to its pid number.
+struct PidFd(OwnedFd);
 
-/// The failure's reason from the status file of `pid`, or why it is not available.
-pub(super) fn failure_reason(handoff_socket: &Path, pid: u32, unrecorded: Option<i32>) -> String {
-    let dir = runtime_dir(handoff_socket);
-    let path = dir.join(status_name(pid));
-    if let Some(errno) = unrecorded {
-        // Say what is wrong with the directory when that is the cause (another user's, say).
-        let owner = process_uid(pid).unwrap_or_else(|| nix::unistd::geteuid().as_raw());
-        if let Err(e @ FsError::Unsafe { .. }) = TrustedDir::open_for(&dir, Create::Never, owner) {
-            return format!("the reason could not be recorded: {e}; see the journal");
-        }
-        return format!(
-            "the reason could not be recorded in {}: {}; see the journal",
-            path.display(),
-            io::Error::from_raw_os_error(errno)
-        );
+impl PidFd {
+    fn open(pid: u32) -> Option<PidFd> {
+        let pid = libc::pid_t::try_from(pid).ok().filter(|p| *p > 0)?;
+        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+        // SAFETY: the descriptor was just returned by pidfd_open and is owned by nothing else.
+        Some(PidFd(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
-    match read_status(handoff_socket, pid) {
-        Ok(status) => status
-            .reason
-            .map(|r| crate::error::one_line(&r))
-            .unwrap_or_else(|| "no reason recorded".to_owned()),
-        Err(e) => format!("the reason is not available ({e}); see the journal"),
-    }
-}
 
-/// Read the status file of `pid` from the runtime directory of `handoff_socket`, trusting only a
-/// directory and a file owned by that process's user.
-pub fn read_status(handoff_socket: &Path, pid: u32) -> Result<ReloadStatus, String> {
-    let owner = process_uid(pid).unwrap_or_else(|| nix::unistd::geteuid().as_raw());
-    let dir = TrustedDir::open_for(&runtime_dir(handoff_socket), Create::Never, owner)
-        .map_err(|e| e.to_string())?;
-    let name = status_name(pid);
-    let bytes = dir
-        .read_regular(&name, 64 * 1024, |uid| uid == owner)
-        .map_err(|e| e.to_string())?;
-    let status = parse_status(&bytes).map_err(|e| format!("{}: {e}", dir.join(&name).display()))?;
-    if status.parent_pid != pid {
-        return Err(format!(
-            "{}: written for pid {}, not {pid}",
-            dir.join(&name).display(),
-            status.parent_pid
-        ));
+    /// Not exited (a pidfd polls readable once its process exited).
+    fn is_alive(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0))
     }
-    Ok(status)
-}
-
-/// Parse a status file.
-pub fn parse_status(bytes: &[u8]) -> Result<ReloadStatus, String> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        format!(
-            "not a reload status: {}",
-            crate::error::one_line(&e.to_string())
-        )
-    })
 }
 
 /// The effective uid of a process (the owner of `/proc/<pid>`).
@@ -227,70 +472,123 @@ fn process_uid(pid: u32) -> Option<u32> {
         .map(|m| m.uid())
 }
 
-/// Send the request. Run as root against a baton of another user, first make that user's
-/// answer deliverable: the saved uid becomes the target's (real and effective stay root), which
-/// lets that user signal us and nothing more.
-fn request(pid: u32) -> Result<(), ReloadError> {
-    let signal_err = |source| ReloadError::Signal { pid, source };
-    let me = nix::unistd::geteuid().as_raw();
-    if me == 0 {
-        if let Some(uid) = process_uid(pid).filter(|u| *u != 0) {
-            if let Ok(ids) = nix::unistd::getresuid() {
-                if let Err(e) =
-                    nix::unistd::setresuid(ids.real, ids.effective, nix::unistd::Uid::from_raw(uid))
-                {
-                    warn!(error = %e, "cannot let pid {pid}'s user answer; waiting may time out");
-                }
-            }
-        }
-    }
-    let value = libc::sigval {
-        sival_ptr: REQUEST_VALUE as *mut libc::c_void,
-    };
-    // SAFETY: sigqueue(3) with a pid, SIGHUP and a plain value.
-    if unsafe { libc::sigqueue(pid as libc::pid_t, libc::SIGHUP, value) } < 0 {
-        return Err(signal_err(io::Error::last_os_error()));
-    }
-    Ok(())
+/// The parent of a process, from `/proc/<pid>/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The reply signal, blocked in this thread so it can be waited for.
-struct ReplyWaiter {
-    set: libc::sigset_t,
-}
-
-impl ReplyWaiter {
-    fn new() -> io::Result<ReplyWaiter> {
-        // SAFETY: sigemptyset/sigaddset initialise the set we own; pthread_sigmask blocks it in
-        // this thread (baton reload has no other thread).
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, reply_signal());
-            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            if rc != 0 {
-                return Err(io::Error::from_raw_os_error(rc));
-            }
-            Ok(ReplyWaiter { set })
+/// True when `ancestor` is `pid` or one of its ancestors.
+fn is_ancestor(ancestor: u32, mut pid: u32) -> bool {
+    for _ in 0..64 {
+        if pid == ancestor {
+            return true;
+        }
+        match parent_of(pid) {
+            Some(p) if p != 0 && p != pid => pid = p,
+            _ => return false,
         }
     }
+    false
+}
 
-    /// The next answer within `timeout`: who sent it and what it says.
-    fn wait(&self, timeout: Duration) -> Option<(u32, Reply)> {
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: an all-zero siginfo_t is a valid buffer for sigtimedwait to fill.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: the set and the buffers live across the call; the signal is blocked.
-        let signo = unsafe { libc::sigtimedwait(&self.set, &mut info, &ts) };
-        if signo != reply_signal() || info.si_code != libc::SI_QUEUE {
-            return None;
+/// The process serving a control socket belongs to the service `pid` names: it is `pid`, or a
+/// descendant of it (`pid` is a supervisor). (Not an ancestor: whatever started the service
+/// could otherwise answer in its name.)
+fn related(server: u32, pid: u32) -> bool {
+    server != 0 && is_ancestor(pid, server)
+}
+
+/// Whether `pid` shares this process's namespace of `kind` (`mnt`, `pid`).
+fn same_namespace(pid: u32, kind: &str) -> bool {
+    let ours = std::fs::read_link(format!("/proc/self/ns/{kind}"));
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{kind}"));
+    match (ours, theirs) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => true,
+    }
+}
+
+/// The pid of `pid` in its own (innermost) PID namespace: the last entry of its `NSpid:`.
+fn ns_pid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .and_then(|v| v.split_whitespace().last())
+        .and_then(|v| v.parse::<u32>().ok())
+}
+
+/// A pid the service reported (numbered in its PID namespace) as this process sees it: found
+/// among `anchor` and its descendants by the last entry of their `NSpid:`; as reported when it
+/// cannot be found.
+fn translate(reported: u32, anchor: u32) -> u32 {
+    if same_namespace(anchor, "pid") {
+        return reported;
+    }
+    let mut todo = vec![anchor];
+    let mut seen = 0;
+    while let Some(p) = todo.pop() {
+        seen += 1;
+        if seen > 4096 {
+            break;
         }
-        // SAFETY: an SI_QUEUE siginfo carries the sender's pid and value.
-        let (from, value) = unsafe { (info.si_pid(), info.si_value().sival_ptr as isize) };
-        let reply = Reply::decode(value as i64)?;
-        Some((u32::try_from(from).ok()?, reply))
+        if ns_pid(p) == Some(reported) {
+            return p;
+        }
+        // Children are listed per thread that forked them.
+        let tasks = std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten();
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            todo.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    reported
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_related_to_itself_and_its_ancestors_only() {
+        let me = std::process::id();
+        let parent = parent_of(me).unwrap();
+        assert!(related(me, me));
+        assert!(related(me, parent));
+        assert!(!related(parent, me));
+        assert!(!related(me, 4_194_305));
+        assert!(!related(0, me));
+        assert_eq!(translate(me, me), me);
+    }
+
+    #[test]
+    fn exit_codes_come_from_kinds() {
+        assert_eq!(ReloadError::NoPid.exit_code(), 64);
+        assert_eq!(ReloadError::NotRunning { pid: 1 }.exit_code(), 69);
+        assert_eq!(
+            ReloadError::Timeout {
+                after: Duration::ZERO
+            }
+            .exit_code(),
+            75
+        );
+        assert_eq!(
+            ReloadError::NotPermitted {
+                pid: 1,
+                owner: "x".into()
+            }
+            .exit_code(),
+            77
+        );
+        assert_eq!(ReloadError::Vanished.exit_code(), 1);
     }
 }

@@ -196,10 +196,10 @@ impl TlsError {
             TlsError::Read { source, .. }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
             {
-                crate::error::exit::NOPERM
+                crate::exit::NOPERM
             }
-            TlsError::Read { .. } => crate::error::exit::OSERR,
-            _ => crate::error::exit::CONFIG,
+            TlsError::Read { .. } => crate::exit::OSERR,
+            _ => crate::exit::CONFIG,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod load;
 pub mod notify;
 pub mod procs;
 pub mod reaper;
+pub mod scripted_successor;
 pub mod story;
 pub mod tls;
 pub mod tmpfs;
@@ -697,4 +698,25 @@ pub fn predecessor_socket_of(child: i32) -> PathBuf {
                 .map(PathBuf::from)
         })
     })
+}
+
+/// An exclusive `flock(2)` on a lock file, held until dropped: tests that use a fixed path (such
+/// as the Go article's `/tmp/api.sock`) take `/tmp/baton-apisock.lock` so that two test runs
+/// never use it at once.
+pub struct PathLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+impl PathLock {
+    /// Waits for the lock on `path` (created if missing).
+    pub fn take(path: &str) -> PathLock {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("open {path}: {e}"));
+        PathLock(
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+                .unwrap_or_else(|(_, e)| panic!("flock {path}: {e}")),
+        )
+    }
 }

@@ -83,7 +83,12 @@ struct Shared {
     stop: AtomicBool,
     /// How long to keep the descriptors a datagram carried (a `BARRIER=1` waits that long).
     hold: Mutex<Duration>,
+    /// Run on each datagram as it is recorded, before its descriptors are released.
+    hook: Mutex<Option<Hook>>,
 }
+
+/// What [`NotifyRecorder::on_each`] runs.
+type Hook = Box<dyn Fn(&Notification) + Send>;
 
 /// Records every datagram sent to its socket until dropped.
 pub struct NotifyRecorder {
@@ -105,6 +110,7 @@ impl NotifyRecorder {
             cond: Condvar::new(),
             stop: AtomicBool::new(false),
             hold: Mutex::new(Duration::ZERO),
+            hook: Mutex::new(None),
         });
         let s2 = shared.clone();
         let thread = thread::Builder::new()
@@ -122,6 +128,14 @@ impl NotifyRecorder {
     /// so that every `BARRIER=1` waits that long.
     pub fn hold_barriers(&self, hold: Duration) {
         *self.shared.hold.lock().unwrap() = hold;
+    }
+
+    /// Run `hook` on every later datagram as it is recorded, before the next one is read and
+    /// before a `BARRIER=1` it carries is released: what a manager does "the moment it hears" a
+    /// message (a test stops the process `MAINPID=` names, say) happens before the sender can go
+    /// on past its barrier.
+    pub fn on_each(&self, hook: impl Fn(&Notification) + Send + 'static) {
+        *self.shared.hook.lock().unwrap() = Some(Box::new(hook));
     }
 
     /// The socket path, for `NOTIFY_SOCKET`.
@@ -245,17 +259,22 @@ fn record(sock: UnixDatagram, shared: Arc<Shared>) {
             .filter(|l| !l.is_empty())
             .map(str::to_string)
             .collect();
-        {
+        let n = {
             let mut log = shared.log.lock().unwrap();
             let seq = log.len();
-            log.push(Notification {
+            let n = Notification {
                 seq,
                 pid,
                 uid,
                 lines,
                 fds: fds.len(),
                 at,
-            });
+            };
+            log.push(n.clone());
+            n
+        };
+        if let Some(hook) = shared.hook.lock().unwrap().as_ref() {
+            hook(&n);
         }
         shared.cond.notify_all();
         // Processed: release the barrier (and any other descriptor) only now, or after the hold.

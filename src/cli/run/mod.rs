@@ -13,19 +13,25 @@
 //!   after DURATION. There is no probe of a URL: a probe over the shared listening socket is
 //!   accepted by whichever generation calls accept(2) first, so with the old one serving it
 //!   proves nothing about the new one.
-//! * Reload (SIGHUP, `systemctl reload`, `baton reload`): `RELOADING=1`; a new generation; once it
+//! * Reload (SIGHUP, `systemctl reload`, `kill -1`, or a request of `baton reload` on the
+//!   service's control socket, bound in the runtime directory as `serve` binds it, or inherited
+//!   from a `baton serve` that handed over): `RELOADING=1`; a new generation; once it
 //!   is ready the old one gets `--stop-signal` and, after `--grace`, SIGKILL on its group.
 //!   `READY=1` + `STATUS=`. A new generation that exits or is not ready within
 //!   `--ready-timeout` is killed and reaped; the old one serves on; the reload fails (`READY=1` +
 //!   `STATUS=reload failed: …`, and `baton reload` exits 1 with the reason): see [`Service::report`].
+//!   A request is answered with the outcome of a reload that began after it was read: while one
+//!   is in flight the control socket is not accepted on, and requests wait in its backlog.
 //! * A serving generation that exits on its own ends baton with its status (128 + signal), so
 //!   systemd's `Restart=` applies.
 //! * SIGTERM/SIGINT: `STOPPING=1`, the stop signal to every generation, SIGKILL after the grace
 //!   period, exit with the status of the generation that served last.
 //! * baton's own upgrade: at a reload, if the binary at baton's path is no longer the one running
 //!   (a package upgrade replaced it), baton first re-executes itself (same pid) with the state in
-//!   `BATON_RUN_STATE` (see [`state`]): the listeners and the notify socket are inherited, the
-//!   running generations stay its children; then the new baton starts the new generation.
+//!   `BATON_RUN_STATE` (see [`state`]): the listeners, the notify socket and the control socket
+//!   (with the requests in its backlog) are inherited, the running generations stay its
+//!   children; then the new baton starts the new generation. Requests already read are told to
+//!   ask again ([`Answer::AskAgain`]); the new image answers them.
 
 mod notify_socket;
 mod state;
@@ -45,17 +51,20 @@ use std::time::Duration;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::args::RunArgs;
-use crate::error::exit;
+use crate::exit;
 use crate::handoff::spawn::{self, Child, Executable};
 use crate::listen::spec::{ListenSpec, Scheme};
 use crate::listen::Listener;
 use crate::notify::{self, Event};
-use crate::reload::{self, Outcome, ReloadStatus, Reply};
+use crate::reload::control::{Control, Wake};
+use crate::reload::{self, Answer, Outcome, ReloadStatus};
+use crate::runtime_dir::RuntimeDir;
 use crate::settings::Settings;
 use notify_socket::{Message, NotifySocket};
 
@@ -221,8 +230,8 @@ enum StartError {
     Listen(#[from] crate::Error),
     #[error("notify socket: {0}")]
     Notify(#[from] notify_socket::CreateError),
-    #[error("cannot set up signal handling: {0}")]
-    Signals(io::Error),
+    #[error("runtime directory: {0}")]
+    RuntimeDir(crate::safe_fs::FsError),
     #[error("cannot find the running executable: {0}")]
     Executable(io::Error),
     #[error("restoring the state of the previous baton: {0}")]
@@ -235,7 +244,8 @@ impl StartError {
             StartError::Listen(e) => e.exit_code(),
             StartError::State(_) => exit::PROTOCOL,
             StartError::Notify(e) => e.exit_code(),
-            StartError::Signals(_) | StartError::Executable(_) => exit::OSERR,
+            StartError::RuntimeDir(crate::safe_fs::FsError::Unsafe { .. }) => exit::NOPERM,
+            StartError::RuntimeDir(_) | StartError::Executable(_) => exit::OSERR,
         }
     }
 }
@@ -274,12 +284,16 @@ struct Service {
     next_generation: u64,
     /// When the reload in flight was asked for (`CLOCK_MONOTONIC` µs).
     reload_requested: u64,
-    /// `baton reload` processes a previous baton (before re-executing) still owes an answer.
-    owed: Vec<i32>,
+    /// The service's control socket (`baton reload`), when it could be made.
+    control: Option<Control>,
+    /// A request was read on the control socket.
+    requests: mpsc::UnboundedReceiver<()>,
     /// The exit code once stopping: `Some` from the moment a stop began.
     stopping: Option<u8>,
     /// A re-executed baton going on with the reload its predecessor image began.
     continuing: bool,
+    /// Requests arrived during the reload that just ended: begin the next one.
+    again: bool,
     /// A running baton that handed us its listeners (the documented import): it serves until
     /// our first generation is ready, then retires.
     predecessor: Option<crate::handoff::child::Predecessor>,
@@ -307,8 +321,7 @@ impl Service {
         let running_binary = std::fs::metadata("/proc/self/exe")
             .ok()
             .map(|m| (m.dev(), m.ino()));
-        // Reload requests of `baton reload` are recorded before any SIGHUP handler exists.
-        reload::accept_requests().map_err(StartError::Signals)?;
+        let (requests_tx, requests) = mpsc::unbounded_channel();
         let restored = state::take_from_env().map_err(StartError::State)?;
         let mut service = match restored {
             Some(saved) => {
@@ -330,9 +343,13 @@ impl Service {
                     retiring_pids: BTreeMap::new(),
                     next_generation: restored.next_generation,
                     reload_requested: restored.reload_requested,
-                    owed: restored.owed,
+                    control: restored
+                        .control
+                        .and_then(|fd| serve_control(fd, &requests_tx)),
+                    requests,
                     stopping: None,
                     continuing: true,
+                    again: false,
                 };
                 for (child, number, kill_in) in restored.retiring {
                     s.retire_adopted(child, number, kill_in, false);
@@ -342,13 +359,28 @@ impl Service {
             None => {
                 let activation = crate::supervisor::activation_env();
                 let acquired =
-                    crate::handoff::child::acquire(&options.settings, &activation, me, None)
-                        .await?;
+                    crate::startup::acquire(&options.settings, &activation, me, None).await?;
                 // Whatever else was inherited must not reach a COMMAND.
                 let _ = crate::fds::close_inherited_on_exec();
-                let base =
-                    crate::handoff::runtime_dir(&options.settings.handoff_socket_or_default());
-                let notify = NotifySocket::create(&base)?;
+                let handoff_socket = options.settings.handoff_socket_or_default();
+                let runtime = RuntimeDir::open(&handoff_socket).map_err(StartError::RuntimeDir)?;
+                runtime.sweep();
+                let notify = NotifySocket::create(&runtime)?;
+                // The control socket of the service: the one a `baton serve` that handed over
+                // passed on, else a new one, as `serve` binds it.
+                let control = match acquired.control {
+                    Some(fd) => Some(fd),
+                    None => match runtime.bind_control() {
+                        Ok((listener, path)) => {
+                            info!(path = %path.display(), "control socket for `baton reload`");
+                            Some(std::os::fd::OwnedFd::from(listener))
+                        }
+                        Err(e) => {
+                            error!(error = %e, "no control socket: `baton reload` cannot reach this service (kill -HUP still reloads)");
+                            None
+                        }
+                    },
+                };
                 Service {
                     options,
                     predecessor: acquired.predecessor,
@@ -362,9 +394,11 @@ impl Service {
                     retiring_pids: BTreeMap::new(),
                     next_generation: 1,
                     reload_requested: 0,
-                    owed: Vec::new(),
+                    control: control.and_then(|fd| serve_control(fd, &requests_tx)),
+                    requests,
                     stopping: None,
                     continuing: false,
+                    again: false,
                 }
             }
         };
@@ -405,20 +439,25 @@ impl Service {
         state::unblock_signals();
         if self.continuing && self.stopping.is_none() {
             // Re-executed in the middle of a reload: go on with it.
-            self.begin_reload();
+            self.begin_reload().await;
         }
         let watchdog = notify::watchdog_interval();
         let mut ping = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 2));
         loop {
+            if std::mem::take(&mut self.again) {
+                self.begin_reload().await;
+            }
             if let Some(code) = self.stopping {
                 if self.serving.is_none() && self.pending.is_none() && self.retiring.is_empty() {
+                    self.close_control(true).await;
                     return code;
                 }
             }
             let deadline = self.pending.as_ref().map(|p| p.deadline);
             let ready_at = self.pending.as_ref().and_then(|p| p.ready_at);
             tokio::select! {
-                _ = hup.recv() => self.begin_reload(),
+                _ = hup.recv() => self.begin_reload().await,
+                Some(()) = self.requests.recv() => self.begin_reload().await,
                 _ = term.recv() => self.stop("SIGTERM"),
                 _ = int.recv() => self.stop("SIGINT"),
                 m = self.notify.recv() => match m {
@@ -473,12 +512,12 @@ impl Service {
             source,
         };
         let program = find_program(&self.options.command[0]).map_err(error)?;
-        let env = self.child_env(number);
+        let env = self.child_env(number).map_err(error)?;
         let sockets: Vec<_> = self.listeners.iter().map(|l| &l.socket).collect();
         let child = spawn::spawn_app(
             &program,
             &self.options.command,
-            &env,
+            env,
             &sockets,
             self.options.stop_signal as libc::c_int,
         )
@@ -503,26 +542,30 @@ impl Service {
 
     /// The environment of a COMMAND: ours, without what was meant for baton, with the listeners
     /// and the private notify socket (`LISTEN_PID` is added by the spawn, in the child).
-    fn child_env(&self, number: u64) -> Vec<(OsString, OsString)> {
-        const DROPPED: [&str; 8] = [
+    fn child_env(&self, number: u64) -> io::Result<Vec<std::ffi::CString>> {
+        const DROPPED: [&str; 6] = [
             "LISTEN_PID",
             "LISTEN_FDS",
             "LISTEN_FDNAMES",
             "NOTIFY_SOCKET",
             "WATCHDOG_PID",
             "WATCHDOG_USEC",
-            state::STATE_ENV,
-            "BATON_RUN_GENERATION",
         ];
-        let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-            .filter(|(k, _)| !DROPPED.iter().any(|d| d.as_bytes() == k.as_bytes()))
-            .collect();
         let names: Vec<String> = self.listeners.iter().map(fd_name).collect();
-        env.push(("LISTEN_FDS".into(), self.listeners.len().to_string().into()));
-        env.push(("LISTEN_FDNAMES".into(), names.join(":").into()));
-        env.push(("NOTIFY_SOCKET".into(), self.notify.path().into()));
-        env.push(("BATON_RUN_GENERATION".into(), number.to_string().into()));
-        env
+        let (count, names, number) = (
+            self.listeners.len().to_string(),
+            names.join(":"),
+            number.to_string(),
+        );
+        spawn::environment(
+            |key| DROPPED.iter().any(|d| d.as_bytes() == key) || key == state::STATE_ENV.as_bytes(),
+            &[
+                ("LISTEN_FDS", count.as_ref()),
+                ("LISTEN_FDNAMES", names.as_ref()),
+                ("NOTIFY_SOCKET", self.notify.path().as_os_str()),
+                ("BATON_RUN_GENERATION", number.as_ref()),
+            ],
+        )
     }
 
     /// A notification from some process of ours.
@@ -574,12 +617,18 @@ impl Service {
             new.pid,
             self.command_line()
         );
-        if let Some(old) = self.serving.replace(new) {
+        let retired = self.serving.replace(new).map(|old| {
+            let pid = old.pid;
             self.retire(old, false);
-        }
+            pid
+        });
         let successor = self.serving.as_ref().map_or(0, |g| g.pid);
         if pending.first {
             notify::send(&Event::Ready { status });
+            // Serving: `baton reload` may ask now (requests so far waited in the backlog).
+            if let Some(c) = &self.control {
+                c.accept();
+            }
             if let Some(mut predecessor) = self.predecessor.take() {
                 // It promotes us (MAINPID= to its service manager), we confirm, it retires.
                 let me = std::process::id();
@@ -595,7 +644,8 @@ impl Service {
                 });
             }
         } else {
-            self.report(Ok(successor), Some(status));
+            let retired = retired.unwrap_or_else(std::process::id);
+            self.report(Ok((retired, successor)), Some(status));
         }
     }
 
@@ -624,6 +674,7 @@ impl Service {
                 .map(code_of)
                 .filter(|&c| c != 0);
             self.stopping = Some(own.unwrap_or(exit::UNAVAILABLE));
+            self.close_control(false).await;
             return;
         }
         warn!("reload failed: {reason}");
@@ -631,39 +682,69 @@ impl Service {
         self.report(Err(reason), Some(status));
     }
 
-    /// The one place a reload's outcome is told: to systemd (`READY=1` + `STATUS=`) and to
-    /// `baton reload` (the status file and the answer, through [`crate::reload`]). `status`:
-    /// what systemd is told; `None` while stopping (no `READY=1` after `STOPPING=1`).
-    fn report(&mut self, outcome: Result<u32, String>, status: Option<String>) {
+    /// The one place a reload's outcome is told: to systemd (`READY=1` + `STATUS=`), to the
+    /// status file, and to every `baton reload` whose request this reload took, on the control
+    /// socket ([`Answer::Reloaded`] with the new COMMAND's pid, or [`Answer::Failed`] with the
+    /// reason). `outcome`: (the retired generation's pid, the new one's) or why it failed.
+    /// `status`: what systemd is told; `None` while stopping (no `READY=1` after `STOPPING=1`).
+    fn report(&mut self, outcome: Result<(u32, u32), String>, status: Option<String>) {
+        let stopping = status.is_none();
         if let Some(status) = status {
             notify::send(&Event::Ready { status });
         }
         let me = std::process::id();
-        let (outcome, successor_pid, reason) = match outcome {
-            Ok(pid) => (Outcome::Ready, Some(pid), None),
-            Err(reason) => (Outcome::Failed, None, Some(reason)),
-        };
         let record = ReloadStatus {
             parent_pid: me,
             requested_usec: self.reload_requested,
             finished_usec: reload::monotonic_usec(),
-            outcome,
-            successor_pid,
-            reason,
+            outcome: if outcome.is_ok() {
+                Outcome::Ready
+            } else {
+                Outcome::Failed
+            },
+            successor_pid: outcome.as_ref().ok().map(|&(_, successor)| successor),
+            reason: outcome.as_ref().err().cloned(),
         };
-        let handoff_socket = self.options.settings.handoff_socket_or_default();
-        reload::publish(&handoff_socket, &record);
-        let reply = match successor_pid {
-            Some(successor) => Reply::Ready { successor },
-            None => Reply::Failed { unrecorded: None },
+        reload::publish(&self.options.settings.handoff_socket_or_default(), &record);
+        let answer = match outcome {
+            Ok((retired, successor)) => Answer::Reloaded { retired, successor },
+            Err(reason) => Answer::Failed {
+                pid: self.serving.as_ref().map_or(me, |g| g.pid),
+                reason,
+            },
         };
-        for requester in std::mem::take(&mut self.owed) {
-            let _ = reload::answer(requester, reply);
+        if let Some(c) = &mut self.control {
+            if stopping {
+                c.close(answer);
+            } else if c.finish(answer, true) {
+                // Requests read meanwhile get the next reload's outcome: it begins now.
+                self.again = true;
+            }
         }
     }
 
-    /// SIGHUP: re-execute baton first if its binary was replaced, then start a new generation.
-    fn begin_reload(&mut self) {
+    /// The service stops: requests waiting get [`Answer::Stopping`] and no more are taken; at
+    /// the end (`last`), the control socket's name is removed.
+    async fn close_control(&mut self, last: bool) {
+        let Some(c) = &mut self.control else { return };
+        c.close(Answer::Stopping {
+            pid: std::process::id(),
+        });
+        if last {
+            c.flush(Duration::from_secs(1)).await;
+            if let Some(name) = c.name() {
+                if let Ok(dir) =
+                    RuntimeDir::open(&self.options.settings.handoff_socket_or_default())
+                {
+                    dir.remove_control(&name);
+                }
+            }
+        }
+    }
+
+    /// SIGHUP or a request on the control socket: re-execute baton first if its binary was
+    /// replaced, then start a new generation.
+    async fn begin_reload(&mut self) {
         if self.stopping.is_some() {
             info!("reload requested while stopping: ignored");
             return;
@@ -675,11 +756,15 @@ impl Service {
         if !std::mem::take(&mut self.continuing) {
             self.reload_requested = reload::monotonic_usec();
         }
+        // The requests read so far get this reload's outcome; later ones wait in the backlog.
+        if let Some(c) = &mut self.control {
+            c.begin();
+        }
         notify::send(&Event::Reloading {
             status: "reloading: starting a new generation".into(),
         });
         if self.binary_replaced() {
-            match self.reexec() {
+            match self.reexec().await {
                 Ok(never) => match never {},
                 Err(e) => {
                     warn!(error = %e, "cannot re-execute the new baton binary; this one goes on")
@@ -705,8 +790,10 @@ impl Service {
     }
 
     /// Replace this process's program with the binary on disk, keeping the listeners, the notify
-    /// socket and the generations (children survive an execve). Returns only on failure.
-    fn reexec(&mut self) -> io::Result<std::convert::Infallible> {
+    /// socket, the control socket and the generations (children survive an execve). Requests
+    /// already read are told to ask again, on the same socket: the new image answers them.
+    /// Returns only on failure.
+    async fn reexec(&mut self) -> io::Result<std::convert::Infallible> {
         let now = Instant::now();
         let saved = state::Saved {
             listeners: self
@@ -737,15 +824,22 @@ impl Service {
                 .collect(),
             next_generation: self.next_generation,
             reload_requested: self.reload_requested,
-            owed: reload::take_requesters()
-                .into_iter()
-                .chain(self.owed.iter().copied())
-                .collect(),
+            control_fd: self.control.as_ref().map(|c| c.fd().as_raw_fd()),
         };
         info!(exe = %self.exe.path.display(), "the baton binary was replaced: re-executing it before the reload");
+        if let Some(c) = &mut self.control {
+            // Same pid, same socket: the client asks again and the new image answers.
+            c.close(Answer::AskAgain {
+                main: std::process::id(),
+            });
+            c.flush(Duration::from_secs(1)).await;
+        }
         let e = state::exec(&self.exe, &saved);
-        // Still here: the answers are owed by this process after all.
-        self.owed = saved.owed;
+        // Still here: this image answers after all (the requests told to ask again are back in
+        // the backlog).
+        if let Some(c) = &mut self.control {
+            c.begin();
+        }
         Err(e)
     }
 
@@ -834,6 +928,11 @@ impl Service {
             self.report(Err(line), None);
         }
         self.stopping = Some(code);
+        if let Some(c) = &mut self.control {
+            c.close(Answer::Stopping {
+                pid: std::process::id(),
+            });
+        }
     }
 
     /// SIGTERM/SIGINT: stop every generation gracefully.
@@ -855,9 +954,32 @@ impl Service {
         if let Some(g) = self.serving.take() {
             self.retire(g, true);
         }
+        if let Some(c) = &mut self.control {
+            c.close(Answer::Stopping {
+                pid: std::process::id(),
+            });
+        }
         let sig = self.options.stop_signal;
         for &pid in self.retiring_pids.keys() {
             let _ = kill(Pid::from_raw(pid as i32), sig);
+        }
+    }
+}
+
+/// Serve the control socket `fd`: each request read is sent on `requests`.
+fn serve_control(
+    fd: std::os::fd::OwnedFd,
+    requests: &mpsc::UnboundedSender<()>,
+) -> Option<Control> {
+    let wake = Wake {
+        inputs: requests.clone(),
+        input: (),
+    };
+    match Control::start(fd, wake) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            error!(error = %e, "cannot serve the control socket: `baton reload` cannot reach this service (kill -HUP still reloads)");
+            None
         }
     }
 }

@@ -14,8 +14,9 @@ use nix::sys::socket::{
 use tokio::io::unix::AsyncFd;
 use tracing::debug;
 
-use crate::error::exit;
-use crate::safe_fs::{Create, FsError, TrustedDir};
+use crate::exit;
+use crate::runtime_dir::{RuntimeDir, NOTIFY_SOCKET_NAME};
+use crate::safe_fs::FsError;
 
 /// Why the notify socket could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -71,30 +72,25 @@ pub struct NotifySocket {
 }
 
 impl NotifySocket {
-    /// Create it in a new private directory (`run-notify.<random>`, `0700`) of the runtime
-    /// directory `base` (created `0700` if missing; refused unless it is ours and private, as
-    /// for the hand-off directories: [`crate::safe_fs::TrustedDir`]).
-    pub fn create(base: &Path) -> Result<NotifySocket, CreateError> {
+    /// Create it in a new private directory (`run.<pid>.<random>`, `0700`) of the service's
+    /// runtime directory ([`RuntimeDir`]: its layout and rules, as for `serve`'s files).
+    pub fn create(runtime: &RuntimeDir) -> Result<NotifySocket, CreateError> {
         let fs_error = |e: FsError| io::Error::other(e.to_string());
-        let runtime = TrustedDir::open(base, Create::Missing).map_err(CreateError::Dir)?;
-        let (dir, name) = runtime
-            .create_unique_dir("run-notify.")
-            .map_err(CreateError::Dir)?;
+        let (dir, name) = runtime.create_run_dir().map_err(CreateError::Dir)?;
         let dir_path = runtime.join(&name);
-        let path = dir_path.join("notify.sock");
+        let path = dir_path.join(NOTIFY_SOCKET_NAME);
         let made = (|| {
             // Bound through the directory's descriptor: no path component is walked again.
-            let socket = UnixDatagram::bind(dir.fd_path("notify.sock")).map_err(|e| {
+            let socket = UnixDatagram::bind(dir.fd_path(NOTIFY_SOCKET_NAME)).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display()))
             })?;
-            dir.set_mode("notify.sock", 0o600).map_err(fs_error)?;
+            dir.set_mode(NOTIFY_SOCKET_NAME, 0o600).map_err(fs_error)?;
             Ok::<_, io::Error>(socket)
         })();
         match made.and_then(|s| NotifySocket::wrap(dir_path.clone(), path.clone(), s.into())) {
             Ok(s) => Ok(s),
             Err(e) => {
-                let _ = dir.remove_file("notify.sock");
-                let _ = runtime.remove_dir(&name);
+                let _ = runtime.remove_private_dir(&dir, &name);
                 Err(CreateError::Socket(e))
             }
         }

@@ -1,6 +1,6 @@
 //! What a `baton run` process passes to itself across an execve of its new binary (after a
 //! package upgrade replaced it): one JSON value in `BATON_RUN_STATE`. The descriptors it names
-//! (listeners, notify socket) are inherited as they are; the generations it names are still
+//! (listeners, notify socket, control socket with the connections in its backlog) are inherited as they are; the generations it names are still
 //! this process's children (an execve keeps the pid and the children), adopted again with new
 //! pidfds. `SIGHUP`, `SIGTERM` and `SIGINT` are blocked across the execve (the mask survives it),
 //! so a stop or a reload request that arrives meanwhile waits for the new handlers instead of
@@ -8,7 +8,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,8 +53,8 @@ pub struct Saved {
     pub retiring: Vec<SavedGeneration>,
     pub next_generation: u64,
     pub reload_requested: u64,
-    /// `baton reload` processes waiting for this reload's outcome.
-    pub owed: Vec<i32>,
+    /// The service's control socket, listening.
+    pub control_fd: Option<RawFd>,
 }
 
 /// The state, taken over.
@@ -65,7 +65,7 @@ pub struct Restored {
     pub retiring: Vec<(Child, u64, Duration)>,
     pub next_generation: u64,
     pub reload_requested: u64,
-    pub owed: Vec<i32>,
+    pub control: Option<OwnedFd>,
 }
 
 /// The state passed by the previous image, if this process is a re-executed `baton run`.
@@ -104,6 +104,17 @@ impl Saved {
         let fd = unsafe { OwnedFd::from_raw_fd(self.notify_fd) };
         let notify = NotifySocket::adopt(self.notify_dir, self.notify_path, fd)
             .map_err(|e| format!("notify socket: {e}"))?;
+        let control = match self.control_fd {
+            Some(fd) => {
+                let fd = crate::reload::control::adopt(fd)
+                    .map_err(|problem| format!("control socket fd {fd} {problem}"))?;
+                // Close-on-exec again: no COMMAND inherits it.
+                fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+                    .map_err(|e| format!("control socket: {e}"))?;
+                Some(fd)
+            }
+            None => None,
+        };
         Ok(Restored {
             listeners,
             notify,
@@ -125,7 +136,7 @@ impl Saved {
                 .collect(),
             next_generation: self.next_generation,
             reload_requested: self.reload_requested,
-            owed: self.owed,
+            control,
         })
     }
 }
@@ -210,6 +221,7 @@ fn set_cloexec(saved: &Saved, on: bool) {
         .iter()
         .map(|l| l.fd)
         .chain(std::iter::once(saved.notify_fd))
+        .chain(saved.control_fd)
     {
         let _ = fcntl(fd, FcntlArg::F_SETFD(flags));
     }

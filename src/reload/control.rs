@@ -1,0 +1,274 @@
+//! The control socket, the running side: a listening Unix stream socket in the runtime directory
+//! (`control.<pid>.<random>`), bound by the first generation and passed on to every successor
+//! with the listeners, served only by the process that is main and not handing off. Specified in
+//! `docs/handoff-protocol.md`, "Reload requests and their answer".
+//!
+//! A request that is read while the process is main starts a hand-off (or joins the one a plain
+//! `SIGHUP` starts at the same moment) and gets its outcome. Once a hand-off began, the socket is
+//! not accepted on: requests wait in its backlog for whoever is main next (this process again
+//! after a failure, else the successor), so each is answered by a hand-off that began after it
+//! arrived. One read just as a hand-off began is answered with the next hand-off's outcome
+//! (after a failure, this process starts it at once) or, when a successor took over, with
+//! [`Answer::AskAgain`]: the client asks again, on the same socket, and the successor answers.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::socket::{self, Backlog};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn, Instrument};
+
+use super::{Answer, Request, MAX_LINE};
+
+/// How many connections may wait in the control socket's backlog (during a hand-off, say).
+const BACKLOG: i32 = 1024;
+/// How long a client has to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Listen on `fd` (again): the kernel records the caller's credentials for `SO_PEERCRED` at
+/// `listen(2)`, so each generation that becomes main calls it, and clients see who serves now.
+fn relisten(fd: &OwnedFd) -> io::Result<()> {
+    let backlog = Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN);
+    socket::listen(&fd.as_fd(), backlog).map_err(io::Error::from)
+}
+
+/// A client waiting for the outcome.
+type Waiter = oneshot::Sender<Answer>;
+
+/// How the owner of a control socket hears of a request read: `input` sent on `inputs`.
+pub(crate) struct Wake<T> {
+    /// The owner's input channel.
+    pub(crate) inputs: mpsc::UnboundedSender<T>,
+    /// What is sent for each request.
+    pub(crate) input: T,
+}
+
+impl<T: Clone> Clone for Wake<T> {
+    fn clone(&self) -> Self {
+        Wake {
+            inputs: self.inputs.clone(),
+            input: self.input.clone(),
+        }
+    }
+}
+
+/// The control socket of a serving process and the requests it holds.
+pub(crate) struct Control {
+    fd: OwnedFd,
+    accepting: watch::Sender<bool>,
+    /// Requests read that no hand-off has taken yet.
+    pending: Arc<Mutex<Vec<Waiter>>>,
+    /// Requests the running hand-off answers.
+    current: Vec<Waiter>,
+    /// How many requests read are not answered on their connection yet.
+    #[cfg(feature = "cli")]
+    unanswered: watch::Receiver<usize>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Control {
+    /// Serve the listening control socket `fd` (not yet accepting: see [`Control::accept`]).
+    /// Each request read is reported through `wake`.
+    pub(crate) fn start<T: Clone + Send + 'static>(
+        fd: OwnedFd,
+        wake: Wake<T>,
+    ) -> io::Result<Control> {
+        let std_listener = std::os::unix::net::UnixListener::from(fd.try_clone()?);
+        std_listener.set_nonblocking(true)?;
+        let listener = UnixListener::from_std(std_listener)?;
+        let (accepting, rx) = watch::channel(false);
+        let pending = Arc::new(Mutex::new(Vec::new()));
+        #[cfg_attr(not(feature = "cli"), allow(unused_variables))]
+        let (count, unanswered) = watch::channel(0);
+        let task = tokio::spawn(
+            serve(listener, rx, pending.clone(), wake, Arc::new(count)).in_current_span(),
+        );
+        Ok(Control {
+            fd,
+            accepting,
+            pending,
+            current: Vec::new(),
+            #[cfg(feature = "cli")]
+            unanswered,
+            task: Some(task),
+        })
+    }
+
+    /// The socket, for the successor.
+    pub(crate) fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// The socket's name in the runtime directory (the last part of the path it was bound to).
+    pub(crate) fn name(&self) -> Option<String> {
+        let addr: socket::UnixAddr = socket::getsockname(self.fd.as_raw_fd()).ok()?;
+        let path = addr.path()?;
+        path.file_name()?.to_str().map(str::to_owned)
+    }
+
+    /// This process is main and not handing off: take requests (as the listening process).
+    pub(crate) fn accept(&self) {
+        if let Err(e) = relisten(&self.fd) {
+            warn!(error = %e, "cannot listen on the control socket again");
+        }
+        self.accepting.send_replace(true);
+    }
+
+    /// A hand-off begins: stop taking requests; those read so far get its outcome.
+    pub(crate) fn begin(&mut self) {
+        self.accepting.send_replace(false);
+        let taken = std::mem::take(&mut *lock(&self.pending));
+        self.current.extend(taken);
+    }
+
+    /// A hand-off ended. Its requests get `answer`; requests read meanwhile get the next
+    /// hand-off's outcome: `true` when one should start now (the process is main again), else
+    /// (a successor took over) they are told to ask again.
+    pub(crate) fn finish(&mut self, answer: Answer, main_again: bool) -> bool {
+        for waiter in self.current.drain(..) {
+            let _ = waiter.send(answer.clone());
+        }
+        if main_again {
+            self.accept();
+            return !lock(&self.pending).is_empty();
+        }
+        self.answer_pending(Answer::AskAgain {
+            main: match answer {
+                Answer::Reloaded { successor, .. } => successor,
+                _ => std::process::id(),
+            },
+        });
+        false
+    }
+
+    /// The process stops or retires: no more requests; every waiting one gets `answer`.
+    pub(crate) fn close(&mut self, answer: Answer) {
+        self.accepting.send_replace(false);
+        for waiter in self.current.drain(..) {
+            let _ = waiter.send(answer.clone());
+        }
+        self.answer_pending(answer);
+    }
+
+    /// Wait (at most `within`) until every request read has its answer written: for a process
+    /// about to replace its program, which closes those connections (`baton run`).
+    #[cfg(feature = "cli")]
+    pub(crate) async fn flush(&mut self, within: Duration) {
+        let _ = tokio::time::timeout(within, self.unanswered.wait_for(|n| *n == 0)).await;
+    }
+
+    fn answer_pending(&self, answer: Answer) {
+        for waiter in std::mem::take(&mut *lock(&self.pending)) {
+            let _ = waiter.send(answer.clone());
+        }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Accept while allowed; read each request in a task of its own.
+async fn serve<T: Clone + Send + 'static>(
+    listener: UnixListener,
+    mut accepting: watch::Receiver<bool>,
+    pending: Arc<Mutex<Vec<Waiter>>>,
+    wake: Wake<T>,
+    unanswered: Arc<watch::Sender<usize>>,
+) {
+    let me = nix::unistd::geteuid().as_raw();
+    loop {
+        if accepting.wait_for(|on| *on).await.is_err() {
+            return;
+        }
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    warn!(error = %e, "cannot accept on the control socket");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = accepting.changed() => continue,
+        };
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == me || cred.uid() == 0 => {
+                let task = answer_one(stream, pending.clone(), wake.clone(), unanswered.clone());
+                tokio::spawn(task.in_current_span());
+            }
+            Ok(cred) => {
+                warn!(peer_pid = ?cred.pid(), peer_uid = cred.uid(),
+                      "refused a control connection from another user");
+            }
+            Err(e) => warn!(error = %e, "refused a control connection without credentials"),
+        }
+    }
+}
+
+/// Read one request, wait for its outcome, write the answer.
+async fn answer_one<T>(
+    stream: UnixStream,
+    pending: Arc<Mutex<Vec<Waiter>>>,
+    wake: Wake<T>,
+    unanswered: Arc<watch::Sender<usize>>,
+) {
+    let peer = stream.peer_cred().ok().and_then(|c| c.pid());
+    let (read, mut write) = stream.into_split();
+    let mut line = Vec::new();
+    let read = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        BufReader::new(read)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line),
+    )
+    .await;
+    match read {
+        Ok(Ok(n)) if n > 0 => {}
+        // Connected and left (a client looking for its service's socket), or said nothing.
+        _ => return debug!(?peer, "control connection without a request"),
+    }
+    match serde_json::from_slice::<Request>(&line) {
+        Ok(Request::Reload) => {}
+        Err(e) => {
+            return warn!(?peer, error = %crate::text::one_line(&e.to_string()),
+                         "refused a malformed control request");
+        }
+    }
+    info!(?peer, "reload requested on the control socket");
+    let (tx, rx) = oneshot::channel();
+    unanswered.send_modify(|n| *n += 1);
+    lock(&pending).push(tx);
+    let _ = wake.inputs.send(wake.input);
+    let answer = rx.await.unwrap_or(Answer::Failed {
+        pid: std::process::id(),
+        reason: "the request was dropped".into(),
+    });
+    let mut bytes = serde_json::to_vec(&answer).unwrap_or_default();
+    bytes.push(b'\n');
+    if let Err(e) = write.write_all(&bytes).await {
+        debug!(?peer, error = %e, "the requester left before its answer");
+    }
+    unanswered.send_modify(|n| *n = n.saturating_sub(1));
+}
+
+/// Whether `fd` is a listening Unix stream socket: what a predecessor offers as its control
+/// socket.
+pub(crate) fn adopt(fd: i32) -> Result<OwnedFd, String> {
+    match crate::listen::adopt_listening_fd(fd)? {
+        crate::listen::Socket::Unix(l) => Ok(OwnedFd::from(l)),
+        _ => Err("is not a Unix socket".into()),
+    }
+}

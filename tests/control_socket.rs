@@ -1,0 +1,306 @@
+//! Story: `baton reload` asks the service on its control socket (docs/handoff-protocol.md,
+//! "Reload requests and their answer") — many operators at once each get the true outcome of a
+//! hand-off that began after they asked; a pid that now belongs to another process is never
+//! signalled nor believed; an answer nobody but the service gave is never believed.
+
+mod common;
+
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::users::OtherUser;
+use common::{procs, reaper, Baton, Sandbox, DEADLINE};
+
+/// `baton reload --config <sandbox config>` plus `extra`: (exit code, stdout + stderr).
+fn baton_reload(sb: &Sandbox, extra: &[&str]) -> (i32, String) {
+    let mut cmd = baton_reload_command(sb, extra);
+    let out = reaper::output(&mut cmd).expect("baton reload");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn baton_reload_command(sb: &Sandbox, extra: &[&str]) -> Command {
+    // The built binary itself: the sandbox's copy may be a held successor's wrapper.
+    let mut cmd = sb.command(common::baton_exe());
+    cmd.arg("reload")
+        .arg("--config")
+        .arg(sb.config_path())
+        .args(["--timeout", "60s"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// `reloaded: OLD -> NEW` → (OLD, NEW).
+fn parse_reloaded(out: &str) -> (i32, i32) {
+    out.lines()
+        .find_map(|l| {
+            let (old, new) = l.trim().strip_prefix("reloaded: ")?.split_once(" -> ")?;
+            Some((old.parse().ok()?, new.parse().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no `reloaded: OLD -> NEW` in {out:?}"))
+}
+
+fn start(sb: &Sandbox) -> Baton {
+    sb.write_config(&sb.config("v1"));
+    let baton = sb.spawn(sb.serve(&[]));
+    baton.wait_ready(&sb.notify);
+    let pid = baton.pid;
+    common::wait_until("the PID file", DEADLINE, || {
+        (std::fs::read_to_string(sb.pid_file()).ok()?.trim() == pid.to_string()).then_some(())
+    });
+    baton
+}
+
+#[test]
+fn eighty_concurrent_baton_reloads_each_get_the_true_outcome_of_a_hand_off_that_began_after_them() {
+    let _heavy = common::heavy();
+    let sb = Sandbox::new();
+    let mut baton = start(&sb);
+    const N: usize = 80;
+    let asked: Vec<(Instant, (i32, String))> = thread::scope(|s| {
+        let handles: Vec<_> = (0..N)
+            .map(|_| {
+                let sb = &sb;
+                s.spawn(move || {
+                    let at = Instant::now();
+                    (at, baton_reload(sb, &[]))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut handoffs = std::collections::BTreeSet::new();
+    for (at, (code, out)) in &asked {
+        assert_eq!(*code, 0, "{out}");
+        let (old, new) = parse_reloaded(out);
+        // True: `old` announced `new` as the main process (MAINPID=) and `new` said READY=1 ...
+        let ready =
+            sb.notify
+                .wait_for_after(0, DEADLINE, &format!("{out}: READY=1 from {new}"), |n| {
+                    n.pid == new && n.has("READY=1")
+                });
+        let records = sb.notify.all();
+        let mainpid = records
+            .iter()
+            .find(|n| n.pid == old && n.mainpid() == Some(new))
+            .unwrap_or_else(|| panic!("{out}: {old} never announced MAINPID={new}"));
+        assert!(ready.seq > mainpid.seq, "{out}: READY=1 before MAINPID=");
+        // ... in a hand-off that began (RELOADING=1) after the request was made.
+        let began = records
+            .iter()
+            .rev()
+            .find(|n| n.pid == old && n.has("RELOADING=1") && n.seq < mainpid.seq)
+            .unwrap_or_else(|| panic!("{out}: no RELOADING=1 from {old}"));
+        assert!(
+            began.at >= *at,
+            "{out}: that hand-off began {:?} before the request",
+            at.duration_since(began.at)
+        );
+        handoffs.insert((old, new));
+    }
+    println!(
+        "{N} concurrent `baton reload`: {N} answered 0 (all true), served by {} hand-offs",
+        handoffs.len()
+    );
+    assert!(handoffs.len() < N, "requests share hand-offs");
+    let main = common::current_main(&sb.notify, baton.pid);
+    common::sigterm_and_wait_gone(&sb, &mut baton, main);
+}
+
+/// Runs `sleep 600` (as `user`, or as root): a process that is not baton and would die of a
+/// `SIGHUP`.
+fn bystander(user: Option<&OtherUser>) -> std::process::Child {
+    let mut cmd = match user {
+        Some(u) => {
+            let mut c = u.command("sleep");
+            c.arg("600");
+            c
+        }
+        None => {
+            let mut c = Command::new("sleep");
+            c.arg("600");
+            c
+        }
+    };
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    reaper::spawn_registered(&mut cmd).expect("sleep")
+}
+
+#[test]
+fn a_pid_file_naming_a_process_that_is_not_the_service_is_refused_and_nobody_is_signalled() {
+    let Some(mallory) = OtherUser::create() else {
+        panic!("this test needs root to create a second user");
+    };
+    let sb = Sandbox::new();
+    let mut baton = start(&sb);
+    for (who, user) in [("another user's", Some(&mallory)), ("root's", None)] {
+        let mut other = bystander(user);
+        let pid = other.id() as i32;
+        // After a crash the pid in the PID file went to another process.
+        std::fs::write(sb.pid_file(), format!("{pid}\n")).unwrap();
+        let from = sb.notify.len();
+        let (code, out) = baton_reload(&sb, &[]);
+        println!(
+            "PID file naming {who} `sleep` {pid}: exit {code}: {}",
+            out.trim()
+        );
+        assert_ne!(code, 0, "{out}");
+        assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
+        assert!(
+            out.contains(&format!("pid {pid}")) && out.contains("nothing was sent"),
+            "{out}"
+        );
+        thread::sleep(Duration::from_millis(200));
+        assert!(
+            matches!(other.try_wait(), Ok(None)),
+            "the process on the reused pid was signalled"
+        );
+        assert!(
+            !sb.notify.all()[from..].iter().any(|n| n.has("RELOADING=1")),
+            "the service was reloaded by a request that named another process"
+        );
+        let _ = other.kill();
+        let _ = other.wait();
+    }
+    let main = baton.pid;
+    common::sigterm_and_wait_gone(&sb, &mut baton, main);
+}
+
+/// A fake control socket that answers every connection with a forged success.
+fn forger(path: &Path, successor: u32) -> thread::JoinHandle<usize> {
+    let listener = UnixListener::bind(path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut served = 0;
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    served += 1;
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_millis(500))).ok();
+                    let mut buf = [0u8; 64];
+                    let _ = s.read(&mut buf);
+                    let _ = s.write_all(
+                        format!(
+                            "{{\"answer\":\"reloaded\",\"retired\":1,\"successor\":{successor}}}\n"
+                        )
+                        .as_bytes(),
+                    );
+                }
+                Err(_) => thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        served
+    })
+}
+
+/// Queue `SIGRTMIN+5` to `to` with `value`, its siginfo naming `claimed_sender` as the sender.
+fn forge_answer_signal(to: i32, claimed_sender: i32, value: usize) -> bool {
+    #[repr(C)]
+    struct Info {
+        signo: i32,
+        errno: i32,
+        code: i32,
+        pad: i32,
+        pid: i32,
+        uid: u32,
+        value: usize,
+        rest: [u64; 12],
+    }
+    let info = Info {
+        signo: libc::SIGRTMIN() + 5,
+        errno: 0,
+        code: libc::SI_QUEUE,
+        pad: 0,
+        pid: claimed_sender,
+        uid: nix::unistd::getuid().as_raw(),
+        value,
+        rest: [0; 12],
+    };
+    // SAFETY: rt_sigqueueinfo(2) with a pid, a valid signal and a pointer to a siginfo-sized,
+    // initialised buffer that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigqueueinfo,
+            to,
+            libc::SIGRTMIN() + 5,
+            &info as *const Info,
+        )
+    };
+    rc == 0
+}
+
+fn runtime_dir(sb: &Sandbox) -> PathBuf {
+    sb.handoff_socket().parent().unwrap().to_owned()
+}
+
+#[test]
+fn an_answer_from_a_process_that_is_not_the_service_is_never_believed() {
+    let sb = Sandbox::new();
+    let mut baton = start(&sb);
+    // A process of the service's own user puts a control socket of its own where `baton reload`
+    // looks first, and answers every request with a success naming pid 4242.
+    let fake = runtime_dir(&sb).join("control.0.aaaaaa");
+    let forged = forger(&fake, 4242);
+    let (code, out) = baton_reload(&sb, &[]);
+    println!(
+        "with a forged control socket in place: exit {code}: {}",
+        out.trim()
+    );
+    assert_eq!(code, 0, "{out}");
+    let (old, new) = parse_reloaded(&out);
+    assert_eq!(old, baton.pid);
+    assert_ne!(new, 4242, "a forged answer was believed: {out}");
+    sb.notify
+        .wait_for_after(0, DEADLINE, "the real MAINPID=", |n| {
+            n.pid == old && n.mainpid() == Some(new)
+        });
+    // And the old way to forge (an answer signal queued to `baton reload` while it waits)
+    // finds nothing listening for it: no success is ever printed from it.
+    let mut held = common::HeldSuccessor::install(&sb);
+    let client = reaper::spawn_registered(&mut baton_reload_command(&sb, &[])).unwrap();
+    let successor = common::wait_until("a held successor", DEADLINE, || {
+        procs::children_of(new).first().map(|c| c.pid)
+    });
+    // SIGRTMIN+5 carrying 4242, as the old answer signal did, claiming to come from the main
+    // process: rt_sigqueueinfo(2) lets a process of the same user write the sender's pid.
+    common::wait_until("baton reload waiting", DEADLINE, || {
+        procs::stat(client.id() as i32)
+            .filter(|p| p.state == 'S')
+            .map(|_| ())
+    });
+    assert!(forge_answer_signal(client.id() as i32, new, 4242));
+    assert!(held.release(DEADLINE));
+    let out = client.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "forged answer signal while waiting: {:?}: {}",
+        out.status,
+        text.trim()
+    );
+    assert!(!text.contains("4242"), "{text}");
+    drop(forged);
+    let _ = std::fs::remove_file(&fake);
+    let main = common::wait_until("the successor as main", DEADLINE, || {
+        let m = common::current_main(&sb.notify, baton.pid);
+        (m == successor).then_some(m)
+    });
+    common::sigterm_and_wait_gone(&sb, &mut baton, main);
+}
