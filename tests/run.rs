@@ -553,10 +553,8 @@ fn baton_upgrade_keeps_the_app_serving_and_the_reload_starts_the_new_baton() {
     run.version("v1", "ok");
     let (ok, out, took) = run.reload();
     assert!(ok, "{out}\nlog:\n{}", run.baton.log());
-    assert!(
-        out.contains(&format!("reloaded: {} ->", run.baton.pid)),
-        "{out}"
-    );
+    // The old generation retired; the successor is a new generation of the same baton.
+    assert!(out.contains(&format!("reloaded: {} ->", gen1[0])), "{out}");
     wait_until("v1 to answer", DEADLINE, || {
         (run.body() == "v1").then_some(())
     });
@@ -597,6 +595,96 @@ fn baton_upgrade_keeps_the_app_serving_and_the_reload_starts_the_new_baton() {
         report.ok, report.failed
     );
     report.assert_no_failures();
+}
+
+/// `baton reload` reaches `baton run` over the service's control socket, bound in the runtime
+/// directory as `serve` binds it (`control.<baton's pid>.<random>`), and `kill -1` still reloads.
+/// A request that arrives while a reload is in flight waits in the socket's backlog and is
+/// answered with the outcome of the next reload, never the one that began before it: here
+/// `kill -1` starts a reload of a version that never becomes ready; `baton reload`, asked
+/// meanwhile, reports the failure of generation 3 (the reload that began after it), not of 2.
+/// At the stop the socket's name is removed.
+#[test]
+fn a_request_during_a_reload_gets_the_next_reloads_outcome_over_the_control_socket() {
+    let _heavy = common::heavy();
+    let mut run = Run::start(App::Go, &["--ready-timeout", "3s"]);
+    let first = run.generations();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let dir = run.sb.handoff_socket().parent().unwrap().to_owned();
+    let prefix = format!("control.{}.", run.baton.pid);
+    let controls = || -> Vec<String> {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&prefix))
+            .collect()
+    };
+    assert_eq!(controls().len(), 1, "{:?}", controls());
+
+    run.version("hung", "hang");
+    let mark = run.sb.notify.len();
+    run.baton.signal(run.baton.pid, Signal::SIGHUP);
+    let second = wait_until("generation 2", DEADLINE, || {
+        run.generations().into_iter().find(|p| !first.contains(p))
+    });
+    let started = Instant::now();
+    let reload = {
+        let mut cmd = run.sb.baton();
+        cmd.arg("reload")
+            .args(["--pid", &run.baton.pid.to_string()])
+            .arg("--handoff-socket")
+            .arg(run.sb.handoff_socket())
+            .args(["--timeout", "60s"]);
+        std::thread::spawn(move || common::output(&mut cmd))
+    };
+    let pid = run.baton.pid;
+    let n = run
+        .sb
+        .notify
+        .wait_for_after(mark, DEADLINE, "the SIGHUP reload fails", |n| {
+            n.pid == pid
+                && n.get("STATUS")
+                    .is_some_and(|s| s.starts_with("reload failed:"))
+        });
+    let status = n.get("STATUS").unwrap().to_owned();
+    assert!(
+        status.contains(&format!("generation 2 (pid {second})")),
+        "{status}"
+    );
+    let out = reload.join().expect("baton reload thread");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "a request during a reload: answered after {:?}: {text}",
+        started.elapsed()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}\nlog:\n{}",
+        run.baton.log()
+    );
+    assert!(
+        text.contains("reload failed") && text.contains("generation 3 ("),
+        "{text}\nlog:\n{}",
+        run.baton.log()
+    );
+    assert!(!text.contains("generation 2 "), "{text}");
+    assert!(
+        text.contains(&format!("pid {} keeps serving", first[0])),
+        "{text}"
+    );
+    assert_eq!(run.generations(), first, "only the old generation is left");
+    assert_eq!(run.body(), "v0");
+
+    run.baton.signal(run.baton.pid, Signal::SIGTERM);
+    let st = run.baton.wait_exit(DEADLINE);
+    assert_eq!(st.code(), Some(0), "{}\n{}", describe(st), run.baton.log());
+    assert!(controls().is_empty(), "{:?}", controls());
+    run.assert_all_gone(&first, DEADLINE);
 }
 
 /// The private notify socket is made in the runtime directory only if that directory is baton's
