@@ -321,6 +321,55 @@ mod assets {
                 options: true,
                 commands: false,
             },
+            Page {
+                name: "baton-run".into(),
+                man: Man::new(sub("run")?),
+                description: vec![
+                    p(
+                        "Runs COMMAND, a server written in any language, on baton's listeners \
+                       (socket activation, the import from a running baton, or a fresh bind), \
+                       passed as systemd passes them: fds 3, 4, … with LISTEN_FDS, LISTEN_PID \
+                       (the command's own pid) and LISTEN_FDNAMES, and a NOTIFY_SOCKET of \
+                       baton's own. baton stays the main process.",
+                    ),
+                    p(
+                        "SIGHUP (systemctl reload, baton reload) starts COMMAND again on the same \
+                       sockets; once the new one is ready (READY=1, or --ready=delay:DURATION) \
+                       the old one gets --stop-signal and, after --grace, SIGKILL on its process \
+                       group. A new one that exits or is not ready within --ready-timeout is \
+                       killed; the old one serves on and the reload fails (STATUS=reload \
+                       failed: …, baton reload exits 1). If baton's own binary was replaced, \
+                       baton re-executes itself first, keeping the sockets and the running \
+                       command. SIGTERM stops every generation and exits with the status of \
+                       the last one; a serving command that exits ends baton with its status.",
+                    ),
+                    p(
+                        "Units: baton-run@.socket and baton-run@.service, one instance per \
+                       application (README: Run a server written in another language).",
+                    ),
+                ],
+                sections: vec![
+                    (
+                        "EXIT STATUS",
+                        vec![terms(&[
+                            (
+                                "the command's",
+                                "After a stop, or when the serving command exited on its own \
+                                 (128 + the signal that ended it).",
+                            ),
+                            ("64", "Usage: a bad option or no COMMAND."),
+                            (
+                                "69",
+                                "The first command was not ready in time (or exited 0 first).",
+                            ),
+                            ("78", "A bad listen address, or COMMAND not found."),
+                        ])],
+                    ),
+                    ("SEE ALSO", see_also("baton-run")),
+                ],
+                options: true,
+                commands: false,
+            },
         ])
     }
 
@@ -535,20 +584,26 @@ mod assets {
     }
 
     fn see_also(this: &str) -> Vec<Block> {
-        let pages: Vec<String> = ["baton", "baton-serve", "baton-reload", "baton-check"]
-            .iter()
-            .filter(|p| **p != this)
-            .map(|p| format!("{p}(1)"))
-            .chain(
-                [
-                    "systemctl(1)",
-                    "journalctl(1)",
-                    "systemd.socket(5)",
-                    "systemd.service(5)",
-                ]
-                .map(str::to_owned),
-            )
-            .collect();
+        let pages: Vec<String> = [
+            "baton",
+            "baton-serve",
+            "baton-reload",
+            "baton-check",
+            "baton-run",
+        ]
+        .iter()
+        .filter(|p| **p != this)
+        .map(|p| format!("{p}(1)"))
+        .chain(
+            [
+                "systemctl(1)",
+                "journalctl(1)",
+                "systemd.socket(5)",
+                "systemd.service(5)",
+            ]
+            .map(str::to_owned),
+        )
+        .collect();
         vec![Block::P(pages.join(", "))]
     }
 }

@@ -16,6 +16,7 @@
 //! | `control.<pid>.<random>` | the control socket `baton reload` asks (passed on from generation to generation; `0600`) | the first generation |
 //! | `reload-status.<pid>.json` | the outcome of `<pid>`'s last hand-off | that process |
 //! | `supervisor.<pid>.<random>/notify.sock` | a supervisor's private notify socket (swept; made with [`RuntimeDir::create_supervisor_dir`]) | the supervisor |
+//! | `run.<pid>.<random>/notify.sock` | the private notify socket of `baton run`'s applications (swept; made with [`RuntimeDir::create_run_dir`]) | `baton run` |
 //!
 //! Every name carries the pid of the process that made it, so [`RuntimeDir::sweep`] can remove
 //! what a process that no longer exists left behind, and never touches anything else.
@@ -36,7 +37,9 @@ pub const STATUS_PREFIX: &str = "reload-status.";
 pub const CONTROL_PREFIX: &str = "control.";
 /// A supervisor's private directories: `supervisor.<pid>.<random>`.
 pub const SUPERVISOR_DIR_PREFIX: &str = "supervisor.";
-/// The notify socket inside a supervisor's private directory.
+/// `baton run`'s private directories: `run.<pid>.<random>`.
+pub const RUN_DIR_PREFIX: &str = "run.";
+/// The notify socket inside a supervisor's or `baton run`'s private directory.
 pub const NOTIFY_SOCKET_NAME: &str = "notify.sock";
 
 /// The most bytes the longest name baton makes adds to the runtime directory:
@@ -134,8 +137,15 @@ impl RuntimeDir {
             .create_unique_dir(&format!("{SUPERVISOR_DIR_PREFIX}{}.", std::process::id()))
     }
 
-    /// Remove the directory `name` made by [`Self::create_handoff_dir`] or
-    /// [`Self::create_supervisor_dir`] with the socket in it.
+    /// A new private directory for `baton run`'s notify socket: `run.<pid>.<random>/`.
+    #[cfg(feature = "cli")]
+    pub fn create_run_dir(&self) -> Result<(TrustedDir, String), FsError> {
+        self.dir
+            .create_unique_dir(&format!("{RUN_DIR_PREFIX}{}.", std::process::id()))
+    }
+
+    /// Remove the directory `name` made by [`Self::create_handoff_dir`],
+    /// [`Self::create_supervisor_dir`] or [`Self::create_run_dir`] with the socket in it.
     pub fn remove_private_dir(&self, dir: &TrustedDir, name: &str) -> Result<(), FsError> {
         let _ = dir.remove_file(HANDOFF_SOCKET_NAME);
         let _ = dir.remove_file(NOTIFY_SOCKET_NAME);
@@ -234,7 +244,8 @@ impl RuntimeDir {
         let gone = |pid: u32| pid != me && safe_fs::pid_is_gone(pid);
         for name in names {
             let dir_pid = safe_fs::owner_pid(&name, HANDOFF_DIR_PREFIX)
-                .or_else(|| safe_fs::owner_pid(&name, SUPERVISOR_DIR_PREFIX));
+                .or_else(|| safe_fs::owner_pid(&name, SUPERVISOR_DIR_PREFIX))
+                .or_else(|| safe_fs::owner_pid(&name, RUN_DIR_PREFIX));
             if let Some(pid) = dir_pid.filter(|p| gone(*p)) {
                 let removed = match self.dir.subdir(&name) {
                     Ok(sub) => self.remove_private_dir(&sub, &name),
@@ -314,6 +325,7 @@ mod tests {
         // 4194305 is above the kernel's largest pid: never alive.
         std::fs::create_dir(tmp.path().join("handoff.4194305.abcdef")).unwrap();
         std::fs::create_dir(tmp.path().join("supervisor.4194305.abcdef")).unwrap();
+        std::fs::create_dir(tmp.path().join("run.4194305.abcdef")).unwrap();
         std::fs::write(tmp.path().join("reload-status.4194305.json"), "{}").unwrap();
         let live = format!("handoff.{}.abcdef", std::process::id());
         std::fs::create_dir(tmp.path().join("handoff.1.abcdef")).unwrap(); // pid 1 lives

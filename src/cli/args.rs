@@ -42,6 +42,81 @@ pub enum Command {
     Reload(ReloadArgs),
     /// Validate the configuration and listen addresses, like `nginx -t`
     Check(Overrides),
+    /// Run COMMAND (a server in any language) on baton's listeners; SIGHUP starts a new one
+    /// and retires the old one once the new one is ready
+    Run(RunArgs),
+}
+
+/// The options of `baton run`.
+///
+/// COMMAND gets the listeners as fds 3, 4, … with `LISTEN_FDS`, `LISTEN_PID` (its own pid) and
+/// `LISTEN_FDNAMES`, as systemd's socket activation gives them, and a `NOTIFY_SOCKET` of
+/// baton's own. baton stays the main process for the life of the service.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Address to listen on: host:port, [v6]:port, :port or unix:/path (TLS is the
+    /// application's business). Repeatable; the variable takes a comma-separated list
+    /// [default: what systemd passed, else 127.0.0.1:8000]
+    #[arg(
+        short,
+        long = "listen",
+        env = "BATON_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub listen: Vec<String>,
+    /// When a new COMMAND counts as ready: `notify` (it sends READY=1 to $NOTIFY_SOCKET, as
+    /// gunicorn and puma do), or `delay:DURATION` for one that never notifies (ready when it
+    /// still runs after DURATION: a guess, and said to be one)
+    #[arg(
+        long,
+        env = "BATON_RUN_READY",
+        value_name = "HOW",
+        default_value = "notify"
+    )]
+    pub ready: String,
+    /// How long a new COMMAND may take to become ready before it is stopped and the reload
+    /// fails
+    #[arg(
+        long,
+        env = "BATON_RUN_READY_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "60s"
+    )]
+    pub ready_timeout: String,
+    /// The signal that asks a COMMAND to finish its requests and exit (TERM, QUIT, INT, USR2,
+    /// … or a number)
+    #[arg(
+        long,
+        env = "BATON_RUN_STOP_SIGNAL",
+        value_name = "SIGNAL",
+        default_value = "TERM"
+    )]
+    pub stop_signal: String,
+    /// How long a COMMAND may take to exit after its stop signal before SIGKILL
+    #[arg(
+        long,
+        env = "BATON_RUN_GRACE",
+        value_name = "DURATION",
+        default_value = "30s"
+    )]
+    pub grace: String,
+    /// Where a fresh start looks for a running baton to take the listeners from (the documented
+    /// import); its directory holds the reload status files [default: as for serve]
+    #[arg(long, env = "BATON_HANDOFF_SOCKET", value_name = "PATH")]
+    pub handoff_socket: Option<PathBuf>,
+    /// Format of the log on standard error
+    #[arg(
+        long,
+        env = "BATON_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Auto
+    )]
+    pub log_format: LogFormat,
+    /// The server to run, and its arguments (after `--`)
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// The options of `baton reload`.

@@ -6,6 +6,7 @@ pub(crate) mod args;
 mod config_file;
 mod hello;
 mod logging;
+mod run;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub fn main() -> ExitCode {
         Some(Command::Serve(o)) => serve(&o),
         Some(Command::Check(o)) => check(&o),
         Some(Command::Reload(r)) => reload_cmd(&r),
+        Some(Command::Run(r)) => run::main(&r),
     };
     ExitCode::from(code)
 }

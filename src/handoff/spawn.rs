@@ -81,14 +81,18 @@ pub fn spawn_successor(
         .enumerate()
         .map(|(i, l)| (l.as_fd().as_raw_fd(), 3 + i as RawFd))
         .collect();
-    // SAFETY: sigemptyset initialises the set it is given.
-    let none = unsafe {
+    let pid = start(exe, &envp, &fds, &empty_mask())?;
+    Ok(Child::new(pid))
+}
+
+/// An empty signal set.
+fn empty_mask() -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is valid storage; sigemptyset initialises it.
+    unsafe {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         none
-    };
-    let pid = start(exe, &envp, &fds, &none)?;
-    Ok(Child::new(pid))
+    }
 }
 
 /// This process's environment for a child: every variable `removed` does not name, then `set`.
@@ -117,6 +121,69 @@ pub(crate) fn start(
     fds: &[(RawFd, RawFd)],
     mask: &libc::sigset_t,
 ) -> io::Result<u32> {
+    let program = cstring(exe.path.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = std::iter::once(Ok(program.clone()))
+        .chain(exe.args.iter().map(|a| cstring(a.as_bytes())))
+        .collect::<io::Result<_>>()?;
+    launch(&program, &argv, envp, fds, mask, ChildSetup::SUCCESSOR)
+}
+
+/// How `baton run` starts an application: `program` (a path, not searched in `PATH`) with
+/// `args` (argv\[0\] included), the environment `envp` (made by [`environment`], without
+/// `LISTEN_PID`), `listeners` at fds 3, 4, … and, set in the child after the clone and before
+/// its execve, `LISTEN_PID=<its own pid>` (sd_listen_fds(3) checks it, so it cannot be known
+/// before). The child leads a process group of its own (a terminal's ^C or a stop signal to
+/// baton's group reaches only baton, which stops its children on purpose), gets `death_signal`
+/// when the thread that started it dies (`PR_SET_PDEATHSIG`: a baton killed by the OOM killer
+/// leaves no orphan; callers start children from the thread that lives as long as the process),
+/// and has every signal at its default disposition and none blocked.
+#[cfg(feature = "cli")]
+pub(crate) fn spawn_app(
+    program: &Path,
+    args: &[OsString],
+    mut envp: Vec<CString>,
+    listeners: &[impl AsFd],
+    death_signal: libc::c_int,
+) -> io::Result<Child> {
+    let program = cstring(program.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = args
+        .iter()
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<io::Result<_>>()?;
+    envp.retain(|e| !e.as_bytes().starts_with(LISTEN_PID_PREFIX));
+    // "LISTEN_PID=" and room for any pid and the NUL; the child writes its pid in place.
+    let mut listen_pid = Vec::with_capacity(LISTEN_PID_PREFIX.len() + 24);
+    listen_pid.extend_from_slice(LISTEN_PID_PREFIX);
+    listen_pid.resize(LISTEN_PID_PREFIX.len() + 24, 0);
+    // A placeholder entry, replaced by the pointer to `listen_pid` in `vfork_exec`.
+    envp.push(env_entry(b"LISTEN_PID", b"")?);
+    let fds: Vec<(RawFd, RawFd)> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_fd().as_raw_fd(), 3 + i as RawFd))
+        .collect();
+    let setup = ChildSetup {
+        listen_pid: listen_pid.as_mut_ptr(),
+        own_group: true,
+        death_signal,
+        parent: nix::unistd::getpid().as_raw(),
+        hup: libc::SIG_DFL,
+    };
+    let pid = launch(&program, &argv, &envp, &fds, &empty_mask(), setup)?;
+    drop(listen_pid);
+    Ok(Child::new(pid))
+}
+
+/// The one way a child is started (a successor, the supervisor's generation 0, an application
+/// of `baton run`): `fds` placed, the rest by [`vfork_exec`].
+fn launch(
+    program: &CString,
+    argv: &[CString],
+    envp: &[CString],
+    fds: &[(RawFd, RawFd)],
+    mask: &libc::sigset_t,
+    setup: ChildSetup,
+) -> io::Result<u32> {
     // Duplicate every source above the target range first, so placing one never overwrites
     // another still to be placed (and so dup2 never sees the same source and target, which would
     // leave FD_CLOEXEC set).
@@ -130,14 +197,63 @@ pub(crate) fn start(
         })
         .collect::<nix::Result<_>>()?;
     let targets: Vec<RawFd> = fds.iter().map(|&(_, t)| t).collect();
-
-    let program = cstring(exe.path.as_os_str().as_bytes())?;
-    let argv: Vec<CString> = std::iter::once(Ok(program.clone()))
-        .chain(exe.args.iter().map(|a| cstring(a.as_bytes())))
-        .collect::<io::Result<_>>()?;
-    let pid = vfork_exec(&program, &argv, envp, &staged, &targets, mask)?;
+    let pid = vfork_exec(program, argv, envp, &staged, &targets, mask, setup)?;
     drop(staged);
     Ok(pid)
+}
+
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+
+/// What the child of [`vfork_exec`] does besides placing the descriptors and the mask.
+#[derive(Clone, Copy)]
+struct ChildSetup {
+    /// A buffer `LISTEN_PID=` followed by zeros, or null: the child writes its pid after the
+    /// prefix; the last entry of `envp` is replaced by it.
+    listen_pid: *mut u8,
+    /// setpgid(0, 0), and every signal at its default (an ignored one too), as systemd starts
+    /// a service.
+    own_group: bool,
+    /// `PR_SET_PDEATHSIG` (0: none).
+    death_signal: libc::c_int,
+    /// The parent's pid, to detect a parent that died before the death signal was armed.
+    parent: libc::pid_t,
+    /// The disposition of `SIGHUP` in the child.
+    hup: libc::sighandler_t,
+}
+
+impl ChildSetup {
+    /// A baton successor or generation 0: `SIGHUP` ignored until it installs its handler.
+    const SUCCESSOR: ChildSetup = ChildSetup {
+        listen_pid: std::ptr::null_mut(),
+        own_group: false,
+        death_signal: 0,
+        parent: 0,
+        hup: libc::SIG_IGN,
+    };
+}
+
+/// Write `pid` in decimal at `at`, NUL-terminated. No allocation: the child of a vfork calls it.
+///
+/// # Safety
+/// `at` must be valid for writing 12 bytes.
+unsafe fn write_pid(at: *mut u8, pid: libc::pid_t) {
+    let mut digits = [0u8; 12];
+    let mut n = pid.max(0) as u32;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        // SAFETY: i < len <= 10 < 12, within the caller's buffer.
+        unsafe { *at.add(i) = digits[len - 1 - i] };
+    }
+    // SAFETY: len <= 10 < 12.
+    unsafe { *at.add(len) = 0 };
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
@@ -164,6 +280,8 @@ struct Plan {
     targets: *const RawFd,
     count: usize,
     mask: *const libc::sigset_t,
+    /// The rest of the child's set-up.
+    setup: ChildSetup,
     /// The errno of the step that failed in the child (0: none).
     error: AtomicI32,
 }
@@ -172,10 +290,10 @@ struct Plan {
 /// the child borrows our memory until its execve, and this thread waits until then), so the
 /// serving process pays neither a page-table copy nor copy-on-write faults afterwards. In the
 /// child: every signal we catch back to its default (our handlers must not run there), `SIGHUP`
-/// ignored (a reload request before the successor installed its handler must not kill it; it
-/// installs one at start), `SIGPIPE` default (as std does for children), `sources[i]` at fd
-/// `targets[i]`, `mask` as the signal mask, execve. posix_spawn itself cannot ignore a signal in
-/// the child.
+/// as `setup` says (ignored for a baton: a reload request before the successor installed its
+/// handler must not kill it; it installs one at start), `SIGPIPE` default (as std does for
+/// children), the rest of `setup`, `sources[i]` at fd `targets[i]`, `mask` as the signal mask,
+/// execve. posix_spawn itself cannot ignore a signal in the child.
 fn vfork_exec(
     program: &CString,
     argv: &[CString],
@@ -183,13 +301,19 @@ fn vfork_exec(
     sources: &[OwnedFd],
     targets: &[RawFd],
     mask: &libc::sigset_t,
+    setup: ChildSetup,
 ) -> io::Result<u32> {
     let pointers = |strings: &[CString]| -> Vec<*const libc::c_char> {
         let mut v: Vec<_> = strings.iter().map(|s| s.as_ptr()).collect();
         v.push(std::ptr::null());
         v
     };
-    let (argv, envp) = (pointers(argv), pointers(envp));
+    let (argv, mut envp) = (pointers(argv), pointers(envp));
+    if !setup.listen_pid.is_null() && envp.len() >= 2 {
+        // The placeholder is the last entry before the terminating null.
+        let last = envp.len() - 2;
+        envp[last] = setup.listen_pid as *const libc::c_char;
+    }
     let sources: Vec<RawFd> = sources.iter().map(AsRawFd::as_raw_fd).collect();
     let plan = Plan {
         program: program.as_ptr(),
@@ -199,6 +323,7 @@ fn vfork_exec(
         targets: targets.as_ptr(),
         count: sources.len().min(targets.len()),
         mask,
+        setup,
         error: AtomicI32::new(0),
     };
     // The child's stack: it runs one small function, then execve.
@@ -264,9 +389,10 @@ extern "C" fn vfork_child(plan: *mut libc::c_void) -> libc::c_int {
                 continue;
             }
             let wanted = match signal {
-                libc::SIGHUP => libc::SIG_IGN,
+                libc::SIGHUP => plan.setup.hup,
                 libc::SIGPIPE => libc::SIG_DFL,
-                _ if action.sa_sigaction == libc::SIG_IGN => continue,
+                // An application starts as systemd would start it: every signal at its default.
+                _ if action.sa_sigaction == libc::SIG_IGN && !plan.setup.own_group => continue,
                 _ => libc::SIG_DFL,
             };
             if action.sa_sigaction != wanted {
@@ -274,6 +400,25 @@ extern "C" fn vfork_child(plan: *mut libc::c_void) -> libc::c_int {
                 new.sa_sigaction = wanted;
                 libc::sigaction(signal, &new, std::ptr::null_mut());
             }
+        }
+        let setup = plan.setup;
+        if setup.own_group && libc::setpgid(0, 0) != 0 {
+            fail(plan);
+        }
+        if setup.death_signal != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, setup.death_signal as libc::c_ulong) != 0 {
+                fail(plan);
+            }
+            // The parent died before the signal was armed: nobody would stop us.
+            if libc::getppid() != setup.parent {
+                libc::_exit(127);
+            }
+        }
+        if !setup.listen_pid.is_null() {
+            write_pid(
+                setup.listen_pid.add(LISTEN_PID_PREFIX.len()),
+                libc::getpid(),
+            );
         }
         for i in 0..plan.count {
             // dup2 onto a different number clears FD_CLOEXEC on the target: exactly these
@@ -305,6 +450,13 @@ struct Reaper {
 }
 
 impl Child {
+    /// Take charge of `pid`, a child of this process not reaped yet (one started before this
+    /// process re-executed itself: children survive an execve).
+    #[cfg(feature = "cli")]
+    pub(crate) fn adopt(pid: u32) -> Child {
+        Child::new(pid)
+    }
+
     fn new(pid: u32) -> Child {
         // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };

@@ -740,7 +740,11 @@ fn open_control(
             }
         },
     };
-    match Control::start(fd, inputs.clone()) {
+    let wake = crate::reload::control::Wake {
+        inputs: inputs.clone(),
+        input: Input::ReloadRequest,
+    };
+    match Control::start(fd, wake) {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::error!(error = %e, "cannot serve the control socket");

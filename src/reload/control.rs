@@ -23,7 +23,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn, Instrument};
 
 use super::{Answer, Request, MAX_LINE};
-use crate::lifecycle::Input;
 
 /// How many connections may wait in the control socket's backlog (during a hand-off, say).
 const BACKLOG: i32 = 1024;
@@ -40,6 +39,23 @@ fn relisten(fd: &OwnedFd) -> io::Result<()> {
 /// A client waiting for the outcome.
 type Waiter = oneshot::Sender<Answer>;
 
+/// How the owner of a control socket hears of a request read: `input` sent on `inputs`.
+pub(crate) struct Wake<T> {
+    /// The owner's input channel.
+    pub(crate) inputs: mpsc::UnboundedSender<T>,
+    /// What is sent for each request.
+    pub(crate) input: T,
+}
+
+impl<T: Clone> Clone for Wake<T> {
+    fn clone(&self) -> Self {
+        Wake {
+            inputs: self.inputs.clone(),
+            input: self.input.clone(),
+        }
+    }
+}
+
 /// The control socket of a serving process and the requests it holds.
 pub(crate) struct Control {
     fd: OwnedFd,
@@ -48,24 +64,36 @@ pub(crate) struct Control {
     pending: Arc<Mutex<Vec<Waiter>>>,
     /// Requests the running hand-off answers.
     current: Vec<Waiter>,
+    /// How many requests read are not answered on their connection yet.
+    #[cfg(feature = "cli")]
+    unanswered: watch::Receiver<usize>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Control {
     /// Serve the listening control socket `fd` (not yet accepting: see [`Control::accept`]).
-    /// Each request read is reported as [`Input::ReloadRequest`].
-    pub(crate) fn start(fd: OwnedFd, inputs: mpsc::UnboundedSender<Input>) -> io::Result<Control> {
+    /// Each request read is reported through `wake`.
+    pub(crate) fn start<T: Clone + Send + 'static>(
+        fd: OwnedFd,
+        wake: Wake<T>,
+    ) -> io::Result<Control> {
         let std_listener = std::os::unix::net::UnixListener::from(fd.try_clone()?);
         std_listener.set_nonblocking(true)?;
         let listener = UnixListener::from_std(std_listener)?;
         let (accepting, rx) = watch::channel(false);
         let pending = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn(serve(listener, rx, pending.clone(), inputs).in_current_span());
+        #[cfg_attr(not(feature = "cli"), allow(unused_variables))]
+        let (count, unanswered) = watch::channel(0);
+        let task = tokio::spawn(
+            serve(listener, rx, pending.clone(), wake, Arc::new(count)).in_current_span(),
+        );
         Ok(Control {
             fd,
             accepting,
             pending,
             current: Vec::new(),
+            #[cfg(feature = "cli")]
+            unanswered,
             task: Some(task),
         })
     }
@@ -126,6 +154,13 @@ impl Control {
         self.answer_pending(answer);
     }
 
+    /// Wait (at most `within`) until every request read has its answer written: for a process
+    /// about to replace its program, which closes those connections (`baton run`).
+    #[cfg(feature = "cli")]
+    pub(crate) async fn flush(&mut self, within: Duration) {
+        let _ = tokio::time::timeout(within, self.unanswered.wait_for(|n| *n == 0)).await;
+    }
+
     fn answer_pending(&self, answer: Answer) {
         for waiter in std::mem::take(&mut *lock(&self.pending)) {
             let _ = waiter.send(answer.clone());
@@ -146,11 +181,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Accept while allowed; read each request in a task of its own.
-async fn serve(
+async fn serve<T: Clone + Send + 'static>(
     listener: UnixListener,
     mut accepting: watch::Receiver<bool>,
     pending: Arc<Mutex<Vec<Waiter>>>,
-    inputs: mpsc::UnboundedSender<Input>,
+    wake: Wake<T>,
+    unanswered: Arc<watch::Sender<usize>>,
 ) {
     let me = nix::unistd::geteuid().as_raw();
     loop {
@@ -170,7 +206,8 @@ async fn serve(
         };
         match stream.peer_cred() {
             Ok(cred) if cred.uid() == me || cred.uid() == 0 => {
-                tokio::spawn(answer_one(stream, pending.clone(), inputs.clone()).in_current_span());
+                let task = answer_one(stream, pending.clone(), wake.clone(), unanswered.clone());
+                tokio::spawn(task.in_current_span());
             }
             Ok(cred) => {
                 warn!(peer_pid = ?cred.pid(), peer_uid = cred.uid(),
@@ -182,10 +219,11 @@ async fn serve(
 }
 
 /// Read one request, wait for its outcome, write the answer.
-async fn answer_one(
+async fn answer_one<T>(
     stream: UnixStream,
     pending: Arc<Mutex<Vec<Waiter>>>,
-    inputs: mpsc::UnboundedSender<Input>,
+    wake: Wake<T>,
+    unanswered: Arc<watch::Sender<usize>>,
 ) {
     let peer = stream.peer_cred().ok().and_then(|c| c.pid());
     let (read, mut write) = stream.into_split();
@@ -211,8 +249,9 @@ async fn answer_one(
     }
     info!(?peer, "reload requested on the control socket");
     let (tx, rx) = oneshot::channel();
+    unanswered.send_modify(|n| *n += 1);
     lock(&pending).push(tx);
-    let _ = inputs.send(Input::ReloadRequest);
+    let _ = wake.inputs.send(wake.input);
     let answer = rx.await.unwrap_or(Answer::Failed {
         pid: std::process::id(),
         reason: "the request was dropped".into(),
@@ -222,6 +261,7 @@ async fn answer_one(
     if let Err(e) = write.write_all(&bytes).await {
         debug!(?peer, error = %e, "the requester left before its answer");
     }
+    unanswered.send_modify(|n| *n = n.saturating_sub(1));
 }
 
 /// Whether `fd` is a listening Unix stream socket: what a predecessor offers as its control

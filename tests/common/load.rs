@@ -89,6 +89,20 @@ impl Load {
         Load::start_with(addr, None, keepalive, fresh, pause, check)
     }
 
+    /// [`Load::start`] plus `long` clients that each send `GET long_path` on a fresh connection
+    /// in a loop: requests that are in flight for a while (a slow endpoint of the server) when a
+    /// reload or a stop happens.
+    pub fn start_with_long(
+        addr: SocketAddr,
+        keepalive: usize,
+        fresh: usize,
+        long: (usize, &str),
+        pause: Duration,
+        check: Check,
+    ) -> Load {
+        Load::start_mixed(addr, None, keepalive, fresh, long, pause, check)
+    }
+
     /// [`Load::start`] over TLS with `config` (the clients verify the server's chain).
     pub fn start_tls(
         addr: SocketAddr,
@@ -109,23 +123,43 @@ impl Load {
         pause: Duration,
         check: Check,
     ) -> Load {
+        Load::start_mixed(addr, tls, keepalive, fresh, (0, "/"), pause, check)
+    }
+
+    fn start_mixed(
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        keepalive: usize,
+        fresh: usize,
+        (long, long_path): (usize, &str),
+        pause: Duration,
+        check: Check,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let mut threads = Vec::new();
-        for i in 0..keepalive + fresh {
+        for i in 0..keepalive + fresh + long {
             let keep = i < keepalive;
+            let kind = if keep {
+                "keep-alive"
+            } else if i < keepalive + fresh {
+                "fresh"
+            } else {
+                "long"
+            };
+            let path = if kind == "long" { long_path } else { "/" }.to_owned();
             let (stop, counters, check, tls) =
                 (stop.clone(), counters.clone(), check.clone(), tls.clone());
             threads.push(
                 thread::Builder::new()
-                    .name(format!("load-{}-{i}", if keep { "ka" } else { "fresh" }))
+                    .name(format!("load-{kind}-{i}"))
                     .spawn(move || {
                         let mut client = AnyClient::new(addr, tls);
                         while !stop.load(Ordering::SeqCst) {
                             let result = if keep {
-                                client.get("/")
+                                client.get(&path)
                             } else {
-                                client.get_fresh("/")
+                                client.get_fresh(&path)
                             };
                             let verdict = match &result {
                                 Ok(r) => check(r).map(|_| r.text()),
@@ -140,10 +174,7 @@ impl Load {
                                     counters.failed.fetch_add(1, Ordering::Relaxed);
                                     let mut errs = counters.errors.lock().unwrap();
                                     if errs.len() < 20 {
-                                        errs.push(format!(
-                                            "{} client {i}: {why}",
-                                            if keep { "keep-alive" } else { "fresh" }
-                                        ));
+                                        errs.push(format!("{kind} client {i}: {why}"));
                                     }
                                 }
                             }
