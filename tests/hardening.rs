@@ -325,8 +325,8 @@ fn two_instances_with_default_settings_reloaded_at_once_never_touch_each_other()
     const RELOADS: usize = 20;
     // Same user, same XDG_RUNTIME_DIR, no handoff_socket: both default to the same path.
     let mut instances = Vec::new();
-    for name in ["a", "b"] {
-        let port = common::free_port();
+    for (i, name) in ["a", "b"].into_iter().enumerate() {
+        let port = sb.extra_port(i);
         let config = sb.path(&format!("{name}.json"));
         fs::write(
             &config,
@@ -408,7 +408,7 @@ fn two_instances_with_default_settings_reloaded_at_once_never_touch_each_other()
         procs::children_of(main_a).first().map(|c| c.pid)
     });
     common::predecessor_socket_of(child);
-    let port_c = common::free_port();
+    let port_c = sb.extra_port(0);
     let mut cmd = sb.command(common::baton_exe());
     cmd.args(["--listen", &format!("127.0.0.1:{port_c}")]);
     let mut c = sb.spawn(cmd);

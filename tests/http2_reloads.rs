@@ -141,32 +141,14 @@ fn count_log(path: &Path) -> LogCounts {
     c
 }
 
-/// Installs Debian's nghttp2-client when h2load is missing (CI machines are fresh).
+/// h2load (Debian's nghttp2-client, installed by .ci/run) must be there.
 fn ensure_h2load() {
-    let have = || {
-        common::reaper::output(Command::new("h2load").arg("--version"))
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    if have() {
-        return;
-    }
-    let install = || {
-        common::reaper::output(
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "nghttp2-client"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )
+    let have = common::reaper::output(Command::new("h2load").arg("--version"))
         .map(|o| o.status.success())
-        .unwrap_or(false)
-    };
-    if !install() {
-        let _ = common::reaper::output(Command::new("apt-get").args(["update", "-qq"]));
-        install();
-    }
+        .unwrap_or(false);
     assert!(
-        have(),
-        "h2load (Debian package nghttp2-client) is needed and could not be installed"
+        have,
+        "h2load is needed: apt-get install nghttp2-client (.ci/run installs it)"
     );
 }
 

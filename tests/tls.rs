@@ -377,17 +377,12 @@ fn http2_over_tls_is_chosen_by_alpn() {
     );
 }
 
-/// Installs Debian's nghttp2-client when h2load is missing (CI machines are fresh).
+/// h2load (Debian's nghttp2-client, installed by .ci/run) must be there.
 fn ensure_h2load() {
-    let have = || Path::new("/usr/bin/h2load").exists();
-    if !have() {
-        common::output(
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "nghttp2-client"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        );
-    }
-    assert!(have(), "h2load (Debian package nghttp2-client) is needed");
+    assert!(
+        Path::new("/usr/bin/h2load").exists(),
+        "h2load is needed: apt-get install nghttp2-client (.ci/run installs it)"
+    );
 }
 
 /// `baton reload` against the sandbox's configuration: (exit code, stdout + stderr).
@@ -733,8 +728,8 @@ fn check_reports_a_good_pair_and_refuses_broken_ones() {
     assert_eq!(err.lines().count(), 1, "{err}");
 
     // https without a certificate, a certificate without a key
-    let port = common::free_port();
-    let https = format!("https://127.0.0.1:{port}");
+    let port = common::ports::reserve();
+    let https = format!("https://127.0.0.1:{}", port.port);
     let (code, _, err) = baton_check(&["--listen", &https], &[], None);
     assert_eq!(code, 78);
     assert_eq!(err, format!("baton: --listen/BATON_LISTEN: listen[0]: \"{https}\" serves TLS but no certificate is configured (tls_cert and tls_key, --tls-cert and --tls-key)\n"));
@@ -815,8 +810,7 @@ fn grant(path: &Path, uid: u32, perm: u16) -> bool {
 fn check_reads_credentials_as_a_second_user() {
     use std::os::unix::fs::PermissionsExt;
     const NOBODY: u32 = 65534;
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: needs root to act as a second user");
+    if !common::prereq::root("acting as a second user (nobody)") {
         return;
     }
     let pki = pki();
@@ -836,12 +830,12 @@ fn check_reads_credentials_as_a_second_user() {
     }
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o500)).unwrap();
     if !(grant(&creds, NOBODY, 5) && grant(&cert, NOBODY, 4) && grant(&key, NOBODY, 4)) {
-        println!("skipped: this file system takes no ACLs");
+        common::prereq::missing("ACLs on the temporary directory's file system");
         return;
     }
     let (code, _, err) = baton_check(&[], &[], nobody);
     if code != 0 {
-        println!("skipped: nobody cannot run {}: {err}", exe.display());
+        common::prereq::missing(&format!("nobody cannot run {}: {err}", exe.display()));
         return;
     }
     let args = ["--tls-cert", "credential:tls.crt", "--tls-key", "tls.key"];
