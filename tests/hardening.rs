@@ -408,7 +408,7 @@ fn two_instances_with_default_settings_reloaded_at_once_never_touch_each_other()
         procs::children_of(main_a).first().map(|c| c.pid)
     });
     common::predecessor_socket_of(child);
-    let port_c = sb.extra_port(0);
+    let port_c = sb.extra_port(2);
     let mut cmd = sb.command(common::baton_exe());
     cmd.args(["--listen", &format!("127.0.0.1:{port_c}")]);
     let mut c = sb.spawn(cmd);

@@ -47,23 +47,7 @@ fn twenty_reloads_under_multiplexed_http2_load_lose_no_request() {
         );
     }
     let report = load.stop();
-    println!(
-        "HTTP/2 under {RELOADS} reloads: {} requests ok, {} failed; sent again: {} never sent \
-         (connection closing), {} refused with REFUSED_STREAM, {} above the final GOAWAY's last \
-         stream id; {} connections; {:?}",
-        report.ok,
-        report.failed,
-        report.retried_unsent,
-        report.retried_refused,
-        report.retried_above_goaway,
-        report.connections,
-        report.elapsed
-    );
-    report.assert_no_failures();
-    assert!(
-        report.connections > RELOADS as u64,
-        "each reload must move the clients to new connections: {report:?}"
-    );
+    println!("HTTP/2 under {}", report.assert_across_reloads(RELOADS));
     for pid in retired {
         assert!(
             procs::wait_gone(pid, DEADLINE) || procs::is_zombie(pid),

@@ -114,10 +114,23 @@ fn reload_and_check_every_socket(s: &mut Story, sockets: &Sockets, tcp_listeners
     );
 }
 
-fn cert_and_key(sb: &Sandbox, ca: &Ca) -> (PathBuf, PathBuf) {
+/// The config answering "v0" with a certificate from `ca` installed, listening on `listen`
+/// (none: systemd decides).
+fn config(sb: &Sandbox, ca: &Ca, listen: Option<Vec<String>>) -> serde_json::Value {
     let (cert, key) = (sb.path("fullchain.pem"), sb.path("privkey.pem"));
     ca.leaf(1).install(&cert, &key);
-    (cert, key)
+    let mut cfg = json!({
+        "handoff_socket": sb.handoff_socket(),
+        "pid_file": sb.pid_file(),
+        "response_body": "v0",
+        "shutdown_timeout": "10s",
+        "tls_cert": cert,
+        "tls_key": key,
+    });
+    if let Some(listen) = listen {
+        cfg["listen"] = listen.into();
+    }
+    cfg
 }
 
 #[test]
@@ -126,21 +139,13 @@ fn two_tcp_ports_a_unix_socket_and_https_from_the_config_are_all_handed_over() {
     let tls = ca.client_config(&[b"http/1.1"]);
     let mut s = Options::new("v0")
         .config(move |sb| {
-            let (cert, key) = cert_and_key(sb, &ca);
-            json!({
-                "listen": [
-                    sb.listen(),
-                    format!("127.0.0.1:{}", sb.extra_port(0)),
-                    format!("unix:{}", sb.path("api.sock").display()),
-                    format!("https://127.0.0.1:{}", sb.extra_port(1)),
-                ],
-                "handoff_socket": sb.handoff_socket(),
-                "pid_file": sb.pid_file(),
-                "response_body": "v0",
-                "shutdown_timeout": "10s",
-                "tls_cert": cert,
-                "tls_key": key,
-            })
+            let listen = vec![
+                sb.listen(),
+                format!("127.0.0.1:{}", sb.extra_port(0)),
+                format!("unix:{}", sb.path("api.sock").display()),
+                format!("https://127.0.0.1:{}", sb.extra_port(1)),
+            ];
+            config(sb, &ca, Some(listen))
         })
         .start();
     let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
@@ -167,17 +172,7 @@ fn two_sockets_systemd_passed_under_two_names_are_all_handed_over() {
     let ca = Arc::new(Ca::new());
     let tls = ca.client_config(&[b"http/1.1"]);
     let mut s = Options::new("v0")
-        .config(move |sb| {
-            let (cert, key) = cert_and_key(sb, &ca);
-            json!({
-                "handoff_socket": sb.handoff_socket(),
-                "pid_file": sb.pid_file(),
-                "response_body": "v0",
-                "shutdown_timeout": "10s",
-                "tls_cert": cert,
-                "tls_key": key,
-            })
-        })
+        .config(move |sb| config(sb, &ca, None))
         .command(|sb| {
             let https = format!("127.0.0.1:{}", sb.extra_port(0));
             sb.socket_activate_named(&[(&sb.listen(), "http"), (&https, "https")])

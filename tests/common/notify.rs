@@ -83,6 +83,8 @@ struct Shared {
     stop: AtomicBool,
     /// How long to keep the descriptors a datagram carried (a `BARRIER=1` waits that long).
     hold: Mutex<Duration>,
+    /// While `Some`, descriptors are kept here until [`NotifyRecorder::open_barriers`].
+    gated: Mutex<Option<Vec<RawFd>>>,
 }
 
 /// Records every datagram sent to its socket until dropped.
@@ -105,6 +107,7 @@ impl NotifyRecorder {
             cond: Condvar::new(),
             stop: AtomicBool::new(false),
             hold: Mutex::new(Duration::ZERO),
+            gated: Mutex::new(None),
         });
         let s2 = shared.clone();
         let thread = thread::Builder::new()
@@ -122,6 +125,31 @@ impl NotifyRecorder {
     /// so that every `BARRIER=1` waits that long.
     pub fn hold_barriers(&self, hold: Duration) {
         *self.shared.hold.lock().unwrap() = hold;
+    }
+
+    /// Keep the descriptors of later datagrams until [`NotifyRecorder::open_barriers`]: every
+    /// `BARRIER=1` waits (baton gives up on one after 2 s) until the test lets it go.
+    pub fn gate_barriers(&self) {
+        let mut gated = self.shared.gated.lock().unwrap();
+        gated.get_or_insert_with(Vec::new);
+    }
+
+    /// Barriers kept by the gate now.
+    pub fn gated_barriers(&self) -> usize {
+        self.shared
+            .gated
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map_or(0, Vec::len)
+    }
+
+    /// Releases the barriers kept by the gate, and keeps no more.
+    pub fn open_barriers(&self) {
+        for fd in self.shared.gated.lock().unwrap().take().unwrap_or_default() {
+            // SAFETY: received with SCM_RIGHTS, owned by nobody else in this process.
+            unsafe { libc::close(fd) };
+        }
     }
 
     /// The socket path, for `NOTIFY_SOCKET`.
@@ -201,6 +229,7 @@ impl NotifyRecorder {
 
 impl Drop for NotifyRecorder {
     fn drop(&mut self) {
+        self.open_barriers();
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -258,7 +287,18 @@ fn record(sock: UnixDatagram, shared: Arc<Shared>) {
             });
         }
         shared.cond.notify_all();
-        // Processed: release the barrier (and any other descriptor) only now, or after the hold.
+        // Processed: release the barrier (and any other descriptor) only now, after the hold, or
+        // when the test opens the gate.
+        let fds = {
+            let mut gated = shared.gated.lock().unwrap();
+            match gated.as_mut() {
+                Some(kept) => {
+                    kept.extend(fds);
+                    Vec::new()
+                }
+                None => fds,
+            }
+        };
         let hold = *shared.hold.lock().unwrap();
         let release = move || {
             for fd in fds {
