@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::load::{body_is_one_of, Load};
-use common::{baton_exe, http, procs, Baton, HeldSuccessor, Sandbox, DEADLINE};
+use common::{baton_exe, http, procs, Baton, HeldSuccessor, Options, Sandbox, Story, DEADLINE};
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 
@@ -233,34 +233,31 @@ fn a_sighup_that_reaches_a_successor_before_its_handler_exists_does_not_kill_it(
 fn a_binary_that_cannot_be_executed_fails_the_reload_and_the_next_one_works() {
     // The binary on disk lost its execute bit (a broken package, a bad deploy): the reload
     // fails at once with a line naming the binary, nothing is left behind, the parent serves on.
-    let sb = Sandbox::new();
-    let mut baton = sb.start("v1", &["--shutdown-timeout", "5s"]);
-    let main = baton.pid;
-    let exe = sb.exe();
-    let keep = sb.path("bin/.kept");
+    let mut s = Story::start("v1", &["--shutdown-timeout", "5s"]);
+    let main = s.main;
+    let exe = s.sb.exe();
+    let keep = s.sb.path("bin/.kept");
     fs::hard_link(&exe, &keep).unwrap();
-    let broken = sb.path("bin/.broken");
+    let broken = s.sb.path("bin/.broken");
     fs::write(&broken, "not a program").unwrap();
     fs::set_permissions(&broken, fs::Permissions::from_mode(0o644)).unwrap();
     fs::rename(&broken, &exe).unwrap();
 
-    let status = common::reload_expect_failure(&sb.notify, main);
+    let status = s.reload_expect_failure();
     println!("unexecutable binary: {status:?}");
     assert!(
         status.contains("cannot start successor") && status.contains("bin/baton"),
         "the STATUS names the binary that could not be started: {status:?}"
     );
     assert_no_children(main);
-    assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "v1");
+    assert_eq!(s.get(), "v1");
 
     fs::rename(&keep, &exe).unwrap();
-    sb.write_config(&sb.config("v2"));
-    let r = common::reload(&sb.notify, main);
-    common::wait_until("v2", DEADLINE, || {
-        (http::get_fresh(sb.addr(), "/").unwrap().text() == "v2").then_some(())
-    });
-    assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    common::sigterm_and_wait_gone(&sb, &mut baton, r.new);
+    s.sb.write_config(&s.sb.config("v2"));
+    s.reload();
+    assert_eq!(s.get(), "v2");
+    assert_eq!(s.baton.wait_exit(DEADLINE).code(), Some(0));
+    s.stop();
 }
 
 #[test]
@@ -830,23 +827,23 @@ fn leftover_handoff_dirs(runtime: &Path) -> Vec<String> {
 
 #[test]
 fn a_stale_or_live_socket_at_the_hand_off_path_is_never_unlinked() {
-    let sb = Sandbox::new();
-    let path = sb.handoff_socket();
     // Left over from a crash: at start it must not be mistaken for a live predecessor.
-    stale_socket(&path);
+    let options = Options::new("v1").args(&["--shutdown-timeout", "5s"]);
+    let mut s = options.spawn_after(|sb| stale_socket(&sb.handoff_socket()));
+    s.wait_started();
+    let path = s.sb.handoff_socket();
     let stale = inode(&path);
-    let mut baton = sb.start("v1", &["--shutdown-timeout", "5s"]);
-    assert_eq!(sb.wait_serving().text(), "v1");
-    assert!(baton.log().contains("source=bind"), "{}", baton.log());
+    assert_eq!(s.get(), "v1");
+    assert!(s.baton.log().contains("source=bind"), "{}", s.baton.log());
 
     // A reload hands off in a directory of its own: the stale file stays as it was.
-    let r = common::reload(&sb.notify, baton.pid);
+    s.reload();
     assert_eq!(inode(&path), stale, "the stale socket file was replaced");
     // A live socket there (another program's) is not touched either, and keeps working.
     fs::remove_file(&path).unwrap();
     let live = UnixListener::bind(&path).unwrap();
     let live_inode = inode(&path);
-    let r2 = common::reload(&sb.notify, r.new);
+    s.reload();
     assert_eq!(inode(&path), live_inode, "a live socket was unlinked");
     let _client = UnixStream::connect(&path).expect("the live socket still accepts");
     live.set_nonblocking(true).unwrap();
@@ -854,17 +851,14 @@ fn a_stale_or_live_socket_at_the_hand_off_path_is_never_unlinked() {
         live.accept().is_ok(),
         "the connection reached the live listener"
     );
-    assert_eq!(sb.wait_serving().status, 200);
+    assert_eq!(s.get(), "v1");
     assert!(
         leftover_handoff_dirs(path.parent().unwrap()).is_empty(),
         "{:?}",
         leftover_handoff_dirs(path.parent().unwrap())
     );
-    println!(
-        "stale socket (inode {stale}) and live socket (inode {live_inode}) left alone by 2 reloads"
-    );
-    assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    common::sigterm_and_wait_gone(&sb, &mut baton, r2.new);
+    assert_eq!(s.baton.wait_exit(DEADLINE).code(), Some(0));
+    s.stop();
 }
 
 #[test]
@@ -1010,7 +1004,7 @@ fn garbage_activation(
 }
 
 #[test]
-fn listen_fds_that_is_not_a_number_is_ignored_or_refused_cleanly() {
+fn listen_fds_that_is_not_a_number_is_refused_with_exit_78() {
     let sb = Sandbox::new();
     let outcome = garbage_activation(&sb, &[("LISTEN_FDS", "abc")], true, None);
     assert_eq!(
@@ -1042,7 +1036,7 @@ fn listen_pid_of_another_process_is_ignored() {
 }
 
 #[test]
-fn listen_fds_with_fd_3_not_a_socket_is_ignored_or_refused_cleanly() {
+fn listen_fds_with_fd_3_not_a_socket_is_refused_with_exit_78() {
     let sb = Sandbox::new();
     let file = fs::File::create(sb.path("not-a-socket")).unwrap();
     let outcome = garbage_activation(
@@ -1059,7 +1053,7 @@ fn listen_fds_with_fd_3_not_a_socket_is_ignored_or_refused_cleanly() {
 }
 
 #[test]
-fn listen_fdnames_count_mismatch_is_ignored_or_refused_cleanly() {
+fn listen_fdnames_count_mismatch_is_refused_with_exit_78() {
     let sb = Sandbox::new();
     let listener = TcpListener::bind(sb.addr()).unwrap();
     let outcome = garbage_activation(

@@ -110,7 +110,14 @@ impl Options {
     /// Starts in a fresh sandbox without waiting (socket activation starts baton later; a start
     /// that must fail is awaited with [`Baton::wait_exit`]).
     pub fn spawn(self) -> Story {
+        self.spawn_after(|_| {})
+    }
+
+    /// [`Options::spawn`] once `prepare` has set the fresh sandbox up (a file left over from a
+    /// crash, say).
+    pub fn spawn_after(self, prepare: impl FnOnce(&Sandbox)) -> Story {
         let sb = Sandbox::new();
+        prepare(&sb);
         sb.notify.hold_barriers(self.hold_barriers);
         let baton = self.launch(&sb);
         Story {
