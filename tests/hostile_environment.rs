@@ -1,4 +1,5 @@
-//! Story: an attacker on the same machine and an unlucky operator (issue 8, rows 3, 4, 6 to 10).
+//! Story: a hostile or unlucky environment — an attacker on the same machine and an unlucky
+//! operator (issue 8, rows 3, 4, 6 to 10).
 //! Every test uses the real mechanism: a second user made with `useradd`, real symlinks, a real
 //! tmpfs filled up or remounted read-only, a real `ulimit`, descriptors really inherited.
 //! Whatever happens, baton never writes through a path another user controls, never touches

@@ -1,4 +1,5 @@
-//! Stories of a newcomer (issue 12): the help, man pages and completions a package ships; the
+//! Stories of what an operator reads and types (first written for issue 12): the help, man
+//! pages and completions a package ships; the
 //! access log and JSON log lines, parsed; every fatal error printed once; `STATUS=` with the
 //! version and the open connections; the systemfd loop (`LISTEN_FDS` without `LISTEN_PID`);
 //! host names in `--listen`.
