@@ -616,3 +616,44 @@ fn host_names_resolve_at_start_and_an_unknown_one_is_one_line() {
         );
     }
 }
+
+/// Outside systemd (`NOTIFY_SOCKET` unset, or set empty as some launchers leave it) talking to
+/// systemd is a silent no-op: a reload done with `baton reload` works and the log holds no
+/// warning at all (none about a notify socket or a barrier that cannot be there).
+#[test]
+fn without_systemd_a_reload_is_quiet_about_it() {
+    for empty in [false, true] {
+        let options = common::Options::new("v1").args(&["--shutdown-timeout", "5s"]);
+        let mut s = if empty {
+            options.env("NOTIFY_SOCKET", "")
+        } else {
+            options.env_remove("NOTIFY_SOCKET")
+        }
+        .start();
+        s.sb.write_config(&s.sb.config("v2"));
+        let out = common::output(
+            s.sb.baton()
+                .args(["reload", "--timeout", "20s", "--pid", &s.main.to_string()])
+                .arg("--config")
+                .arg(s.sb.config_path()),
+        );
+        assert!(
+            out.status.success(),
+            "baton reload: {out:?}\n{}",
+            s.baton.log()
+        );
+        assert_eq!(s.get(), "v2");
+        s.main = std::fs::read_to_string(s.sb.pid_file())
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let log = s.baton.log();
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+        assert!(
+            warnings.is_empty(),
+            "NOTIFY_SOCKET empty: {empty}: {warnings:#?}"
+        );
+        s.stop();
+    }
+}

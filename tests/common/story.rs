@@ -93,11 +93,12 @@ impl Options {
         self
     }
 
+    /// False when `NOTIFY_SOCKET` is removed or set empty (no service manager).
     fn notifies(&self) -> bool {
         !self
             .env
             .iter()
-            .any(|(k, v)| k == "NOTIFY_SOCKET" && v.is_none())
+            .any(|(k, v)| k == "NOTIFY_SOCKET" && v.as_ref().is_none_or(|v| v.is_empty()))
     }
 
     /// Starts in a fresh sandbox and waits until it serves ([`Story::spawn`] does not wait).
