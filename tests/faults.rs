@@ -1003,15 +1003,16 @@ fn garbage_activation(
     }
 }
 
+/// Garbage activation for this very process is a configuration error: exit 78 (EX_CONFIG).
+fn refused_as_config_error(sb: &Sandbox, vars: &[(&str, &str)], fd3: Option<i32>) {
+    let outcome = garbage_activation(sb, vars, true, fd3);
+    assert_eq!(outcome, Activation::Refused(78), "{vars:?}");
+}
+
 #[test]
 fn listen_fds_that_is_not_a_number_is_refused_with_exit_78() {
     let sb = Sandbox::new();
-    let outcome = garbage_activation(&sb, &[("LISTEN_FDS", "abc")], true, None);
-    assert_eq!(
-        outcome,
-        Activation::Refused(78),
-        "a configuration error (EX_CONFIG)"
-    );
+    refused_as_config_error(&sb, &[("LISTEN_FDS", "abc")], None);
 }
 
 #[test]
@@ -1039,34 +1040,16 @@ fn listen_pid_of_another_process_is_ignored() {
 fn listen_fds_with_fd_3_not_a_socket_is_refused_with_exit_78() {
     let sb = Sandbox::new();
     let file = fs::File::create(sb.path("not-a-socket")).unwrap();
-    let outcome = garbage_activation(
-        &sb,
-        &[("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "http")],
-        true,
-        Some(file.as_raw_fd()),
-    );
-    assert_eq!(
-        outcome,
-        Activation::Refused(78),
-        "a configuration error (EX_CONFIG)"
-    );
+    let vars = [("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "http")];
+    refused_as_config_error(&sb, &vars, Some(file.as_raw_fd()));
 }
 
 #[test]
 fn listen_fdnames_count_mismatch_is_refused_with_exit_78() {
     let sb = Sandbox::new();
     let listener = TcpListener::bind(sb.addr()).unwrap();
-    let outcome = garbage_activation(
-        &sb,
-        &[("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "http:admin")],
-        true,
-        Some(listener.as_raw_fd()),
-    );
-    assert_eq!(
-        outcome,
-        Activation::Refused(78),
-        "a configuration error (EX_CONFIG)"
-    );
+    let vars = [("LISTEN_FDS", "1"), ("LISTEN_FDNAMES", "http:admin")];
+    refused_as_config_error(&sb, &vars, Some(listener.as_raw_fd()));
 }
 
 // ---------------------------------------------------------------------------------------------
