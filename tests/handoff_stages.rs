@@ -19,6 +19,9 @@ use std::time::Duration;
 use common::{procs, HeldSuccessor, Options, Story, DEADLINE};
 use nix::sys::signal::Signal;
 
+/// Fresh-connection clients, one request in flight each.
+const CLIENTS: u64 = 2;
+
 /// With the notify reader keeping barriers: SIGHUP to the main process, `MAINPID=<successor>`
 /// from it, then SIGSTOP to the successor. Returns (first notification of this reload, successor).
 fn announce_and_stop_the_successor(s: &Story) -> (usize, i32) {
@@ -39,7 +42,18 @@ fn announce_and_stop_the_successor(s: &Story) -> (usize, i32) {
 
 /// After the successor was killed: `READY=1` + `STATUS=reload failed…` from `old` (after
 /// `MAINPID=<own>` if it had announced the successor), the successor reaped, `old` alone serving.
-fn assert_old_serves_on(s: &Story, from: usize, successor: i32, announced: bool, stage: &str) {
+///
+/// The successor accepts connections once it said `ready` (announcing and promoting): killing it
+/// loses those it had accepted and not answered, at most one per load client (`may_lose`).
+fn assert_old_serves_on(
+    s: &Story,
+    from: usize,
+    successor: i32,
+    announced: bool,
+    stage: &str,
+    failed_before: u64,
+) {
+    let may_lose = if announced { CLIENTS } else { 0 };
     let old = s.main;
     let end =
         s.sb.notify
@@ -82,8 +96,13 @@ fn assert_old_serves_on(s: &Story, from: usize, successor: i32, announced: bool,
     });
     assert_eq!(s.baton.live_members(), vec![old], "{stage}");
     assert_eq!(s.get(), "steady", "{stage}");
-    s.load().wait_more_ok(20, DEADLINE);
-    assert_eq!(s.load().failed(), 0, "{stage}: requests failed");
+    let lost = s.load().failed() - failed_before;
+    assert!(
+        lost <= may_lose,
+        "{stage}: {lost} requests failed (at most {may_lose} in flight at the successor)"
+    );
+    let failed = s.load().failed();
+    s.load().ok_since(failed, 20, DEADLINE);
 }
 
 #[test]
@@ -92,11 +111,12 @@ fn a_successor_killed_in_each_stage_of_the_hand_off_leaves_the_old_process_servi
     let mut s = Options::new("steady")
         .args(&["--child-timeout", "10s", "--shutdown-timeout", "3s"])
         .start();
-    s.start_load(0, 2, Duration::from_millis(2), &["steady"]);
+    s.start_load(0, CLIENTS as usize, Duration::from_millis(2), &["steady"]);
     let old = s.main;
 
     // 1. starting: held before its exec.
     let mut held = HeldSuccessor::install(&s.sb);
+    let failed = s.load().failed();
     let from = s.sb.notify.len();
     assert!(procs::kill(old, Signal::SIGHUP));
     let successor = procs::wait_child(old);
@@ -113,11 +133,12 @@ fn a_successor_killed_in_each_stage_of_the_hand_off_leaves_the_old_process_servi
     );
     assert!(procs::kill(successor, Signal::SIGKILL));
     held.restore();
-    assert_old_serves_on(&s, from, successor, false, "starting");
+    assert_old_serves_on(&s, from, successor, false, "starting", failed);
 
     // 2. announcing: MAINPID=<successor> sent, its barrier kept by the notify reader.
     // The old process waits on the kept barrier (it promotes only after it, or after 2 s): no
     // `promoted` reaches the stopped successor.
+    let failed = s.load().failed();
     let (from, successor) = announce_and_stop_the_successor(&s);
     common::wait_until("the MAINPID barrier kept", DEADLINE, || {
         (s.sb.notify.gated_barriers() > 0).then_some(())
@@ -129,10 +150,11 @@ fn a_successor_killed_in_each_stage_of_the_hand_off_leaves_the_old_process_servi
     );
     assert!(procs::kill(successor, Signal::SIGKILL));
     s.sb.notify.open_barriers();
-    assert_old_serves_on(&s, from, successor, true, "announcing");
+    assert_old_serves_on(&s, from, successor, true, "announcing", failed);
 
     // 3. promoting: the successor stopped while announced; the barrier let go; `promoted`
     // arrives and stays unread, so no `confirmed` can come.
+    let failed = s.load().failed();
     let (from, successor) = announce_and_stop_the_successor(&s);
     let before = procs::unread_unix_stream_bytes(successor);
     s.sb.notify.open_barriers();
@@ -142,12 +164,13 @@ fn a_successor_killed_in_each_stage_of_the_hand_off_leaves_the_old_process_servi
         || (procs::unread_unix_stream_bytes(successor) > before).then_some(()),
     );
     assert!(procs::kill(successor, Signal::SIGKILL));
-    assert_old_serves_on(&s, from, successor, true, "promoting");
+    assert_old_serves_on(&s, from, successor, true, "promoting", failed);
 
     // The line still reloads.
     let r = s.reload();
     assert_eq!(r.old, old);
     assert_eq!(s.get(), "steady");
-    s.stop_load().assert_no_failures();
+    let report = s.stop_load();
+    assert!(report.ok > 0 && report.failed <= 2 * CLIENTS, "{report:?}");
     s.stop();
 }

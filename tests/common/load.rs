@@ -227,6 +227,20 @@ impl Load {
         self.counters.tally.wait_more_ok(n, timeout);
     }
 
+    /// Waits until `n` more requests succeeded while no more than `failed` failed in all.
+    pub fn ok_since(&self, failed: u64, n: u64, timeout: Duration) {
+        let target = self.ok() + n;
+        super::wait_until(&format!("{n} more successful requests"), timeout, || {
+            assert_eq!(
+                self.failed(),
+                failed,
+                "requests failed: {:?}",
+                self.counters.tally.errors()
+            );
+            (self.ok() >= target).then_some(())
+        });
+    }
+
     /// Stops the clients and reports.
     pub fn stop(mut self) -> LoadReport {
         self.finish()
