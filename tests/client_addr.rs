@@ -26,7 +26,7 @@ fn get_from(addr: SocketAddr, path: &str) -> (SocketAddr, String) {
 #[test]
 fn the_client_address_reaches_connect_info_over_tcp_and_on_a_plain_router_across_reloads() {
     let sb = Sandbox::new();
-    let admin = format!("127.0.0.1:{}", common::free_port());
+    let admin = format!("127.0.0.1:{}", sb.extra_port(0));
     let listen = format!("{},{admin}", sb.listen());
     let app = sb.spawn(sb.app(
         "axum",

@@ -207,7 +207,7 @@ fn an_explicit_listen_that_differs_from_the_offer_is_refused_with_exit_78() {
     let sb = Sandbox::new();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let other = format!("127.0.0.1:{}", common::free_port());
+    let other = format!("127.0.0.1:{}", sb.extra_port(0));
     let path = sb.path("parent-handoff.sock");
     let unix = UnixListener::bind(&path).unwrap();
 

@@ -154,7 +154,10 @@ fn a_truncated_config_file_keeps_the_old_process_serving() {
             let text = serde_json::to_string_pretty(&sb.config("version 2")).unwrap();
             text[..text.len() / 2].to_string()
         },
-        &|status: &str| status.to_lowercase().contains("config") || status.contains("baton.json"),
+        // The file, where it ends, and why: `config …/baton.json: line L column C: EOF while …`.
+        &|status: &str| {
+            status.contains("baton.json: line ") && status.contains("EOF while parsing")
+        },
     );
 }
 

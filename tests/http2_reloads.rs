@@ -47,23 +47,7 @@ fn twenty_reloads_under_multiplexed_http2_load_lose_no_request() {
         );
     }
     let report = load.stop();
-    println!(
-        "HTTP/2 under {RELOADS} reloads: {} requests ok, {} failed; sent again: {} never sent \
-         (connection closing), {} refused with REFUSED_STREAM, {} above the final GOAWAY's last \
-         stream id; {} connections; {:?}",
-        report.ok,
-        report.failed,
-        report.retried_unsent,
-        report.retried_refused,
-        report.retried_above_goaway,
-        report.connections,
-        report.elapsed
-    );
-    report.assert_no_failures();
-    assert!(
-        report.connections > RELOADS as u64,
-        "each reload must move the clients to new connections: {report:?}"
-    );
+    println!("HTTP/2 under {}", report.assert_across_reloads(RELOADS));
     for pid in retired {
         assert!(
             procs::wait_gone(pid, DEADLINE) || procs::is_zombie(pid),
@@ -141,32 +125,14 @@ fn count_log(path: &Path) -> LogCounts {
     c
 }
 
-/// Installs Debian's nghttp2-client when h2load is missing (CI machines are fresh).
+/// h2load (Debian's nghttp2-client, installed by .ci/run) must be there.
 fn ensure_h2load() {
-    let have = || {
-        common::reaper::output(Command::new("h2load").arg("--version"))
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    if have() {
-        return;
-    }
-    let install = || {
-        common::reaper::output(
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "nghttp2-client"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )
+    let have = common::reaper::output(Command::new("h2load").arg("--version"))
         .map(|o| o.status.success())
-        .unwrap_or(false)
-    };
-    if !install() {
-        let _ = common::reaper::output(Command::new("apt-get").args(["update", "-qq"]));
-        install();
-    }
+        .unwrap_or(false);
     assert!(
-        have(),
-        "h2load (Debian package nghttp2-client) is needed and could not be installed"
+        have,
+        "h2load is needed: apt-get install nghttp2-client (.ci/run installs it)"
     );
 }
 

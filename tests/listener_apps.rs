@@ -26,7 +26,7 @@ fn hello() -> Check {
 fn an_admin_router_on_its_own_port_moves_with_every_reload_and_the_api_loses_nothing() {
     let _heavy = common::heavy();
     let sb = Sandbox::new();
-    let admin = format!("127.0.0.1:{}", common::free_port());
+    let admin = format!("127.0.0.1:{}", sb.extra_port(0));
     let admin_addr = admin.parse().unwrap();
     let listen = format!("{},{admin}", sb.listen());
     let app = sb.spawn(sb.app(

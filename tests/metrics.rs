@@ -32,7 +32,7 @@ fn a_failed_reload_is_counted_timed_and_told_and_the_next_one_moves_the_generati
     let exe = sb.path("bin/my-app");
     let built = common::examples::example("axum");
     std::fs::copy(&built, &exe).expect("copy the example");
-    let admin = format!("127.0.0.1:{}", common::free_port());
+    let admin = format!("127.0.0.1:{}", sb.extra_port(0));
     let admin_addr = admin.parse().unwrap();
     let listen = format!("{},{admin}", sb.listen());
     let app = sb.spawn(my_app(&sb, &exe, &listen, &admin));

@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 use common::{http, procs, Options, Sandbox, DEADLINE};
 use nix::sys::signal::Signal;
 
-/// Fresh connections in a loop; counts every connection the kernel refused.
+/// A GET on a fresh connection in a loop; counts the answered ones, the connections the kernel
+/// refused, and the requests that failed otherwise (reset, EOF, wrong answer).
 struct Prober {
     stop: Arc<AtomicBool>,
     refused: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
     connects: Arc<AtomicU64>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -31,16 +33,24 @@ impl Prober {
     fn start(addr: SocketAddr) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let refused = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
         let connects = Arc::new(AtomicU64::new(0));
-        let (s, r, c) = (stop.clone(), refused.clone(), connects.clone());
+        let (s, r, f, c) = (
+            stop.clone(),
+            refused.clone(),
+            failed.clone(),
+            connects.clone(),
+        );
         let thread = thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
-                match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-                    Ok(_) => c.fetch_add(1, Ordering::Relaxed),
-                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                match http::get_fresh(addr, "/") {
+                    Ok(resp) if resp.status == 200 => c.fetch_add(1, Ordering::Relaxed),
+                    Err(http::HttpError::Connect(e))
+                        if e.kind() == ErrorKind::ConnectionRefused =>
+                    {
                         r.fetch_add(1, Ordering::Relaxed)
                     }
-                    Err(_) => 0,
+                    Ok(_) | Err(_) => f.fetch_add(1, Ordering::Relaxed),
                 };
                 thread::sleep(Duration::from_millis(2));
             }
@@ -48,13 +58,14 @@ impl Prober {
         Prober {
             stop,
             refused,
+            failed,
             connects,
             thread: Some(thread),
         }
     }
 
-    /// Stops probing; returns (connections made, connections refused).
-    fn stop(mut self) -> (u64, u64) {
+    /// Stops probing; returns (requests answered, connections refused, requests failed).
+    fn stop(mut self) -> (u64, u64, u64) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -62,6 +73,7 @@ impl Prober {
         (
             self.connects.load(Ordering::SeqCst),
             self.refused.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
         )
     }
 }
@@ -193,12 +205,19 @@ fn a_successor_killed_at_any_point_of_the_hand_off_leaves_the_old_process_servin
         assert_eq!(baton.live_members(), vec![old], "trial {trial}");
         assert_serves(sb, "steady");
     }
-    let (connects, refused) = prober.stop();
+    let (answered, refused, failed) = prober.stop();
     println!(
         "{trials} successors killed 0-350 ms after SIGHUP (barrier held 400 ms): {before_mainpid} before MAINPID=, {after_mainpid} after; \
-         fresh connections during the trials: {connects} made, {refused} refused"
+         fresh requests during the trials: {answered} answered, {refused} refused, {failed} failed"
     );
     assert_eq!(refused, 0, "connections were refused");
+    // A successor killed after its `ready` takes along the connections it had accepted: with
+    // one request in flight at a time, each kill can fail at most one.
+    assert!(
+        failed <= after_mainpid as u64 + before_mainpid as u64,
+        "{failed} requests failed in {trials} kills"
+    );
+    assert!(answered > 0, "the prober made no request");
     assert!(
         after_mainpid > 0,
         "no kill landed after MAINPID=: the test did not reach the window it is about"
@@ -346,11 +365,12 @@ fn without_a_notify_socket_a_killed_successor_never_leaves_nothing_serving() {
             .with_file_name(format!("reload-status.{main}.json"))
     };
     let prober = Prober::start(s.sb.addr());
-    let mut refused_outside_crashes = 0;
+    let (mut refused_outside_crashes, mut failed_outside_crashes) = (0, 0);
     for trial in 0..trials {
         let _ = std::fs::remove_file(status_file(&s.sb, main));
         let delay = Duration::from_micros(rng.below(12_000));
         let refused_before = prober.refused.load(Ordering::SeqCst);
+        let failed_before = prober.failed.load(Ordering::SeqCst);
         assert!(procs::kill(main, Signal::SIGHUP));
         let successor = successor_of(&s.baton, main);
         thread::sleep(delay);
@@ -377,14 +397,20 @@ fn without_a_notify_socket_a_killed_successor_never_leaves_nothing_serving() {
         assert_eq!(s.baton.live_members(), vec![main], "trial {trial}");
         assert_serves(&s.sb, "steady");
         refused_outside_crashes += prober.refused.load(Ordering::SeqCst) - refused_before;
+        failed_outside_crashes += prober.failed.load(Ordering::SeqCst) - failed_before;
     }
-    let (connects, _) = prober.stop();
+    let (connects, _, _) = prober.stop();
     println!(
         "{trials} successors killed 0-12 ms after their start without NOTIFY_SOCKET: {failed} before their confirmation \
          (old process served on), {completed} after (a crash of the new main); {connects} fresh connections, \
-         {refused_outside_crashes} refused in the trials where the old process served on"
+         {refused_outside_crashes} refused and {failed_outside_crashes} failed in the trials where the old process served on"
     );
     assert_eq!(refused_outside_crashes, 0);
+    // At most the one request in flight at the killed successor, per kill.
+    assert!(
+        failed_outside_crashes <= failed as u64,
+        "{failed_outside_crashes}"
+    );
     assert!(failed > 0, "no kill landed inside the hand-off");
     s.main = main;
     s.stop();

@@ -58,6 +58,13 @@ fn twenty_reloads_under_load_lose_no_request() {
     );
     println!("  hand-off time SIGHUP -> MAINPID: median {median:?}, max {max:?}");
     report.assert_no_failures();
+    // A retiring process ends each kept-alive connection after a response (`Connection: close`)
+    // so its clients move on: the 4 busy keep-alive clients open new connections across the
+    // reloads (4 connections only, for the whole run, if they were never told to leave).
+    assert!(
+        report.keepalive_connects >= (4 + RELOADS) as u64,
+        "keep-alive clients were never moved to a successor: {report:?}"
+    );
 
     // The notify record: no STOPPING=1 during hand-offs, and a retired process says nothing after
     // MAINPID= (a barrier is not a message).

@@ -135,34 +135,42 @@ fn a_stream_started_before_a_reload_arrives_whole_from_the_old_process() {
     let mut app = start_app(&sb, &[("BATON_SHUTDOWN_TIMEOUT", "30s")]);
     let old = app.pid;
     let path = "/stream?lines=12&every_ms=250";
-    let h1 = {
-        let addr = sb.addr();
-        thread::spawn(move || http::get_fresh(addr, path))
-    };
-    let h2 = {
-        let sb2 = (sb.addr(), sb.listen());
-        thread::spawn(move || {
-            let mut p = RawH2::connect(sb2.0).expect("connect");
-            p.get(1, &sb2.1, path).expect("GET");
-            let ended = p.read_until(DEADLINE * 3, |f| {
-                f.kind == FRAME_DATA && f.stream == 1 && f.flags & FLAG_END_STREAM != 0
-            });
-            let body: Vec<u8> = p
-                .frames
-                .iter()
-                .filter(|f| f.kind == FRAME_DATA && f.stream == 1)
-                .flat_map(|f| f.payload.iter().copied())
-                .collect();
-            // After the stream, the old process closes the connection.
-            p.read_to_close(DEADLINE);
-            (
-                String::from_utf8_lossy(&body).into_owned(),
-                ended,
-                p.transcript(),
-            )
-        })
-    };
-    thread::sleep(Duration::from_millis(800));
+    // Both streams have begun at the old process before the reload: the HTTP/1 connection is
+    // its, and the HTTP/2 stream's first DATA frame arrived.
+    let mut h1_conn = http::RawConn::connect(sb.addr());
+    let h1_port = h1_conn.stream.local_addr().unwrap().port();
+    h1_conn
+        .send(http::get_request(path, true).as_bytes())
+        .unwrap();
+    common::wait_until("the old process to own the HTTP/1 stream", DEADLINE, || {
+        (procs::connection_owner(app.pid, sb.port, h1_port)? == old).then_some(())
+    });
+    let h1 = thread::spawn(move || h1_conn.response());
+    let mut p = RawH2::connect(sb.addr()).expect("connect");
+    p.get(1, &sb.listen(), path).expect("GET");
+    assert!(
+        p.read_until(DEADLINE, |f| f.kind == FRAME_DATA && f.stream == 1),
+        "the HTTP/2 stream begins: {:?}",
+        p.transcript()
+    );
+    let h2 = thread::spawn(move || {
+        let ended = p.read_until(DEADLINE * 3, |f| {
+            f.kind == FRAME_DATA && f.stream == 1 && f.flags & FLAG_END_STREAM != 0
+        });
+        let body: Vec<u8> = p
+            .frames
+            .iter()
+            .filter(|f| f.kind == FRAME_DATA && f.stream == 1)
+            .flat_map(|f| f.payload.iter().copied())
+            .collect();
+        // After the stream, the old process closes the connection.
+        p.read_to_close(DEADLINE);
+        (
+            String::from_utf8_lossy(&body).into_owned(),
+            ended,
+            p.transcript(),
+        )
+    });
     let r = common::reload(&sb.notify, old);
     assert_eq!(
         http::get_fresh(sb.addr(), "/").unwrap().text(),

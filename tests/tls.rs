@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use common::tls::{self as tlsc, Ca, Leaf, TlsClient};
 use common::{http, procs, Baton, Sandbox, DEADLINE};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::json;
 
 /// The certificate chain file and the key file.
@@ -32,47 +31,25 @@ struct Pki {
     key_pem: String,
 }
 
-fn ca_params(name: &str) -> CertificateParams {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params
-}
-
 fn pki() -> Pki {
     pki_until((2099, 1, 1))
 }
 
 /// [`pki`] with a leaf valid until `not_after` (y, m, d).
 fn pki_until(not_after: (i32, u8, u8)) -> Pki {
-    let root_key = KeyPair::generate().unwrap();
-    let root_params = ca_params("baton test root");
-    let root_issuer = Issuer::new(root_params, root_key);
-
-    let mid_key = KeyPair::generate().unwrap();
-    let mid_params = ca_params("baton test intermediate");
-    let mid = mid_params.signed_by(&mid_key, &root_issuer).unwrap();
-    let mid_issuer = Issuer::new(mid_params, mid_key);
-
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    leaf_params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    leaf_params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
-    let leaf = leaf_params.signed_by(&leaf_key, &mid_issuer).unwrap();
-
+    let mid = Ca::new().intermediate("baton test intermediate");
+    let leaf = mid.leaf_valid(1, (2020, 1, 1), not_after);
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("fullchain.pem");
     let key = dir.path().join("privkey.pem");
-    std::fs::write(&cert, format!("{}{}", leaf.pem(), mid.pem())).unwrap();
-    write_private(&key, &leaf_key.serialize_pem());
+    std::fs::write(&cert, format!("{}{}", leaf.cert_pem, mid.pem)).unwrap();
+    write_private(&key, &leaf.key_pem);
     Pki {
         _dir: dir,
         files: Files { cert, key },
-        leaf_pem: leaf.pem(),
-        mid_pem: mid.pem(),
-        key_pem: leaf_key.serialize_pem(),
+        leaf_pem: leaf.cert_pem,
+        mid_pem: mid.pem,
+        key_pem: leaf.key_pem,
     }
 }
 
@@ -294,7 +271,18 @@ fn a_connection_still_in_its_handshake_is_served_by_the_old_process() {
     new.install(&cert_path(&sb), &key_path(&sb));
     write_tls_config(&sb, &[https(&sb)], "new");
     let r = common::reload(&sb.notify, baton.pid);
-    std::thread::sleep(Duration::from_millis(500));
+    // The old process drains, counting the connection in its handshake as open.
+    common::wait_until(
+        "the old process to drain one open connection",
+        DEADLINE,
+        || {
+            baton
+                .log()
+                .lines()
+                .any(|l| l.contains("retiring: draining") && l.contains("open=1"))
+                .then_some(())
+        },
+    );
     assert!(
         procs::is_alive(r.old),
         "the old process waits for the connection in its handshake"
@@ -377,17 +365,12 @@ fn http2_over_tls_is_chosen_by_alpn() {
     );
 }
 
-/// Installs Debian's nghttp2-client when h2load is missing (CI machines are fresh).
+/// h2load (Debian's nghttp2-client, installed by .ci/run) must be there.
 fn ensure_h2load() {
-    let have = || Path::new("/usr/bin/h2load").exists();
-    if !have() {
-        common::output(
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "nghttp2-client"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        );
-    }
-    assert!(have(), "h2load (Debian package nghttp2-client) is needed");
+    assert!(
+        Path::new("/usr/bin/h2load").exists(),
+        "h2load is needed: apt-get install nghttp2-client (.ci/run installs it)"
+    );
 }
 
 /// `baton reload` against the sandbox's configuration: (exit code, stdout + stderr).
@@ -733,8 +716,8 @@ fn check_reports_a_good_pair_and_refuses_broken_ones() {
     assert_eq!(err.lines().count(), 1, "{err}");
 
     // https without a certificate, a certificate without a key
-    let port = common::free_port();
-    let https = format!("https://127.0.0.1:{port}");
+    let port = common::ports::reserve();
+    let https = format!("https://127.0.0.1:{}", port.port);
     let (code, _, err) = baton_check(&["--listen", &https], &[], None);
     assert_eq!(code, 78);
     assert_eq!(err, format!("baton: --listen/BATON_LISTEN: listen[0]: \"{https}\" serves TLS but no certificate is configured (tls_cert and tls_key, --tls-cert and --tls-key)\n"));
@@ -815,8 +798,7 @@ fn grant(path: &Path, uid: u32, perm: u16) -> bool {
 fn check_reads_credentials_as_a_second_user() {
     use std::os::unix::fs::PermissionsExt;
     const NOBODY: u32 = 65534;
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: needs root to act as a second user");
+    if !common::prereq::root("acting as a second user (nobody)") {
         return;
     }
     let pki = pki();
@@ -836,12 +818,12 @@ fn check_reads_credentials_as_a_second_user() {
     }
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o500)).unwrap();
     if !(grant(&creds, NOBODY, 5) && grant(&cert, NOBODY, 4) && grant(&key, NOBODY, 4)) {
-        println!("skipped: this file system takes no ACLs");
+        common::prereq::missing("ACLs on the temporary directory's file system");
         return;
     }
     let (code, _, err) = baton_check(&[], &[], nobody);
     if code != 0 {
-        println!("skipped: nobody cannot run {}: {err}", exe.display());
+        common::prereq::missing(&format!("nobody cannot run {}: {err}", exe.display()));
         return;
     }
     let args = ["--tls-cert", "credential:tls.crt", "--tls-key", "tls.key"];

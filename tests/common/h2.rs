@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -24,15 +24,14 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::http::Response;
-use super::load::Check;
+use super::load::{Check, Tally};
 
 /// How long one request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Default)]
 struct Counters {
-    ok: AtomicU64,
-    failed: AtomicU64,
+    tally: Tally,
     /// Never sent: the connection was already closing (GOAWAY received).
     retried_unsent: AtomicU64,
     /// Sent, and refused by the server with `REFUSED_STREAM`.
@@ -40,18 +39,6 @@ struct Counters {
     /// Sent, and above the last stream id of the server's final GOAWAY (not processed).
     retried_above_goaway: AtomicU64,
     connections: AtomicU64,
-    errors: Mutex<Vec<String>>,
-    bodies: Mutex<BTreeMap<String, u64>>,
-}
-
-impl Counters {
-    fn fail(&self, why: String) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
-        let mut errs = self.errors.lock().unwrap();
-        if errs.len() < 20 {
-            errs.push(why);
-        }
-    }
 }
 
 /// What an [`H2Load`] run saw.
@@ -73,6 +60,21 @@ impl H2Report {
     pub fn assert_no_failures(&self) {
         assert!(self.ok > 0, "no successful HTTP/2 request: {self:?}");
         assert_eq!(self.failed, 0, "failed HTTP/2 requests: {:#?}", self.errors);
+    }
+
+    /// After `reloads` reloads: every request succeeded, and each reload moved the clients to
+    /// new connections. Returns the line to print (only figures asserted here; the requests
+    /// sent again are in the Debug output of a failure).
+    pub fn assert_across_reloads(&self, reloads: usize) -> String {
+        self.assert_no_failures();
+        assert!(
+            self.connections > reloads as u64,
+            "each reload must move the clients to new connections: {self:?}"
+        );
+        format!(
+            "{reloads} reloads: {} requests ok, {} failed, on {} connections",
+            self.ok, self.failed, self.connections
+        )
     }
 }
 
@@ -151,21 +153,16 @@ impl H2Load {
     }
 
     pub fn ok(&self) -> u64 {
-        self.counters.ok.load(Ordering::Relaxed)
+        self.counters.tally.ok()
     }
 
     pub fn failed(&self) -> u64 {
-        self.counters.failed.load(Ordering::Relaxed)
+        self.counters.tally.failed()
     }
 
     /// Waits until `n` more requests succeeded (or one failed), up to `timeout`.
     pub fn wait_more_ok(&self, n: u64, timeout: Duration) {
-        let target = self.ok() + n;
-        super::wait_until(
-            &format!("{n} more successful HTTP/2 requests"),
-            timeout,
-            || (self.ok() >= target || self.failed() > 0).then_some(()),
-        );
+        self.counters.tally.wait_more_ok(n, timeout);
     }
 
     /// Stops sending new requests, lets every request owed (refused, to be sent again) finish,
@@ -181,14 +178,14 @@ impl H2Load {
         }
         let c = &self.counters;
         H2Report {
-            ok: c.ok.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
+            ok: c.tally.ok(),
+            failed: c.tally.failed(),
             retried_unsent: c.retried_unsent.load(Ordering::Relaxed),
             retried_refused: c.retried_refused.load(Ordering::Relaxed),
             retried_above_goaway: c.retried_above_goaway.load(Ordering::Relaxed),
             connections: c.connections.load(Ordering::Relaxed),
-            errors: c.errors.lock().unwrap().clone(),
-            bodies: c.bodies.lock().unwrap().clone(),
+            errors: c.tally.errors(),
+            bodies: c.tally.bodies(),
             elapsed: self.started.elapsed(),
         }
     }
@@ -235,7 +232,7 @@ async fn slot(
         let sender = match connect(&target).await {
             Ok(s) => s,
             Err(why) => {
-                counters.fail(format!("connect/handshake: {why}"));
+                counters.tally.fail(format!("connect/handshake: {why}"));
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
@@ -325,7 +322,9 @@ async fn worker(
         {
             Ok(o) => o,
             Err(_) => {
-                counters.fail(format!("no complete answer within {REQUEST_TIMEOUT:?}"));
+                counters
+                    .tally
+                    .fail(format!("no complete answer within {REQUEST_TIMEOUT:?}"));
                 Outcome::Failed
             }
         };
@@ -360,7 +359,7 @@ async fn request(
                 }
                 None => {}
             }
-            counters.fail(format!("request: {err} ({err:?})"));
+            counters.tally.fail(format!("request: {err} ({err:?})"));
             return Outcome::Failed;
         }
     };
@@ -370,7 +369,7 @@ async fn request(
         Err(err) => {
             // The server answered the head: it processed the stream, so losing the body is a
             // failure whatever the reason.
-            counters.fail(format!("body: {err} ({err:?})"));
+            counters.tally.fail(format!("body: {err} ({err:?})"));
             return Outcome::Failed;
         }
     };
@@ -385,17 +384,11 @@ async fn request(
     };
     match check(&response) {
         Ok(()) => {
-            counters.ok.fetch_add(1, Ordering::Relaxed);
-            *counters
-                .bodies
-                .lock()
-                .unwrap()
-                .entry(response.text())
-                .or_default() += 1;
+            counters.tally.pass(response.text());
             Outcome::Ok
         }
         Err(why) => {
-            counters.fail(why);
+            counters.tally.fail(why);
             Outcome::Failed
         }
     }

@@ -1,7 +1,10 @@
 //! A tiny HTTP/1.1 client over `std::net::TcpStream`, strict about what counts as a failure.
 //!
 //! * A keep-alive connection the server closed while idle, noticed *before* a request is written,
-//!   is simply replaced (that is the normal end of a keep-alive connection).
+//!   is simply replaced (that is the normal end of a keep-alive connection) — except by a
+//!   [`Client::strict`] one, which behaves as Python's `http.client` and most HTTP libraries do:
+//!   it reuses the connection it holds, and only a `Connection: close` from the server ends it,
+//!   so a server that closes an idle connection unannounced shows up as a failed request.
 //! * A request that was written and then met a reset or EOF before a complete response is a
 //!   FAILED request: that is what a client of a restarting server must never see.
 
@@ -223,6 +226,8 @@ pub struct Client {
     pub connects: u64,
     /// Idle connections found closed by the server and replaced before writing.
     pub replaced_idle: u64,
+    /// Never replace an idle connection the server closed: write on it and fail.
+    strict: bool,
 }
 
 impl Client {
@@ -232,6 +237,17 @@ impl Client {
             conn: None,
             connects: 0,
             replaced_idle: 0,
+            strict: false,
+        }
+    }
+
+    /// A client that leaves a connection only after the server's `Connection: close`: a
+    /// connection closed while idle without one is a failed request (`RemoteDisconnected` in
+    /// Python), never silently replaced.
+    pub fn strict(addr: SocketAddr) -> Client {
+        Client {
+            strict: true,
+            ..Client::new(addr)
         }
     }
 
@@ -242,7 +258,7 @@ impl Client {
 
     /// GET on the kept-alive connection (opening one if needed).
     pub fn get(&mut self, path: &str) -> Result<Response, HttpError> {
-        if let Some(c) = &self.conn {
+        if let Some(c) = self.conn.as_ref().filter(|_| !self.strict) {
             if closed_while_idle(c.get_ref()) {
                 self.conn = None;
                 self.replaced_idle += 1;

@@ -31,12 +31,65 @@ pub fn body_is_one_of(bodies: &[&str]) -> Check {
     })
 }
 
+/// What every load generator counts: requests answered right and failed, the first failures
+/// described, how often each body was seen.
 #[derive(Default)]
-struct Counters {
+pub struct Tally {
     ok: AtomicU64,
     failed: AtomicU64,
     errors: Mutex<Vec<String>>,
     bodies: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Tally {
+    /// Requests answered right so far.
+    pub fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Requests failed so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// One request answered right, with `body`.
+    pub fn pass(&self, body: String) {
+        self.ok.fetch_add(1, Ordering::Relaxed);
+        *self.bodies.lock().unwrap().entry(body).or_default() += 1;
+    }
+
+    /// One request failed; the first 20 reasons are kept.
+    pub fn fail(&self, why: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut errs = self.errors.lock().unwrap();
+        if errs.len() < 20 {
+            errs.push(why);
+        }
+    }
+
+    /// The first failures.
+    pub fn errors(&self) -> Vec<String> {
+        self.errors.lock().unwrap().clone()
+    }
+
+    /// How often each body was seen.
+    pub fn bodies(&self) -> BTreeMap<String, u64> {
+        self.bodies.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` more requests succeeded (proof the load is flowing) or one failed, up to
+    /// `timeout`.
+    pub fn wait_more_ok(&self, n: u64, timeout: Duration) {
+        let target = self.ok() + n;
+        super::wait_until(&format!("{n} more successful requests"), timeout, || {
+            (self.ok() >= target || self.failed() > 0).then_some(())
+        });
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    tally: Tally,
     connects: AtomicU64,
     replaced_idle: AtomicU64,
 }
@@ -166,16 +219,9 @@ impl Load {
                                 Err(e) => Err(e.to_string()),
                             };
                             match verdict {
-                                Ok(body) => {
-                                    counters.ok.fetch_add(1, Ordering::Relaxed);
-                                    *counters.bodies.lock().unwrap().entry(body).or_default() += 1;
-                                }
+                                Ok(body) => counters.tally.pass(body),
                                 Err(why) => {
-                                    counters.failed.fetch_add(1, Ordering::Relaxed);
-                                    let mut errs = counters.errors.lock().unwrap();
-                                    if errs.len() < 20 {
-                                        errs.push(format!("{kind} client {i}: {why}"));
-                                    }
+                                    counters.tally.fail(format!("{kind} client {i}: {why}"))
                                 }
                             }
                             if !pause.is_zero() {
@@ -201,19 +247,30 @@ impl Load {
 
     /// Successful requests so far.
     pub fn ok(&self) -> u64 {
-        self.counters.ok.load(Ordering::Relaxed)
+        self.counters.tally.ok()
     }
 
     /// Failed requests so far.
     pub fn failed(&self) -> u64 {
-        self.counters.failed.load(Ordering::Relaxed)
+        self.counters.tally.failed()
     }
 
     /// Waits until `n` more requests succeeded (proof the load is flowing), up to `timeout`.
     pub fn wait_more_ok(&self, n: u64, timeout: Duration) {
+        self.counters.tally.wait_more_ok(n, timeout);
+    }
+
+    /// Waits until `n` more requests succeeded while no more than `failed` failed in all.
+    pub fn ok_since(&self, failed: u64, n: u64, timeout: Duration) {
         let target = self.ok() + n;
         super::wait_until(&format!("{n} more successful requests"), timeout, || {
-            (self.ok() >= target || self.failed() > 0).then_some(())
+            assert_eq!(
+                self.failed(),
+                failed,
+                "requests failed: {:?}",
+                self.counters.tally.errors()
+            );
+            (self.ok() >= target).then_some(())
         });
     }
 
@@ -229,10 +286,10 @@ impl Load {
         }
         let c = &self.counters;
         LoadReport {
-            ok: c.ok.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-            errors: c.errors.lock().unwrap().clone(),
-            bodies: c.bodies.lock().unwrap().clone(),
+            ok: c.tally.ok(),
+            failed: c.tally.failed(),
+            errors: c.tally.errors(),
+            bodies: c.tally.bodies(),
             keepalive_connects: c.connects.load(Ordering::Relaxed),
             replaced_idle: c.replaced_idle.load(Ordering::Relaxed),
             elapsed: self.started.elapsed(),

@@ -1,7 +1,7 @@
 //! The harness shared by the operator stories in `tests/*.rs`.
 //!
-//! * [`Sandbox`]: a temporary directory (hand-off socket, config, PID file, logs), a free port and
-//!   a real notify socket ([`notify::NotifyRecorder`]).
+//! * [`Sandbox`]: a temporary directory (hand-off socket, config, PID file, logs), a port of its own
+//!   ([`ports`]) and a real notify socket ([`notify::NotifyRecorder`]).
 //! * [`Baton`]: a spawned process group (the real binary, or a wrapper that execs it) that is
 //!   killed and reaped when dropped, with its stderr in a log file.
 //! * [`reload`]: SIGHUP to the main pid and the notify sequence of a successful hand-off.
@@ -20,6 +20,8 @@ pub mod h2;
 pub mod http;
 pub mod load;
 pub mod notify;
+pub mod ports;
+pub mod prereq;
 pub mod procs;
 pub mod reaper;
 pub mod scripted_successor;
@@ -30,7 +32,7 @@ pub mod users;
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -60,15 +62,6 @@ pub fn baton_exe() -> PathBuf {
         (None, Some(p)) => PathBuf::from(p),
         (None, None) => panic!("set BATON_EXE to the baton binary"),
     }
-}
-
-/// A port that was free a moment ago (bound on 127.0.0.1:0, read, released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local_addr")
-        .port()
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or `timeout` passes.
@@ -103,6 +96,8 @@ pub struct Sandbox {
     dir: tempfile::TempDir,
     pub notify: NotifyRecorder,
     pub port: u16,
+    /// Its own port, then the extra ones it reserved ([`Sandbox::extra_port`]).
+    ports: Mutex<Vec<ports::Port>>,
     logs: AtomicUsize,
 }
 
@@ -117,12 +112,24 @@ impl Sandbox {
         fs::create_dir(dir.path().join("xdg")).expect("mkdir xdg");
         fs::create_dir(dir.path().join("bin")).expect("mkdir bin");
         link_or_copy(&baton_exe(), &dir.path().join("bin/baton"));
+        let own = ports::reserve();
         Sandbox {
             dir,
             notify,
-            port: free_port(),
+            port: own.port,
+            ports: Mutex::new(vec![own]),
             logs: AtomicUsize::new(0),
         }
+    }
+
+    /// The `i`-th extra port on 127.0.0.1 (from 0), reserved for this sandbox at the first ask
+    /// and the same on every later one, for as long as the sandbox lives.
+    pub fn extra_port(&self, i: usize) -> u16 {
+        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        while ports.len() < i + 2 {
+            ports.push(ports::reserve());
+        }
+        ports[i + 1].port
     }
 
     /// A path inside the sandbox.
@@ -206,10 +213,19 @@ impl Sandbox {
     /// systemd's activator listening on the sandbox address (`--fdname=NAME`), with the real
     /// binary and the sandbox config as its command.
     pub fn socket_activate(&self, fdname: &str) -> Command {
+        self.socket_activate_named(&[(&self.listen(), fdname)])
+    }
+
+    /// systemd's activator listening on each `(address, name)` in order (fds 3, 4, …, named in
+    /// `LISTEN_FDNAMES` as a socket unit's `FileDescriptorName=` would), with the real binary and
+    /// the sandbox config as its command.
+    pub fn socket_activate_named(&self, sockets: &[(&str, &str)]) -> Command {
         let mut cmd = self.command("systemd-socket-activate");
-        cmd.arg("-l")
-            .arg(self.listen())
-            .arg(format!("--fdname={fdname}"));
+        for (addr, _) in sockets {
+            cmd.arg("-l").arg(addr);
+        }
+        let names: Vec<&str> = sockets.iter().map(|(_, name)| *name).collect();
+        cmd.arg(format!("--fdname={}", names.join(":")));
         // The activator hands its children only the variables named with -E (and PATH, HOME, …).
         for var in ["NOTIFY_SOCKET", "RUST_LOG", "XDG_RUNTIME_DIR", "TMPDIR"] {
             cmd.arg("-E").arg(var);

@@ -85,6 +85,8 @@ struct Shared {
     hold: Mutex<Duration>,
     /// Run on each datagram as it is recorded, before its descriptors are released.
     hook: Mutex<Option<Hook>>,
+    /// While `Some`, descriptors are kept here until [`NotifyRecorder::open_barriers`].
+    gated: Mutex<Option<Vec<RawFd>>>,
 }
 
 /// What [`NotifyRecorder::on_each`] runs.
@@ -111,6 +113,7 @@ impl NotifyRecorder {
             stop: AtomicBool::new(false),
             hold: Mutex::new(Duration::ZERO),
             hook: Mutex::new(None),
+            gated: Mutex::new(None),
         });
         let s2 = shared.clone();
         let thread = thread::Builder::new()
@@ -136,6 +139,31 @@ impl NotifyRecorder {
     /// on past its barrier.
     pub fn on_each(&self, hook: impl Fn(&Notification) + Send + 'static) {
         *self.shared.hook.lock().unwrap() = Some(Box::new(hook));
+    }
+
+    /// Keep the descriptors of later datagrams until [`NotifyRecorder::open_barriers`]: every
+    /// `BARRIER=1` waits (baton gives up on one after 2 s) until the test lets it go.
+    pub fn gate_barriers(&self) {
+        let mut gated = self.shared.gated.lock().unwrap();
+        gated.get_or_insert_with(Vec::new);
+    }
+
+    /// Barriers kept by the gate now.
+    pub fn gated_barriers(&self) -> usize {
+        self.shared
+            .gated
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map_or(0, Vec::len)
+    }
+
+    /// Releases the barriers kept by the gate, and keeps no more.
+    pub fn open_barriers(&self) {
+        for fd in self.shared.gated.lock().unwrap().take().unwrap_or_default() {
+            // SAFETY: received with SCM_RIGHTS, owned by nobody else in this process.
+            unsafe { libc::close(fd) };
+        }
     }
 
     /// The socket path, for `NOTIFY_SOCKET`.
@@ -215,6 +243,7 @@ impl NotifyRecorder {
 
 impl Drop for NotifyRecorder {
     fn drop(&mut self) {
+        self.open_barriers();
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -277,7 +306,18 @@ fn record(sock: UnixDatagram, shared: Arc<Shared>) {
             hook(&n);
         }
         shared.cond.notify_all();
-        // Processed: release the barrier (and any other descriptor) only now, or after the hold.
+        // Processed: release the barrier (and any other descriptor) only now, after the hold, or
+        // when the test opens the gate.
+        let fds = {
+            let mut gated = shared.gated.lock().unwrap();
+            match gated.as_mut() {
+                Some(kept) => {
+                    kept.extend(fds);
+                    Vec::new()
+                }
+                None => fds,
+            }
+        };
         let hold = *shared.hold.lock().unwrap();
         let release = move || {
             for fd in fds {

@@ -314,3 +314,27 @@ pub fn stat_times(pid: i32) -> Option<Vec<u64>> {
         .collect();
     Some(f.get(11..15)?.to_vec())
 }
+
+/// Bytes received but not yet read on the connected Unix stream sockets `pid` holds (the
+/// `Recv-Q` that `ss -x` shows): e.g. a hand-off message waiting for a stopped successor.
+pub fn unread_unix_stream_bytes(pid: i32) -> u64 {
+    let out = super::reaper::output(std::process::Command::new("ss").args(["-xnpH"]))
+        .expect("run ss (iproute2)");
+    assert!(out.status.success(), "ss -xnpH: {out:?}");
+    let tag = format!("pid={pid},");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("u_str") && l.contains(&tag))
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Waits for a live child of `parent` (a successor being started).
+pub fn wait_child(parent: i32) -> i32 {
+    super::wait_until("a successor process", super::DEADLINE, || {
+        children_of(parent)
+            .into_iter()
+            .find(|c| !c.is_zombie())
+            .map(|c| c.pid)
+    })
+}

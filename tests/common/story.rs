@@ -93,11 +93,12 @@ impl Options {
         self
     }
 
+    /// False when `NOTIFY_SOCKET` is removed or set empty (no service manager).
     fn notifies(&self) -> bool {
         !self
             .env
             .iter()
-            .any(|(k, v)| k == "NOTIFY_SOCKET" && v.is_none())
+            .any(|(k, v)| k == "NOTIFY_SOCKET" && v.as_ref().is_none_or(|v| v.is_empty()))
     }
 
     /// Starts in a fresh sandbox and waits until it serves ([`Story::spawn`] does not wait).
@@ -110,7 +111,14 @@ impl Options {
     /// Starts in a fresh sandbox without waiting (socket activation starts baton later; a start
     /// that must fail is awaited with [`Baton::wait_exit`]).
     pub fn spawn(self) -> Story {
+        self.spawn_after(|_| {})
+    }
+
+    /// [`Options::spawn`] once `prepare` has set the fresh sandbox up (a file left over from a
+    /// crash, say).
+    pub fn spawn_after(self, prepare: impl FnOnce(&Sandbox)) -> Story {
         let sb = Sandbox::new();
+        prepare(&sb);
         sb.notify.hold_barriers(self.hold_barriers);
         let baton = self.launch(&sb);
         Story {

@@ -17,12 +17,13 @@ use super::http::{self, HttpError, Response, REQUEST_TIMEOUT};
 /// The name every test leaf is issued for (and every client asks for).
 pub const SERVER_NAME: &str = "localhost";
 
-/// A test certificate authority.
+/// A test certificate authority: the one certificate builder of the tests (roots,
+/// intermediates, leaves with chosen validity).
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
-    /// The root certificate.
+    /// Its certificate (a client's root when it is one).
     pub root: CertificateDer<'static>,
-    /// The root certificate, PEM (for `curl --cacert`).
+    /// Its certificate, PEM (for `curl --cacert`, or after a leaf in a chain file).
     pub pem: String,
 }
 
@@ -40,14 +41,28 @@ pub struct Leaf {
 }
 
 impl Ca {
+    /// A root CA.
     pub fn new() -> Ca {
+        Ca::named("baton test CA", None)
+    }
+
+    /// An intermediate CA issued by this one: its [`Ca::pem`] follows a leaf in a chain file.
+    pub fn intermediate(&self, name: &str) -> Ca {
+        Ca::named(name, Some(self))
+    }
+
+    fn named(name: &str, issuer: Option<&Ca>) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
             .distinguished_name
-            .push(rcgen::DnType::CommonName, "baton test CA");
+            .push(rcgen::DnType::CommonName, name);
         let key = KeyPair::generate().expect("CA key");
-        let cert = params.self_signed(&key).expect("CA certificate");
+        let cert = match issuer {
+            None => params.self_signed(&key),
+            Some(ca) => params.signed_by(&key, &ca.issuer),
+        }
+        .expect("CA certificate");
         Ca {
             root: cert.der().clone(),
             pem: cert.pem(),

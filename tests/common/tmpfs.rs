@@ -1,6 +1,6 @@
 //! A real tmpfs mounted for one test (size and inode limits, remounted read-only on demand) and
-//! unmounted afterwards. Needs root (CAP_SYS_ADMIN); [`Tmpfs::mount`] says why it cannot and
-//! returns `None` otherwise.
+//! unmounted afterwards. Needs root (CAP_SYS_ADMIN); without it [`Tmpfs::mount`] fails the test, or returns `None`
+//! when skipping is allowed ([`super::prereq`]).
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -22,11 +22,11 @@ impl Tmpfs {
         )
         .expect("run mount");
         if !out.status.success() {
-            println!(
-                "SKIPPED: cannot mount a tmpfs at {}: {}",
+            super::prereq::missing(&format!(
+                "cannot mount a tmpfs at {}: {}",
                 path.display(),
                 String::from_utf8_lossy(&out.stderr).trim()
-            );
+            ));
             return None;
         }
         Some(Tmpfs {

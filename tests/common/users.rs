@@ -39,10 +39,10 @@ fn run_locked(cmd: &mut Command) -> Result<Output, String> {
 }
 
 impl OtherUser {
-    /// Creates a fresh user (no home, no login shell) with a group of its own.
+    /// Creates a fresh user (no home, no login shell) with a group of its own; `None` only when
+    /// the test may skip ([`super::prereq`]).
     pub fn create() -> Option<OtherUser> {
-        if !nix::unistd::geteuid().is_root() {
-            println!("SKIPPED: a second user needs root to create");
+        if !super::prereq::root("a second user needs root to create") {
             return None;
         }
         static N: AtomicUsize = AtomicUsize::new(0);
@@ -57,7 +57,7 @@ impl OtherUser {
                 .arg("/usr/sbin/nologin")
                 .arg(&name),
         ) {
-            println!("SKIPPED: useradd {name} failed: {why}");
+            super::prereq::missing(&format!("useradd {name} failed: {why}"));
             return None;
         }
         let user = nix::unistd::User::from_name(&name)

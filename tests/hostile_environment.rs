@@ -1,4 +1,5 @@
-//! Story: an attacker on the same machine and an unlucky operator (issue 8, rows 3, 4, 6 to 10).
+//! Story: a hostile or unlucky environment — an attacker on the same machine and an unlucky
+//! operator (issue 8, rows 3, 4, 6 to 10).
 //! Every test uses the real mechanism: a second user made with `useradd`, real symlinks, a real
 //! tmpfs filled up or remounted read-only, a real `ulimit`, descriptors really inherited.
 //! Whatever happens, baton never writes through a path another user controls, never touches
@@ -343,8 +344,8 @@ fn two_instances_with_default_settings_reloaded_at_once_never_touch_each_other()
     const RELOADS: usize = 20;
     // Same user, same XDG_RUNTIME_DIR, no handoff_socket: both default to the same path.
     let mut instances = Vec::new();
-    for name in ["a", "b"] {
-        let port = common::free_port();
+    for (i, name) in ["a", "b"].into_iter().enumerate() {
+        let port = sb.extra_port(i);
         let config = sb.path(&format!("{name}.json"));
         fs::write(
             &config,
@@ -426,7 +427,7 @@ fn two_instances_with_default_settings_reloaded_at_once_never_touch_each_other()
         procs::children_of(main_a).first().map(|c| c.pid)
     });
     common::predecessor_socket_of(child);
-    let port_c = common::free_port();
+    let port_c = sb.extra_port(2);
     let mut cmd = sb.command(common::baton_exe());
     cmd.args(["--listen", &format!("127.0.0.1:{port_c}")]);
     let mut c = sb.spawn(cmd);

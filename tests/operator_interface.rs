@@ -1,9 +1,12 @@
-//! Stories of a newcomer (issue 12): the help, man pages and completions a package ships; the
+//! Stories of what an operator reads and types (first written for issue 12): the help, man
+//! pages and completions a package ships; the
 //! access log and JSON log lines, parsed; every fatal error printed once; `STATUS=` with the
 //! version and the open connections; the systemfd loop (`LISTEN_FDS` without `LISTEN_PID`);
 //! host names in `--listen`.
 
 mod common;
+
+use std::io::ErrorKind;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -349,6 +352,7 @@ fn fails(mut cmd: Command) -> (i32, Vec<String>) {
 /// trying baton by hand does; returns the exit code and what the terminal showed.
 fn on_a_terminal(sb: &Sandbox, cmd: &[&str], env: &[(&str, &str)]) -> Option<(i32, String)> {
     if !available("script") {
+        common::prereq::missing("`script` (util-linux) to run a command on a terminal");
         return None;
     }
     let shell_line: Vec<String> = cmd
@@ -442,8 +446,7 @@ fn every_fatal_error_is_printed_once() {
     ];
     for (cmd, env, code, needle) in cases {
         let Some((got, shown)) = on_a_terminal(&sb, cmd, env) else {
-            println!("no `script` here: terminal cases skipped");
-            break;
+            break; // skipping was allowed, and said so
         };
         println!("on a terminal, exit {got}:\n{shown}");
         assert_eq!(got, code, "{shown}");
@@ -529,10 +532,12 @@ fn listen_fds_without_listen_pid_is_ignored_with_one_warning() {
     conn.write_all(http::get_request("/", true).as_bytes())
         .unwrap();
     let mut buf = [0u8; 1];
-    assert!(
-        std::io::Read::read(&mut conn, &mut buf).is_err(),
-        "nobody answers on the ignored socket"
-    );
+    // Nobody answers, and nobody closes: the read times out (a reset or an end of file would
+    // mean the socket was closed or served).
+    match std::io::Read::read(&mut conn, &mut buf) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("nobody answers on the ignored socket, nor closes it: {other:?}"),
+    }
 }
 
 #[test]
@@ -609,5 +614,46 @@ fn host_names_resolve_at_start_and_an_unknown_one_is_one_line() {
             lines[0].contains("cannot resolve \"nothing.invalid\""),
             "{err}"
         );
+    }
+}
+
+/// Outside systemd (`NOTIFY_SOCKET` unset, or set empty as some launchers leave it) talking to
+/// systemd is a silent no-op: a reload done with `baton reload` works and the log holds no
+/// warning at all (none about a notify socket or a barrier that cannot be there).
+#[test]
+fn without_systemd_a_reload_is_quiet_about_it() {
+    for empty in [false, true] {
+        let options = common::Options::new("v1").args(&["--shutdown-timeout", "5s"]);
+        let mut s = if empty {
+            options.env("NOTIFY_SOCKET", "")
+        } else {
+            options.env_remove("NOTIFY_SOCKET")
+        }
+        .start();
+        s.sb.write_config(&s.sb.config("v2"));
+        let out = common::output(
+            s.sb.baton()
+                .args(["reload", "--timeout", "20s", "--pid", &s.main.to_string()])
+                .arg("--config")
+                .arg(s.sb.config_path()),
+        );
+        assert!(
+            out.status.success(),
+            "baton reload: {out:?}\n{}",
+            s.baton.log()
+        );
+        assert_eq!(s.get(), "v2");
+        s.main = std::fs::read_to_string(s.sb.pid_file())
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let log = s.baton.log();
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+        assert!(
+            warnings.is_empty(),
+            "NOTIFY_SOCKET empty: {empty}: {warnings:#?}"
+        );
+        s.stop();
     }
 }
