@@ -17,6 +17,12 @@ use crate::peers::{self, Reloadable};
 use crate::{log, stats, Bench, Stats};
 
 const SERVERS: [&str; 3] = ["baton", "bare", "nginx"];
+
+thread_local! {
+    /// The client of the counted runs: ApacheBench (`ab -q -k -c 4 -n N`, its default request
+    /// headers) instead of the suite's own.
+    static AB: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 type Counts = BTreeMap<String, f64>;
 
 /// The certificate both servers present in the TLS counts, and a client trusting it.
@@ -26,7 +32,7 @@ pub struct Tls {
 }
 
 impl Tls {
-    fn new() -> Tls {
+    pub fn new() -> Tls {
         let ca = tls::Ca::new();
         Tls {
             leaf: ca.leaf(1),
@@ -35,11 +41,25 @@ impl Tls {
     }
 
     /// The pair installed in `sb` as `tls/cert.pem` and `tls/key.pem`.
-    fn install(&self, sb: &Sandbox) -> (PathBuf, PathBuf) {
+    pub fn install(&self, sb: &Sandbox) -> (PathBuf, PathBuf) {
         let (cert, key) = (sb.path("tls/cert.pem"), sb.path("tls/key.pem"));
         std::fs::create_dir_all(sb.path("tls")).expect("tls dir");
         self.leaf.install(&cert, &key);
         (cert, key)
+    }
+
+    /// baton's configuration in `sb`: HTTPS only, with the pair installed there.
+    pub fn baton_config(&self, sb: &Sandbox) -> serde_json::Value {
+        let (cert, key) = self.install(sb);
+        let mut c = sb.config(crate::BODY);
+        c["listen"] = json!([format!("https://{}", sb.listen())]);
+        (c["tls_cert"], c["tls_key"]) = (json!(cert), json!(key));
+        c
+    }
+
+    /// A client configuration trusting the certificate (ALPN `http/1.1`).
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.client.clone()
     }
 }
 
@@ -62,13 +82,7 @@ fn run_under(
         }
         ("baton", Some(t)) => {
             let (wrap, t) = (wrap.to_vec(), t.clone());
-            let config = move |sb: &Sandbox| {
-                let (cert, key) = t.install(sb);
-                let mut c = sb.config(crate::BODY);
-                c["listen"] = json!([format!("https://{}", sb.listen())]);
-                (c["tls_cert"], c["tls_key"]) = (json!(cert), json!(key));
-                c
-            };
+            let config = move |sb: &Sandbox| t.baton_config(sb);
             let wrap: Vec<&str> = wrap.iter().map(String::as_str).collect();
             story.insert(b.baton_with(&wrap, config)).sb.addr()
         }
@@ -86,6 +100,27 @@ fn run_under(
             sb.addr()
         }
     };
+    if AB.get() {
+        if n > 0 {
+            let mut cmd = std::process::Command::new("ab");
+            cmd.args(["-q", "-k", "-c", "4", "-n", &n.to_string()])
+                .arg(format!("http://{addr}/"));
+            let out = crate::common::reaper::output(&mut peers::pinned(cmd, &b.wrk_cpus))
+                .expect("run ab (Debian package apache2-utils)");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let field = |k: &str| {
+                let line = text.lines().find(|l| l.starts_with(k));
+                line.and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            };
+            assert!(
+                field("Failed requests:") == Some(0)
+                    && field("Complete requests:") == Some(n)
+                    && field("Keep-Alive requests:") == Some(n),
+                "{server}: ab did not get {n} keep-alive answers:\n{text}"
+            );
+        }
+        return stop_and_read(server, story, other, out);
+    }
     let per_conn = move |i: u64| n / 4 + u64::from(i < n % 4);
     let clients: Vec<_> = (0..4)
         .map(|i| {
@@ -108,6 +143,16 @@ fn run_under(
         ok,
         "{server}: a request failed (or a connection was not kept alive)"
     );
+    stop_and_read(server, story, other, out)
+}
+
+/// Stops the server (SIGTERM) and returns what its tool wrote to `out`.
+fn stop_and_read(
+    server: &str,
+    mut story: Option<crate::common::Story>,
+    mut other: Option<crate::common::Baton>,
+    out: &str,
+) -> String {
     if let Some(s) = &mut story {
         s.stop();
     }
@@ -116,7 +161,7 @@ fn run_under(
         let pid = procs::children_of(g.pid).first().map_or(g.pid, |p| p.pid);
         procs::kill(pid, Signal::SIGTERM);
         assert!(
-            g.wait_group_gone(Duration::from_secs(60)),
+            g.wait_group_gone(Duration::from_secs(180)),
             "{server} did not stop"
         );
     }
@@ -196,6 +241,44 @@ pub fn tls_instructions(b: &mut Bench) {
     b.row(m, &show(&bt), &format!("nginx {}", show(&ng)), &x, None);
     b.details
         .insert("tls_instructions_per_request".into(), json!(got));
+}
+
+/// Issue 25's counts: user-space instructions per keep-alive request with ApacheBench as the
+/// client (`ab -q -k -c 4 -n N`), every server pinned to the server CPUs (baton and bare hyper on
+/// the current-thread runtime when that is one CPU), and the same unpinned (both on the
+/// multi-thread runtime, a worker per CPU; nginx one worker process).
+pub fn instructions_ab(b: &mut Bench) {
+    let (n, runs) = (b.a.requests, b.a.runs);
+    AB.set(true);
+    for pinned in [true, false] {
+        // unpinned: every CPU (the suite itself keeps to the client CPUs, and what it starts
+        // would inherit that)
+        let all: Vec<usize> = b.server_cpus.iter().chain(&b.wrk_cpus).copied().collect();
+        let saved = (!pinned).then(|| std::mem::replace(&mut b.server_cpus, all));
+        let what = if pinned { "ab-pinned" } else { "ab-unpinned" };
+        log(&format!(
+            "instructions ({what}): ab -q -k -c 4 -n {n} minus none, callgrind, {runs} runs"
+        ));
+        let got = per_request(b, what, (&SERVERS, None), &CALLGRIND, callgrind_total);
+        if let Some(cpus) = saved {
+            b.server_cpus = cpus;
+        }
+        let s = |k: &str| stats(got[k].iter().map(|m| m["total"]).collect());
+        let (bt, bh, ng) = (s("baton"), s("bare"), s("nginx"));
+        let show = |s: &Stats| format!("{:.0} ({:.0}-{:.0})", s.median, s.min, s.max);
+        let peer = format!("bare hyper {}, nginx {}", show(&bh), show(&ng));
+        let (xh, xn) = (bt.median / bh.median, bt.median / ng.median);
+        let x = format!("{xh:.3}x hyper, {xn:.3}x nginx / < 1x both");
+        let m = if pinned {
+            "instructions per request, ab -k, servers on the server CPUs"
+        } else {
+            "instructions per request, ab -k, unpinned"
+        };
+        b.row(m, &show(&bt), &peer, &x, Some(xh < 1.0 && xn < 1.0));
+        b.details
+            .insert(format!("instructions_per_request_{what}"), json!(got));
+    }
+    AB.set(false);
 }
 
 /// User-space instructions per request under callgrind: median and spread of the runs, ratios.

@@ -6,6 +6,7 @@
 mod common;
 mod counts;
 mod h2;
+mod idle;
 mod peers;
 
 use std::collections::BTreeMap;
@@ -21,8 +22,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 pub const BODY: &str = "Hello, world!";
-const ALL: &str =
-    "idle,throughput,reloads,h2,leak,instructions,tls-instructions,syscalls,handoff-breakdown";
+const ALL: &str = "idle,idle-conns,throughput,reloads,h2,leak,instructions,instructions-ab,\
+                   tls-instructions,syscalls,handoff-breakdown";
 const MS: fn(u64) -> Duration = Duration::from_millis;
 
 /// The options bench/run passes on (its header lists them) and `BENCH_DURATION`.
@@ -42,6 +43,7 @@ pub struct Args {
     noise_max: f64,
     pub requests: u64,
     pub runs: usize,
+    pub idle_conns: usize,
 }
 
 fn args() -> Result<Args, String> {
@@ -59,7 +61,7 @@ fn args() -> Result<Args, String> {
         })
     };
     let known = "--smoke --only --bare --out --reloads --leak-reloads --rounds --connections \
-                 --pace-ms --noise-max --no-pin --no-peer-reloads --requests --runs";
+                 --pace-ms --noise-max --no-pin --no-peer-reloads --requests --runs --idle-conns";
     let flags = argv.iter().filter(|a| a.starts_with("--"));
     if let Some(a) = flags
         .into_iter()
@@ -91,6 +93,7 @@ fn args() -> Result<Args, String> {
         noise_max: n("--noise-max", 0.1)?,
         requests: n("--requests", 20000.0)? as u64,
         runs: n("--runs", 3.0)? as usize,
+        idle_conns: n("--idle-conns", 5000.0)? as usize,
     })
 }
 
@@ -523,6 +526,28 @@ impl Bench {
         let h = stats(times);
         let v = format!("{:.2} / {:.2} / {:.2} ms", h.median, h.p99, h.max);
         self.info("  hand-off without load, median / p99 / max", &v);
+        // the floor: starting the same binary at all (`baton --version`, spawn to exit, on the
+        // server CPUs); target: the unloaded hand-off within 2x of it
+        let exe = common::baton_exe();
+        let starts: Vec<f64> = (0..200)
+            .map(|_| {
+                let mut cmd = std::process::Command::new(&exe);
+                cmd.arg("--version").stdout(std::process::Stdio::null());
+                let mut cmd = peers::pinned(cmd, &self.server_cpus);
+                let t = Instant::now();
+                let ok = common::reaper::output(&mut cmd).is_ok_and(|o| o.status.success());
+                assert!(ok, "baton --version");
+                ms(t.elapsed())
+            })
+            .collect();
+        let v = stats(starts);
+        let x = h.median / v.median;
+        let m = "  hand-off without load vs starting the binary (`baton --version`), medians";
+        let (val, p) = (
+            format!("{:.2} ms", h.median),
+            format!("--version {:.2} ms", v.median),
+        );
+        self.row(m, &val, &p, &format!("{x:.2}x / <= 2x"), Some(x <= 2.0));
         let left = b.baton.live_members().len().to_string();
         self.row(
             "  processes left after the drains",
@@ -664,6 +689,9 @@ fn main() {
         if has(&bench, "idle") || has(&bench, "throughput") {
             bench.phase_idle_and_throughput();
         }
+        if has(&bench, "idle-conns") {
+            idle::phase(&mut bench);
+        }
         if has(&bench, "reloads") {
             bench.phase_reloads();
         }
@@ -675,6 +703,9 @@ fn main() {
         }
         if has(&bench, "instructions") {
             counts::instructions(&mut bench);
+        }
+        if has(&bench, "instructions-ab") {
+            counts::instructions_ab(&mut bench);
         }
         if has(&bench, "tls-instructions") {
             counts::tls_instructions(&mut bench);

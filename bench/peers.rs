@@ -131,7 +131,7 @@ fn nginx_listening(
     let temp = temp.join(" ");
     let conf = format!(
         "worker_processes {n}; {single} pid {d}/nginx.pid; error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile 20000; events {{ worker_connections 16384; }}
 http {{ access_log off; keepalive_requests 100000000; keepalive_timeout 75s; {temp}
   server {{ listen {listen}{listen_flags}; {server} location / {{ default_type text/plain; return 200 \"Hello, world!\"; }} }} }}\n"
     );

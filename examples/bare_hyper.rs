@@ -2,8 +2,10 @@
 //! handler, with none of baton's machinery (no hand-off, no notify, no drain, no connection
 //! tracking, no logging).
 //!
-//! * same stack: tokio multi-thread runtime (one worker per available CPU), hyper 1 through
-//!   hyper-util's `auto` builder (HTTP/1.1 and h2c on the same port);
+//! * same stack: the runtime the `baton` command picks on the same CPUs (src/cli: tokio's
+//!   current-thread scheduler when the process may use one CPU, else the multi-thread one with
+//!   a worker per CPU), hyper 1 through hyper-util's `auto` builder (HTTP/1.1 and h2c on the
+//!   same port);
 //! * same bytes as baton's default handler: `200 OK`, `content-type: text/plain; charset=utf-8`,
 //!   body `Hello, world!` (hyper adds `content-length` and `date`, as it does for baton);
 //! * same socket setting baton applies to accepted connections: `TCP_NODELAY`.
@@ -37,8 +39,27 @@ async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     Ok(res)
 }
 
-#[tokio::main]
-async fn main() {
+/// The runtime `baton` runs on the same CPUs (see `runtime` in src/cli/mod.rs): a comparison
+/// pinned to one CPU compares like with like.
+fn main() {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cpus);
+        b
+    };
+    match builder.enable_all().build() {
+        Ok(rt) => rt.block_on(serve()),
+        Err(e) => {
+            eprintln!("bare_hyper: cannot start the runtime: {e}");
+            std::process::exit(71);
+        }
+    }
+}
+
+async fn serve() {
     let arg = std::env::args().nth(1);
     let addr: SocketAddr = match arg.as_deref().unwrap_or(DEFAULT_ADDR).parse() {
         Ok(a) => a,

@@ -185,7 +185,15 @@ impl Serving {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // No hyper header-read timer: it arms a timer for every request. The connection task
         // enforces the idle bound once a second instead (see `Options::idle_timeout`).
-        builder.http1().keep_alive(true).header_read_timeout(None);
+        // One write buffer instead of a queue of buffers sent with writev: headers and a small
+        // body are one contiguous write. Measured with callgrind (`ab -k`, one CPU): 10,318 →
+        // 9,858 user-space instructions per keep-alive request; a large body is copied into the
+        // buffer (up to hyper's buffer limit) instead of being handed to writev as it is.
+        builder
+            .http1()
+            .keep_alive(true)
+            .header_read_timeout(None)
+            .writev(false);
         builder
             .http2()
             .timer(TokioTimer::new())
