@@ -667,7 +667,7 @@ fn check_reports_a_good_pair_and_refuses_broken_ones() {
     assert_eq!(lines.len(), 2, "{out}");
     assert_eq!(
         lines[1],
-        format!("baton: tls certificate {cert} and key {key} match: localhost (2 in the chain), valid until 2099-01-01 00:00:00 UTC")
+        format!("baton: tls certificate {cert} and key {key} match: localhost, 127.0.0.1 (2 in the chain), valid until 2099-01-01 00:00:00 UTC")
     );
 
     // a key that is not the leaf's
