@@ -228,6 +228,54 @@ pub fn forward(lines: &[String]) -> io::Result<()> {
     send_datagram(text.as_bytes(), &[], Duration::ZERO)
 }
 
+/// One datagram read from a private notify socket, as systemd reads its own: the sender's
+/// credentials from `SCM_CREDENTIALS` (the socket has `SO_PASSCRED`), and whether it was longer
+/// than the buffer. Descriptors that came with it are closed (`BARRIER=1` sends a pipe: closing
+/// it is the answer).
+pub(crate) struct Received {
+    /// Bytes read into the buffer.
+    pub bytes: usize,
+    /// The sender's pid and uid, when the kernel attached them.
+    pub sender: Option<(u32, u32)>,
+    /// Longer than the buffer: cut (systemd drops such a datagram whole).
+    pub truncated: bool,
+}
+
+/// Read one datagram from the notify socket `fd` into `buf` without waiting (see [`Received`]).
+/// `EAGAIN` when none is queued.
+pub(crate) fn receive(fd: std::os::fd::RawFd, buf: &mut [u8]) -> nix::Result<Received> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, UnixCredentials};
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(UnixCredentials, [std::os::fd::RawFd; 16]);
+    let msg = recvmsg::<()>(
+        fd,
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut sender = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            match c {
+                ControlMessageOwned::ScmCredentials(cred) => {
+                    sender = Some((cred.pid() as u32, cred.uid()));
+                }
+                ControlMessageOwned::ScmRights(fds) => {
+                    for fd in fds {
+                        let _ = nix::unistd::close(fd);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(Received {
+        bytes: msg.bytes,
+        sender,
+        truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

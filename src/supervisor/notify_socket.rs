@@ -6,15 +6,12 @@
 //! the hand-off's are: the runtime directory must be ours and not
 //! writable by others, nothing is created or bound through a path another user controls.
 
-use std::io::IoSliceMut;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, UnixCredentials,
-};
+use nix::sys::socket::{setsockopt, sockopt};
 use tracing::warn;
 
 use crate::runtime_dir::{RuntimeDir, NOTIFY_SOCKET_NAME};
@@ -107,34 +104,12 @@ impl PrivateSocket {
     pub(super) fn receive(&self) -> Option<Received> {
         let mut buf = [0u8; MAX_DATAGRAM];
         loop {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let mut cmsg = nix::cmsg_space!(UnixCredentials, [RawFd; 16]);
-            let (bytes, sender, truncated) = match recvmsg::<()>(
-                self.socket.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(msg) => {
-                    let mut sender = None;
-                    if let Ok(cmsgs) = msg.cmsgs() {
-                        for c in cmsgs {
-                            match c {
-                                ControlMessageOwned::ScmCredentials(cred) => {
-                                    sender = Some((cred.pid() as u32, cred.uid()));
-                                }
-                                ControlMessageOwned::ScmRights(fds) => {
-                                    for fd in fds {
-                                        let _ = nix::unistd::close(fd);
-                                    }
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                    let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
-                    (msg.bytes, sender, truncated)
-                }
+            let crate::notify::Received {
+                bytes,
+                sender,
+                truncated,
+            } = match crate::notify::receive(self.socket.as_raw_fd(), &mut buf) {
+                Ok(received) => received,
                 Err(Errno::EAGAIN) => return None,
                 Err(Errno::EINTR) => continue,
                 Err(e) => {

@@ -2,15 +2,13 @@
 //! application says (`READY=1`, `STATUS=`, `MAINPID=` …) reaches baton and never the real service
 //! manager. baton reads the sender's pid from `SCM_CREDENTIALS`, as systemd does.
 
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, UnixCredentials,
-};
+use nix::sys::socket::{setsockopt, sockopt};
 use tokio::io::unix::AsyncFd;
 use tracing::debug;
 
@@ -158,38 +156,16 @@ impl Drop for NotifySocket {
 /// Read one datagram; `Ok(None)` for one to ignore (no or foreign credentials, too long).
 fn receive(fd: RawFd) -> io::Result<Option<Message>> {
     let mut buf = [0u8; 4096];
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let mut cmsg = nix::cmsg_space!(UnixCredentials, [RawFd; 16]);
-    let msg = match recvmsg::<()>(
-        fd,
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-    ) {
-        Ok(msg) => msg,
+    let crate::notify::Received {
+        bytes,
+        sender,
+        truncated,
+    } = match crate::notify::receive(fd, &mut buf) {
+        Ok(received) => received,
         Err(Errno::EAGAIN) => return Err(io::ErrorKind::WouldBlock.into()),
         Err(Errno::EINTR) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let mut sender = None;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            match c {
-                ControlMessageOwned::ScmCredentials(cred) => {
-                    sender = Some((cred.pid() as u32, cred.uid()));
-                }
-                // BARRIER=1 sends a pipe: closing it is the answer.
-                ControlMessageOwned::ScmRights(fds) => {
-                    for fd in fds {
-                        let _ = nix::unistd::close(fd);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    let bytes = msg.bytes;
-    let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
     let me = nix::unistd::geteuid().as_raw();
     let Some((pid, _)) = sender.filter(|&(_, uid)| uid == me || uid == 0) else {
         debug!("notification without acceptable credentials: ignored");
