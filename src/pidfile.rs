@@ -31,6 +31,17 @@ pub fn write(path: &Path, pid: u32) -> Result<(), FsError> {
 /// (`baton check`, which changes nothing) a missing runtime directory is fine.
 pub fn check_writable(path: &Path, runtime_dir: &Path, create: bool) -> Result<(), FsError> {
     let (dir, _) = safe_fs::split_file(path)?;
+    // `baton check` run by root for a service of another user (the packaged unit's `baton`
+    // user owns /run/baton): the directory must be safe for its owner, who will write there.
+    if !create && nix::unistd::geteuid().is_root() {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() && meta.uid() != 0 => {
+                return TrustedDir::open_for(&dir, Create::Never, meta.uid()).map(drop);
+            }
+            _ => {}
+        }
+    }
     let ours = dir == runtime_dir;
     let how = if ours && create {
         Create::Missing

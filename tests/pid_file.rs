@@ -128,3 +128,35 @@ fn a_pid_file_in_the_runtime_directory_is_written_even_before_the_first_hand_off
         named.trim()
     );
 }
+
+/// The packaged unit: root runs `baton check` for a service that runs as its own user, whose
+/// runtime directory (`/run/baton`, 0700) that user owns. The check judges the directory for its
+/// owner: private to it, accepted; writable by others, refused as before.
+#[test]
+fn check_as_root_accepts_a_pid_file_in_the_service_users_private_directory() {
+    let Some(user) = common::users::OtherUser::create() else {
+        return;
+    };
+    let sb = Sandbox::new();
+    let run_dir = sb.path("run-baton");
+    std::fs::create_dir(&run_dir).expect("mkdir");
+    nix::unistd::chown(
+        &run_dir,
+        Some(nix::unistd::Uid::from_raw(user.uid)),
+        Some(nix::unistd::Gid::from_raw(user.gid)),
+    )
+    .expect("chown to the service's user");
+    for (mode, expected) in [(0o700, Some(0)), (0o777, Some(78))] {
+        std::fs::set_permissions(&run_dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod");
+        let mut config = sb.config("pid");
+        config["pid_file"] = run_dir.join("baton.pid").display().to_string().into();
+        sb.write_config(&config);
+        let out = common::output(sb.baton().args(["check", "--config"]).arg(sb.config_path()));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), expected, "mode {mode:o}: {err}");
+        if expected == Some(78) {
+            assert!(err.contains("writable by others"), "mode {mode:o}: {err}");
+        }
+    }
+}
