@@ -24,15 +24,9 @@ fn generation_of(text: &str) -> Option<u64> {
 
 #[test]
 fn a_library_app_as_pid_1_reloads_under_load_and_stops_cleanly() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the PID-namespace story runs as root (unshare --pid), as in CI"
-    );
     let sb = Sandbox::new();
-    let mut cmd = sb.command("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-        .arg(common::examples::example("container"))
-        .env("BATON_LISTEN", sb.listen())
+    let mut cmd = sb.in_new_pid_namespace(common::examples::example("container"));
+    cmd.env("BATON_LISTEN", sb.listen())
         .env("BATON_HANDOFF_SOCKET", sb.handoff_socket())
         .env_remove("NOTIFY_SOCKET");
     let mut container = sb.spawn(cmd);
@@ -83,15 +77,9 @@ fn a_library_app_as_pid_1_reloads_under_load_and_stops_cleanly() {
 
 #[test]
 fn a_library_app_as_pid_1_without_supervise_is_warned_at_start() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "runs as root (unshare --pid), as in CI"
-    );
     let sb = Sandbox::new();
-    let mut cmd = sb.command("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-        .arg(common::examples::example("axum"))
-        .env("BATON_LISTEN", sb.listen())
+    let mut cmd = sb.in_new_pid_namespace(common::examples::example("axum"));
+    cmd.env("BATON_LISTEN", sb.listen())
         .env("BATON_HANDOFF_SOCKET", sb.handoff_socket())
         .env_remove("NOTIFY_SOCKET");
     let mut container = sb.spawn(cmd);

@@ -56,16 +56,8 @@ fn config(sb: &Sandbox, mode: Mode, body: &str, extra: &[(&str, &str)]) -> serde
 fn command(sb: &Sandbox, mode: Mode, args: &[&str]) -> Command {
     match mode {
         Mode::Pid1 => {
-            assert!(
-                nix::unistd::geteuid().is_root(),
-                "the PID-namespace stories run as root (unshare --pid), as in CI"
-            );
-            let mut cmd = sb.command("unshare");
-            cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-                .arg(sb.exe())
-                .arg("--config")
-                .arg(sb.config_path())
-                .args(args);
+            let mut cmd = sb.in_new_pid_namespace(sb.exe());
+            cmd.arg("--config").arg(sb.config_path()).args(args);
             cmd
         }
         Mode::Supervise(Ask::Flag) => {

@@ -191,6 +191,20 @@ impl Sandbox {
         self.write_config_text(&serde_json::to_string_pretty(v).expect("json"));
     }
 
+    /// `program` as PID 1 of a new PID namespace (`unshare --pid --fork --mount-proc`), as a
+    /// container runtime starts its entry point; the namespace ends with the command. Root only,
+    /// as in CI.
+    pub fn in_new_pid_namespace(&self, program: impl AsRef<OsStr>) -> Command {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the PID-namespace stories run as root (unshare --pid), as in CI"
+        );
+        let mut cmd = self.command("unshare");
+        cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .arg(program);
+        cmd
+    }
+
     /// A command with a clean, minimal environment: `NOTIFY_SOCKET` pointing at the recorder,
     /// `XDG_RUNTIME_DIR` and `TMPDIR` inside the sandbox, `RUST_LOG=info`.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
