@@ -102,7 +102,7 @@ pub struct RunArgs {
     )]
     pub grace: String,
     /// Where a fresh start looks for a running baton to take the listeners from (the documented
-    /// import); its directory holds the reload status files [default: as for serve]
+    /// import); its directory holds the control socket for `baton reload` [default: as for serve]
     #[arg(long, env = "BATON_HANDOFF_SOCKET", value_name = "PATH")]
     pub handoff_socket: Option<PathBuf>,
     /// Format of the log on standard error
