@@ -15,10 +15,10 @@ use crate::handoff::child;
 use crate::handoff::parent::StateFn;
 use crate::handoff::protocol::{GENERATION_ENV, PREDECESSOR_ENV};
 use crate::handoff::spawn::Executable;
-use crate::http::{self, HttpService, MakeHttp, TlsConfig};
+use crate::http::{self, HttpService, MakeHttp};
 use crate::lifecycle::{self, Machine, Parts, ProcessWorld, ShutdownFuture, Signals};
 use crate::listen::spec::Scheme;
-use crate::listen::{Listener, Origin, Socket};
+use crate::listen::{Listener, Origin};
 use crate::settings::{Settings, SettingsError};
 use crate::startup::Acquired;
 use crate::tls::ServerConfig;
@@ -310,9 +310,7 @@ pub struct Serve<M> {
 }
 
 /// Serves one listener with an app of [`Serve::listener`] (its type erased).
-type Attach = Box<
-    dyn Fn(&mut http::Serving, Socket, Option<TlsConfig>, Arc<str>) -> std::io::Result<()> + Send,
->;
+type Attach = Box<dyn Fn(&mut http::Serving, http::Endpoint) -> std::io::Result<()> + Send>;
 
 impl<M> std::fmt::Debug for Serve<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -362,9 +360,7 @@ impl<M> Serve<M> {
         A: ServeApp<K>,
     {
         let make = app.into_make_service();
-        let attach: Attach = Box::new(move |serving, socket, tls, name| {
-            serving.serve_on(socket, tls, name, make.clone())
-        });
+        let attach: Attach = Box::new(move |serving, on| serving.serve_on(on, make.clone()));
         self.listener_apps.push((name.into(), attach));
         self
     }
@@ -531,11 +527,18 @@ fn start_serving<M: MakeHttp>(
             Scheme::Https => tls.cloned(),
             Scheme::Http => None,
         };
-        let socket = l.socket.try_clone().map_err(Inner::Serve)?;
-        let name: Arc<str> = Arc::from(l.name.as_str());
+        let on = http::Endpoint {
+            socket: l.socket.try_clone().map_err(Inner::Serve)?,
+            tls,
+            name: Arc::from(l.name.as_str()),
+            holders: match l.origin {
+                Origin::Systemd => http::Holders::Systemd,
+                Origin::Config => http::Holders::OnlyBaton,
+            },
+        };
         match listener_apps.iter().find(|(n, _)| named(l, n)) {
-            Some((_, attach)) => attach(&mut serving, socket, tls, name),
-            None => serving.serve_on(socket, tls, name, make.clone()),
+            Some((_, attach)) => attach(&mut serving, on),
+            None => serving.serve_on(on, make.clone()),
         }
         .map_err(Inner::Serve)?;
     }

@@ -4,10 +4,12 @@
 //! recognised by its preface, which a client sends after ALPN chose `h2`.
 
 use std::future::Future;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use nix::errno::Errno;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -27,6 +29,75 @@ pub(crate) trait Acceptor: Send + Sync + 'static {
     fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, ClientAddr)>> + Send;
     /// A connection already queued, without waiting: `None` when the backlog is empty.
     fn try_accept(&self) -> Option<std::io::Result<(Self::Io, ClientAddr)>>;
+    /// From now on, let no new client complete a handshake on this socket, while handshakes
+    /// already under way complete and queue (see [`sweep`]). `Ok(false)`: the kind of socket
+    /// cannot do that.
+    fn hold_new_handshakes(&self) -> std::io::Result<bool>;
+}
+
+/// Who else keeps a listening socket open once this process lets go of it: decides what a stop
+/// does to the clients still arriving (see [`sweep`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holders {
+    /// baton's processes alone (a fresh bind, or an import from a predecessor). When the last
+    /// copy closes, the kernel resets every connection still queued on it.
+    OnlyBaton,
+    /// systemd too (socket activation): what arrives after a stop waits in the backlog for the
+    /// next start, and the socket must reach that start unchanged.
+    Systemd,
+}
+
+/// Make the kernel drop every segment that opens a new connection (SYN set, ACK clear) arriving
+/// at the TCP listening socket `fd`: a classic BPF socket filter, which the kernel runs on every
+/// segment for a listening socket, the final ACK of a handshake included, with the TCP header at
+/// offset 0. A dropped SYN is retransmitted by its client after about a second, and by then the
+/// socket is closed and the client is refused; the final ACK of a handshake already under way
+/// passes, so that handshake completes and queues. The filter is never taken off: the socket is
+/// closed right after (only [`Holders::OnlyBaton`] sockets get one).
+fn drop_new_handshakes(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    use libc::{
+        sock_filter, sock_fprog, BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD,
+        BPF_RET,
+    };
+    /// Byte 13 of the TCP header: the flags CWR ECE URG ACK PSH RST SYN FIN.
+    const FLAGS_BYTE: u32 = 13;
+    const SYN: u32 = 0x02;
+    const ACK: u32 = 0x10;
+    let op = |code: u32, jt: u8, jf: u8, k: u32| sock_filter {
+        // The BPF opcodes all fit in 16 bits.
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let program = [
+        op(BPF_LD | BPF_B | BPF_ABS, 0, 0, FLAGS_BYTE),
+        op(BPF_ALU | BPF_AND | BPF_K, 0, 0, SYN | ACK),
+        // A SYN without ACK: the next instruction (drop); anything else: skip it (keep all).
+        op(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, SYN),
+        op(BPF_RET | BPF_K, 0, 0, 0),
+        op(BPF_RET | BPF_K, 0, 0, u32::MAX),
+    ];
+    let fprog = sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fd` is an open socket; `fprog` points at `program`, which outlives the call, and
+    // its length is the program's; the kernel copies the program before returning.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            std::ptr::from_ref(&fprog).cast(),
+            std::mem::size_of::<sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// `accept4` on the listening socket `fd` now, without waiting and without asking tokio's
@@ -60,6 +131,9 @@ impl Acceptor for tokio::net::TcpListener {
             Ok((stream, ClientAddr::Tcp(peer)))
         })
     }
+    fn hold_new_handshakes(&self) -> std::io::Result<bool> {
+        drop_new_handshakes(self.as_fd()).map(|()| true)
+    }
 }
 
 impl Acceptor for tokio::net::UnixListener {
@@ -77,6 +151,10 @@ impl Acceptor for tokio::net::UnixListener {
             Ok((stream, ClientAddr::Unix(peer)))
         })
     }
+    fn hold_new_handshakes(&self) -> std::io::Result<bool> {
+        // A Unix connect() completes at once, queued or refused: nothing is under way to wait for.
+        Ok(false)
+    }
 }
 
 /// How the process steers its accept loops.
@@ -89,6 +167,8 @@ pub(super) struct Control {
     pub(super) parked: watch::Sender<usize>,
     /// On stop: accept what is already queued before the loop ends (see [`sweep`]).
     pub(super) sweep: Arc<AtomicBool>,
+    /// Who else keeps the listening socket open.
+    pub(super) holders: Holders,
 }
 
 /// Accept until stopped, handing each connection to its own task with the service `make` made
@@ -126,7 +206,12 @@ pub(super) async fn accept_loop<A: Acceptor, M: MakeHttp>(
         }
     }
     if control.sweep.load(Ordering::SeqCst) {
-        sweep(&listener, tls.as_ref(), &ctx, &mut make, &name).await;
+        let held = control.holders == Holders::OnlyBaton
+            && listener.hold_new_handshakes().unwrap_or_else(|e| {
+                warn!(error = %e, "could not hold new handshakes back for the stop");
+                false
+            });
+        sweep(&listener, held, tls.as_ref(), &ctx, &mut make, &name).await;
     }
     // The listener is dropped here, right after the sweep.
 }
@@ -154,35 +239,65 @@ async fn serve_one<I, M: MakeHttp>(
 
 /// A stop: every connection the kernel already queued for us (a client that completed its
 /// handshake and waits) is accepted and served — with `Connection: close`, the process drains —
-/// instead of being reset when the listener closes; accepting stops at the first empty backlog
-/// (`EAGAIN`). The listening socket is never shut down: under socket activation it is systemd's
-/// too, and what arrives later waits there for the next start.
+/// instead of being reset when the listener closes.
+///
+/// Closing the last copy of a listening socket resets what is queued on it, and a client that
+/// completes its handshake between the last empty `accept` and the close would be reset too.
+/// So, when baton's processes alone hold the socket, `held` is true: new handshakes were held
+/// back first (see [`drop_new_handshakes`]), and the sweep goes on until no connection has
+/// arrived for [`SWEEP_QUIET`] — the handshakes already under way complete and are served —
+/// then the socket closes and later clients are refused. Under socket activation the socket is
+/// systemd's too and is never touched: one pass up to the first empty backlog (`EAGAIN`), and
+/// what arrives later waits there for the next start.
 async fn sweep<A: Acceptor, M: MakeHttp>(
     listener: &A,
+    held: bool,
     tls: Option<&TlsConfig>,
     ctx: &ConnContext,
     make: &mut M,
     name: &std::sync::Arc<str>,
 ) {
+    let started = Instant::now();
+    let mut last_arrival = started;
     let mut swept = 0usize;
     // Bounded: a flood that outpaces us cannot keep the loop going for ever.
-    while swept < SWEEP_MAX {
-        match listener.try_accept() {
-            Some(Ok((io, client))) => {
-                serve_one(io, client, tls, ctx, make, name).await;
-                swept += 1;
+    'rounds: loop {
+        while swept < SWEEP_MAX {
+            match listener.try_accept() {
+                Some(Ok((io, client))) => {
+                    serve_one(io, client, tls, ctx, make, name).await;
+                    swept += 1;
+                    last_arrival = Instant::now();
+                }
+                Some(Err(e)) => {
+                    warn!(error = %e, "accept failed while taking the queued connections");
+                    break 'rounds;
+                }
+                None => break,
             }
-            Some(Err(e)) => {
-                warn!(error = %e, "accept failed while taking the queued connections");
-                break;
-            }
-            None => break,
         }
+        let now = Instant::now();
+        if !held
+            || swept >= SWEEP_MAX
+            || now - last_arrival >= SWEEP_QUIET
+            || now - started >= SWEEP_LONGEST
+        {
+            break;
+        }
+        tokio::time::sleep(SWEEP_ROUND).await;
     }
     if swept > 0 {
         debug!(swept, "stop: connections already queued accepted");
     }
 }
+
+/// How long a held-back socket must stay without a new connection before it closes: longer than
+/// a handshake under way takes on a local network.
+const SWEEP_QUIET: Duration = Duration::from_millis(25);
+/// How often a held-back socket is looked at again.
+const SWEEP_ROUND: Duration = Duration::from_millis(5);
+/// The longest a stop's sweep goes on.
+const SWEEP_LONGEST: Duration = Duration::from_secs(1);
 
 /// The most connections one stop's sweep accepts from one listener (a full default backlog).
 const SWEEP_MAX: usize = 4096;
@@ -191,4 +306,42 @@ const SWEEP_MAX: usize = 4096;
 async fn accept_backoff(e: std::io::Error) {
     warn!(error = %e, "accept failed");
     tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    /// The filter a stop puts on a listening socket baton alone holds, on the kernel's real
+    /// sockets: a connection queued before stays and its bytes pass; a new client's handshake
+    /// never completes.
+    #[test]
+    fn a_held_back_listener_keeps_what_is_queued_and_lets_no_new_client_in() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut queued = TcpStream::connect(addr).expect("connect before the hold");
+
+        drop_new_handshakes(listener.as_fd()).expect("attach the filter");
+
+        let late = TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+        match late {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            other => panic!("a new client got an answer while held back: {other:?}"),
+        }
+        let (mut conn, _) = listener.accept().expect("the queued connection");
+        queued.write_all(b"ping").expect("write");
+        let mut got = [0u8; 4];
+        conn.read_exact(&mut got).expect("read through the filter");
+        assert_eq!(&got, b"ping");
+        conn.write_all(b"pong").expect("answer");
+        queued.read_exact(&mut got).expect("read the answer");
+        assert_eq!(&got, b"pong");
+        listener.set_nonblocking(true).expect("nonblocking");
+        assert!(
+            accept_now(listener.as_raw_fd()).is_none(),
+            "the late client was never queued"
+        );
+    }
 }

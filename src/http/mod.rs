@@ -178,6 +178,20 @@ pub struct Serving {
 /// A TLS listener's configuration: certificate, key, ALPN.
 pub type TlsConfig = Arc<crate::tls::ServerConfig>;
 
+pub(crate) use accept::Holders;
+
+/// One listening socket to serve, as [`Serving::serve_on`] takes it.
+pub(crate) struct Endpoint {
+    /// A duplicate of a listener the caller keeps.
+    pub(crate) socket: Socket,
+    /// The TLS configuration, when the listener is https.
+    pub(crate) tls: Option<TlsConfig>,
+    /// The listener's name, as [`crate::IncomingConnection::listener_name`] tells it.
+    pub(crate) name: Arc<str>,
+    /// Who else keeps the socket open (what a stop may do to it).
+    pub(crate) holders: Holders,
+}
+
 impl Serving {
     /// Nothing served yet: add each listener with [`Serving::serve_on`], then call
     /// [`Serving::all_started`].
@@ -221,26 +235,25 @@ impl Serving {
         }
     }
 
-    /// Serve on `socket` (a duplicate of a listener the caller keeps), with TLS when `tls` is
-    /// given, each connection answered by the service `make` makes for it. `name` is the
-    /// listener's, as [`crate::IncomingConnection::listener_name`] tells it.
-    pub fn serve_on<M: MakeHttp>(
-        &mut self,
-        socket: Socket,
-        tls: Option<TlsConfig>,
-        name: Arc<str>,
-        make: M,
-    ) -> std::io::Result<()> {
+    /// Serve on `on.socket` (a duplicate of a listener the caller keeps), with TLS when
+    /// `on.tls` is given, each connection answered by the service `make` makes for it.
+    pub fn serve_on<M: MakeHttp>(&mut self, on: Endpoint, make: M) -> std::io::Result<()> {
+        let Endpoint {
+            socket,
+            tls,
+            name,
+            holders,
+        } = on;
         match socket {
             Socket::Tcp(l) => {
                 l.set_nonblocking(true)?;
                 let listener = tokio::net::TcpListener::from_std(l)?;
-                self.accept_on(listener, tls, make, name);
+                self.accept_on(listener, tls, make, name, holders);
             }
             Socket::Unix(l) => {
                 l.set_nonblocking(true)?;
                 let listener = tokio::net::UnixListener::from_std(l)?;
-                self.accept_on(listener, tls, make, name);
+                self.accept_on(listener, tls, make, name, holders);
             }
         }
         Ok(())
@@ -278,6 +291,7 @@ impl Serving {
         tls: Option<TlsConfig>,
         make: M,
         name: Arc<str>,
+        holders: Holders,
     ) {
         self.loops += 1;
         let control = accept::Control {
@@ -285,6 +299,7 @@ impl Serving {
             accepting: self.accepting.subscribe(),
             parked: self.parked.clone(),
             sweep: self.sweep.clone(),
+            holders,
         };
         self.acceptors.spawn(accept::accept_loop(
             listener,
