@@ -319,7 +319,17 @@ mod tests {
     /// never completes.
     #[test]
     fn a_held_back_listener_keeps_what_is_queued_and_lets_no_new_client_in() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        held_back_on("127.0.0.1:0");
+    }
+
+    /// The same over IPv6, whose header the filter must not mistake for TCP's.
+    #[test]
+    fn a_held_back_ipv6_listener_lets_no_new_client_in() {
+        held_back_on("[::1]:0");
+    }
+
+    fn held_back_on(bind: &str) {
+        let listener = TcpListener::bind(bind).expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut queued = TcpStream::connect(addr).expect("connect before the hold");
 
