@@ -380,7 +380,7 @@ fn exchange(
     }
     stream.set_write_timeout(Some(left)).map_err(io_err)?;
     stream.set_read_timeout(Some(left)).map_err(io_err)?;
-    let mut line = serde_json::to_vec(&Request::Reload).unwrap_or_default();
+    let mut line = serde_json::to_vec(&Request::Reload {}).unwrap_or_default();
     line.push(b'\n');
     stream.write_all(&line).map_err(io_err)?;
     let mut answer = Vec::new();

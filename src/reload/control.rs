@@ -241,7 +241,7 @@ async fn answer_one<T>(
         _ => return debug!(?peer, "control connection without a request"),
     }
     match serde_json::from_slice::<Request>(&line) {
-        Ok(Request::Reload) => {}
+        Ok(Request::Reload {}) => {}
         Err(e) => {
             return warn!(?peer, error = %crate::text::one_line(&e.to_string()),
                          "refused a malformed control request");

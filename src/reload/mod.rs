@@ -36,8 +36,10 @@ pub const MAX_LINE: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// `{"request":"reload"}`: hand off to a successor and say how it went.
-    Reload,
+    /// `{"request":"reload"}`: hand off to a successor and say how it went. (A struct variant,
+    /// though it has no field: serde refuses unknown fields only there, so a line with any other
+    /// field is refused rather than read as a reload.)
+    Reload {},
 }
 
 /// What the service answers (one JSON line).
@@ -139,7 +141,7 @@ mod tests {
     #[test]
     fn control_lines_are_typed_json() {
         assert_eq!(
-            serde_json::to_string(&Request::Reload).unwrap(),
+            serde_json::to_string(&Request::Reload {}).unwrap(),
             r#"{"request":"reload"}"#
         );
         let a = Answer::Reloaded {
@@ -151,6 +153,14 @@ mod tests {
         assert_eq!(serde_json::from_str::<Answer>(&text).unwrap(), a);
         assert!(serde_json::from_str::<Answer>(r#"{"answer":"reloaded","retired":7}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"request":"stop"}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"request":"reload"}"#).unwrap(),
+            Request::Reload {}
+        );
+        assert!(
+            serde_json::from_str::<Request>(r#"{"request":"reload","force":true}"#).is_err(),
+            "a field the protocol does not define is refused"
+        );
     }
 
     #[test]
