@@ -570,6 +570,56 @@ mod tests {
     }
 
     #[test]
+    fn admin_listen_is_an_address_baton_binds_or_a_socket_name() {
+        let c =
+            load_json(r#"{"listen":["127.0.0.1:8000"],"admin_listen":"127.0.0.1:9100"}"#).unwrap();
+        let spec: crate::settings::ListenAddr = "127.0.0.1:9100".parse().unwrap();
+        assert_eq!(c.admin, Some(AdminListen::Address(spec.clone())));
+        assert_eq!(c.settings.always_listen, vec![spec]);
+        assert_eq!(c.settings.listen.len(), 1, "not a main listener");
+        let c = Config::load(&Overrides {
+            admin_listen: Some("admin".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.admin, Some(AdminListen::Socket("admin".into())));
+        assert!(c.settings.always_listen.is_empty());
+        assert_eq!(load_json("{}").unwrap().admin, None);
+
+        let e = load_json(r#"{"admin_listen":"127.0.0.1:8000"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(": admin_listen: \"127.0.0.1:8000\" is also a listen address (127.0.0.1:8000): the admin listener needs its own"),
+            "{e}"
+        );
+        let e = load_json(r#"{"admin_listen":"localhost:9100"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("admin_listen: \"localhost:9100\": write an IP address"),
+            "{e}"
+        );
+        let e = load_json(r#"{"admin_listen":"my admin"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("admin_listen: \"my admin\": neither an address nor a socket name"),
+            "{e}"
+        );
+        let e = Config::load(&Overrides {
+            admin_listen: Some("127.0.0.1:x".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("--admin-listen/BATON_ADMIN_LISTEN: admin_listen: "),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_config_that_is_not_a_regular_file_is_refused_without_hanging() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("baton.json");
