@@ -74,8 +74,17 @@ fn the_admin_listener_counts_three_reloads_under_load_and_the_main_port_never_sh
         s.reload();
         s.load().wait_more_ok(100, DEADLINE);
     }
-    // The newest process answers the admin port (the retired ones stopped accepting).
-    let after = scrape(admin);
+    // The newest process answers the admin port once the retired ones stopped accepting (a
+    // retiring process accepts until systemd knows its successor as main).
+    let generation = sample(&before, "baton_generation") + f64::from(RELOADS);
+    let after = common::wait_until(
+        "the newest process answers the admin port",
+        DEADLINE,
+        || {
+            let text = scrape(admin);
+            (sample(&text, "baton_generation") == generation).then_some(text)
+        },
+    );
     let report = s.stop_load();
 
     let up = |name: &str| sample(&after, name) - sample(&before, name);
@@ -138,8 +147,10 @@ fn socket_activated_the_admin_listener_is_the_socket_named_on_admin_listen() {
     s.wait_started();
     assert_eq!(s.get(), "v1");
     s.reload();
-    let after = scrape(admin);
-    assert_eq!(sample(&after, "baton_generation"), 1.0, "{after}");
+    let after = common::wait_until("the successor answers the admin port", DEADLINE, || {
+        let text = scrape(admin);
+        (sample(&text, "baton_generation") == 1.0).then_some(text)
+    });
     assert_eq!(
         sample(&after, "baton_reloads_succeeded_total"),
         1.0,
