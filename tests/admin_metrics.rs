@@ -160,3 +160,41 @@ fn socket_activated_the_admin_listener_is_the_socket_named_on_admin_listen() {
     assert_eq!(main.text(), "v1");
     s.stop();
 }
+
+#[test]
+fn socket_activated_without_listen_an_admin_address_is_bound_by_baton_and_handed_over() {
+    // The packages' set-up: systemd passes the main socket, the file has no `listen`.
+    let mut s = Options::new("v1")
+        .command(|sb| sb.socket_activate("http"))
+        .config(|sb| {
+            let mut config = sb.config("v1");
+            config.as_object_mut().unwrap().remove("listen");
+            config["admin_listen"] = format!("127.0.0.1:{}", sb.extra_port(0)).into();
+            config
+        })
+        .spawn();
+    let admin: SocketAddr = format!("127.0.0.1:{}", s.sb.extra_port(0)).parse().unwrap();
+    // The activator starts baton at the first connection to the main socket.
+    common::wait_until("the main socket answers", DEADLINE, || {
+        http::get_fresh(s.sb.addr(), "/").ok()
+    });
+    s.wait_started();
+    assert_eq!(s.get(), "v1");
+    assert!(scrape(admin).contains("baton_generation 0\n"));
+    s.reload();
+    let after = common::wait_until("the successor answers the admin port", DEADLINE, || {
+        let text = scrape(admin);
+        (sample(&text, "baton_generation") == 1.0).then_some(text)
+    });
+    assert_eq!(
+        sample(&after, "baton_reloads_succeeded_total"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        s.get(),
+        "v1",
+        "the main socket, from systemd, serves the app"
+    );
+    s.stop();
+}
