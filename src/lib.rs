@@ -51,7 +51,7 @@ pub(crate) mod http;
 pub(crate) mod lifecycle;
 pub(crate) mod listen;
 pub(crate) mod notify;
-mod observe;
+pub(crate) mod observe;
 pub(crate) mod pidfile;
 pub mod reload;
 pub(crate) mod runtime_dir;

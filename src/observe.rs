@@ -57,6 +57,20 @@ pub enum ReloadOutcome {
 /// The application's reload callback.
 pub(crate) type ReloadHook = Arc<dyn Fn(&ReloadOutcome) + Send + Sync>;
 
+/// Make every counter and the histogram known to the installed recorder at zero, so that a
+/// scrape before the first reload shows them (the `baton` command's admin listener).
+#[cfg(feature = "metrics")]
+pub(crate) fn register_all() {
+    for name in [
+        "baton_reloads_requested_total",
+        "baton_reloads_succeeded_total",
+        "baton_reloads_failed_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    let _ = metrics::histogram!("baton_handoff_duration_seconds");
+}
+
 /// A hand-off begins.
 pub(crate) fn reload_requested() {
     #[cfg(feature = "metrics")]

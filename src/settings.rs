@@ -37,6 +37,9 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 pub struct Settings {
     pub(crate) listen: Vec<ListenSpec>,
     pub(crate) listen_explicit: bool,
+    /// Listened on even when systemd or a predecessor decides the other listeners (the `baton`
+    /// command's admin listener).
+    pub(crate) always_listen: Vec<ListenSpec>,
     pub(crate) handoff_socket: Option<PathBuf>,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) child_timeout: Duration,
@@ -51,6 +54,7 @@ impl Default for Settings {
         Settings {
             listen: vec![default_listen()],
             listen_explicit: false,
+            always_listen: Vec::new(),
             handoff_socket: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             child_timeout: DEFAULT_CHILD_TIMEOUT,

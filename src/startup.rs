@@ -39,7 +39,11 @@ pub async fn acquire(
     predecessor_socket: Option<&Path>,
 ) -> Result<Acquired, Error> {
     let mut listeners = listen::activated(activation, our_pid)?;
-    let mut wanted: Vec<ListenSpec> = listen::resolve(&settings.listen).await?;
+    let mut all = settings.listen.clone();
+    all.extend(settings.always_listen.iter().cloned());
+    let mut wanted: Vec<ListenSpec> = listen::resolve(&all).await?;
+    // What systemd or a predecessor decides leaves these to be listened on all the same.
+    let always = |w: &ListenSpec| settings.always_listen.iter().any(|a| a.same_socket(w));
     for l in &mut listeners {
         // Keep the address as the operator wrote it when it names systemd's socket.
         if let Some(i) = wanted.iter().position(|w| w.same_socket(&l.spec)) {
@@ -47,7 +51,7 @@ pub async fn acquire(
         }
     }
     if !listeners.is_empty() && !settings.listen_explicit {
-        wanted.clear(); // systemd decides where a socket-activated baton listens
+        wanted.retain(always); // systemd decides where a socket-activated baton listens
     }
 
     let (path, stream) = match predecessor_socket {
@@ -69,7 +73,7 @@ pub async fn acquire(
         state = imported.state;
         control = imported.control;
         if !settings.listen_explicit {
-            wanted.clear(); // the predecessor decides, as systemd would
+            wanted.retain(always); // the predecessor decides, as systemd would
         }
     }
     listeners.extend(listen::bind_all(wanted)?);

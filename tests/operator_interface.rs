@@ -631,6 +631,16 @@ fn without_systemd_a_reload_is_quiet_about_it() {
         }
         .start();
         s.sb.write_config(&s.sb.config("v2"));
+        // Without a notify socket the story knows the start by a 200, which may come just
+        // before the control socket `baton reload` asks is made.
+        let control = format!("control.{}.", s.main);
+        common::wait_until("the control socket", DEADLINE, || {
+            std::fs::read_dir(s.sb.path("run"))
+                .ok()?
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(&control))
+                .then_some(())
+        });
         let out = common::output(
             s.sb.baton()
                 .args(["reload", "--timeout", "20s", "--pid", &s.main.to_string()])
@@ -643,11 +653,17 @@ fn without_systemd_a_reload_is_quiet_about_it() {
             s.baton.log()
         );
         assert_eq!(s.get(), "v2");
-        s.main = std::fs::read_to_string(s.sb.pid_file())
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        // The successor writes the PID file once it is main, which may be just after `baton
+        // reload` returned.
+        let old = s.main;
+        s.main = common::wait_until("the PID file names the successor", DEADLINE, || {
+            std::fs::read_to_string(s.sb.pid_file())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+                .filter(|pid| *pid != old)
+        });
         let log = s.baton.log();
         let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
         assert!(

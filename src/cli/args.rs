@@ -160,6 +160,13 @@ pub struct Overrides {
         value_delimiter = ','
     )]
     pub listen: Vec<String>,
+    /// Serve baton's metrics (`GET /metrics`, Prometheus text format) on this listener, and
+    /// nothing else: an address (host:port with an IP address, [v6]:port, :port or unix:/path),
+    /// bound by baton even under socket activation, or the name of a socket systemd passes
+    /// (`FileDescriptorName=`, e.g. admin). Handed over on every reload like the others
+    /// [default: none]
+    #[arg(long, env = "BATON_ADMIN_LISTEN", value_name = "ADDR|NAME")]
+    pub admin_listen: Option<String>,
     /// JSON configuration file, re-read by every successor
     #[arg(short, long, env = "BATON_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -25,8 +25,81 @@ pub struct Config {
     pub response_body: String,
     /// Asked for a supervisor process (see [`crate::supervisor`]).
     pub supervise: bool,
+    /// The admin listener serving baton's metrics, if any.
+    pub admin: Option<AdminListen>,
     /// The file this was read from, if any.
     pub file: Option<PathBuf>,
+}
+
+/// Where the admin listener is: an address baton listens on, or a socket systemd passes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdminListen {
+    /// An address (in [`Settings`]' `always_listen`).
+    Address(crate::settings::ListenAddr),
+    /// The `FileDescriptorName=` of a socket systemd passes.
+    Socket(String),
+}
+
+impl AdminListen {
+    /// The listener's name, as [`crate::Serve::listener`] matches it.
+    pub fn name(&self) -> &str {
+        match self {
+            AdminListen::Address(spec) => spec.as_str(),
+            AdminListen::Socket(name) => name,
+        }
+    }
+}
+
+impl std::fmt::Display for AdminListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminListen::Address(spec) => write!(f, "{spec}"),
+            AdminListen::Socket(name) => write!(f, "the socket named {name:?}"),
+        }
+    }
+}
+
+/// Read an `admin_listen` value: with a `:`, an address; without, a socket name (systemd's
+/// `FileDescriptorName=` cannot hold a `:`).
+fn parse_admin(
+    text: &str,
+    listen: &[crate::settings::ListenAddr],
+    origin: &str,
+) -> Result<AdminListen, SettingsError> {
+    let field = "admin_listen";
+    if text.is_empty() || text.len() > 255 || text.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(SettingsError::new(
+            origin,
+            field,
+            format!(
+                "{:?}: neither an address nor a socket name (1 to 255 characters, no spaces)",
+                crate::text::one_line(text)
+            ),
+        ));
+    }
+    if !text.contains(':') {
+        return Ok(AdminListen::Socket(text.to_owned()));
+    }
+    let spec = settings::parse_listen(&[text], origin)
+        .map_err(|e| SettingsError::new(origin, field, e.problem))?
+        .remove(0);
+    if matches!(spec.target(), crate::settings::ListenTarget::Name { .. }) {
+        return Err(SettingsError::new(
+            origin,
+            field,
+            format!(
+                "{text:?}: write an IP address, not a host name (the admin listener is one socket)"
+            ),
+        ));
+    }
+    if let Some(main) = listen.iter().find(|l| l.same_socket(&spec)) {
+        return Err(SettingsError::new(
+            origin,
+            field,
+            format!("{text:?} is also a listen address ({main}): the admin listener needs its own"),
+        ));
+    }
+    Ok(AdminListen::Address(spec))
 }
 
 /// What was wrong with the configuration. One line, naming the source, field and problem.
@@ -82,6 +155,7 @@ struct FileConfig {
     idle_timeout: Option<FileDuration>,
     pid_file: Option<PathBuf>,
     response_body: Option<String>,
+    admin_listen: Option<String>,
     supervise: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -244,6 +318,18 @@ impl Config {
         settings::check_https_has_tls(&s.listen, s.tls.is_some(), listen_origin)?;
 
         s = s.access_log(overrides.access_log.or(file.access_log).unwrap_or(false));
+        let admin = match (&overrides.admin_listen, &file.admin_listen) {
+            (Some(text), _) => Some(parse_admin(
+                text,
+                &s.listen,
+                "--admin-listen/BATON_ADMIN_LISTEN",
+            )?),
+            (None, Some(text)) => Some(parse_admin(text, &s.listen, &file_origin)?),
+            (None, None) => None,
+        };
+        if let Some(AdminListen::Address(spec)) = &admin {
+            s.always_listen.push(spec.clone());
+        }
         s.validate()?;
         Ok(Config {
             settings: s,
@@ -251,6 +337,7 @@ impl Config {
                 .response_body
                 .unwrap_or_else(|| DEFAULT_BODY.to_owned()),
             supervise: overrides.supervise.or(file.supervise).unwrap_or(false),
+            admin,
             file: path.map(Path::to_path_buf),
         })
     }
@@ -480,6 +567,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen[1]") && e.contains("same socket"), "{e}");
+    }
+
+    #[test]
+    fn admin_listen_is_an_address_baton_binds_or_a_socket_name() {
+        let c =
+            load_json(r#"{"listen":["127.0.0.1:8000"],"admin_listen":"127.0.0.1:9100"}"#).unwrap();
+        let spec: crate::settings::ListenAddr = "127.0.0.1:9100".parse().unwrap();
+        assert_eq!(c.admin, Some(AdminListen::Address(spec.clone())));
+        assert_eq!(c.settings.always_listen, vec![spec]);
+        assert_eq!(c.settings.listen.len(), 1, "not a main listener");
+        let c = Config::load(&Overrides {
+            admin_listen: Some("admin".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.admin, Some(AdminListen::Socket("admin".into())));
+        assert!(c.settings.always_listen.is_empty());
+        assert_eq!(load_json("{}").unwrap().admin, None);
+
+        let e = load_json(r#"{"admin_listen":"127.0.0.1:8000"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(": admin_listen: \"127.0.0.1:8000\" is also a listen address (127.0.0.1:8000): the admin listener needs its own"),
+            "{e}"
+        );
+        let e = load_json(r#"{"admin_listen":"localhost:9100"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("admin_listen: \"localhost:9100\": write an IP address"),
+            "{e}"
+        );
+        let e = load_json(r#"{"admin_listen":"my admin"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("admin_listen: \"my admin\": neither an address nor a socket name"),
+            "{e}"
+        );
+        let e = Config::load(&Overrides {
+            admin_listen: Some("127.0.0.1:x".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("--admin-listen/BATON_ADMIN_LISTEN: admin_listen: "),
+            "{e}"
+        );
     }
 
     #[test]

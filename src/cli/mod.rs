@@ -2,6 +2,7 @@
 //! logging and the runtime, serve the hello handler through the library, map errors to sysexits
 //! codes. `src/main.rs` only calls `main`.
 
+mod admin;
 pub(crate) mod args;
 mod config_file;
 mod hello;
@@ -70,7 +71,10 @@ fn serve(overrides: &Overrides) -> u8 {
             }
         };
         let served = match Server::bind(config.settings).await {
-            Ok(server) => server.serve(Hello::new(config.response_body)).await,
+            Ok(server) => match &config.admin {
+                Some(admin) => serve_with_admin(server, config.response_body, admin).await,
+                None => server.serve(Hello::new(config.response_body)).await,
+            },
             Err(e) => Err(e),
         };
         served.map_err(|e| (e.to_string(), e.exit_code()))
@@ -80,6 +84,36 @@ fn serve(overrides: &Overrides) -> u8 {
         Ok(_) => exit::OK,
         Err((message, code)) => fail(&message, code),
     }
+}
+
+/// Serve the hello handler, and baton's metrics on the admin listener: install the command's
+/// recorder, start from the counters the predecessor handed over, hand them to the successor.
+async fn serve_with_admin(
+    server: Server,
+    body: String,
+    admin: &config_file::AdminListen,
+) -> Result<crate::Ended, crate::Error> {
+    let registry = admin::Registry::default();
+    if metrics::set_global_recorder(registry.clone()).is_err() {
+        tracing::warn!("a metrics recorder was installed already: /metrics shows nothing of it");
+    }
+    crate::observe::register_all();
+    // Known before the first request is served (the library sets it again once serving).
+    crate::observe::generation(server.generation());
+    if let Some(bytes) = server.inherited_state() {
+        match serde_json::from_slice::<admin::Carried>(bytes) {
+            Ok(carried) => registry.inherit(carried),
+            Err(e) => {
+                tracing::warn!(error = %e, "the predecessor's metrics are unreadable: counting from 0")
+            }
+        }
+    }
+    let carry = registry.clone();
+    server
+        .serve(Hello::new(body))
+        .listener(admin.name(), admin::Admin::new(registry))
+        .on_handoff(move || serde_json::to_vec(&carry.carried()).unwrap_or_default())
+        .await
 }
 
 /// The command's runtime: one worker thread per CPU this process may use (its affinity and its
@@ -150,8 +184,13 @@ fn check(overrides: &Overrides) -> u8 {
             } else {
                 format!(" (resolved: {})", resolved.join(", "))
             };
+            let admin = config
+                .admin
+                .as_ref()
+                .map(|a| format!("; metrics on {a}"))
+                .unwrap_or_default();
             println!(
-                "baton: configuration ok ({where_}): listen {}{resolved}",
+                "baton: configuration ok ({where_}): listen {}{resolved}{admin}",
                 listen.join(", ")
             );
             // one line each: the pair on stdout, warnings (exit code unchanged) on stderr
