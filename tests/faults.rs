@@ -137,21 +137,13 @@ fn a_successor_that_hangs_is_killed_after_the_child_timeout() {
     // think of an exec from a stuck network filesystem). The parent must give up after
     // --child-timeout, kill and reap it, say so to systemd, and keep serving.
     let _heavy = common::heavy();
-    let sb = Sandbox::new();
-    let mut baton = sb.start("v1", &["--child-timeout", "2s", "--shutdown-timeout", "5s"]);
-    let main = baton.pid;
-    let load = Load::start(
-        sb.addr(),
-        2,
-        2,
-        Duration::from_millis(2),
-        body_is_one_of(&["v1", "v2"]),
-    );
-    load.wait_more_ok(30, DEADLINE);
+    let mut s = Story::start("v1", &["--child-timeout", "2s", "--shutdown-timeout", "5s"]);
+    let main = s.main;
+    s.start_load(2, 2, Duration::from_millis(2), &["v1", "v2"]);
 
-    let mut held = HeldSuccessor::install(&sb);
+    let mut held = HeldSuccessor::install(&s.sb);
     let t0 = Instant::now();
-    let status = common::reload_expect_failure(&sb.notify, main);
+    let status = s.reload_expect_failure();
     let took = t0.elapsed();
     println!("hung successor: {status:?} after {took:?}");
     assert!(
@@ -159,19 +151,17 @@ fn a_successor_that_hangs_is_killed_after_the_child_timeout() {
         "the reload failed before the 2 s child timeout, so the successor did not hang: {status:?}"
     );
     assert_no_children(main);
-    load.wait_more_ok(30, DEADLINE);
+    s.load().wait_more_ok(30, DEADLINE);
 
     held.restore();
-    sb.write_config(&sb.config("v2"));
-    let r = common::reload(&sb.notify, main);
-    common::wait_until("v2", DEADLINE, || {
-        (http::get_fresh(sb.addr(), "/").unwrap().text() == "v2").then_some(())
-    });
-    let report = load.stop();
+    s.sb.write_config(&s.sb.config("v2"));
+    s.reload();
+    common::wait_until("v2", DEADLINE, || (s.get() == "v2").then_some(()));
+    let report = s.stop_load();
     println!("{report:?}");
     report.assert_no_failures();
-    assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    common::sigterm_and_wait_gone(&sb, &mut baton, r.new);
+    assert_eq!(s.baton.wait_exit(DEADLINE).code(), Some(0));
+    s.stop();
 }
 
 /// A signal mask field of /proc/PID/status (`SigIgn`, `SigBlk`, …) as bits (bit 0: signal 1).
