@@ -256,29 +256,21 @@ fn a_successor_that_dies_after_taking_the_listener_leaves_the_parent_serving() {
     // first (it is at fd 3 and is offered), then fails on the new address and exits: the shared
     // socket must survive it, and the parent serves on.
     let _heavy = common::heavy();
-    let sb = Sandbox::new();
-    let mut baton = sb.start("v1", &["--shutdown-timeout", "5s"]);
-    let main = baton.pid;
-    let inode = procs::listening_inodes_on_port(sb.port)[0];
-    let load = Load::start(
-        sb.addr(),
-        2,
-        2,
-        Duration::from_millis(2),
-        body_is_one_of(&["v1", "v2"]),
-    );
-    load.wait_more_ok(30, DEADLINE);
+    let mut s = Story::start("v1", &["--shutdown-timeout", "5s"]);
+    let main = s.main;
+    let inode = procs::listening_inodes_on_port(s.sb.port)[0];
+    s.start_load(2, 2, Duration::from_millis(2), &["v1", "v2"]);
 
-    fs::write(sb.path("not-a-dir"), "a regular file").unwrap();
-    let unbindable = format!("unix:{}", sb.path("not-a-dir/api.sock").display());
-    let mut cfg = sb.config("v2");
-    cfg["listen"] = serde_json::json!([sb.listen(), unbindable]);
-    sb.write_config(&cfg);
-    let status = common::reload_expect_failure(&sb.notify, main);
+    fs::write(s.sb.path("not-a-dir"), "a regular file").unwrap();
+    let unbindable = format!("unix:{}", s.sb.path("not-a-dir/api.sock").display());
+    let mut cfg = s.sb.config("v2");
+    cfg["listen"] = serde_json::json!([s.sb.listen(), unbindable]);
+    s.sb.write_config(&cfg);
+    let status = s.reload_expect_failure();
     println!("successor died after the import: {status:?}");
     println!(
         "  (its log shows the import before the failure: {})",
-        baton
+        s.baton
             .log()
             .contains("importing listeners from a baton predecessor")
     );
@@ -288,21 +280,21 @@ fn a_successor_that_dies_after_taking_the_listener_leaves_the_parent_serving() {
     );
     assert_no_children(main);
     assert_eq!(
-        procs::holders_of(baton.pid, inode),
+        procs::holders_of(s.baton.pid, inode),
         vec![main],
         "only the parent holds the listener now"
     );
-    load.wait_more_ok(100, DEADLINE);
-    assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "v1");
+    s.load().wait_more_ok(100, DEADLINE);
+    assert_eq!(s.get(), "v1");
 
-    sb.write_config(&sb.config("v2"));
-    let r = common::reload(&sb.notify, main);
-    load.wait_more_ok(30, DEADLINE);
-    let report = load.stop();
+    s.sb.write_config(&s.sb.config("v2"));
+    s.reload();
+    s.load().wait_more_ok(30, DEADLINE);
+    let report = s.stop_load();
     println!("{report:?}");
     report.assert_no_failures();
-    assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    common::sigterm_and_wait_gone(&sb, &mut baton, r.new);
+    assert_eq!(s.baton.wait_exit(DEADLINE).code(), Some(0));
+    s.stop();
 }
 
 // ---------------------------------------------------------------------------------------------
