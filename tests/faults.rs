@@ -1064,19 +1064,18 @@ fn listen_fdnames_count_mismatch_is_refused_with_exit_78() {
 
 #[test]
 fn a_slow_client_across_a_reload_is_answered_by_the_old_process() {
-    let sb = Sandbox::new();
-    let mut baton = sb.start("old", &["--shutdown-timeout", "20s"]);
-    let old = baton.pid;
+    let mut s = Story::start("old", &["--shutdown-timeout", "20s"]);
+    let old = s.main;
     let t0 = Instant::now();
-    let mut conn = http::RawConn::connect(sb.addr());
+    let mut conn = http::RawConn::connect(s.sb.addr());
     conn.send(b"GET / HTTP/1.1\r\n").unwrap();
     let client_port = conn.stream.local_addr().unwrap().port();
-    assert_eq!(owner_of(&baton, sb.port, client_port), old);
+    assert_eq!(owner_of(&s.baton, s.sb.port, client_port), old);
 
-    let mut cfg = sb.config("new");
+    let mut cfg = s.sb.config("new");
     cfg["shutdown_timeout"] = "20s".into();
-    sb.write_config(&cfg);
-    let r = common::reload(&sb.notify, old);
+    s.sb.write_config(&cfg);
+    s.reload();
     // The rest of the head, a byte at a time, well past 5 s in all.
     let rest = b"Host: baton.test\r\nX-Slow: 0123456789012345678901234567890123456789\r\n";
     for &b in rest.iter() {
@@ -1092,7 +1091,7 @@ fn a_slow_client_across_a_reload_is_answered_by_the_old_process() {
         thread::sleep(Duration::from_millis(100));
     }
     assert!(
-        baton.try_exit().is_none(),
+        s.baton.try_exit().is_none(),
         "the old process exited with a request half received"
     );
     conn.send(b"\r\n").unwrap();
@@ -1100,7 +1099,7 @@ fn a_slow_client_across_a_reload_is_answered_by_the_old_process() {
         panic!(
             "slow request after {:?}: {e}\n{}",
             t0.elapsed(),
-            baton.log()
+            s.baton.log()
         )
     });
     println!(
@@ -1113,10 +1112,10 @@ fn a_slow_client_across_a_reload_is_answered_by_the_old_process() {
         "old",
         "answered by the process that accepted it"
     );
-    let st = baton.wait_exit(DEADLINE);
+    let st = s.baton.wait_exit(DEADLINE);
     assert_eq!(st.code(), Some(0), "{}", common::describe(st));
-    assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "new");
-    common::sigterm_and_wait_gone(&sb, &mut baton, r.new);
+    assert_eq!(s.get(), "new");
+    s.stop();
 }
 
 #[test]
