@@ -25,19 +25,6 @@ use nix::sys::wait::WaitStatus;
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-/// The main pid as systemd would track it: the leader, then each `MAINPID=` sent by the main.
-fn current_main(sb: &Sandbox, leader: i32) -> i32 {
-    let mut main = leader;
-    for n in sb.notify.all() {
-        if n.pid == main {
-            if let Some(m) = n.mainpid() {
-                main = m;
-            }
-        }
-    }
-    main
-}
-
 /// Waits until the parent has no child at all (a failed successor killed and reaped).
 fn assert_no_children(parent: i32) {
     let ok = common::try_wait_until(DEADLINE, || {
@@ -319,7 +306,7 @@ fn fifty_sighups_within_a_second_under_load_leave_exactly_one_server() {
     let mut delivered = 0;
     for _ in 0..50 {
         // To whoever is main right now, as `systemctl reload` would (kill -HUP $MAINPID).
-        if procs::kill(current_main(&sb, baton.pid), Signal::SIGHUP) {
+        if procs::kill(common::current_main(&sb.notify, baton.pid), Signal::SIGHUP) {
             delivered += 1;
         }
         thread::sleep(Duration::from_millis(20));
@@ -329,7 +316,7 @@ fn fifty_sighups_within_a_second_under_load_leave_exactly_one_server() {
     // Settle: one process left in the group, the main one, with no successor in flight.
     let survivor = common::try_wait_until(Duration::from_secs(60), || {
         baton.try_exit();
-        let main = current_main(&sb, baton.pid);
+        let main = common::current_main(&sb.notify, baton.pid);
         let members: Vec<i32> = baton.members().iter().map(|p| p.pid).collect();
         (members == vec![main] && procs::children_of(main).is_empty()).then_some(main)
     })
@@ -337,7 +324,7 @@ fn fifty_sighups_within_a_second_under_load_leave_exactly_one_server() {
         panic!(
             "never settled to one process: members {:?}, main {}\n{}",
             baton.members(),
-            current_main(&sb, baton.pid),
+            common::current_main(&sb.notify, baton.pid),
             sb.notify.dump()
         )
     });
