@@ -126,10 +126,13 @@ fn broken_config_story(
         "{}",
         s.sb.notify.dump()
     );
-    assert_eq!(read_reload_status(&s.sb, main)["outcome"], "ready");
-
+    // The old process records the outcome when its successor confirms, which the successor does
+    // after its READY=1: only once the old process has retired and exited is the record sure to
+    // be there (until then it may still hold the failed attempt's).
     let st = s.baton.wait_exit(DEADLINE);
     assert_eq!(st.code(), Some(0), "{}", common::describe(st));
+    let st = read_reload_status(&s.sb, main);
+    assert_eq!(st["outcome"], "ready", "{st}");
     s.stop();
 }
 

@@ -25,19 +25,6 @@ use nix::sys::wait::WaitStatus;
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-/// The main pid as systemd would track it: the leader, then each `MAINPID=` sent by the main.
-fn current_main(sb: &Sandbox, leader: i32) -> i32 {
-    let mut main = leader;
-    for n in sb.notify.all() {
-        if n.pid == main {
-            if let Some(m) = n.mainpid() {
-                main = m;
-            }
-        }
-    }
-    main
-}
-
 /// Waits until the parent has no child at all (a failed successor killed and reaped).
 fn assert_no_children(parent: i32) {
     let ok = common::try_wait_until(DEADLINE, || {
@@ -137,21 +124,13 @@ fn a_successor_that_hangs_is_killed_after_the_child_timeout() {
     // think of an exec from a stuck network filesystem). The parent must give up after
     // --child-timeout, kill and reap it, say so to systemd, and keep serving.
     let _heavy = common::heavy();
-    let sb = Sandbox::new();
-    let mut baton = sb.start("v1", &["--child-timeout", "2s", "--shutdown-timeout", "5s"]);
-    let main = baton.pid;
-    let load = Load::start(
-        sb.addr(),
-        2,
-        2,
-        Duration::from_millis(2),
-        body_is_one_of(&["v1", "v2"]),
-    );
-    load.wait_more_ok(30, DEADLINE);
+    let mut s = Story::start("v1", &["--child-timeout", "2s", "--shutdown-timeout", "5s"]);
+    let main = s.main;
+    s.start_load(2, 2, Duration::from_millis(2), &["v1", "v2"]);
 
-    let mut held = HeldSuccessor::install(&sb);
+    let mut held = HeldSuccessor::install(&s.sb);
     let t0 = Instant::now();
-    let status = common::reload_expect_failure(&sb.notify, main);
+    let status = s.reload_expect_failure();
     let took = t0.elapsed();
     println!("hung successor: {status:?} after {took:?}");
     assert!(
@@ -159,19 +138,17 @@ fn a_successor_that_hangs_is_killed_after_the_child_timeout() {
         "the reload failed before the 2 s child timeout, so the successor did not hang: {status:?}"
     );
     assert_no_children(main);
-    load.wait_more_ok(30, DEADLINE);
+    s.load().wait_more_ok(30, DEADLINE);
 
     held.restore();
-    sb.write_config(&sb.config("v2"));
-    let r = common::reload(&sb.notify, main);
-    common::wait_until("v2", DEADLINE, || {
-        (http::get_fresh(sb.addr(), "/").unwrap().text() == "v2").then_some(())
-    });
-    let report = load.stop();
+    s.sb.write_config(&s.sb.config("v2"));
+    s.reload();
+    common::wait_until("v2", DEADLINE, || (s.get() == "v2").then_some(()));
+    let report = s.stop_load();
     println!("{report:?}");
     report.assert_no_failures();
-    assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    common::sigterm_and_wait_gone(&sb, &mut baton, r.new);
+    assert_eq!(s.baton.wait_exit(DEADLINE).code(), Some(0));
+    s.stop();
 }
 
 /// A signal mask field of /proc/PID/status (`SigIgn`, `SigBlk`, …) as bits (bit 0: signal 1).
@@ -266,29 +243,21 @@ fn a_successor_that_dies_after_taking_the_listener_leaves_the_parent_serving() {
     // first (it is at fd 3 and is offered), then fails on the new address and exits: the shared
     // socket must survive it, and the parent serves on.
     let _heavy = common::heavy();
-    let sb = Sandbox::new();
-    let mut baton = sb.start("v1", &["--shutdown-timeout", "5s"]);
-    let main = baton.pid;
-    let inode = procs::listening_inodes_on_port(sb.port)[0];
-    let load = Load::start(
-        sb.addr(),
-        2,
-        2,
-        Duration::from_millis(2),
-        body_is_one_of(&["v1", "v2"]),
-    );
-    load.wait_more_ok(30, DEADLINE);
+    let mut s = Story::start("v1", &["--shutdown-timeout", "5s"]);
+    let main = s.main;
+    let inode = procs::listening_inodes_on_port(s.sb.port)[0];
+    s.start_load(2, 2, Duration::from_millis(2), &["v1", "v2"]);
 
-    fs::write(sb.path("not-a-dir"), "a regular file").unwrap();
-    let unbindable = format!("unix:{}", sb.path("not-a-dir/api.sock").display());
-    let mut cfg = sb.config("v2");
-    cfg["listen"] = serde_json::json!([sb.listen(), unbindable]);
-    sb.write_config(&cfg);
-    let status = common::reload_expect_failure(&sb.notify, main);
+    fs::write(s.sb.path("not-a-dir"), "a regular file").unwrap();
+    let unbindable = format!("unix:{}", s.sb.path("not-a-dir/api.sock").display());
+    let mut cfg = s.sb.config("v2");
+    cfg["listen"] = serde_json::json!([s.sb.listen(), unbindable]);
+    s.sb.write_config(&cfg);
+    let status = s.reload_expect_failure();
     println!("successor died after the import: {status:?}");
     println!(
         "  (its log shows the import before the failure: {})",
-        baton
+        s.baton
             .log()
             .contains("importing listeners from a baton predecessor")
     );
@@ -298,21 +267,21 @@ fn a_successor_that_dies_after_taking_the_listener_leaves_the_parent_serving() {
     );
     assert_no_children(main);
     assert_eq!(
-        procs::holders_of(baton.pid, inode),
+        procs::holders_of(s.baton.pid, inode),
         vec![main],
         "only the parent holds the listener now"
     );
-    load.wait_more_ok(100, DEADLINE);
-    assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "v1");
+    s.load().wait_more_ok(100, DEADLINE);
+    assert_eq!(s.get(), "v1");
 
-    sb.write_config(&sb.config("v2"));
-    let r = common::reload(&sb.notify, main);
-    load.wait_more_ok(30, DEADLINE);
-    let report = load.stop();
+    s.sb.write_config(&s.sb.config("v2"));
+    s.reload();
+    s.load().wait_more_ok(30, DEADLINE);
+    let report = s.stop_load();
     println!("{report:?}");
     report.assert_no_failures();
-    assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-    common::sigterm_and_wait_gone(&sb, &mut baton, r.new);
+    assert_eq!(s.baton.wait_exit(DEADLINE).code(), Some(0));
+    s.stop();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -337,7 +306,7 @@ fn fifty_sighups_within_a_second_under_load_leave_exactly_one_server() {
     let mut delivered = 0;
     for _ in 0..50 {
         // To whoever is main right now, as `systemctl reload` would (kill -HUP $MAINPID).
-        if procs::kill(current_main(&sb, baton.pid), Signal::SIGHUP) {
+        if procs::kill(common::current_main(&sb.notify, baton.pid), Signal::SIGHUP) {
             delivered += 1;
         }
         thread::sleep(Duration::from_millis(20));
@@ -347,7 +316,7 @@ fn fifty_sighups_within_a_second_under_load_leave_exactly_one_server() {
     // Settle: one process left in the group, the main one, with no successor in flight.
     let survivor = common::try_wait_until(Duration::from_secs(60), || {
         baton.try_exit();
-        let main = current_main(&sb, baton.pid);
+        let main = common::current_main(&sb.notify, baton.pid);
         let members: Vec<i32> = baton.members().iter().map(|p| p.pid).collect();
         (members == vec![main] && procs::children_of(main).is_empty()).then_some(main)
     })
@@ -355,7 +324,7 @@ fn fifty_sighups_within_a_second_under_load_leave_exactly_one_server() {
         panic!(
             "never settled to one process: members {:?}, main {}\n{}",
             baton.members(),
-            current_main(&sb, baton.pid),
+            common::current_main(&sb.notify, baton.pid),
             sb.notify.dump()
         )
     });
@@ -475,15 +444,21 @@ fn sigterm_to_the_parent_while_its_successor_hangs_leaves_nothing_behind() {
 
 #[test]
 fn sigterm_right_after_sighup_leaves_no_orphan_serving() {
-    // Without any help to widen the window: SIGTERM as soon as the successor process exists.
-    // Either the parent stopped the hand-off (then everything exits), or the hand-off had
-    // completed first (then the successor is main and the old process says nothing).
+    // Without any help to widen the window: SIGTERM as soon as the successor process exists (or
+    // the hand-off went further already). What the protocol promises depends only on whether the
+    // successor had confirmed when the parent handled the SIGTERM:
+    // - not yet (at any stage, also after `MAINPID=<successor>`): the stop is honoured. The
+    //   parent takes `MAINPID=` back if it had announced the successor, ends the successor, says
+    //   `STOPPING=1` and exits 0; nothing is left and nothing listens.
+    // - confirmed: the parent had retired. It says nothing more (neither `STOPPING=1` nor
+    //   `MAINPID=` back), exits 0, and the successor serves as main.
+    // Which one happened is what the parent said, read once it has exited.
     let sb = Sandbox::new();
     let mut baton = sb.start("v1", &["--shutdown-timeout", "3s"]);
     let main = baton.pid;
     let from = sb.notify.len();
     assert!(procs::kill(main, Signal::SIGHUP));
-    // Spin (1 ms) until the successor exists, or the hand-off already completed.
+    // Spin (1 ms) until the successor exists, or the hand-off already got as far as MAINPID=.
     let deadline = Instant::now() + DEADLINE;
     let child = loop {
         if let Some(c) = procs::children_of(main).first() {
@@ -503,47 +478,66 @@ fn sigterm_right_after_sighup_leaves_no_orphan_serving() {
         thread::sleep(Duration::from_millis(1));
     };
     let delivered = procs::kill(main, Signal::SIGTERM);
-    let first = sb.notify.wait_for_after(
-        from,
-        DEADLINE,
-        "STOPPING=1 or MAINPID= from the parent",
-        |n| n.pid == main && (n.has("STOPPING=1") || n.mainpid().is_some()),
+    let exit = baton.wait_exit(Duration::from_secs(3) + DEADLINE);
+    assert_eq!(exit.code(), Some(0), "{}", common::describe(exit));
+    sb.notify.settle();
+    let record = sb.notify.dump();
+    let said: Vec<_> = sb.notify.all()[from..]
+        .iter()
+        .filter(|n| n.pid == main)
+        .cloned()
+        .collect();
+    let announced = said
+        .iter()
+        .find(|n| n.mainpid().is_some_and(|p| p != main))
+        .map(|n| (n.seq, n.mainpid().unwrap_or_default()));
+    let reclaimed = said
+        .iter()
+        .find(|n| n.mainpid() == Some(main))
+        .map(|n| n.seq);
+    let stopping = said.iter().find(|n| n.has("STOPPING=1")).map(|n| n.seq);
+    println!(
+        "SIGTERM delivered to the parent: {delivered}, successor seen: {child:?}, \
+         announced: {announced:?}, MAINPID= taken back: {reclaimed:?}, STOPPING=1: {stopping:?}"
     );
-    println!("SIGTERM delivered to the parent: {delivered}, successor seen: {child:?}");
-    if let Some(new) = first.mainpid() {
-        println!("SIGTERM right after SIGHUP: the hand-off to {new} completed first");
-        sb.notify
-            .wait_for_after(from, DEADLINE, "READY=1 from the successor", |n| {
-                n.pid == new && n.has("READY=1")
-            });
-        assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
-        assert_eq!(sb.wait_serving().status, 200);
+    if let Some(stopping) = stopping {
+        println!("SIGTERM right after SIGHUP: the parent stopped during the hand-off");
+        match announced {
+            Some((at, successor)) => assert!(
+                reclaimed.is_some_and(|r| at < r && r < stopping),
+                "the parent announced {successor}, then stopped without MAINPID=<own> between \
+                 the two:\n{record}"
+            ),
+            None => assert_eq!(
+                reclaimed, None,
+                "MAINPID=<own> without an announcement:\n{record}"
+            ),
+        }
         assert!(
-            sb.notify
-                .all()
-                .iter()
-                .all(|n| !(n.pid == main && n.has("STOPPING=1"))),
-            "the retired process sent STOPPING=1 after MAINPID=: {}",
-            sb.notify.dump()
-        );
-        common::sigterm_and_wait_gone(&sb, &mut baton, new);
-    } else {
-        println!("SIGTERM right after SIGHUP: the parent stopped during the hand-off (successor {child:?})");
-        assert!(
-            baton.wait_group_gone(Duration::from_secs(3) + DEADLINE),
-            "left behind: {:?}",
+            baton.wait_group_gone(DEADLINE),
+            "left behind: {:?}\n{record}",
             baton.members()
-        );
-        assert!(
-            sb.notify.all().iter().all(|n| n.mainpid().is_none()),
-            "{}",
-            sb.notify.dump()
         );
         assert!(
             procs::listening_inodes_on_port(sb.port).is_empty(),
             "something still listens"
         );
-        assert_eq!(baton.try_exit().and_then(|s| s.code()), Some(0));
+    } else {
+        let (_, new) = announced.unwrap_or_else(|| {
+            panic!("the parent exited without STOPPING=1 and without a hand-off:\n{record}")
+        });
+        println!("SIGTERM right after SIGHUP: the hand-off to {new} completed first");
+        assert_eq!(
+            reclaimed, None,
+            "the retired parent took MAINPID= back:\n{record}"
+        );
+        sb.notify
+            .wait_for_after(from, DEADLINE, "READY=1 from the successor", |n| {
+                n.pid == new && n.has("READY=1")
+            });
+        assert_eq!(sb.wait_serving().status, 200);
+        assert!(procs::is_alive(new), "the successor {new} is gone");
+        common::sigterm_and_wait_gone(&sb, &mut baton, new);
     }
 }
 
@@ -1057,19 +1051,18 @@ fn listen_fdnames_count_mismatch_is_refused_with_exit_78() {
 
 #[test]
 fn a_slow_client_across_a_reload_is_answered_by_the_old_process() {
-    let sb = Sandbox::new();
-    let mut baton = sb.start("old", &["--shutdown-timeout", "20s"]);
-    let old = baton.pid;
+    let mut s = Story::start("old", &["--shutdown-timeout", "20s"]);
+    let old = s.main;
     let t0 = Instant::now();
-    let mut conn = http::RawConn::connect(sb.addr());
+    let mut conn = http::RawConn::connect(s.sb.addr());
     conn.send(b"GET / HTTP/1.1\r\n").unwrap();
     let client_port = conn.stream.local_addr().unwrap().port();
-    assert_eq!(owner_of(&baton, sb.port, client_port), old);
+    assert_eq!(owner_of(&s.baton, s.sb.port, client_port), old);
 
-    let mut cfg = sb.config("new");
+    let mut cfg = s.sb.config("new");
     cfg["shutdown_timeout"] = "20s".into();
-    sb.write_config(&cfg);
-    let r = common::reload(&sb.notify, old);
+    s.sb.write_config(&cfg);
+    s.reload();
     // The rest of the head, a byte at a time, well past 5 s in all.
     let rest = b"Host: baton.test\r\nX-Slow: 0123456789012345678901234567890123456789\r\n";
     for &b in rest.iter() {
@@ -1085,7 +1078,7 @@ fn a_slow_client_across_a_reload_is_answered_by_the_old_process() {
         thread::sleep(Duration::from_millis(100));
     }
     assert!(
-        baton.try_exit().is_none(),
+        s.baton.try_exit().is_none(),
         "the old process exited with a request half received"
     );
     conn.send(b"\r\n").unwrap();
@@ -1093,7 +1086,7 @@ fn a_slow_client_across_a_reload_is_answered_by_the_old_process() {
         panic!(
             "slow request after {:?}: {e}\n{}",
             t0.elapsed(),
-            baton.log()
+            s.baton.log()
         )
     });
     println!(
@@ -1106,10 +1099,10 @@ fn a_slow_client_across_a_reload_is_answered_by_the_old_process() {
         "old",
         "answered by the process that accepted it"
     );
-    let st = baton.wait_exit(DEADLINE);
+    let st = s.baton.wait_exit(DEADLINE);
     assert_eq!(st.code(), Some(0), "{}", common::describe(st));
-    assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "new");
-    common::sigterm_and_wait_gone(&sb, &mut baton, r.new);
+    assert_eq!(s.get(), "new");
+    s.stop();
 }
 
 #[test]

@@ -441,10 +441,25 @@ fn a_reload_with_a_bad_pair_fails_visibly_and_the_old_process_serves_on() {
         // SIGHUP (systemctl reload with ExecReload=kill): systemd hears the failure ...
         let status = common::reload_expect_failure(&sb.notify, baton.pid);
         assert!(status.contains(problem.as_str()), "{what}: {status}");
-        // ... and `baton reload` (the packaged ExecReload=) exits 1 naming it.
+        // ... and `baton reload` (the packaged ExecReload=) exits 1 naming it. Its answer is
+        // written before the old process tells systemd (`READY=1` + `STATUS=reload failed: …`),
+        // so that is waited for: the next case's SIGHUP must not read it as its own.
+        let from = sb.notify.len();
         let (code, out) = baton_reload(&sb, baton.pid);
         assert_eq!(code, 1, "{what}: {out}");
         assert!(out.contains(problem.as_str()), "{what}: {out}");
+        sb.notify.wait_for_after(
+            from,
+            DEADLINE,
+            "READY=1 + STATUS=reload failed after baton reload",
+            |n| {
+                n.pid == baton.pid
+                    && n.has("READY=1")
+                    && n.get("STATUS").is_some_and(|st| {
+                        st.starts_with("reload failed: ") && st.contains(problem.as_str())
+                    })
+            },
+        );
         // The old process serves on, with its certificate.
         let (leaf, r) = tlsc::get_fresh(sb.addr(), &client, "/").expect("the old process serves");
         assert_eq!(r.text(), "still here");

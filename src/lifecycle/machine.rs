@@ -21,7 +21,9 @@
 //! 5. **A successor is quiet until promoted.** It drops a plain `SIGHUP` (meant for its
 //!    predecessor), keeps a `baton reload` request (someone waits for its answer; the control
 //!    socket is only served by a main process, so none arrives today) for once it is main, and
-//!    sends `READY=1` only once promoted (or once its predecessor is gone), before confirming.
+//!    sends `READY=1` only once promoted (or once its predecessor is gone). It confirms only once
+//!    it is main in full (`READY=1` sent, PID file written, control socket served), so whoever
+//!    the predecessor then tells "reloaded: … -> successor" can ask the successor at once.
 //! 6. **The outcome is recorded before it is announced**: the status is written before the
 //!    `READY=1` of a failed reload, and after the old process stopped accepting on success.
 //! 7. Only the main process pings the watchdog, and only a main process that is not handing off
@@ -277,8 +279,11 @@ impl Machine {
             // --- a successor, before it is main
             (State::Successor, Input::Promoted) => {
                 self.state = State::Main;
+                // Fully main (READY=1, PID file, control socket listened on again) before the
+                // predecessor hears it: its `reloaded` answer names us, and the next request
+                // that answer prompts must find us serving the control socket.
                 let mut actions = self.become_main();
-                actions.insert(1, A::ConfirmPromotion);
+                actions.push(A::ConfirmPromotion);
                 actions.extend(self.queued_request());
                 actions
             }
@@ -848,8 +853,8 @@ mod tests {
             m.handle(Input::Promoted),
             vec![
                 ready("serving on x; generation 1"),
-                A::ConfirmPromotion,
-                A::WritePidFile
+                A::WritePidFile,
+                A::ConfirmPromotion
             ]
         );
         assert_eq!(m.state(), State::Main);
@@ -863,7 +868,7 @@ mod tests {
         let actions = m.handle(Input::Promoted);
         assert_eq!(
             &actions[..3],
-            &[ready("s"), A::ConfirmPromotion, A::WritePidFile]
+            &[ready("s"), A::WritePidFile, A::ConfirmPromotion]
         );
         assert!(begins(&actions[3..]), "{actions:?}");
         // A plain SIGHUP is not kept.

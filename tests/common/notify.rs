@@ -235,6 +235,23 @@ impl NotifyRecorder {
         }
     }
 
+    /// Waits until every datagram queued on the socket before this call has been recorded: sends
+    /// one of its own (`X_RECORDER_SETTLE=<n>`, recorded with this process's pid) and waits for
+    /// it. A datagram socket has one receive queue, so once a process has exited its whole say is
+    /// in the record after this.
+    pub fn settle(&self) {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let line = format!("X_RECORDER_SETTLE={}", NEXT.fetch_add(1, Ordering::SeqCst));
+        let me = std::process::id() as i32;
+        let from = self.len();
+        UnixDatagram::unbound()
+            .and_then(|s| s.send_to(line.as_bytes(), &self.path))
+            .expect("send a marker to the notify socket");
+        self.wait_for_after(from, super::DEADLINE, "the recorder's own marker", |n| {
+            n.pid == me && n.has(&line)
+        });
+    }
+
     /// The record, one datagram a line, for failure messages.
     pub fn dump(&self) -> String {
         self.all().iter().map(|n| format!("  {n:?}\n")).collect()

@@ -14,7 +14,7 @@
 //! (the started process; a supervisor, which passes it on, with `--supervise` or as PID 1 under
 //! an `unshare` wrapper given with [`Options::command`]), then each `MAINPID=`. The fields stay
 //! public so that a story with a shape of its own uses the [`Sandbox`] and the [`Baton`] group
-//! directly; tests/faults.rs's `sigterm_and_wait_gone` and `current_main` are
+//! directly; `super::sigterm_and_wait_gone` and `super::current_main` are
 //! [`Story::stop`] and [`Story::main`].
 
 use std::ffi::OsString;
