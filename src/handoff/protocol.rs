@@ -417,4 +417,58 @@ mod tests {
             None
         );
     }
+
+    /// The documented bound (docs/handoff-protocol.md): a message of 64 KiB is whole, one byte
+    /// more is refused, for every parser.
+    #[test]
+    fn messages_of_64_kib_parse_and_one_byte_more_is_refused() {
+        assert_eq!(MAX_MESSAGE, 65536, "the specification says 64 KiB");
+        let line = |len: usize| {
+            let head = br#"{"event":"failed","reason":""#;
+            let tail = br#""}"#;
+            let mut l = head.to_vec();
+            l.resize(len - tail.len(), b'x');
+            l.extend_from_slice(tail);
+            assert_eq!(l.len(), len);
+            l.push(b'\n');
+            l
+        };
+        let whole = line(MAX_MESSAGE);
+        assert!(matches!(
+            parse_line::<ChildMessage>(&whole, "x"),
+            Ok(Some(ChildMessage::Failed { .. }))
+        ));
+        assert!(matches!(
+            parse_opening(&whole),
+            Ok(Some(Opening::Message(ChildMessage::Failed { .. })))
+        ));
+        assert_eq!(
+            parse_line::<ChildMessage>(&line(MAX_MESSAGE + 1), "x"),
+            Err(ProtocolError::TooLarge)
+        );
+        // no newline yet: wait for more up to the bound, refuse beyond it
+        assert_eq!(parse_line::<ChildMessage>(&whole[..MAX_MESSAGE], "x"), Ok(None));
+        assert_eq!(
+            parse_line::<ChildMessage>(&vec![b'x'; MAX_MESSAGE + 1], "x"),
+            Err(ProtocolError::TooLarge)
+        );
+
+        let mut offer = br#"{"addr":"a:1","fd":3,"filename":"x"}"#.to_vec();
+        let object = offer.len();
+        offer.resize(MAX_MESSAGE, b' ');
+        let (parsed, end) = parse_offer_at(&offer).unwrap().unwrap();
+        assert_eq!((parsed.fd, end), (3, object));
+        offer.push(b' ');
+        assert_eq!(parse_offer_at(&offer), Err(ProtocolError::TooLarge));
+    }
+
+    #[test]
+    fn garbage_is_shown_in_the_error_bounded() {
+        let err = parse_opening(b"GET / HTTP/1.1\r\n").unwrap_err().to_string();
+        assert!(err.ends_with(r#"got "GET / HTTP/1.1\r\n""#), "{err}");
+        let long = vec![b'A'; 100];
+        let err = parse_opening(&long).unwrap_err().to_string();
+        assert!(err.contains(&format!("\"{}\" (100 bytes)", "A".repeat(40))), "{err}");
+        assert!(!err.contains(&"A".repeat(41)), "{err}");
+    }
 }
