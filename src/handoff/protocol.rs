@@ -308,6 +308,10 @@ mod tests {
         let mut nl = full.to_vec();
         nl.push(b'\n');
         assert!(parse_offer(&nl).unwrap().is_some());
+        // the length taken: the object and one newline after it, never what follows
+        assert_eq!(parse_offer_at(&nl).unwrap().unwrap().1, full.len() + 1);
+        nl.extend_from_slice(b"\n{");
+        assert_eq!(parse_offer_at(&nl).unwrap().unwrap().1, full.len() + 1);
     }
 
     #[test]
@@ -470,5 +474,62 @@ mod tests {
         let err = parse_opening(&long).unwrap_err().to_string();
         assert!(err.contains(&format!("\"{}\" (100 bytes)", "A".repeat(40))), "{err}");
         assert!(!err.contains(&"A".repeat(41)), "{err}");
+    }
+
+    /// An offer with the given base fd and listeners `(addr, fd)` and control socket fd.
+    fn offer(base: (&str, i32), listeners: &[(&str, i32)], control: Option<i32>) -> ListenerOffer {
+        ListenerOffer {
+            addr: base.0.into(),
+            fd: base.1,
+            filename: "x".into(),
+            baton: Some(Extension {
+                version: EXTENSION_VERSION,
+                generation: 1,
+                state: false,
+                control,
+                listeners: listeners
+                    .iter()
+                    .map(|(addr, fd)| OfferedListener {
+                        addr: (*addr).into(),
+                        fd: *fd,
+                        name: "x".into(),
+                        origin: Origin::Config,
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    fn refusal(o: &ListenerOffer) -> String {
+        match o.validate() {
+            Err(ProtocolError::Inconsistent(why)) => why,
+            other => panic!("{o:?} accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_first_listener_repeats_the_base_fields_exactly() {
+        let two = [("a:1", 3), ("b:2", 4)];
+        assert_eq!(offer(("a:1", 3), &two, None).validate(), Ok(()));
+        for base in [("b:2", 3), ("a:1", 4), ("b:2", 4)] {
+            assert!(refusal(&offer(base, &two, None)).contains("first listener differs"));
+        }
+        assert!(refusal(&offer(("a:1", 3), &[("a:1", 3), ("a:1", 4)], None))
+            .contains("address \"a:1\" offered twice"));
+        assert!(refusal(&offer(("a:1", 3), &[], None)).contains("no listeners"));
+    }
+
+    #[test]
+    fn the_control_socket_is_neither_a_standard_stream_nor_a_listener() {
+        let two = [("a:1", 3), ("b:2", 4)];
+        assert_eq!(offer(("a:1", 3), &two, Some(5)).validate(), Ok(()));
+        // any descriptor from 3 that no listener uses, even below the listeners'
+        let after = [("a:1", 4), ("b:2", 5)];
+        assert_eq!(offer(("a:1", 4), &after, Some(3)).validate(), Ok(()));
+        for fd in [0, 1, 2, -1, 3, 4] {
+            let why = refusal(&offer(("a:1", 3), &two, Some(fd)));
+            assert!(why.contains(&format!("control socket fd {fd}")), "{why}");
+        }
+        assert!(refusal(&offer(("a:1", 4), &after, Some(5))).contains("control socket fd 5"));
     }
 }
