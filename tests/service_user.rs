@@ -55,7 +55,11 @@ fn a_service_running_as_its_own_unprivileged_user_reloads() {
             )
         });
         assert_ne!(r.new, main);
-        assert_eq!(uid_of(r.new), svc.uid, "the successor runs as the same user");
+        assert_eq!(
+            uid_of(r.new),
+            svc.uid,
+            "the successor runs as the same user"
+        );
         main = r.new;
         let served = common::wait_until(&format!("{body} served"), common::DEADLINE, || {
             common::http::get_fresh(sb.addr(), "/")

@@ -657,7 +657,10 @@ mod tests {
     async fn a_state_of_16_mib_is_handed_over_and_one_byte_more_is_refused() {
         const MIB16: usize = 16_777_216;
         let (event, got) = after_offer(Some(MIB16), [GET_STATE, READY].concat()).await;
-        assert!(matches!(event, ConnEvent::Message(ChildMessage::Ready { pid: 7 }, _)));
+        assert!(matches!(
+            event,
+            ConnEvent::Message(ChildMessage::Ready { pid: 7 }, _)
+        ));
         let header = b"{\"event\":\"state\",\"len\":16777216}\n";
         assert_eq!(&got[..header.len()], header);
         assert_eq!(got.len(), header.len() + MIB16);
@@ -679,10 +682,16 @@ mod tests {
     #[tokio::test]
     async fn the_state_is_sent_only_when_asked_and_once() {
         let (event, got) = after_offer(Some(3), READY.to_vec()).await;
-        assert!(matches!(event, ConnEvent::Message(ChildMessage::Ready { .. }, _)));
+        assert!(matches!(
+            event,
+            ConnEvent::Message(ChildMessage::Ready { .. }, _)
+        ));
         assert!(got.is_empty());
         let (event, got) = after_offer(Some(3), [GET_STATE, GET_STATE].concat()).await;
-        assert!(matches!(event, ConnEvent::Message(ChildMessage::GetState, _)));
+        assert!(matches!(
+            event,
+            ConnEvent::Message(ChildMessage::GetState, _)
+        ));
         assert_eq!(got, b"{\"event\":\"state\",\"len\":3}\n\x09\x09\x09");
     }
 
@@ -696,7 +705,10 @@ mod tests {
             l
         };
         let (event, _) = after_offer(None, line(protocol::MAX_MESSAGE)).await;
-        assert!(matches!(event, ConnEvent::Message(ChildMessage::Failed { .. }, _)));
+        assert!(matches!(
+            event,
+            ConnEvent::Message(ChildMessage::Failed { .. }, _)
+        ));
         let (event, _) = after_offer(None, line(protocol::MAX_MESSAGE + 1)).await;
         assert!(matches!(
             event,

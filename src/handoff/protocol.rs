@@ -451,7 +451,10 @@ mod tests {
             Err(ProtocolError::TooLarge)
         );
         // no newline yet: wait for more up to the bound, refuse beyond it
-        assert_eq!(parse_line::<ChildMessage>(&whole[..MAX_MESSAGE], "x"), Ok(None));
+        assert_eq!(
+            parse_line::<ChildMessage>(&whole[..MAX_MESSAGE], "x"),
+            Ok(None)
+        );
         assert_eq!(
             parse_line::<ChildMessage>(&vec![b'x'; MAX_MESSAGE + 1], "x"),
             Err(ProtocolError::TooLarge)
@@ -468,11 +471,16 @@ mod tests {
 
     #[test]
     fn garbage_is_shown_in_the_error_bounded() {
-        let err = parse_opening(b"GET / HTTP/1.1\r\n").unwrap_err().to_string();
+        let err = parse_opening(b"GET / HTTP/1.1\r\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.ends_with(r#"got "GET / HTTP/1.1\r\n""#), "{err}");
         let long = vec![b'A'; 100];
         let err = parse_opening(&long).unwrap_err().to_string();
-        assert!(err.contains(&format!("\"{}\" (100 bytes)", "A".repeat(40))), "{err}");
+        assert!(
+            err.contains(&format!("\"{}\" (100 bytes)", "A".repeat(40))),
+            "{err}"
+        );
         assert!(!err.contains(&"A".repeat(41)), "{err}");
     }
 
