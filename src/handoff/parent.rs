@@ -718,4 +718,32 @@ mod tests {
             })
         ));
     }
+
+    /// The hand-off socket's path may take the whole 107 bytes of a Unix socket address; one
+    /// byte more is refused with a clear error, before any bind.
+    #[tokio::test]
+    async fn a_hand_off_socket_path_of_107_bytes_is_bound_and_108_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        // <runtime>/handoff.<pid>.<6 random>/handoff.sock
+        let suffix = format!("/handoff.{}.123456/{SOCKET_NAME}", std::process::id()).len();
+        for total in [safe_fs::MAX_SOCKET_PATH, safe_fs::MAX_SOCKET_PATH + 1] {
+            let pad = total - suffix - safe_fs::sockaddr_len(tmp.path()) - 1;
+            let runtime = tmp.path().join(format!("{total}{}", "r".repeat(pad - 3)));
+            let opened = HandoffSocket::open(&runtime.join("h.sock"));
+            if total == safe_fs::MAX_SOCKET_PATH {
+                let socket = opened.unwrap_or_else(|e| panic!("{total} bytes: {e}"));
+                assert_eq!(safe_fs::sockaddr_len(&socket.path), total);
+                assert!(std::os::unix::net::UnixStream::connect(&socket.path).is_ok());
+            } else {
+                match opened {
+                    Err(HandoffError::Bind { path, source }) => {
+                        assert_eq!(safe_fs::sockaddr_len(&path), total);
+                        assert!(source.to_string().contains("107 bytes"), "{source}");
+                    }
+                    Err(e) => panic!("{total} bytes: {e}"),
+                    Ok(s) => panic!("{total} bytes bound at {}", s.path.display()),
+                }
+            }
+        }
+    }
 }
