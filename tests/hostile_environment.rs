@@ -906,3 +906,35 @@ fn a_persistent_accept_error_on_the_hand_off_socket_backs_off_instead_of_spinnin
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
     common::sigterm_and_wait_gone(&sb, &mut baton, child);
 }
+
+/// A hand-off socket configured below a regular file (a file where a directory was meant):
+/// baton cannot ask whether a predecessor serves there, so it refuses to start, naming the path,
+/// rather than bind beside a predecessor it never asked. Only "nothing there" (no file, nothing
+/// listening, not a socket) means a fresh start.
+#[test]
+fn a_hand_off_socket_below_a_regular_file_refuses_the_start() {
+    let sb = Sandbox::new();
+    let file = sb.path("not-a-directory");
+    fs::write(&file, "").unwrap();
+    let path = file.join("handoff.sock");
+    let mut cfg = sb.config("never served");
+    cfg["handoff_socket"] = path.to_str().unwrap().into();
+    sb.write_config(&cfg);
+    let mut baton = sb.spawn(sb.serve(&[]));
+    let code = baton.wait_exit(DEADLINE).code();
+    let log = baton.log();
+    println!("hand-off socket below a file: exit {code:?}: {log}");
+    assert_eq!(code, Some(76), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("cannot connect"))
+        .unwrap_or_else(|| panic!("no line about the hand-off socket: {log}"));
+    assert!(
+        line.contains(&path.display().to_string()) && line.contains("Not a directory"),
+        "{line}"
+    );
+    assert!(
+        http::get_fresh(sb.addr(), "/").is_err(),
+        "nothing serves the port"
+    );
+}

@@ -488,4 +488,66 @@ mod tests {
         assert_eq!(matching(&wanted, "garbage"), None);
         assert_eq!(matching(&[], "127.0.0.1:80"), None);
     }
+
+    /// A socket pair: the child's buffered read half, and the parent's end.
+    fn pair() -> (BufReader<OwnedReadHalf>, OwnedWriteHalf, UnixStream) {
+        let (child, parent) = UnixStream::pair().unwrap();
+        let (read, write) = child.into_split();
+        (BufReader::new(read), write, parent)
+    }
+
+    /// The documented bounds of `get_state` (docs/handoff-protocol.md): a state of 16 MiB is
+    /// taken whole, one byte more is refused; its header may be a full 64 KiB line.
+    #[tokio::test]
+    async fn a_state_of_16_mib_is_taken_and_one_byte_more_is_refused() {
+        const MIB16: u64 = 16_777_216;
+        for (len, pad) in [(MIB16, 0), (3, protocol::MAX_MESSAGE), (MIB16 + 1, 0)] {
+            let (mut read, _write, mut parent) = pair();
+            let sender = tokio::spawn(async move {
+                let mut header = format!("{{\"event\":\"state\",\"len\":{len}").into_bytes();
+                header.resize(pad.max(header.len() + 1) - 1, b' ');
+                header.extend_from_slice(b"}\n");
+                parent.write_all(&header).await?;
+                if len <= MIB16 {
+                    parent.write_all(&vec![7u8; len as usize]).await?;
+                }
+                Ok::<_, io::Error>(()) // and hang up
+            });
+            let got = read_state(&mut read).await;
+            if len <= MIB16 {
+                let state = got.unwrap_or_else(|e| panic!("state of {len} bytes: {e}"));
+                assert_eq!(state.len() as u64, len);
+                assert!(state.iter().all(|b| *b == 7));
+            } else {
+                assert!(
+                    matches!(got, Err(ImportProblem::Protocol(ProtocolError::TooLarge))),
+                    "{got:?}"
+                );
+            }
+            sender.await.unwrap().unwrap();
+        }
+    }
+
+    /// A state cut short by the parent's hang-up is an error, not a shorter state.
+    #[tokio::test]
+    async fn a_state_cut_short_is_refused() {
+        let (mut read, _write, mut parent) = pair();
+        parent
+            .write_all(b"{\"event\":\"state\",\"len\":5}\nabcd")
+            .await
+            .unwrap();
+        drop(parent);
+        let got = read_state(&mut read).await;
+        assert!(
+            matches!(got, Err(ImportProblem::Closed { received: 4 })),
+            "{got:?}"
+        );
+        let (mut read, _write, mut parent) = pair();
+        parent
+            .write_all(b"{\"event\":\"state\",\"len\":5}\nabcde")
+            .await
+            .unwrap();
+        drop(parent);
+        assert_eq!(read_state(&mut read).await.unwrap(), b"abcde");
+    }
 }

@@ -617,4 +617,133 @@ mod tests {
             "nothing left behind"
         );
     }
+
+    /// The parent's side after the offer, over a real socket pair: the child sends `lines` and
+    /// hangs up its sending half; returns the event passed on and every byte the child received.
+    async fn after_offer(state: Option<usize>, lines: Vec<u8>) -> (ConnEvent, Vec<u8>) {
+        let (parent, child) = UnixStream::pair().unwrap();
+        let (read, write) = parent.into_split();
+        let (mut child_read, mut child_write) = child.into_split();
+        let (tx, mut rx) = mpsc::channel(1);
+        let state = state.map(|n| Arc::new(move || vec![9u8; n]) as StateFn);
+        tokio::spawn(read_line(BufReader::new(read), write, tx, 7, state));
+        let received = tokio::spawn(async move {
+            let mut all = Vec::new();
+            child_read.read_to_end(&mut all).await.map(|_| all)
+        });
+        child_write.write_all(&lines).await.unwrap();
+        child_write.shutdown().await.unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(120), rx.recv())
+            .await
+            .expect("the hand-off passes an event on")
+            .unwrap();
+        let event = match event {
+            // the connection stays with the hand-off; close it so that the child reads to the end
+            ConnEvent::Message(m, Some(conn)) => {
+                drop(conn);
+                ConnEvent::Message(m, None)
+            }
+            e => e,
+        };
+        (event, received.await.unwrap().unwrap())
+    }
+
+    const GET_STATE: &[u8] = b"{\"event\":\"get_state\"}\n";
+    const READY: &[u8] = b"{\"event\":\"ready\",\"pid\":7}\n";
+
+    /// The documented bound of the state (docs/handoff-protocol.md): 16 MiB are handed over
+    /// whole after their header, one byte more fails the hand-off before a byte is sent.
+    #[tokio::test]
+    async fn a_state_of_16_mib_is_handed_over_and_one_byte_more_is_refused() {
+        const MIB16: usize = 16_777_216;
+        let (event, got) = after_offer(Some(MIB16), [GET_STATE, READY].concat()).await;
+        assert!(matches!(
+            event,
+            ConnEvent::Message(ChildMessage::Ready { pid: 7 }, _)
+        ));
+        let header = b"{\"event\":\"state\",\"len\":16777216}\n";
+        assert_eq!(&got[..header.len()], header);
+        assert_eq!(got.len(), header.len() + MIB16);
+        assert!(got[header.len()..].iter().all(|b| *b == 9));
+
+        let (event, got) = after_offer(Some(MIB16 + 1), [GET_STATE, READY].concat()).await;
+        assert!(matches!(
+            event,
+            ConnEvent::Broken(HandoffError::Protocol {
+                source: ProtocolError::Inconsistent(_),
+                ..
+            })
+        ));
+        assert!(got.is_empty(), "{} bytes sent", got.len());
+    }
+
+    /// The state is sent once, only when asked: `ready` without `get_state` is passed on at
+    /// once, a second `get_state` is out of turn.
+    #[tokio::test]
+    async fn the_state_is_sent_only_when_asked_and_once() {
+        let (event, got) = after_offer(Some(3), READY.to_vec()).await;
+        assert!(matches!(
+            event,
+            ConnEvent::Message(ChildMessage::Ready { .. }, _)
+        ));
+        assert!(got.is_empty());
+        let (event, got) = after_offer(Some(3), [GET_STATE, GET_STATE].concat()).await;
+        assert!(matches!(
+            event,
+            ConnEvent::Message(ChildMessage::GetState, _)
+        ));
+        assert_eq!(got, b"{\"event\":\"state\",\"len\":3}\n\x09\x09\x09");
+    }
+
+    /// A child message of 64 KiB (the documented bound) is read whole; one byte more is refused.
+    #[tokio::test]
+    async fn a_child_line_of_64_kib_is_read_and_one_byte_more_is_refused() {
+        let line = |len: usize| {
+            let mut l = br#"{"event":"failed","reason":""#.to_vec();
+            l.resize(len - 2, b'x');
+            l.extend_from_slice(b"\"}\n");
+            l
+        };
+        let (event, _) = after_offer(None, line(protocol::MAX_MESSAGE)).await;
+        assert!(matches!(
+            event,
+            ConnEvent::Message(ChildMessage::Failed { .. }, _)
+        ));
+        let (event, _) = after_offer(None, line(protocol::MAX_MESSAGE + 1)).await;
+        assert!(matches!(
+            event,
+            ConnEvent::Broken(HandoffError::Protocol {
+                source: ProtocolError::TooLarge,
+                ..
+            })
+        ));
+    }
+
+    /// The hand-off socket's path may take the whole 107 bytes of a Unix socket address; one
+    /// byte more is refused with a clear error, before any bind.
+    #[tokio::test]
+    async fn a_hand_off_socket_path_of_107_bytes_is_bound_and_108_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        // <runtime>/handoff.<pid>.<6 random>/handoff.sock
+        let suffix = format!("/handoff.{}.123456/{SOCKET_NAME}", std::process::id()).len();
+        for total in [safe_fs::MAX_SOCKET_PATH, safe_fs::MAX_SOCKET_PATH + 1] {
+            let pad = total - suffix - safe_fs::sockaddr_len(tmp.path()) - 1;
+            let runtime = tmp.path().join(format!("{total}{}", "r".repeat(pad - 3)));
+            let opened = HandoffSocket::open(&runtime.join("h.sock"));
+            if total == safe_fs::MAX_SOCKET_PATH {
+                let socket = opened.unwrap_or_else(|e| panic!("{total} bytes: {e}"));
+                assert_eq!(safe_fs::sockaddr_len(&socket.path), total);
+                assert!(std::os::unix::net::UnixStream::connect(&socket.path).is_ok());
+            } else {
+                match opened {
+                    Err(HandoffError::Bind { path, source }) => {
+                        assert_eq!(safe_fs::sockaddr_len(&path), total);
+                        assert!(source.to_string().contains("107 bytes"), "{source}");
+                    }
+                    Err(e) => panic!("{total} bytes: {e}"),
+                    Ok(s) => panic!("{total} bytes bound at {}", s.path.display()),
+                }
+            }
+        }
+    }
 }

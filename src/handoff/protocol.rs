@@ -308,6 +308,10 @@ mod tests {
         let mut nl = full.to_vec();
         nl.push(b'\n');
         assert!(parse_offer(&nl).unwrap().is_some());
+        // the length taken: the object and one newline after it, never what follows
+        assert_eq!(parse_offer_at(&nl).unwrap().unwrap().1, full.len() + 1);
+        nl.extend_from_slice(b"\n{");
+        assert_eq!(parse_offer_at(&nl).unwrap().unwrap().1, full.len() + 1);
     }
 
     #[test]
@@ -416,5 +420,124 @@ mod tests {
             parse_line::<ParentMessage>(b"{\"event\":\"prom", "x").unwrap(),
             None
         );
+    }
+
+    /// The documented bound (docs/handoff-protocol.md): a message of 64 KiB is whole, one byte
+    /// more is refused, for every parser.
+    #[test]
+    fn messages_of_64_kib_parse_and_one_byte_more_is_refused() {
+        assert_eq!(MAX_MESSAGE, 65536, "the specification says 64 KiB");
+        let line = |len: usize| {
+            let head = br#"{"event":"failed","reason":""#;
+            let tail = br#""}"#;
+            let mut l = head.to_vec();
+            l.resize(len - tail.len(), b'x');
+            l.extend_from_slice(tail);
+            assert_eq!(l.len(), len);
+            l.push(b'\n');
+            l
+        };
+        let whole = line(MAX_MESSAGE);
+        assert!(matches!(
+            parse_line::<ChildMessage>(&whole, "x"),
+            Ok(Some(ChildMessage::Failed { .. }))
+        ));
+        assert!(matches!(
+            parse_opening(&whole),
+            Ok(Some(Opening::Message(ChildMessage::Failed { .. })))
+        ));
+        assert_eq!(
+            parse_line::<ChildMessage>(&line(MAX_MESSAGE + 1), "x"),
+            Err(ProtocolError::TooLarge)
+        );
+        // no newline yet: wait for more up to the bound, refuse beyond it
+        assert_eq!(
+            parse_line::<ChildMessage>(&whole[..MAX_MESSAGE], "x"),
+            Ok(None)
+        );
+        assert_eq!(
+            parse_line::<ChildMessage>(&vec![b'x'; MAX_MESSAGE + 1], "x"),
+            Err(ProtocolError::TooLarge)
+        );
+
+        let mut offer = br#"{"addr":"a:1","fd":3,"filename":"x"}"#.to_vec();
+        let object = offer.len();
+        offer.resize(MAX_MESSAGE, b' ');
+        let (parsed, end) = parse_offer_at(&offer).unwrap().unwrap();
+        assert_eq!((parsed.fd, end), (3, object));
+        offer.push(b' ');
+        assert_eq!(parse_offer_at(&offer), Err(ProtocolError::TooLarge));
+    }
+
+    #[test]
+    fn garbage_is_shown_in_the_error_bounded() {
+        let err = parse_opening(b"GET / HTTP/1.1\r\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with(r#"got "GET / HTTP/1.1\r\n""#), "{err}");
+        let long = vec![b'A'; 100];
+        let err = parse_opening(&long).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("\"{}\" (100 bytes)", "A".repeat(40))),
+            "{err}"
+        );
+        assert!(!err.contains(&"A".repeat(41)), "{err}");
+    }
+
+    /// An offer with the given base fd and listeners `(addr, fd)` and control socket fd.
+    fn offer(base: (&str, i32), listeners: &[(&str, i32)], control: Option<i32>) -> ListenerOffer {
+        ListenerOffer {
+            addr: base.0.into(),
+            fd: base.1,
+            filename: "x".into(),
+            baton: Some(Extension {
+                version: EXTENSION_VERSION,
+                generation: 1,
+                state: false,
+                control,
+                listeners: listeners
+                    .iter()
+                    .map(|(addr, fd)| OfferedListener {
+                        addr: (*addr).into(),
+                        fd: *fd,
+                        name: "x".into(),
+                        origin: Origin::Config,
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    fn refusal(o: &ListenerOffer) -> String {
+        match o.validate() {
+            Err(ProtocolError::Inconsistent(why)) => why,
+            other => panic!("{o:?} accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_first_listener_repeats_the_base_fields_exactly() {
+        let two = [("a:1", 3), ("b:2", 4)];
+        assert_eq!(offer(("a:1", 3), &two, None).validate(), Ok(()));
+        for base in [("b:2", 3), ("a:1", 4), ("b:2", 4)] {
+            assert!(refusal(&offer(base, &two, None)).contains("first listener differs"));
+        }
+        assert!(refusal(&offer(("a:1", 3), &[("a:1", 3), ("a:1", 4)], None))
+            .contains("address \"a:1\" offered twice"));
+        assert!(refusal(&offer(("a:1", 3), &[], None)).contains("no listeners"));
+    }
+
+    #[test]
+    fn the_control_socket_is_neither_a_standard_stream_nor_a_listener() {
+        let two = [("a:1", 3), ("b:2", 4)];
+        assert_eq!(offer(("a:1", 3), &two, Some(5)).validate(), Ok(()));
+        // any descriptor from 3 that no listener uses, even below the listeners'
+        let after = [("a:1", 4), ("b:2", 5)];
+        assert_eq!(offer(("a:1", 4), &after, Some(3)).validate(), Ok(()));
+        for fd in [0, 1, 2, -1, 3, 4] {
+            let why = refusal(&offer(("a:1", 3), &two, Some(fd)));
+            assert!(why.contains(&format!("control socket fd {fd}")), "{why}");
+        }
+        assert!(refusal(&offer(("a:1", 4), &after, Some(5))).contains("control socket fd 5"));
     }
 }
