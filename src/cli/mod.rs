@@ -125,7 +125,7 @@ fn check(overrides: &Overrides) -> u8 {
                         Ok(findings) => findings,
                         Err(e) => {
                             eprintln!("baton: {e}");
-                            return e.exit_code();
+                            return e.kind().exit_code();
                         }
                     }
                 }
