@@ -17,8 +17,8 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use serde::{Deserialize, Serialize};
 
+use super::generation::Generation;
 use super::notify_socket::NotifySocket;
-use super::Generation;
 use crate::handoff::spawn::{Child, Executable};
 use crate::listen::{self, Listener, Origin, Source};
 
