@@ -16,7 +16,9 @@ use crate::handoff::parent::StateFn;
 use crate::handoff::protocol::{GENERATION_ENV, PREDECESSOR_ENV};
 use crate::handoff::spawn::Executable;
 use crate::http::{self, HttpService, MakeHttp, TlsConfig};
-use crate::lifecycle::{self, Machine, Parts, ProcessWorld, ShutdownFuture, Signals};
+use crate::lifecycle::{
+    self, Finish, Machine, Parts, ProcessWorld, ShutdownFuture, Signals, StopReason,
+};
 use crate::listen::spec::Scheme;
 use crate::listen::{Listener, Origin, Socket};
 use crate::settings::{Settings, SettingsError};
@@ -133,6 +135,20 @@ pub enum Ended {
     /// A successor was stopped before it took over and passed the stop on to this process
     /// (`systemctl stop` during a reload); drained.
     StopPassedOn,
+}
+
+/// The façade's name for how the lifecycle finished.
+fn ended(finish: Finish) -> Ended {
+    match finish {
+        Finish::HandedOff { successor } => Ended::HandedOff { successor },
+        Finish::Stopped(Some(StopReason::Sigterm)) => Ended::Signal(StopSignal::Term),
+        Finish::Stopped(Some(StopReason::Sigint)) => Ended::Signal(StopSignal::Int),
+        Finish::Stopped(Some(StopReason::Requested)) => Ended::Shutdown,
+        Finish::Stopped(Some(StopReason::SuccessorStopped)) => Ended::StopPassedOn,
+        // A retirement without a recorded successor, or a stop with no recorded reason: not
+        // reached by the machine; called a stop.
+        Finish::Stopped(None) => Ended::Shutdown,
+    }
 }
 
 /// The signal that stopped a server ([`Ended::Signal`]).
@@ -495,7 +511,7 @@ impl<M: MakeHttp> Serve<M> {
             };
             let mut world = ProcessWorld::new(parts, predecessor);
             lifecycle::drive(machine, initial, &mut world).await;
-            Ok(world.ended())
+            Ok(ended(world.finish()))
         }
         .instrument(span)
         .await
