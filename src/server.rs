@@ -17,7 +17,7 @@ use crate::handoff::protocol::{GENERATION_ENV, PREDECESSOR_ENV};
 use crate::handoff::spawn::Executable;
 use crate::http::{self, HttpService, MakeHttp, TlsConfig};
 use crate::lifecycle::{
-    self, Finish, Machine, Parts, ProcessWorld, ShutdownFuture, Signals, StopReason,
+    self, Finish, Machine, Parts, Process, ProcessWorld, ShutdownFuture, Signals, StopReason,
 };
 use crate::listen::spec::Scheme;
 use crate::listen::{Listener, Origin, Socket};
@@ -176,21 +176,17 @@ pub enum StopSignal {
 /// # Ok(()) }
 /// ```
 pub struct Server {
-    settings: Settings,
-    exe: Executable,
-    generation: u64,
-    handoff_socket: PathBuf,
+    process: Process,
     predecessor_socket: Option<PathBuf>,
     acquired: Acquired,
     tls: Option<Arc<ServerConfig>>,
-    signals: Signals,
     span: tracing::Span,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("generation", &self.generation)
+            .field("generation", &self.process.generation)
             .field("listeners", &self.acquired.listeners)
             .finish_non_exhaustive()
     }
@@ -265,13 +261,15 @@ impl Server {
         }
         Ok(Server {
             tls,
-            handoff_socket: settings.handoff_socket_or_default(),
-            settings,
-            exe,
-            generation,
+            process: Process {
+                handoff_socket: settings.handoff_socket_or_default(),
+                settings,
+                exe,
+                generation,
+                signals,
+            },
             predecessor_socket,
             acquired,
-            signals,
             span,
         })
     }
@@ -284,7 +282,7 @@ impl Server {
 
     /// How many hand-offs came before this process (0 for a first start).
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.process.generation
     }
 
     /// The addresses served, as configured or as found on the passed sockets.
@@ -442,14 +440,10 @@ impl<M: MakeHttp> Serve<M> {
         };
         let span = server.span.clone();
         let Server {
-            settings,
-            exe,
-            generation,
-            handoff_socket,
+            process,
             predecessor_socket,
             acquired,
             tls,
-            signals,
             span: _,
         } = server;
         let Acquired {
@@ -461,14 +455,14 @@ impl<M: MakeHttp> Serve<M> {
         let make = self.make;
         let listener_apps = self.listener_apps;
         let on_reload = self.on_reload;
-        let access_log = settings.access_log;
         let drain = self.drain;
         let state = self.state;
         let shutdown = self.shutdown;
         async move {
+            let generation = process.generation;
             let options = http::Options {
-                idle_timeout: settings.idle_timeout,
-                access_log: access_log.then_some(generation),
+                idle_timeout: process.settings.idle_timeout,
+                access_log: process.settings.access_log.then_some(generation),
             };
             let serving = start_serving(&listeners, tls.as_ref(), make, &listener_apps, &options);
             let serving = match serving {
@@ -496,20 +490,15 @@ impl<M: MakeHttp> Serve<M> {
                 None => Machine::main(pid, serving_on),
             };
             let parts = Parts {
-                settings,
-                exe,
-                generation,
-                handoff_socket,
                 listeners: Arc::new(listeners),
                 serving,
                 state,
                 drain,
                 shutdown,
-                signals,
                 control,
                 on_reload,
             };
-            let mut world = ProcessWorld::new(parts, predecessor);
+            let mut world = ProcessWorld::new(process, parts, predecessor);
             lifecycle::drive(machine, initial, &mut world).await;
             Ok(ended(world.finish()))
         }

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub(crate) use machine::{Action, Input, Machine, Outcome, Stage, Step, StopReason};
-pub(crate) use world::{Finish, Parts, ProcessWorld, Signals};
+pub(crate) use world::{Finish, Parts, Process, ProcessWorld, Signals};
 
 /// How long to wait for systemd to confirm it processed `MAINPID=`.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);

@@ -30,16 +30,10 @@ use crate::settings::Settings;
 
 /// Everything a serving process owns.
 pub(crate) struct ProcessWorld {
-    pub(crate) settings: Settings,
-    pub(crate) exe: Executable,
-    pub(crate) generation: u64,
-    pub(crate) handoff_socket: PathBuf,
-    pub(crate) listeners: Arc<Vec<Listener>>,
-    pub(crate) serving: Serving,
-    pub(crate) state: Option<StateFn>,
-    pub(crate) drain: DrainSignal,
-    pub(crate) shutdown: Option<ShutdownFuture>,
-    signals: Signals,
+    /// What the process is (carried from the `Server`).
+    process: Process,
+    /// What serving added to it.
+    parts: Parts,
     watchdog: Option<tokio::time::Interval>,
     status_tick: Option<tokio::time::Interval>,
     /// The last `READY=1` status, and the connection count last told with it.
@@ -67,7 +61,6 @@ pub(crate) struct ProcessWorld {
     handing_off: bool,
     /// Without a control socket (its directory was unusable): try to make one now and then.
     control_retry: Option<tokio::time::Interval>,
-    on_reload: Option<crate::observe::ReloadHook>,
     /// The first stop asked for, and whether the drain was a stop (`Some(true)`) or a retirement.
     last_stop: Option<StopReason>,
     drained: Option<bool>,
@@ -91,19 +84,25 @@ impl Signals {
     }
 }
 
-/// The parts of a [`ProcessWorld`] the caller provides.
-pub(crate) struct Parts {
+/// What a baton process is once its listeners are acquired: the `Server` holds it, and the
+/// [`ProcessWorld`] it becomes keeps it whole (a field added here is added once).
+pub(crate) struct Process {
     pub(crate) settings: Settings,
     pub(crate) exe: Executable,
     pub(crate) generation: u64,
     pub(crate) handoff_socket: PathBuf,
+    pub(crate) signals: Signals,
+}
+
+/// What serving adds to a [`Process`] to make a [`ProcessWorld`]; the world keeps it whole.
+pub(crate) struct Parts {
     pub(crate) listeners: Arc<Vec<Listener>>,
     pub(crate) serving: Serving,
     pub(crate) state: Option<StateFn>,
     pub(crate) drain: DrainSignal,
     pub(crate) shutdown: Option<ShutdownFuture>,
-    pub(crate) signals: Signals,
-    /// The control socket a predecessor passed on; `None`: bind a new one.
+    /// The control socket a predecessor passed on; `None`: bind a new one (taken when the
+    /// world starts).
     pub(crate) control: Option<std::os::fd::OwnedFd>,
     /// The application's reload callback.
     pub(crate) on_reload: Option<crate::observe::ReloadHook>,
@@ -127,9 +126,18 @@ pub(super) enum Command {
 
 impl ProcessWorld {
     /// Install the signal handlers and, for a successor, start listening to the predecessor.
-    pub(crate) fn new(parts: Parts, predecessor: Option<Predecessor>) -> Self {
+    pub(crate) fn new(
+        process: Process,
+        mut parts: Parts,
+        predecessor: Option<Predecessor>,
+    ) -> Self {
         let (inputs_tx, inputs) = mpsc::unbounded_channel();
-        let control = open_control(parts.control, &parts.handoff_socket, &inputs_tx, true);
+        let control = open_control(
+            parts.control.take(),
+            &process.handoff_socket,
+            &inputs_tx,
+            true,
+        );
         let control_retry = control.is_none().then(|| {
             let mut every = tokio::time::interval_at(
                 tokio::time::Instant::now() + CONTROL_RETRY,
@@ -146,20 +154,10 @@ impl ProcessWorld {
                 follow_predecessor(predecessor, rx, inputs_tx.clone()).in_current_span(),
             ));
         }
+        crate::observe::generation(process.generation);
         ProcessWorld {
-            settings: parts.settings,
-            exe: parts.exe,
-            generation: {
-                crate::observe::generation(parts.generation);
-                parts.generation
-            },
-            handoff_socket: parts.handoff_socket,
-            listeners: parts.listeners,
-            serving: parts.serving,
-            state: parts.state,
-            drain: parts.drain,
-            shutdown: parts.shutdown,
-            signals: parts.signals,
+            process,
+            parts,
             watchdog: notify::watchdog_interval().map(|every| tokio::time::interval(every / 2)),
             status_tick: notify::enabled().then(|| {
                 let mut every = tokio::time::interval_at(
@@ -184,7 +182,6 @@ impl ProcessWorld {
             was_main: false,
             handing_off: false,
             control_retry,
-            on_reload: parts.on_reload,
             last_stop: None,
             drained: None,
         }
@@ -206,7 +203,7 @@ impl ProcessWorld {
             },
         };
         crate::observe::reload_ended(&observed);
-        if let Some(hook) = &self.on_reload {
+        if let Some(hook) = &self.parts.on_reload {
             hook(&observed);
         }
         let me = std::process::id();
@@ -242,7 +239,7 @@ impl ProcessWorld {
             }
         };
         reload::publish(
-            &self.handoff_socket,
+            &self.process.handoff_socket,
             &ReloadStatus {
                 parent_pid: std::process::id(),
                 requested_usec: self.requested_usec,
@@ -257,9 +254,9 @@ impl ProcessWorld {
     /// How long `stage` of a hand-off may take.
     fn deadline(&self, stage: Stage) -> Duration {
         match stage {
-            Stage::Starting => self.settings.child_timeout + DEADLINE_MARGIN,
+            Stage::Starting => self.process.settings.child_timeout + DEADLINE_MARGIN,
             Stage::Announcing => BARRIER_TIMEOUT + DEADLINE_MARGIN,
-            Stage::Promoting => self.settings.child_timeout,
+            Stage::Promoting => self.process.settings.child_timeout,
         }
     }
 
@@ -278,7 +275,7 @@ impl ProcessWorld {
     }
 
     fn begin_handoff(&mut self, attempt: u64) {
-        info!(exe = %self.exe.path.display(), "SIGHUP: handing off to a successor");
+        info!(exe = %self.process.exe.path.display(), "SIGHUP: handing off to a successor");
         self.requested_usec = reload::monotonic_usec();
         crate::observe::reload_requested();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -289,13 +286,13 @@ impl ProcessWorld {
         }
         let task = HandoffTask {
             control: self.control.as_ref().and_then(|c| c.fd().try_clone().ok()),
-            exe: self.exe.clone(),
-            socket: self.handoff_socket.clone(),
-            listeners: self.listeners.clone(),
-            generation: self.generation,
-            child_timeout: self.settings.child_timeout,
-            grace: self.settings.shutdown_timeout,
-            state: self.state.clone(),
+            exe: self.process.exe.clone(),
+            socket: self.process.handoff_socket.clone(),
+            listeners: self.parts.listeners.clone(),
+            generation: self.process.generation,
+            child_timeout: self.process.settings.child_timeout,
+            grace: self.process.settings.shutdown_timeout,
+            state: self.parts.state.clone(),
         };
         let handle = tokio::spawn(
             task.run(attempt, rx, self.inputs_tx.clone())
@@ -306,11 +303,11 @@ impl ProcessWorld {
 
     async fn drain(&mut self, stop: bool) {
         info!(
-            open = self.serving.open_connections(),
+            open = self.parts.serving.open_connections(),
             "{}: draining",
             if stop { "stopping" } else { "retiring" }
         );
-        self.drain.trigger();
+        self.parts.drain.trigger();
         let me = std::process::id();
         if let Some(c) = &mut self.control {
             c.close(match self.retiring_for {
@@ -320,18 +317,21 @@ impl ProcessWorld {
         }
         if stop && self.was_main {
             if let Some(c) = &self.control {
-                remove_control_socket(&self.handoff_socket, c);
+                remove_control_socket(&self.process.handoff_socket, c);
             }
         }
-        let deadline = tokio::time::Instant::now() + self.settings.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + self.process.settings.shutdown_timeout;
         if stop {
             // Answer the clients already queued, then let go of the listening sockets at once:
             // our own copies first, so that each accept loop's copy is the last one and closes
             // right after its sweep finds the backlog empty.
-            self.listeners = Arc::new(Vec::new());
-            self.serving.stop_accepting_for_stop().await;
+            self.parts.listeners = Arc::new(Vec::new());
+            self.parts.serving.stop_accepting_for_stop().await;
         }
-        self.serving.drain(self.settings.shutdown_timeout).await;
+        self.parts
+            .serving
+            .drain(self.process.settings.shutdown_timeout)
+            .await;
         // A successor of a called-off hand-off drains too; wait for it within the same budget.
         for task in self.ending.drain(..) {
             if tokio::time::timeout_at(deadline, task).await.is_err() {
@@ -339,7 +339,7 @@ impl ProcessWorld {
             }
         }
         if stop {
-            if let Some(path) = &self.settings.pid_file {
+            if let Some(path) = &self.process.settings.pid_file {
                 pidfile::remove_if_ours(path, std::process::id());
             }
         }
@@ -408,7 +408,7 @@ impl ProcessWorld {
     async fn perform_action(&mut self, action: Action) {
         match action {
             Action::Notify(Event::Ready { status }) => {
-                let open = self.serving.open_connections();
+                let open = self.parts.serving.open_connections();
                 notify::send(&Event::Ready {
                     status: with_connections(&status, open),
                 });
@@ -416,7 +416,7 @@ impl ProcessWorld {
             }
             Action::Notify(event) => notify::send(&event),
             Action::RefreshStatus => {
-                let open = self.serving.open_connections();
+                let open = self.parts.serving.open_connections();
                 if open != self.status.1 {
                     self.status.1 = open;
                     notify::send(&Event::Status {
@@ -475,14 +475,14 @@ impl ProcessWorld {
                 if let Some(c) = &self.control {
                     c.accept();
                 }
-                if let Some(path) = &self.settings.pid_file {
+                if let Some(path) = &self.process.settings.pid_file {
                     if let Err(e) = pidfile::update(path, std::process::id()) {
                         tracing::error!(error = %e, "cannot write the pid file");
                     }
                 }
             }
-            Action::PauseAccepting => self.serving.pause_accepting().await,
-            Action::ResumeAccepting => self.serving.resume_accepting(),
+            Action::PauseAccepting => self.parts.serving.pause_accepting().await,
+            Action::ResumeAccepting => self.parts.serving.resume_accepting(),
             Action::Drain { stop } => self.drain(stop).await,
         }
     }
@@ -492,11 +492,11 @@ impl ProcessWorld {
     /// The next input of the process itself.
     async fn next_input(&mut self) -> Input {
         tokio::select! {
-            _ = self.signals.hup.recv() => Input::Hup,
-            _ = self.signals.term.recv() => Input::Stop(StopReason::Sigterm),
-            _ = self.signals.int.recv() => Input::Stop(StopReason::Sigint),
-            _ = poll_some(&mut self.shutdown) => {
-                self.shutdown = None;
+            _ = self.process.signals.hup.recv() => Input::Hup,
+            _ = self.process.signals.term.recv() => Input::Stop(StopReason::Sigterm),
+            _ = self.process.signals.int.recv() => Input::Stop(StopReason::Sigint),
+            _ = poll_some(&mut self.parts.shutdown) => {
+                self.parts.shutdown = None;
                 Input::Stop(StopReason::Requested)
             }
             Some(input) = self.inputs.recv() => input,
@@ -507,7 +507,7 @@ impl ProcessWorld {
 
     /// Without a control socket: try to make one (its directory may be usable now).
     fn retry_control(&mut self) {
-        if let Some(c) = open_control(None, &self.handoff_socket, &self.inputs_tx, false) {
+        if let Some(c) = open_control(None, &self.process.handoff_socket, &self.inputs_tx, false) {
             if self.was_main && !self.handing_off {
                 c.accept();
             }
