@@ -128,8 +128,7 @@ mod tests {
 
     #[test]
     fn written_atomically_and_removed_only_if_ours() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("baton.pid");
+        let (dir, p) = crate::test_util::temp_path("baton.pid");
         write(&p, 42).unwrap();
         assert_eq!(read(&p).unwrap(), 42);
         assert_eq!(
@@ -152,8 +151,7 @@ mod tests {
 
     #[test]
     fn a_pid_file_in_a_directory_of_others_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let shared = dir.path().join("shared");
+        let (dir, shared) = crate::test_util::temp_path("shared");
         std::fs::create_dir(&shared).unwrap();
         std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777))
             .unwrap();

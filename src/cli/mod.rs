@@ -47,7 +47,7 @@ pub fn main() -> ExitCode {
 
 fn serve(overrides: &Overrides) -> u8 {
     let config = Config::load(overrides);
-    logging::init(overrides.log_format);
+    logging::init(overrides.log.log_format);
     // As PID 1 or when asked: this process stays as the generations' stable parent.
     if let Ok(c) = &config {
         if let Some(code) =

@@ -504,8 +504,7 @@ mod tests {
 
     #[test]
     fn unix_bind_replaces_a_stale_socket_but_not_a_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
+        let (dir, path) = crate::test_util::temp_path("s.sock");
         drop(UnixListener::bind(&path).unwrap()); // leaves a stale file
         let spec: ListenSpec = format!("unix:{}", path.display()).parse().unwrap();
         let live = bind(&spec).unwrap();

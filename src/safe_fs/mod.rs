@@ -105,8 +105,7 @@ mod tests {
 
     #[test]
     fn creates_private_directories_and_refuses_shared_ones() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("a/b");
+        let (tmp, dir) = crate::test_util::temp_path("a/b");
         let d = TrustedDir::open(&dir, Create::Missing).unwrap();
         assert_eq!(d.path(), dir);
         assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
@@ -210,8 +209,7 @@ mod tests {
 
     #[test]
     fn only_regular_files_are_read_as_config() {
-        let tmp = tempfile::tempdir().unwrap();
-        let fifo = tmp.path().join("fifo");
+        let (tmp, fifo) = crate::test_util::temp_path("fifo");
         nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
         let e = open_regular_for_reading(&fifo).unwrap_err().to_string();
         assert!(e.contains("is a FIFO, not a regular file"), "{e}");

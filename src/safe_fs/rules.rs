@@ -93,24 +93,39 @@ pub(super) fn check_ancestor(path: &Path, st: &FileStat, me: u32) -> Result<(), 
 
 /// The rule for the directory baton creates files in: ours, not writable by group or others.
 pub(super) fn check_final(path: &Path, st: &FileStat, me: u32) -> Result<(), FsError> {
-    if st.st_uid != me {
-        return Err(FsError::refused(
-            path,
-            format!(
-                "owned by {}, not by baton's user ({}); refusing to create files in it",
-                describe_uid(st.st_uid),
-                describe_uid(me)
-            ),
-        ));
-    }
-    let mode = st.st_mode & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(FsError::refused(
-            path,
-            format!("writable by others (mode {mode:04o}); refusing to create files in it"),
-        ));
-    }
-    Ok(())
+    check_mine(path, st, me, "", 0o022, |mode| {
+        format!("writable by others (mode {mode:04o})")
+    })
+}
+
+/// A directory baton creates files in must be owned by baton's user (`owner_note` says more
+/// when it is not) and have none of the `forbidden` mode bits (`mode_problem` says what its
+/// mode is then).
+pub(super) fn check_mine(
+    path: &Path,
+    st: &FileStat,
+    me: u32,
+    owner_note: &str,
+    forbidden: u32,
+    mode_problem: impl FnOnce(u32) -> String,
+) -> Result<(), FsError> {
+    let problem = if st.st_uid != me {
+        format!(
+            "owned by {}, not by baton's user ({}){owner_note}",
+            describe_uid(st.st_uid),
+            describe_uid(me)
+        )
+    } else {
+        let mode = st.st_mode & 0o7777;
+        if mode & forbidden == 0 {
+            return Ok(());
+        }
+        mode_problem(mode)
+    };
+    Err(FsError::refused(
+        path,
+        format!("{problem}; refusing to create files in it"),
+    ))
 }
 
 /// The normal components of `path`, with `..` kept (handled by the walk) and `.` dropped.

@@ -223,23 +223,14 @@ impl TrustedDir {
             Err(e) => return Err(FsError::io(&path, "open", e)),
         };
         let st = stat::fstat(fd.as_raw_fd()).map_err(|e| FsError::io(&path, "inspect", e))?;
-        if st.st_uid != me {
-            return Err(FsError::refused(
-                &path,
-                format!(
-                    "owned by {}, not by baton's user ({}): another user made this name first; refusing to create files in it",
-                    describe_uid(st.st_uid),
-                    describe_uid(me)
-                ),
-            ));
-        }
-        let mode = st.st_mode & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(FsError::refused(
-                &path,
-                format!("has mode {mode:04o}, not private (0700); refusing to create files in it"),
-            ));
-        }
+        check_mine(
+            &path,
+            &st,
+            me,
+            ": another user made this name first",
+            0o077,
+            |mode| format!("has mode {mode:04o}, not private (0700)"),
+        )?;
         Ok(TrustedDir { fd, path })
     }
 

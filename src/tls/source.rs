@@ -536,8 +536,7 @@ mod tests {
 
     #[test]
     fn a_real_acl_like_systemds_credentials_is_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tls.key");
+        let (_dir, path) = crate::test_util::temp_path("tls.key");
         std::fs::write(&path, b"x").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
@@ -584,8 +583,7 @@ mod tests {
 
     #[test]
     fn reading_names_the_file_and_the_problem() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("nope.pem");
+        let (dir, missing) = crate::test_util::temp_path("nope.pem");
         let e = read(Role::Certificate, &missing).unwrap_err().to_string();
         assert_eq!(
             e,
@@ -626,8 +624,7 @@ mod tests {
             eprintln!("skipped: no group named nogroup");
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("k.pem");
+        let (_dir, key) = crate::test_util::temp_path("k.pem");
         std::fs::write(&key, b"x").unwrap();
         nix::unistd::chown(&key, None, Some(group.gid)).unwrap();
         use std::os::unix::fs::PermissionsExt;

@@ -69,7 +69,7 @@ use options::Ready;
 
 /// Run `baton run`; returns the exit code.
 pub(crate) fn main(args: &RunArgs) -> u8 {
-    super::logging::init(args.log_format);
+    super::logging::init(args.log.log_format);
     let options = match Options::parse(args) {
         Ok(o) => o,
         Err(e) => {
