@@ -167,9 +167,7 @@ fn a_successor_that_hangs_is_killed_after_the_child_timeout() {
     common::wait_until("v2", DEADLINE, || {
         (http::get_fresh(sb.addr(), "/").unwrap().text() == "v2").then_some(())
     });
-    let report = load.stop();
-    println!("{report:?}");
-    report.assert_no_failures();
+    load.stop_without_failures("load");
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
     common::sigterm_and_wait_gone(&sb, &mut baton, r.new);
 }
@@ -308,9 +306,7 @@ fn a_successor_that_dies_after_taking_the_listener_leaves_the_parent_serving() {
     sb.write_config(&sb.config("v2"));
     let r = common::reload(&sb.notify, main);
     load.wait_more_ok(30, DEADLINE);
-    let report = load.stop();
-    println!("{report:?}");
-    report.assert_no_failures();
+    load.stop_without_failures("load");
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
     common::sigterm_and_wait_gone(&sb, &mut baton, r.new);
 }
@@ -587,9 +583,7 @@ fn sigkill_to_the_retired_parent_mid_drain_leaves_the_successor_serving() {
     // The successor, orphaned now, still reloads.
     let r2 = common::reload(&sb.notify, r.new);
     load.wait_more_ok(50, DEADLINE);
-    let report = load.stop();
-    println!("after SIGKILL of the draining parent: {report:?}");
-    report.assert_no_failures();
+    load.stop_without_failures("after SIGKILL of the draining parent");
     assert!(procs::wait_gone(r.new, DEADLINE));
     common::sigterm_and_wait_gone(&sb, &mut baton, r2.new);
 }
@@ -789,9 +783,7 @@ fn garbage_a_megabyte_and_a_slow_drip_on_the_hand_off_socket_leave_the_parent_un
     );
 
     load.wait_more_ok(50, DEADLINE);
-    let report = load.stop();
-    println!("{report:?}");
-    report.assert_no_failures();
+    load.stop_without_failures("load");
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
     common::sigterm_and_wait_gone(&sb, &mut baton, child);
 }
@@ -911,9 +903,7 @@ fn a_file_a_directory_or_a_symlink_at_the_hand_off_path_is_left_untouched_by_rel
             fs::remove_file(&path).unwrap();
         }
     }
-    let report = load.stop();
-    println!("{report:?}");
-    report.assert_no_failures();
+    load.stop_without_failures("load");
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
     common::sigterm_and_wait_gone(&sb, &mut baton, main);
 }

@@ -132,6 +132,16 @@ impl Sandbox {
         ports[i + 1].port
     }
 
+    /// The sandbox opened to another user: its root traversable, `tmp/` like /tmp (1777).
+    pub fn shared_tmp(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(self.dir(), fs::Permissions::from_mode(0o711)).unwrap();
+        let tmp = self.path("tmp");
+        fs::create_dir(&tmp).unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).unwrap();
+        tmp
+    }
+
     /// A path inside the sandbox.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -428,6 +438,22 @@ impl Baton {
 /// [`reaper::output`], panicking when the command cannot be run.
 pub fn output(cmd: &mut Command) -> std::process::Output {
     reaper::output(cmd.stdin(Stdio::null())).expect("run the command")
+}
+
+/// The first line of `log` that contains `needle`; panics (showing the log) when none does.
+pub fn line_with<'a>(log: &'a str, needle: &str, what: &str) -> &'a str {
+    log.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{what}:\n{log}"))
+}
+
+/// What a finished command wrote: its standard output, then its standard error.
+pub fn text_of(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// How a process ended, readable in assertions.
