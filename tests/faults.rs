@@ -1166,14 +1166,7 @@ fn a_port_already_taken_at_first_start_is_one_line_and_exit_69() {
         .arg("--handoff-socket")
         .arg(sb.handoff_socket());
     let mut baton = sb.spawn(cmd);
-    let st = baton.wait_exit(DEADLINE);
-    let log = baton.log();
-    assert_eq!(
-        st.code(),
-        Some(69),
-        "EX_UNAVAILABLE when the address is in use, got {}:\n{log}",
-        common::describe(st)
-    );
+    let log = baton.expect_exit_code(69, "EX_UNAVAILABLE when the address is in use");
     let lines: Vec<&str> = log.lines().filter(|l| l.contains(&sb.listen())).collect();
     assert!(!lines.is_empty(), "a line names {}:\n{log}", sb.listen());
     println!("port taken: {}", lines[0]);

@@ -828,13 +828,8 @@ fn a_persistent_accept_error_on_the_hand_off_socket_backs_off_instead_of_spinnin
     let sb = Sandbox::new();
     sb.write_config(&sb.config("v1"));
     // A real `ulimit -n`: the parent can run out of descriptors.
-    let mut cmd = sb.command("/bin/sh");
-    cmd.arg("-c")
-        .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
-        .arg(sb.exe())
-        .arg("--config")
-        .arg(sb.config_path())
-        .args(["--child-timeout", "60s"]);
+    let mut cmd = sb.command_with_fd_limit(64, &sb.exe());
+    cmd.args(["--child-timeout", "60s"]);
     let mut baton = sb.spawn(cmd);
     baton.wait_ready(&sb.notify);
     let main = baton.pid;

@@ -576,6 +576,13 @@ impl RawH2 {
         self.closed.is_some()
     }
 
+    /// The server sent a PING that asks for an answer (not an ack).
+    pub fn pinged(&self) -> bool {
+        self.frames
+            .iter()
+            .any(|f| f.kind == FRAME_PING && f.flags & FLAG_ACK == 0)
+    }
+
     /// The frames read so far, described.
     pub fn transcript(&self) -> Vec<String> {
         let mut t: Vec<String> = self.frames.iter().map(Frame::describe).collect();
