@@ -3,6 +3,8 @@
 
 use std::io;
 
+use nix::errno::Errno;
+
 use crate::handoff::child::{ImportError, ImportProblem};
 use crate::listen::ListenError;
 use crate::settings::SettingsError;
@@ -77,8 +79,8 @@ impl Error {
 /// refused write a permission problem, anything else the OS's.
 fn fs_kind(e: &crate::safe_fs::FsError) -> ErrorKind {
     match e.errno() {
-        None | Some(libc::ENOENT | libc::ENOTDIR) => ErrorKind::Config,
-        Some(libc::EACCES | libc::EPERM) => ErrorKind::PermissionDenied,
+        None | Some(Errno::ENOENT | Errno::ENOTDIR) => ErrorKind::Config,
+        Some(Errno::EACCES | Errno::EPERM) => ErrorKind::PermissionDenied,
         Some(_) => ErrorKind::Os,
     }
 }

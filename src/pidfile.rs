@@ -11,6 +11,8 @@
 use std::io;
 use std::path::Path;
 
+use nix::errno::Errno;
+
 use crate::safe_fs::{self, Create, FsError, TrustedDir};
 
 /// Write `pid` to `path` atomically. The directory must exist, be ours and not writable by others.
@@ -49,7 +51,7 @@ pub fn check_writable(path: &Path, runtime_dir: &Path, create: bool) -> Result<(
         Create::Never
     };
     let trusted = match TrustedDir::open(&dir, how) {
-        Err(e) if ours && !create && e.errno() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) if ours && !create && e.errno() == Some(Errno::ENOENT) => return Ok(()),
         opened => opened?,
     };
     nix::unistd::access(&trusted.fd_path("."), nix::unistd::AccessFlags::W_OK).map_err(|e| {
@@ -74,7 +76,7 @@ pub fn update(path: &Path, pid: u32) -> Result<(), FsError> {
     let Ok(dir) = TrustedDir::open(&dir, Create::Never) else {
         return Err(error);
     };
-    if matches!(error.errno(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+    if matches!(error.errno(), Some(Errno::ENOSPC | Errno::EDQUOT)) {
         match dir.rewrite_in_place(&name, format!("{pid}\n").as_bytes()) {
             Ok(()) => {
                 tracing::warn!(error = %error, "pid file rewritten in place instead");
@@ -166,7 +168,7 @@ mod tests {
         assert!(e.contains("writable by others"), "{e}");
         check_writable(&dir.path().join("baton.pid"), &rt, true).unwrap();
         let e = check_writable(&dir.path().join("missing/baton.pid"), &rt, true).unwrap_err();
-        assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
+        assert_eq!(e.errno(), Some(Errno::ENOENT), "{e}");
         // In the runtime directory: `check` accepts it missing, a start creates it.
         check_writable(&rt.join("baton.pid"), &rt, false).unwrap();
         assert!(!rt.exists());

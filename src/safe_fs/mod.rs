@@ -24,9 +24,12 @@ mod trusted_dir;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+
 pub(crate) use names::random_suffix;
 pub use names::{owner_pid, pid_is_gone, sockaddr_len, split_file, MAX_SOCKET_PATH};
 pub use read::open_regular_for_reading;
+pub(crate) use rules::file_type;
 pub use trusted_dir::TrustedDir;
 
 /// Why a path or a file could not be used. Every message names the path; OS errors keep their
@@ -55,9 +58,9 @@ pub enum FsError {
 
 impl FsError {
     /// The errno of an OS failure, if that is what it was.
-    pub fn errno(&self) -> Option<i32> {
+    pub fn errno(&self) -> Option<Errno> {
         match self {
-            FsError::Io { source, .. } => source.raw_os_error(),
+            FsError::Io { source, .. } => source.raw_os_error().map(Errno::from_raw),
             FsError::Unsafe { .. } => None,
         }
     }

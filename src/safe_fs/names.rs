@@ -32,6 +32,7 @@ pub fn split_file(path: &Path) -> Result<(PathBuf, String), FsError> {
 pub(crate) fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut raw = [0u8; 6];
+    // libc: nix has no getrandom.
     // SAFETY: getrandom writes at most `raw.len()` bytes into the buffer we own.
     let n = unsafe { libc::getrandom(raw.as_mut_ptr().cast(), raw.len(), 0) };
     if n != raw.len() as isize {

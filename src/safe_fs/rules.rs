@@ -52,7 +52,8 @@ pub(super) fn open_root_at(root: &Path, me: u32) -> Result<OwnedFd, FsError> {
     Ok(fd)
 }
 
-pub(super) fn file_type(st: &FileStat) -> SFlag {
+/// The type bits of a file's mode (`S_IFREG`, `S_IFSOCK`, …).
+pub(crate) fn file_type(st: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
 }
 

@@ -210,10 +210,12 @@ pub fn read(role: Role, path: &Path) -> Result<FileData, TlsError> {
 /// The extended attribute holding a file's POSIX access ACL, when it has one (`None` also for
 /// file systems without ACLs).
 fn posix_acl(file: &std::fs::File) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 4096]; // 4 + 8 bytes per entry: 511 entries
-                                   // SAFETY: the descriptor is open (borrowed from `file` for the call); the name is a
-                                   // NUL-terminated string; the kernel writes at most `buf.len()` bytes into `buf`, which is
-                                   // ours and outlives the call.
+    // 4 + 8 bytes per entry: 511 entries.
+    let mut buf = vec![0u8; 4096];
+    // libc: nix has no extended-attribute calls.
+    // SAFETY: the descriptor is open (borrowed from `file` for the call); the name is a
+    // NUL-terminated string; the kernel writes at most `buf.len()` bytes into `buf`, which is
+    // ours and outlives the call.
     let n = unsafe {
         libc::fgetxattr(
             file.as_raw_fd(),
@@ -548,6 +550,7 @@ mod tests {
             (0x20, 0, NONE),
         ]);
         let file = std::fs::File::open(&path).unwrap();
+        // libc: nix has no extended-attribute calls.
         // SAFETY: a valid fd, a NUL-terminated name, and a buffer of the length given.
         let rc = unsafe {
             libc::fsetxattr(

@@ -103,7 +103,7 @@ impl Service {
             &self.options.command,
             env,
             &sockets,
-            self.options.stop_signal as libc::c_int,
+            self.options.stop_signal as i32,
         )
         .map_err(error)?;
         let pid = child.id();
