@@ -435,9 +435,16 @@ fn a_reload_with_a_bad_pair_fails_visibly_and_the_old_process_serves_on() {
         let status = common::reload_expect_failure(&sb.notify, baton.pid);
         assert!(status.contains(problem.as_str()), "{what}: {status}");
         // ... and `baton reload` (the packaged ExecReload=) exits 1 naming it.
+        let mark = sb.notify.len();
         let (code, out) = baton_reload(&sb, baton.pid);
         assert_eq!(code, 1, "{what}: {out}");
         assert!(out.contains(problem.as_str()), "{what}: {out}");
+        // Its READY=1 is read before the next case begins (else the next SIGHUP's wait would
+        // take it for its own).
+        sb.notify
+            .wait_for_after(mark, DEADLINE, "READY=1 after baton reload", |n| {
+                n.pid == baton.pid && n.has("READY=1")
+            });
         // The old process serves on, with its certificate.
         let (leaf, r) = tlsc::get_fresh(sb.addr(), &client, "/").expect("the old process serves");
         assert_eq!(r.text(), "still here");
