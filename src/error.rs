@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::exit;
+use nix::errno::Errno;
 
 use crate::handoff::child::{ImportError, ImportProblem};
 use crate::listen::ListenError;
@@ -39,22 +39,7 @@ pub(crate) enum Inner {
     Serve(io::Error),
 }
 
-/// What kind of failure an [`Error`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// A setting, a socket-activation variable or a listen address is wrong, or the TLS
-    /// certificate or key cannot be used.
-    Config,
-    /// An address is already in use.
-    AddressInUse,
-    /// The operating system refused: permission denied.
-    PermissionDenied,
-    /// The predecessor broke the hand-off protocol.
-    Protocol,
-    /// Another operating-system error.
-    Os,
-}
+pub use crate::exit::ErrorKind;
 
 impl Error {
     /// What kind of failure this is.
@@ -77,11 +62,7 @@ impl Error {
                 ..
             }) => ErrorKind::PermissionDenied,
             Inner::Import(_) => ErrorKind::Protocol,
-            Inner::Tls(e) => match e.exit_code() {
-                exit::NOPERM => ErrorKind::PermissionDenied,
-                exit::OSERR => ErrorKind::Os,
-                _ => ErrorKind::Config,
-            },
+            Inner::Tls(e) => e.kind(),
             Inner::PidFile { source, .. } => fs_kind(source),
             Inner::Executable(e) | Inner::Signals(e) | Inner::Serve(e) => io_kind(e),
         }
@@ -90,13 +71,7 @@ impl Error {
     /// The [sysexits(3)](https://man.freebsd.org/cgi/man.cgi?query=sysexits) code for this
     /// failure: 78 configuration, 69 address in use, 77 permission denied, 76 protocol, 71 OS.
     pub fn exit_code(&self) -> u8 {
-        match self.kind() {
-            ErrorKind::Config => exit::CONFIG,
-            ErrorKind::AddressInUse => exit::UNAVAILABLE,
-            ErrorKind::PermissionDenied => exit::NOPERM,
-            ErrorKind::Protocol => exit::PROTOCOL,
-            ErrorKind::Os => exit::OSERR,
-        }
+        self.kind().exit_code()
     }
 }
 
@@ -104,8 +79,8 @@ impl Error {
 /// refused write a permission problem, anything else the OS's.
 fn fs_kind(e: &crate::safe_fs::FsError) -> ErrorKind {
     match e.errno() {
-        None | Some(libc::ENOENT | libc::ENOTDIR) => ErrorKind::Config,
-        Some(libc::EACCES | libc::EPERM) => ErrorKind::PermissionDenied,
+        None | Some(Errno::ENOENT | Errno::ENOTDIR) => ErrorKind::Config,
+        Some(Errno::EACCES | Errno::EPERM) => ErrorKind::PermissionDenied,
         Some(_) => ErrorKind::Os,
     }
 }

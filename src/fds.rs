@@ -16,6 +16,7 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 /// (Linux 5.11), else each descriptor listed in `/proc/self/fd`. Call it once the listeners are
 /// adopted, before any successor is started. Returns how it was done, for the log.
 pub fn close_inherited_on_exec() -> io::Result<&'static str> {
+    // libc: nix 0.29 has no close_range.
     // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it closes
     // nothing and takes no pointer.
     let rc = unsafe {

@@ -70,6 +70,8 @@ pub mod cli;
 
 #[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod test_util;
 
 /// baton's version (`BATON_VERSION` at build time when the packaging set it), as `STATUS=` says.
 pub(crate) const VERSION: &str = match option_env!("BATON_VERSION") {

@@ -282,8 +282,7 @@ mod tests {
 
     #[test]
     fn a_full_manager_socket_costs_at_most_the_patience_then_room_is_used_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("manager.sock");
+        let (_dir, path) = crate::test_util::temp_path("manager.sock");
         let manager = UnixDatagram::bind(&path).unwrap();
         let mut queued = 0;
         while send_to(&path, b"STATUS=x\n", &[], Duration::ZERO).is_ok() {

@@ -11,6 +11,8 @@
 use std::io;
 use std::path::Path;
 
+use nix::errno::Errno;
+
 use crate::safe_fs::{self, Create, FsError, TrustedDir};
 
 /// Write `pid` to `path` atomically. The directory must exist, be ours and not writable by others.
@@ -49,7 +51,7 @@ pub fn check_writable(path: &Path, runtime_dir: &Path, create: bool) -> Result<(
         Create::Never
     };
     let trusted = match TrustedDir::open(&dir, how) {
-        Err(e) if ours && !create && e.errno() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) if ours && !create && e.errno() == Some(Errno::ENOENT) => return Ok(()),
         opened => opened?,
     };
     nix::unistd::access(&trusted.fd_path("."), nix::unistd::AccessFlags::W_OK).map_err(|e| {
@@ -74,7 +76,7 @@ pub fn update(path: &Path, pid: u32) -> Result<(), FsError> {
     let Ok(dir) = TrustedDir::open(&dir, Create::Never) else {
         return Err(error);
     };
-    if matches!(error.errno(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+    if matches!(error.errno(), Some(Errno::ENOSPC | Errno::EDQUOT)) {
         match dir.rewrite_in_place(&name, format!("{pid}\n").as_bytes()) {
             Ok(()) => {
                 tracing::warn!(error = %error, "pid file rewritten in place instead");
@@ -128,8 +130,7 @@ mod tests {
 
     #[test]
     fn written_atomically_and_removed_only_if_ours() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("baton.pid");
+        let (dir, p) = crate::test_util::temp_path("baton.pid");
         write(&p, 42).unwrap();
         assert_eq!(read(&p).unwrap(), 42);
         assert_eq!(
@@ -152,8 +153,7 @@ mod tests {
 
     #[test]
     fn a_pid_file_in_a_directory_of_others_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let shared = dir.path().join("shared");
+        let (dir, shared) = crate::test_util::temp_path("shared");
         std::fs::create_dir(&shared).unwrap();
         std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777))
             .unwrap();
@@ -168,7 +168,7 @@ mod tests {
         assert!(e.contains("writable by others"), "{e}");
         check_writable(&dir.path().join("baton.pid"), &rt, true).unwrap();
         let e = check_writable(&dir.path().join("missing/baton.pid"), &rt, true).unwrap_err();
-        assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
+        assert_eq!(e.errno(), Some(Errno::ENOENT), "{e}");
         // In the runtime directory: `check` accepts it missing, a start creates it.
         check_writable(&rt.join("baton.pid"), &rt, false).unwrap();
         assert!(!rt.exists());

@@ -270,12 +270,17 @@ mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-    #[test]
-    fn a_shared_sticky_directory_gets_a_private_subdirectory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let shared = tmp.path().join("shared");
+    /// A shared directory like `/tmp` (mode 1777) in a scratch directory.
+    fn sticky_shared() -> (tempfile::TempDir, std::path::PathBuf) {
+        let (tmp, shared) = crate::test_util::temp_path("shared");
         std::fs::create_dir(&shared).unwrap();
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        (tmp, shared)
+    }
+
+    #[test]
+    fn a_shared_sticky_directory_gets_a_private_subdirectory() {
+        let (tmp, shared) = sticky_shared();
         let rt = RuntimeDir::open(&shared.join("api.sock")).unwrap();
         let me = nix::unistd::geteuid().as_raw();
         let private = shared.join(private_name(me));
@@ -292,10 +297,7 @@ mod tests {
 
     #[test]
     fn a_symlink_or_an_open_directory_in_place_of_the_private_one_is_refused() {
-        let tmp = tempfile::tempdir().unwrap();
-        let shared = tmp.path().join("shared");
-        std::fs::create_dir(&shared).unwrap();
-        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let (tmp, shared) = sticky_shared();
         let me = nix::unistd::geteuid().as_raw();
         let elsewhere = tmp.path().join("elsewhere");
         std::fs::create_dir(&elsewhere).unwrap();

@@ -16,7 +16,9 @@ use crate::handoff::parent::StateFn;
 use crate::handoff::protocol::{GENERATION_ENV, PREDECESSOR_ENV};
 use crate::handoff::spawn::Executable;
 use crate::http::{self, HttpService, MakeHttp};
-use crate::lifecycle::{self, Machine, Parts, ProcessWorld, ShutdownFuture, Signals};
+use crate::lifecycle::{
+    self, Finish, Machine, Parts, Process, ProcessWorld, ShutdownFuture, Signals, StopReason,
+};
 use crate::listen::spec::Scheme;
 use crate::listen::{Listener, Origin};
 use crate::settings::{Settings, SettingsError};
@@ -135,6 +137,20 @@ pub enum Ended {
     StopPassedOn,
 }
 
+/// The façade's name for how the lifecycle finished.
+fn ended(finish: Finish) -> Ended {
+    match finish {
+        Finish::HandedOff { successor } => Ended::HandedOff { successor },
+        Finish::Stopped(Some(StopReason::Sigterm)) => Ended::Signal(StopSignal::Term),
+        Finish::Stopped(Some(StopReason::Sigint)) => Ended::Signal(StopSignal::Int),
+        Finish::Stopped(Some(StopReason::Requested)) => Ended::Shutdown,
+        Finish::Stopped(Some(StopReason::SuccessorStopped)) => Ended::StopPassedOn,
+        // A retirement without a recorded successor, or a stop with no recorded reason: not
+        // reached by the machine; called a stop.
+        Finish::Stopped(None) => Ended::Shutdown,
+    }
+}
+
 /// The signal that stopped a server ([`Ended::Signal`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -160,21 +176,17 @@ pub enum StopSignal {
 /// # Ok(()) }
 /// ```
 pub struct Server {
-    settings: Settings,
-    exe: Executable,
-    generation: u64,
-    handoff_socket: PathBuf,
+    process: Process,
     predecessor_socket: Option<PathBuf>,
     acquired: Acquired,
     tls: Option<Arc<ServerConfig>>,
-    signals: Signals,
     span: tracing::Span,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("generation", &self.generation)
+            .field("generation", &self.process.generation)
             .field("listeners", &self.acquired.listeners)
             .finish_non_exhaustive()
     }
@@ -249,13 +261,15 @@ impl Server {
         }
         Ok(Server {
             tls,
-            handoff_socket: settings.handoff_socket_or_default(),
-            settings,
-            exe,
-            generation,
+            process: Process {
+                handoff_socket: settings.handoff_socket_or_default(),
+                settings,
+                exe,
+                generation,
+                signals,
+            },
             predecessor_socket,
             acquired,
-            signals,
             span,
         })
     }
@@ -268,7 +282,7 @@ impl Server {
 
     /// How many hand-offs came before this process (0 for a first start).
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.process.generation
     }
 
     /// The addresses served, as configured or as found on the passed sockets.
@@ -422,14 +436,10 @@ impl<M: MakeHttp> Serve<M> {
         };
         let span = server.span.clone();
         let Server {
-            settings,
-            exe,
-            generation,
-            handoff_socket,
+            process,
             predecessor_socket,
             acquired,
             tls,
-            signals,
             span: _,
         } = server;
         let Acquired {
@@ -441,14 +451,14 @@ impl<M: MakeHttp> Serve<M> {
         let make = self.make;
         let listener_apps = self.listener_apps;
         let on_reload = self.on_reload;
-        let access_log = settings.access_log;
         let drain = self.drain;
         let state = self.state;
         let shutdown = self.shutdown;
         async move {
+            let generation = process.generation;
             let options = http::Options {
-                idle_timeout: settings.idle_timeout,
-                access_log: access_log.then_some(generation),
+                idle_timeout: process.settings.idle_timeout,
+                access_log: process.settings.access_log.then_some(generation),
             };
             let serving = start_serving(&listeners, tls.as_ref(), make, &listener_apps, &options);
             let serving = match serving {
@@ -476,22 +486,17 @@ impl<M: MakeHttp> Serve<M> {
                 None => Machine::main(pid, serving_on),
             };
             let parts = Parts {
-                settings,
-                exe,
-                generation,
-                handoff_socket,
                 listeners: Arc::new(listeners),
                 serving,
                 state,
                 drain,
                 shutdown,
-                signals,
                 control,
                 on_reload,
             };
-            let mut world = ProcessWorld::new(parts, predecessor);
+            let mut world = ProcessWorld::new(process, parts, predecessor);
             lifecycle::drive(machine, initial, &mut world).await;
-            Ok(world.ended())
+            Ok(ended(world.finish()))
         }
         .instrument(span)
         .await

@@ -20,6 +20,8 @@ pub use crate::listen::spec::{
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default successor start budget.
 pub const DEFAULT_CHILD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default idle timeout of a connection (`BATON_IDLE_TIMEOUT`).
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// No timeout may be longer than a day.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
@@ -58,7 +60,7 @@ impl Default for Settings {
             handoff_socket: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             child_timeout: DEFAULT_CHILD_TIMEOUT,
-            idle_timeout: crate::http::DEFAULT_IDLE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             pid_file: None,
             tls: None,
             access_log: false,

@@ -10,7 +10,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -81,12 +81,7 @@ fn the_articles_tmp_api_sock_imports_once_then_hands_off_baton_to_baton_under_lo
         main = r.new;
         load.wait_more_ok(10, DEADLINE);
     }
-    let report = load.stop();
-    println!(
-        "/tmp/api.sock: 1 import from a base parent, then {HANDOFFS} baton -> baton hand-offs under load: requests ok {}, failed {}",
-        report.ok, report.failed
-    );
-    report.assert_no_failures();
+    load.stop_without_failures(&format!("/tmp/api.sock: 1 import from a base parent, then {HANDOFFS} baton -> baton hand-offs under load"));
 
     // baton's files are in its private directory in /tmp, and nothing of a hand-off is left.
     let private = private_dir_of(Path::new("/tmp"));
@@ -107,15 +102,6 @@ fn the_articles_tmp_api_sock_imports_once_then_hands_off_baton_to_baton_under_lo
     common::sigterm_and_wait_gone(&sb, &mut baton, main);
 }
 
-/// The sandbox opened to another user: its root traversable, `tmp/` like /tmp (1777).
-fn shared_tmp(sb: &Sandbox) -> PathBuf {
-    fs::set_permissions(sb.dir(), fs::Permissions::from_mode(0o711)).unwrap();
-    let tmp = sb.path("tmp");
-    fs::create_dir(&tmp).unwrap();
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).unwrap();
-    tmp
-}
-
 #[test]
 fn names_another_user_made_first_in_a_sticky_directory_are_refused_and_nothing_is_made_through_them(
 ) {
@@ -123,7 +109,7 @@ fn names_another_user_made_first_in_a_sticky_directory_are_refused_and_nothing_i
         panic!("this test needs root to create a second user");
     };
     let sb = Sandbox::new();
-    let shared = shared_tmp(&sb);
+    let shared = sb.shared_tmp();
     let path = shared.join("api.sock");
     let private = private_dir_of(&shared);
     let trap = shared.join("mallory");

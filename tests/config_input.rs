@@ -4,15 +4,7 @@
 
 mod common;
 
-use common::{procs, Sandbox, DEADLINE};
-
-/// The lines of a run's output that are not INFO/DEBUG tracing lines.
-fn complaints(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| !l.contains(" INFO ") && !l.contains(" DEBUG ") && !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect()
-}
+use common::{procs, Sandbox};
 
 #[test]
 fn a_path_with_a_nul_byte_is_refused_alike_by_check_and_serve() {
@@ -54,25 +46,11 @@ fn a_path_with_a_nul_byte_is_refused_alike_by_check_and_serve() {
         sb.write_config_text(&format!("{{{listen}{field_json}}}"));
         let expected = format!("config {}: {field}: ", sb.config_path().display());
 
-        let out = common::output(sb.baton().args(["check", "--config"]).arg(sb.config_path()));
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(78), "check, NUL in {what}: {err}");
-        assert_eq!(complaints(&err).len(), 1, "one line: {err}");
-        assert!(
-            err.starts_with(&format!("baton: {expected}")),
-            "{what}: {err}"
-        );
-        assert!(err.contains("NUL byte"), "{what}: {err}");
-
-        let mut serve = sb.spawn(sb.serve(&[]));
-        let status = serve.wait_exit(DEADLINE);
-        let log = serve.log();
-        assert_eq!(status.code(), Some(78), "serve, NUL in {what}: {log}");
-        let lines = complaints(&log);
-        assert_eq!(lines.len(), 1, "one line: {log}");
-        assert!(
-            lines[0].contains(&expected) && lines[0].contains("NUL byte"),
-            "{log}"
+        let (err, _, _) = common::refused_alike_by_check_and_serve(
+            &sb,
+            &expected,
+            "NUL byte",
+            &format!("NUL in {what}"),
         );
         println!("NUL in {what}: check and serve exit 78: {err}");
     }

@@ -58,12 +58,7 @@ fn a_library_app_as_pid_1_reloads_under_load_and_stops_cleanly() {
             container.log()
         );
     }
-    let report = load.stop();
-    println!(
-        "library app as PID 1: 3 reloads under load, {} ok, {} failed",
-        report.ok, report.failed
-    );
-    report.assert_no_failures();
+    load.stop_without_failures("library app as PID 1: 3 reloads under load");
     assert!(
         !container.log().contains("this process is PID 1"),
         "{}",
@@ -87,10 +82,7 @@ fn a_library_app_as_pid_1_without_supervise_is_warned_at_start() {
         http::get_fresh(sb.addr(), "/").ok()
     });
     let log = container.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("this process is PID 1"))
-        .unwrap_or_else(|| panic!("no PID 1 warning:\n{log}"));
+    let line = common::line_with(&log, "this process is PID 1", "no PID 1 warning");
     assert!(line.contains("baton_server::supervise"), "{line}");
     let pid1 = procs::children_of(container.pid)[0].pid;
     container.signal(pid1, Signal::SIGTERM);

@@ -18,14 +18,7 @@ use common::{procs, reaper, Baton, Sandbox, DEADLINE};
 fn baton_reload(sb: &Sandbox, extra: &[&str]) -> (i32, String) {
     let mut cmd = baton_reload_command(sb, extra);
     let out = reaper::output(&mut cmd).expect("baton reload");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.code().unwrap_or(-1), common::text_of(&out))
 }
 
 fn baton_reload_command(sb: &Sandbox, extra: &[&str]) -> Command {
@@ -285,11 +278,7 @@ fn an_answer_from_a_process_that_is_not_the_service_is_never_believed() {
     assert!(forge_answer_signal(client.id() as i32, new, 4242));
     assert!(held.release(DEADLINE));
     let out = client.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::text_of(&out);
     println!(
         "forged answer signal while waiting: {:?}: {}",
         out.status,

@@ -217,14 +217,7 @@ fn an_explicit_listen_that_differs_from_the_offer_is_refused_with_exit_78() {
     conn.write_all(offer(port).as_bytes()).unwrap();
     drop(conn);
 
-    let st = baton.wait_exit(DEADLINE);
-    let log = baton.log();
-    assert_eq!(
-        st.code(),
-        Some(78),
-        "EX_CONFIG on an address mismatch, got {}; log:\n{log}",
-        common::describe(st)
-    );
+    let log = baton.expect_exit_code(78, "EX_CONFIG on an address mismatch");
     let offered = format!("127.0.0.1:{port}");
     assert!(
         log.lines()

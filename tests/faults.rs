@@ -581,9 +581,7 @@ fn sigkill_to_the_retired_parent_mid_drain_leaves_the_successor_serving() {
     // The successor, orphaned now, still reloads.
     let r2 = common::reload(&sb.notify, r.new);
     load.wait_more_ok(50, DEADLINE);
-    let report = load.stop();
-    println!("after SIGKILL of the draining parent: {report:?}");
-    report.assert_no_failures();
+    load.stop_without_failures("after SIGKILL of the draining parent");
     assert!(procs::wait_gone(r.new, DEADLINE));
     common::sigterm_and_wait_gone(&sb, &mut baton, r2.new);
 }
@@ -783,9 +781,7 @@ fn garbage_a_megabyte_and_a_slow_drip_on_the_hand_off_socket_leave_the_parent_un
     );
 
     load.wait_more_ok(50, DEADLINE);
-    let report = load.stop();
-    println!("{report:?}");
-    report.assert_no_failures();
+    load.stop_without_failures("load");
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
     common::sigterm_and_wait_gone(&sb, &mut baton, child);
 }
@@ -905,9 +901,7 @@ fn a_file_a_directory_or_a_symlink_at_the_hand_off_path_is_left_untouched_by_rel
             fs::remove_file(&path).unwrap();
         }
     }
-    let report = load.stop();
-    println!("{report:?}");
-    report.assert_no_failures();
+    load.stop_without_failures("load");
     assert_eq!(baton.wait_exit(DEADLINE).code(), Some(0));
     common::sigterm_and_wait_gone(&sb, &mut baton, main);
 }
@@ -1169,14 +1163,7 @@ fn a_port_already_taken_at_first_start_is_one_line_and_exit_69() {
         .arg("--handoff-socket")
         .arg(sb.handoff_socket());
     let mut baton = sb.spawn(cmd);
-    let st = baton.wait_exit(DEADLINE);
-    let log = baton.log();
-    assert_eq!(
-        st.code(),
-        Some(69),
-        "EX_UNAVAILABLE when the address is in use, got {}:\n{log}",
-        common::describe(st)
-    );
+    let log = baton.expect_exit_code(69, "EX_UNAVAILABLE when the address is in use");
     let lines: Vec<&str> = log.lines().filter(|l| l.contains(&sb.listen())).collect();
     assert!(!lines.is_empty(), "a line names {}:\n{log}", sb.listen());
     println!("port taken: {}", lines[0]);

@@ -27,9 +27,7 @@ fn a_successor_refuses_a_predecessor_socket_held_by_a_process_that_is_not_its_pa
         .arg(sb.config_path())
         .env("BATON_PREDECESSOR_SOCKET", &path);
     let mut baton = sb.spawn(cmd);
-    let st = baton.wait_exit(DEADLINE);
-    let log = baton.log();
-    assert_eq!(st.code(), Some(77), "{}\n{log}", common::describe(st));
+    let log = baton.expect_exit_code(77, "EX_NOPERM for a stranger's socket");
     assert!(
         log.contains("is not the process that started us"),
         "the refusal says why: {log}"

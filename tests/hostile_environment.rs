@@ -56,11 +56,7 @@ fn run_cmd(mut cmd: Command) -> (Option<i32>, String) {
         "baton {:?} hung and was killed",
         cmd.get_args().collect::<Vec<_>>()
     );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::text_of(&out);
     (out.status.code(), text)
 }
 
@@ -125,15 +121,6 @@ fn listing(dir: &Path) -> Vec<(String, u32)> {
     v
 }
 
-/// The sandbox opened to another user: its root traversable, `tmp/` like /tmp (1777).
-fn shared_tmp(sb: &Sandbox) -> PathBuf {
-    fs::set_permissions(sb.dir(), fs::Permissions::from_mode(0o711)).unwrap();
-    let tmp = sb.path("tmp");
-    fs::create_dir(&tmp).unwrap();
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).unwrap();
-    tmp
-}
-
 // ---------------------------------------------------------------------------------------------
 // row 3: no path another user controls
 
@@ -143,7 +130,7 @@ fn another_users_directory_at_the_default_path_is_refused_and_nothing_is_written
         return;
     };
     let sb = Sandbox::new();
-    let tmp = shared_tmp(&sb);
+    let tmp = sb.shared_tmp();
     let me = nix::unistd::getuid().as_raw();
     let dir = tmp.join(format!("baton-{me}"));
     let precious = sb.path("precious");
@@ -280,7 +267,7 @@ fn a_symlink_another_user_planted_on_the_way_is_refused_and_roots_own_is_followe
         return;
     };
     let sb = Sandbox::new();
-    let tmp = shared_tmp(&sb);
+    let tmp = sb.shared_tmp();
     let private = sb.path("private");
     fs::create_dir(&private).unwrap();
     fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
@@ -628,10 +615,11 @@ fn a_full_runtime_directory_still_reports_a_good_reload_and_keeps_the_pid_file_t
         main = new;
     }
     let log = baton.log();
-    let status_line = log
-        .lines()
-        .find(|l| l.contains("cannot write the reload status"))
-        .unwrap_or_else(|| panic!("the status file failure is not logged:\n{log}"));
+    let status_line = common::line_with(
+        &log,
+        "cannot write the reload status",
+        "the status file failure is not logged",
+    );
     println!("logged: {status_line}");
     assert!(status_line.contains("No space left on device (os error 28)"));
     assert!(status_line.contains(rt.path.to_str().unwrap()));
@@ -840,13 +828,8 @@ fn a_persistent_accept_error_on_the_hand_off_socket_backs_off_instead_of_spinnin
     let sb = Sandbox::new();
     sb.write_config(&sb.config("v1"));
     // A real `ulimit -n`: the parent can run out of descriptors.
-    let mut cmd = sb.command("/bin/sh");
-    cmd.arg("-c")
-        .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
-        .arg(sb.exe())
-        .arg("--config")
-        .arg(sb.config_path())
-        .args(["--child-timeout", "60s"]);
+    let mut cmd = sb.command_with_fd_limit(64, &sb.exe());
+    cmd.args(["--child-timeout", "60s"]);
     let mut baton = sb.spawn(cmd);
     baton.wait_ready(&sb.notify);
     let main = baton.pid;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::h2::{RawH2, FLAG_END_STREAM, FRAME_DATA, FRAME_PING};
+use common::h2::{RawH2, FLAG_END_STREAM, FRAME_DATA};
 use common::{baton_exe, http, Sandbox, DEADLINE};
 
 const MAX_STREAM_ID: u32 = 0x7fff_ffff;
@@ -32,13 +32,8 @@ fn idle_h2c_connections_are_closed_by_the_idle_bound_and_free_their_descriptors(
     let _heavy = common::heavy();
     let sb = Sandbox::new();
     sb.write_config(&sb.config("hello"));
-    let mut cmd = sb.command("sh");
-    cmd.arg("-c")
-        .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
-        .arg(baton_exe())
-        .arg("--config")
-        .arg(sb.config_path())
-        .args(["--idle-timeout", "3s"]);
+    let mut cmd = sb.command_with_fd_limit(64, &baton_exe());
+    cmd.args(["--idle-timeout", "3s"]);
     let baton = sb.spawn(cmd);
     baton.wait_ready(&sb.notify);
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", baton.pid)).unwrap();
@@ -155,9 +150,7 @@ fn an_idle_h2c_peer_that_never_answers_the_goaway_ping_is_closed_anyway() {
         p.transcript()
     );
     assert!(
-        p.frames
-            .iter()
-            .any(|f| f.kind == FRAME_PING && f.flags & 1 == 0),
+        p.pinged(),
         "the server asked for a PING answer: {:?}",
         p.transcript()
     );

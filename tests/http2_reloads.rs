@@ -38,13 +38,7 @@ fn twenty_reloads_under_multiplexed_http2_load_lose_no_request() {
         let r = common::reload(&sb.notify, main);
         retired.push(r.old);
         main = r.new;
-        load.wait_more_ok(200, DEADLINE);
-        assert_eq!(
-            load.failed(),
-            0,
-            "failed HTTP/2 requests after reload {}",
-            i + 1
-        );
+        load.wait_after_reload(i + 1);
     }
     let report = load.stop();
     println!("HTTP/2 under {}", report.assert_across_reloads(RELOADS));

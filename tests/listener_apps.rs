@@ -68,13 +68,8 @@ fn an_admin_router_on_its_own_port_moves_with_every_reload_and_the_api_loses_not
         );
     }
     std::thread::sleep(Duration::from_millis(300));
-    let report = load.stop();
     let (median, max) = common::median_max(times);
-    println!(
-        "API + admin listener, 20 reloads under load: {} ok, {} failed; SIGHUP->MAINPID median {median:?} max {max:?}",
-        report.ok, report.failed
-    );
-    report.assert_no_failures();
+    load.stop_without_failures(&format!("API + admin listener, 20 reloads under load; SIGHUP->MAINPID median {median:?} max {max:?}"));
     assert!(
         !app.log().contains("Address already in use"),
         "{}",
@@ -89,9 +84,6 @@ fn an_app_for_a_listener_that_does_not_exist_fails_the_start_with_one_line() {
     let status = app.wait_exit(common::DEADLINE);
     assert_eq!(status.code(), Some(78), "{}", app.log());
     let log = app.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("no listener is named"))
-        .unwrap_or_else(|| panic!("no line names the listener: {log}"));
+    let line = common::line_with(&log, "no listener is named", "no line names the listener");
     assert!(line.contains("\"127.0.0.1:1\""), "{line}");
 }

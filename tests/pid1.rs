@@ -376,12 +376,7 @@ fn failing_successor(mode: Mode) {
     svc.reload(&sb, svc.sup, 1);
     let new = svc.wait_main_other_than(&sb, Some(main));
     load.wait_more_ok(50, DEADLINE);
-    let report = load.stop();
-    println!(
-        "  under load: {} requests ok, {} failed",
-        report.ok, report.failed
-    );
-    report.assert_no_failures();
+    load.stop_without_failures("under load");
     assert_eq!(svc.wait_settled(), new);
     assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "v2");
     let mut svc = svc;
@@ -543,11 +538,7 @@ fn baton_reload(sb: &Sandbox, svc: &Service, extra: &[&str]) -> (i32, String) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let out = common::reaper::output(&mut cmd).expect("baton reload");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::text_of(&out);
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -609,11 +600,7 @@ fn pid1_baton_reload_from_outside_the_namespace_is_carried_out_and_answered() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let out = common::reaper::output(&mut cmd).expect("baton reload");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::text_of(&out);
     println!(
         "from the host: baton reload --pid {}: {}",
         svc.sup,

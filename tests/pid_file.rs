@@ -8,14 +8,6 @@ mod common;
 
 use common::{procs, Sandbox, DEADLINE};
 
-/// The lines of a run's output that are not INFO/DEBUG tracing lines.
-fn complaints(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|l| !l.contains(" INFO ") && !l.contains(" DEBUG ") && !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 /// A PID file path directly in `/tmp`, unique to this run.
 fn in_tmp(sb: &Sandbox) -> std::path::PathBuf {
     let unique = sb
@@ -49,32 +41,18 @@ fn a_pid_file_that_cannot_be_written_safely_refuses_the_start() {
         sb.write_config(&config);
         let expected = format!("pid file {}: ", path.display());
 
-        let out = common::output(sb.baton().args(["check", "--config"]).arg(sb.config_path()));
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(78), "check, pid file {what}: {err}");
-        assert_eq!(complaints(&err).len(), 1, "one line: {err}");
-        assert!(
-            err.starts_with(&format!("baton: {expected}")),
-            "{what}: {err}"
-        );
-        assert!(err.contains(problem), "{what}: {err}");
-
-        let mut serve = sb.spawn(sb.serve(&[]));
-        let status = serve.wait_exit(DEADLINE);
-        let log = serve.log();
-        assert_eq!(status.code(), Some(78), "serve, pid file {what}: {log}");
-        let lines = complaints(&log);
-        assert_eq!(lines.len(), 1, "one line: {log}");
-        assert!(
-            lines[0].contains(&expected) && lines[0].contains(problem),
-            "{log}"
+        let (_, log, line) = common::refused_alike_by_check_and_serve(
+            &sb,
+            &expected,
+            problem,
+            &format!("pid file {what}"),
         );
         assert!(
             !log.contains("listening on"),
             "refused before binding: {log}"
         );
         assert!(!path.exists(), "no file written");
-        println!("pid file {what}: exit 78: {}", lines[0]);
+        println!("pid file {what}: exit 78: {line}");
     }
     assert!(procs::listening_inodes_on_port(sb.port).is_empty());
 }

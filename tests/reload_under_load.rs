@@ -28,10 +28,7 @@ fn twenty_reloads_under_load_lose_no_request() {
         "the first notification is READY=1: {first:?}"
     );
     assert!(
-        first
-            .get("STATUS")
-            .map(|s| s.starts_with("baton ") && s.contains(": serving on "))
-            .unwrap_or(false),
+        first.says_serving(),
         "READY=1 at start carries STATUS=baton VERSION: serving on …: {first:?}"
     );
 

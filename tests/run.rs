@@ -173,11 +173,7 @@ impl Run {
                 .arg(self.sb.handoff_socket())
                 .args(["--timeout", "60s"]),
         );
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = common::text_of(&out);
         match out.status.code() {
             Some(0) => (true, text, started.elapsed()),
             Some(1) => (false, text, started.elapsed()),
@@ -599,12 +595,9 @@ fn baton_upgrade_keeps_the_app_serving_and_the_reload_starts_the_new_baton() {
         (run.body() == "v2").then_some(())
     });
     load.wait_more_ok(20, DEADLINE);
-    let report = load.stop();
-    eprintln!(
-        "baton upgrade under load: reload with re-exec {took:?}; {} ok, {} failed",
-        report.ok, report.failed
-    );
-    report.assert_no_failures();
+    load.stop_without_failures(&format!(
+        "baton upgrade under load: reload with re-exec {took:?}"
+    ));
 }
 
 /// `baton reload` reaches `baton run` over the service's control socket, bound in the runtime
@@ -662,11 +655,7 @@ fn a_request_during_a_reload_gets_the_next_reloads_outcome_over_the_control_sock
         "{status}"
     );
     let out = reload.join().expect("baton reload thread");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::text_of(&out);
     eprintln!(
         "a request during a reload: answered after {:?}: {text}",
         started.elapsed()

@@ -73,10 +73,7 @@ fn the_first_connection_starts_baton_on_the_socket_systemd_passed() {
     // The activator exec'd baton in place: the same pid is now baton, and it said READY=1.
     let ready = s.baton.wait_ready(&sb.notify);
     assert!(
-        ready
-            .get("STATUS")
-            .map(|s| s.starts_with("baton ") && s.contains(": serving on "))
-            .unwrap_or(false),
+        ready.says_serving(),
         "READY=1 comes with STATUS=baton VERSION: serving on …: {ready:?}"
     );
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();

@@ -380,14 +380,7 @@ fn baton_reload(sb: &Sandbox, pid: i32) -> (i32, String) {
             .args(["reload", "--pid", &pid.to_string(), "--config"])
             .arg(sb.config_path()),
     );
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.code().unwrap_or(-1), common::text_of(&out))
 }
 
 #[test]

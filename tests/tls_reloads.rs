@@ -220,13 +220,7 @@ fn twenty_reloads_under_http2_over_tls_lose_no_request() {
         let r = common::reload(&sb.notify, main);
         main = r.new;
         assert_serves_leaf(&sb, &ca, &leaves[(i + 1) % 2], i + 1);
-        load.wait_more_ok(200, DEADLINE);
-        assert_eq!(
-            load.failed(),
-            0,
-            "failed HTTP/2 requests after reload {}",
-            i + 1
-        );
+        load.wait_after_reload(i + 1);
     }
     let report = load.stop();
     println!(

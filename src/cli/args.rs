@@ -105,15 +105,9 @@ pub struct RunArgs {
     /// import); its directory holds the control socket for `baton reload` [default: as for serve]
     #[arg(long, env = "BATON_HANDOFF_SOCKET", value_name = "PATH")]
     pub handoff_socket: Option<PathBuf>,
-    /// Format of the log on standard error
-    #[arg(
-        long,
-        env = "BATON_LOG_FORMAT",
-        value_name = "FORMAT",
-        value_enum,
-        default_value_t = LogFormat::Auto
-    )]
-    pub log_format: LogFormat,
+    /// The log's format (shared with `serve`).
+    #[command(flatten)]
+    pub log: LogArgs,
     /// The server to run, and its arguments (after `--`)
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<std::ffi::OsString>,
@@ -131,6 +125,20 @@ pub struct ReloadArgs {
     /// The settings of the server to reload (they locate its hand-off socket and pid file).
     #[command(flatten)]
     pub settings: Overrides,
+}
+
+/// The options about baton's own log, the same for `serve` (and `check`, `reload`) and `run`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LogArgs {
+    /// Format of the log on standard error
+    #[arg(
+        long,
+        env = "BATON_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Auto
+    )]
+    pub log_format: LogFormat,
 }
 
 /// The format of the log lines on standard error.
@@ -221,13 +229,7 @@ pub struct Overrides {
     /// [default: none]
     #[arg(long, env = "BATON_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
-    /// Format of the log on standard error
-    #[arg(
-        long,
-        env = "BATON_LOG_FORMAT",
-        value_name = "FORMAT",
-        value_enum,
-        default_value_t = LogFormat::Auto
-    )]
-    pub log_format: LogFormat,
+    /// The log's format (shared with `run`).
+    #[command(flatten)]
+    pub log: LogArgs,
 }

@@ -621,8 +621,7 @@ mod tests {
 
     #[test]
     fn a_config_that_is_not_a_regular_file_is_refused_without_hanging() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("baton.json");
+        let (dir, fifo) = crate::test_util::temp_path("baton.json");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         for (path, what) in [
             (fifo.as_path(), "is a FIFO"),

@@ -48,7 +48,7 @@ pub fn main() -> ExitCode {
 
 fn serve(overrides: &Overrides) -> u8 {
     let config = Config::load(overrides);
-    logging::init(overrides.log_format);
+    logging::init(overrides.log.log_format);
     // As PID 1 or when asked: this process stays as the generations' stable parent.
     if let Ok(c) = &config {
         if let Some(code) =
@@ -159,7 +159,7 @@ fn check(overrides: &Overrides) -> u8 {
                         Ok(findings) => findings,
                         Err(e) => {
                             eprintln!("baton: {e}");
-                            return e.exit_code();
+                            return e.kind().exit_code();
                         }
                     }
                 }

@@ -168,7 +168,7 @@ pub(crate) async fn dial_if_listening(path: &Path) -> Result<Option<UnixStream>,
             if matches!(
                 e.kind(),
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-            ) || e.raw_os_error() == Some(libc::ENOTSOCK) =>
+            ) || e.raw_os_error() == Some(nix::errno::Errno::ENOTSOCK as i32) =>
         {
             debug!(path = %path.display(), error = %e, "no predecessor to import from");
             Ok(None)

@@ -592,8 +592,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_hand_off_gets_a_private_directory_removed_afterwards() {
-        let tmp = tempfile::tempdir().unwrap();
-        let runtime = tmp.path().join("run");
+        let (_tmp, runtime) = crate::test_util::temp_path("run");
         let a = HandoffSocket::open(&runtime.join("h.sock")).unwrap();
         let b = HandoffSocket::open(&runtime.join("h.sock")).unwrap();
         assert_ne!(a.path, b.path, "two hand-offs never share a socket");

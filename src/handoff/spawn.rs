@@ -1,6 +1,10 @@
 //! Starting the successor: the executable path recorded at start, the same arguments, a cleaned
 //! environment, the listeners at fds 3, 4, … and nothing else inherited. See
 //! [`docs/handoff-protocol.md`](../../docs/handoff-protocol.md), "Environment of the child".
+//!
+//! libc, not nix, for the child's side: between `clone(CLONE_VM | CLONE_VFORK)` and `execve`
+//! the child shares our memory and may neither allocate nor take a lock, so it makes raw system
+//! calls on storage (signal sets, argument arrays) prepared before the clone.
 
 use std::ffi::{CString, OsString};
 use std::io;

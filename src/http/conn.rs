@@ -316,6 +316,7 @@ async fn delivered(fd: RawFd, stall: Duration) {
 /// longer matters: the connection was reset or closed (the count then stays frozen), or the
 /// call failed.
 fn unacknowledged(fd: RawFd) -> Option<usize> {
+    // libc: nix has neither a TCP_INFO socket option nor a TIOCOUTQ call.
     let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: `fd` is the connection's socket, open while the caller holds its stream; the kernel

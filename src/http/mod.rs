@@ -60,12 +60,11 @@ use tracing::warn;
 
 use crate::connection::IncomingConnection;
 use crate::listen::Socket;
+use crate::settings::DEFAULT_IDLE_TIMEOUT;
 use std::convert::Infallible;
 
 /// How long an HTTP/1 connection must stay quiet during a drain before it is closed.
 pub const IDLE_GRACE: Duration = Duration::from_secs(1);
-/// The default of [`Options::idle_timeout`].
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest a lingering close waits for the client's FIN.
 pub const LINGER: Duration = Duration::from_secs(2);
 /// After a GOAWAY, the longest a connection with nothing in flight may take to answer the PING

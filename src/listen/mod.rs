@@ -292,7 +292,7 @@ fn classify(owned: OwnedFd) -> Result<Socket, String> {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag};
     let stat = nix::sys::stat::fstat(owned.as_raw_fd())
         .map_err(|e| format!("cannot be inspected: {e}"))?;
-    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+    if crate::safe_fs::file_type(&stat) != nix::sys::stat::SFlag::S_IFSOCK {
         return Err("is not a socket".into());
     }
     let ty = socket::getsockopt(&owned, sockopt::SockType)
@@ -334,7 +334,7 @@ pub fn local_spec(socket: &Socket) -> ListenSpec {
 pub fn bind(spec: &ListenSpec) -> io::Result<Socket> {
     match spec.target() {
         Target::Tcp { addr, any } => match bind_tcp(*addr, *any) {
-            Err(e) if *any && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+            Err(e) if *any && e.raw_os_error() == Some(nix::errno::Errno::EAFNOSUPPORT as i32) => {
                 bind_tcp(SocketAddr::from(([0, 0, 0, 0], addr.port())), false)
             }
             other => other,
@@ -504,8 +504,7 @@ mod tests {
 
     #[test]
     fn unix_bind_replaces_a_stale_socket_but_not_a_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
+        let (dir, path) = crate::test_util::temp_path("s.sock");
         drop(UnixListener::bind(&path).unwrap()); // leaves a stale file
         let spec: ListenSpec = format!("unix:{}", path.display()).parse().unwrap();
         let live = bind(&spec).unwrap();

@@ -449,6 +449,7 @@ struct PidFd(OwnedFd);
 impl PidFd {
     fn open(pid: u32) -> Option<PidFd> {
         let pid = libc::pid_t::try_from(pid).ok().filter(|p| *p > 0)?;
+        // libc: nix 0.29 has no pidfd_open.
         // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;

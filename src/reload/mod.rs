@@ -165,8 +165,7 @@ mod tests {
 
     #[test]
     fn status_files_are_written_privately_and_read_back() {
-        let tmp = tempfile::tempdir().unwrap();
-        let socket = tmp.path().join("run/handoff.sock");
+        let (_tmp, socket) = crate::test_util::temp_path("run/handoff.sock");
         let me = std::process::id();
         let status = ReloadStatus {
             parent_pid: me,

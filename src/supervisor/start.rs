@@ -132,6 +132,8 @@ impl Supervisor {
 
 /// `fd` is an open, listening socket.
 fn is_listening(fd: RawFd) -> bool {
+    // libc: nix's getsockopt (it has SO_ACCEPTCONN) takes a descriptor known to be open; this
+    // probes a bare number that may not be.
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt on a plain descriptor number writes at most `len` bytes into `value`;

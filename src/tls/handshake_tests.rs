@@ -59,8 +59,7 @@ fn pki() -> Pki {
     leaf_params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
     let leaf = leaf_params.signed_by(&leaf_key, &mid_issuer).unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("fullchain.pem");
+    let (dir, cert) = crate::test_util::temp_path("fullchain.pem");
     let key = dir.path().join("privkey.pem");
     std::fs::write(&cert, format!("{}{}", leaf.pem(), mid.pem())).unwrap();
     write_private(&key, &leaf_key.serialize_pem());
@@ -126,6 +125,35 @@ async fn serve_one(
             .await;
     });
     Ok(Served { h2 })
+}
+
+/// [`serve_one`] on a fresh listener with a 10 s handshake timeout: its address and the task.
+async fn serving_one(
+    config: Arc<rustls::ServerConfig>,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<Result<Served, HandshakeError>>,
+) {
+    let l = listener().await;
+    let addr = l.local_addr().unwrap();
+    (
+        addr,
+        tokio::spawn(serve_one(l, config, Duration::from_secs(10))),
+    )
+}
+
+/// The served connection's handshake failed (within [`DEADLINE`]): the error.
+async fn handshake_failed(
+    server: tokio::task::JoinHandle<Result<Served, HandshakeError>>,
+) -> HandshakeError {
+    let outcome = tokio::time::timeout(DEADLINE, server)
+        .await
+        .unwrap()
+        .unwrap();
+    match outcome {
+        Err(e @ HandshakeError::Failed(_)) => e,
+        other => panic!("{other:?}"),
+    }
 }
 
 async fn listener() -> TcpListener {
@@ -243,23 +271,13 @@ async fn a_client_that_never_hands_shakes_is_dropped_at_the_timeout() {
 async fn plain_http_on_a_tls_listener_fails_the_handshake() {
     let pki = pki();
     let config = load(&pki.files, super::Start::First).unwrap();
-    let l = listener().await;
-    let addr = l.local_addr().unwrap();
-    let server = tokio::spawn(serve_one(l, config, Duration::from_secs(10)));
+    let (addr, server) = serving_one(config).await;
     let mut plain = TcpStream::connect(addr).await.unwrap();
     plain
         .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
-    let outcome = tokio::time::timeout(DEADLINE, server)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(outcome, Err(HandshakeError::Failed(_))),
-        "{outcome:?}"
-    );
-    println!("{}", outcome.unwrap_err());
+    println!("{}", handshake_failed(server).await);
 }
 
 #[tokio::test]
@@ -267,9 +285,7 @@ async fn a_client_that_does_not_trust_the_chain_is_refused() {
     let pki = pki();
     let other = self::pki(); // a different root
     let config = load(&pki.files, super::Start::First).unwrap();
-    let l = listener().await;
-    let addr = l.local_addr().unwrap();
-    let server = tokio::spawn(serve_one(l, config, Duration::from_secs(10)));
+    let (addr, server) = serving_one(config).await;
     let connector = tokio_rustls::TlsConnector::from(client_config(&other.root, &[b"h2"]));
     let tcp = TcpStream::connect(addr).await.unwrap();
     let client = connector
@@ -279,12 +295,5 @@ async fn a_client_that_does_not_trust_the_chain_is_refused() {
         client.is_err(),
         "a client with another root must not connect"
     );
-    let outcome = tokio::time::timeout(DEADLINE, server)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(outcome, Err(HandshakeError::Failed(_))),
-        "{outcome:?}"
-    );
+    handshake_failed(server).await;
 }

@@ -201,17 +201,18 @@ pub enum TlsError {
 }
 
 impl TlsError {
-    /// The sysexits code that fits: 77 when a file may not be read, 71 for other I/O errors, 78
-    /// (configuration) for everything about the files' contents.
-    pub fn exit_code(&self) -> u8 {
+    /// What kind of failure it is: permission denied when a file may not be read, another OS
+    /// error for other I/O errors, configuration for everything about the files' contents.
+    pub fn kind(&self) -> crate::exit::ErrorKind {
+        use crate::exit::ErrorKind;
         match self {
             TlsError::Read { source, .. }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
             {
-                crate::exit::NOPERM
+                ErrorKind::PermissionDenied
             }
-            TlsError::Read { .. } => crate::exit::OSERR,
-            _ => crate::exit::CONFIG,
+            TlsError::Read { .. } => ErrorKind::Os,
+            _ => ErrorKind::Config,
         }
     }
 }

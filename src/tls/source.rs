@@ -210,10 +210,12 @@ pub fn read(role: Role, path: &Path) -> Result<FileData, TlsError> {
 /// The extended attribute holding a file's POSIX access ACL, when it has one (`None` also for
 /// file systems without ACLs).
 fn posix_acl(file: &std::fs::File) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; 4096]; // 4 + 8 bytes per entry: 511 entries
-                                   // SAFETY: the descriptor is open (borrowed from `file` for the call); the name is a
-                                   // NUL-terminated string; the kernel writes at most `buf.len()` bytes into `buf`, which is
-                                   // ours and outlives the call.
+    // 4 + 8 bytes per entry: 511 entries.
+    let mut buf = vec![0u8; 4096];
+    // libc: nix has no extended-attribute calls.
+    // SAFETY: the descriptor is open (borrowed from `file` for the call); the name is a
+    // NUL-terminated string; the kernel writes at most `buf.len()` bytes into `buf`, which is
+    // ours and outlives the call.
     let n = unsafe {
         libc::fgetxattr(
             file.as_raw_fd(),
@@ -536,8 +538,7 @@ mod tests {
 
     #[test]
     fn a_real_acl_like_systemds_credentials_is_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tls.key");
+        let (_dir, path) = crate::test_util::temp_path("tls.key");
         std::fs::write(&path, b"x").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
@@ -549,6 +550,7 @@ mod tests {
             (0x20, 0, NONE),
         ]);
         let file = std::fs::File::open(&path).unwrap();
+        // libc: nix has no extended-attribute calls.
         // SAFETY: a valid fd, a NUL-terminated name, and a buffer of the length given.
         let rc = unsafe {
             libc::fsetxattr(
@@ -584,8 +586,7 @@ mod tests {
 
     #[test]
     fn reading_names_the_file_and_the_problem() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("nope.pem");
+        let (dir, missing) = crate::test_util::temp_path("nope.pem");
         let e = read(Role::Certificate, &missing).unwrap_err().to_string();
         assert_eq!(
             e,
@@ -626,8 +627,7 @@ mod tests {
             eprintln!("skipped: no group named nogroup");
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("k.pem");
+        let (_dir, key) = crate::test_util::temp_path("k.pem");
         std::fs::write(&key, b"x").unwrap();
         nix::unistd::chown(&key, None, Some(group.gid)).unwrap();
         use std::os::unix::fs::PermissionsExt;

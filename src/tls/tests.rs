@@ -254,7 +254,10 @@ fn a_key_that_is_not_the_leafs_is_refused() {
             files.cert.display()
         )
     );
-    assert_eq!(read(&files).unwrap_err().exit_code(), crate::exit::CONFIG);
+    assert_eq!(
+        read(&files).unwrap_err().kind().exit_code(),
+        crate::exit::CONFIG
+    );
     // a different key type too
     let rsa = TestKey::rsa();
     let files = dir.pair(&ca.long_leaf(&a.pair), &rsa.pkcs8);
@@ -286,7 +289,10 @@ fn missing_files_are_named() {
         err(&files),
         format!("tls key {}: no such file", files.key.display())
     );
-    assert_eq!(read(&files).unwrap_err().exit_code(), crate::exit::CONFIG);
+    assert_eq!(
+        read(&files).unwrap_err().kind().exit_code(),
+        crate::exit::CONFIG
+    );
 }
 
 #[test]
@@ -543,7 +549,7 @@ fn permission_denied_is_exit_77() {
         path: Path::new("/k").to_owned(),
         source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
     };
-    assert_eq!(e.exit_code(), crate::exit::NOPERM);
+    assert_eq!(e.kind().exit_code(), crate::exit::NOPERM);
 }
 
 /// The certificate facts baton reads agree with what openssl reads, for certificates openssl

@@ -95,7 +95,25 @@ enum Outcome {
     Failed,
 }
 
+/// A running HTTP/2 load's answers so far are its [`Tally`] (`ok()`, `failed()`, `wait_more_ok(..)`).
+impl std::ops::Deref for H2Load {
+    type Target = Tally;
+    fn deref(&self) -> &Tally {
+        &self.counters.tally
+    }
+}
+
 impl H2Load {
+    /// After reload number `reload`: 200 more requests succeed, and none has failed.
+    pub fn wait_after_reload(&self, reload: usize) {
+        self.wait_more_ok(200, super::DEADLINE);
+        assert_eq!(
+            self.failed(),
+            0,
+            "failed HTTP/2 requests after reload {reload}"
+        );
+    }
+
     pub fn start(addr: SocketAddr, connections: usize, streams: usize, check: Check) -> H2Load {
         H2Load::start_with(Target { addr, tls: None }, connections, streams, check)
     }
@@ -150,19 +168,6 @@ impl H2Load {
             thread: Some(thread),
             started: Instant::now(),
         }
-    }
-
-    pub fn ok(&self) -> u64 {
-        self.counters.tally.ok()
-    }
-
-    pub fn failed(&self) -> u64 {
-        self.counters.tally.failed()
-    }
-
-    /// Waits until `n` more requests succeeded (or one failed), up to `timeout`.
-    pub fn wait_more_ok(&self, n: u64, timeout: Duration) {
-        self.counters.tally.wait_more_ok(n, timeout);
     }
 
     /// Stops sending new requests, lets every request owed (refused, to be sent again) finish,
@@ -569,6 +574,13 @@ impl RawH2 {
     pub fn read_to_close(&mut self, timeout: Duration) -> bool {
         self.read_until(timeout, |_| false);
         self.closed.is_some()
+    }
+
+    /// The server sent a PING that asks for an answer (not an ack).
+    pub fn pinged(&self) -> bool {
+        self.frames
+            .iter()
+            .any(|f| f.kind == FRAME_PING && f.flags & FLAG_ACK == 0)
     }
 
     /// The frames read so far, described.

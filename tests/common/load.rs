@@ -121,12 +121,20 @@ impl LoadReport {
     }
 }
 
-/// A running load loop; stop it with [`Load::stop`] (dropping it stops it too).
+/// A running load loop; stop it with [`Load::stop`] (dropping it stops it too). Its answers
+/// so far are its [`Tally`] (`load.ok()`, `load.failed()`, `load.wait_more_ok(..)`).
 pub struct Load {
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
     threads: Vec<JoinHandle<()>>,
     started: Instant,
+}
+
+impl std::ops::Deref for Load {
+    type Target = Tally;
+    fn deref(&self) -> &Tally {
+        &self.counters.tally
+    }
 }
 
 impl Load {
@@ -245,21 +253,6 @@ impl Load {
         }
     }
 
-    /// Successful requests so far.
-    pub fn ok(&self) -> u64 {
-        self.counters.tally.ok()
-    }
-
-    /// Failed requests so far.
-    pub fn failed(&self) -> u64 {
-        self.counters.tally.failed()
-    }
-
-    /// Waits until `n` more requests succeeded (proof the load is flowing), up to `timeout`.
-    pub fn wait_more_ok(&self, n: u64, timeout: Duration) {
-        self.counters.tally.wait_more_ok(n, timeout);
-    }
-
     /// Waits until `n` more requests succeeded while no more than `failed` failed in all.
     pub fn ok_since(&self, failed: u64, n: u64, timeout: Duration) {
         let target = self.ok() + n;
@@ -277,6 +270,15 @@ impl Load {
     /// Stops the clients and reports.
     pub fn stop(mut self) -> LoadReport {
         self.finish()
+    }
+
+    /// Stops the clients, prints `what` with the counts, and asserts that every request
+    /// succeeded (and that there were some).
+    pub fn stop_without_failures(self, what: &str) -> LoadReport {
+        let report = self.stop();
+        println!("{what}: {} ok, {} failed", report.ok, report.failed);
+        report.assert_no_failures();
+        report
     }
 
     fn finish(&mut self) -> LoadReport {

@@ -132,6 +132,16 @@ impl Sandbox {
         ports[i + 1].port
     }
 
+    /// The sandbox opened to another user: its root traversable, `tmp/` like /tmp (1777).
+    pub fn shared_tmp(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(self.dir(), fs::Permissions::from_mode(0o711)).unwrap();
+        let tmp = self.path("tmp");
+        fs::create_dir(&tmp).unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).unwrap();
+        tmp
+    }
+
     /// A path inside the sandbox.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -145,6 +155,18 @@ impl Sandbox {
     /// test can replace "the binary on disk" as a package upgrade would ([`HeldSuccessor`]).
     pub fn exe(&self) -> PathBuf {
         self.path("bin/baton")
+    }
+
+    /// `exe --config <the sandbox's config>` under a real `ulimit -n nofile` (a shell sets it,
+    /// then execs `exe`: same pid): a process that can run out of descriptors.
+    pub fn command_with_fd_limit(&self, nofile: u32, exe: &Path) -> Command {
+        let mut cmd = self.command("/bin/sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(exe)
+            .arg("--config")
+            .arg(self.config_path());
+        cmd
     }
 
     /// `127.0.0.1:PORT` as a string, as configured.
@@ -359,6 +381,20 @@ impl Baton {
     }
 
     /// Waits for the leader to exit and reaps it; panics (with the log) after `timeout`.
+    /// Waits (up to [`DEADLINE`]) for the process to exit with `code`, and returns its log;
+    /// `why` says what the code means (`EX_CONFIG on an address mismatch`).
+    pub fn expect_exit_code(&mut self, code: i32, why: &str) -> String {
+        let st = self.wait_exit(DEADLINE);
+        let log = self.log();
+        assert_eq!(
+            st.code(),
+            Some(code),
+            "{why}, got {}; log:\n{log}",
+            describe(st)
+        );
+        log
+    }
+
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         match try_wait_until(timeout, || self.try_exit()) {
             Some(st) => st,
@@ -428,6 +464,63 @@ impl Baton {
 /// [`reaper::output`], panicking when the command cannot be run.
 pub fn output(cmd: &mut Command) -> std::process::Output {
     reaper::output(cmd.stdin(Stdio::null())).expect("run the command")
+}
+
+/// The first line of `log` that contains `needle`; panics (showing the log) when none does.
+pub fn line_with<'a>(log: &'a str, needle: &str, what: &str) -> &'a str {
+    log.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{what}:\n{log}"))
+}
+
+/// The lines of a log that complain (neither INFO nor DEBUG, not blank).
+pub fn complaints(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| !l.contains(" INFO ") && !l.contains(" DEBUG ") && !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Bad input in the sandbox's configuration, refused alike by `baton check` and by `serve`:
+/// each exits 78 with one complaint line, naming `expected` (what and where) and `problem`.
+/// Returns `check`'s standard error and `serve`'s log with its complaint line.
+pub fn refused_alike_by_check_and_serve(
+    sb: &Sandbox,
+    expected: &str,
+    problem: &str,
+    what: &str,
+) -> (String, String, String) {
+    let out = output(sb.baton().args(["check", "--config"]).arg(sb.config_path()));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(78), "check, {what}: {err}");
+    assert_eq!(complaints(&err).len(), 1, "one line: {err}");
+    assert!(
+        err.starts_with(&format!("baton: {expected}")),
+        "{what}: {err}"
+    );
+    assert!(err.contains(problem), "{what}: {err}");
+
+    let mut serve = sb.spawn(sb.serve(&[]));
+    let status = serve.wait_exit(DEADLINE);
+    let log = serve.log();
+    assert_eq!(status.code(), Some(78), "serve, {what}: {log}");
+    let lines = complaints(&log);
+    assert_eq!(lines.len(), 1, "one line: {log}");
+    assert!(
+        lines[0].contains(expected) && lines[0].contains(problem),
+        "{log}"
+    );
+    let line = lines[0].clone();
+    (err, log, line)
+}
+
+/// What a finished command wrote: its standard output, then its standard error.
+pub fn text_of(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// How a process ended, readable in assertions.

@@ -50,6 +50,12 @@ impl Notification {
             .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
     }
 
+    /// `STATUS=` is baton's serving status: `baton VERSION: serving on …`.
+    pub fn says_serving(&self) -> bool {
+        self.get("STATUS")
+            .is_some_and(|s| s.starts_with("baton ") && s.contains(": serving on "))
+    }
+
     /// `MAINPID=` parsed.
     pub fn mainpid(&self) -> Option<i32> {
         self.get("MAINPID").and_then(|v| v.parse().ok())

@@ -33,19 +33,17 @@
 //!   children; then the new baton starts the new generation. Requests already read are told to
 //!   ask again ([`Answer::AskAgain`]); the new image answers them.
 
+mod generation;
 mod notify_socket;
+mod options;
 mod state;
+mod upgrade;
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::str::FromStr;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, killpg, Signal};
@@ -58,19 +56,20 @@ use tracing::{debug, error, info, warn};
 
 use super::args::RunArgs;
 use crate::exit;
-use crate::handoff::spawn::{self, Child, Executable};
-use crate::listen::spec::{ListenSpec, Scheme};
+use crate::handoff::spawn::Executable;
 use crate::listen::Listener;
 use crate::notify::{self, Event};
 use crate::reload::control::{Control, Wake};
 use crate::reload::{self, Answer, Outcome, ReloadStatus};
 use crate::runtime_dir::RuntimeDir;
-use crate::settings::Settings;
+use generation::{belongs_to, code_of, wait, Generation, Pending, Retired};
 use notify_socket::{Message, NotifySocket};
+use options::Options;
+use options::Ready;
 
 /// Run `baton run`; returns the exit code.
 pub(crate) fn main(args: &RunArgs) -> u8 {
-    super::logging::init(args.log_format);
+    super::logging::init(args.log.log_format);
     let options = match Options::parse(args) {
         Ok(o) => o,
         Err(e) => {
@@ -96,133 +95,6 @@ pub(crate) fn main(args: &RunArgs) -> u8 {
     code
 }
 
-/// When a new generation counts as ready.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ready {
-    /// `READY=1` on the private notify socket.
-    Notify,
-    /// Still running after this long (or `READY=1` before).
-    Delay(Duration),
-}
-
-impl FromStr for Ready {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Ready, String> {
-        match s.split_once(':') {
-            None if s == "notify" => Ok(Ready::Notify),
-            Some(("delay", d)) => humantime::parse_duration(d)
-                .map(Ready::Delay)
-                .map_err(|e| format!("--ready={s}: {e}")),
-            _ => Err(format!(
-                "--ready={s}: expected notify or delay:DURATION (e.g. delay:2s)"
-            )),
-        }
-    }
-}
-
-/// A signal named as `TERM`, `SIGTERM` or a number.
-pub(crate) fn parse_signal(s: &str) -> Result<Signal, String> {
-    let bad = || format!("--stop-signal={s}: not a signal name or number");
-    if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| bad());
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    Signal::from_str(&name).map_err(|_| bad())
-}
-
-/// The validated options.
-#[derive(Debug)]
-struct Options {
-    settings: Settings,
-    command: Vec<OsString>,
-    ready: Ready,
-    ready_timeout: Duration,
-    stop_signal: Signal,
-    grace: Duration,
-}
-
-impl Options {
-    fn parse(args: &RunArgs) -> Result<Options, String> {
-        let duration = |name: &str, v: &str| {
-            humantime::parse_duration(v).map_err(|e| format!("--{name}={v}: {e}"))
-        };
-        let mut settings = Settings::default();
-        if !args.listen.is_empty() {
-            let mut specs = Vec::new();
-            for (i, text) in args.listen.iter().enumerate() {
-                let spec: ListenSpec = text
-                    .parse()
-                    .map_err(|e| format!("--listen[{i}] {text:?}: {e}"))?;
-                if spec.scheme() == Scheme::Https {
-                    return Err(format!(
-                        "--listen[{i}] {text:?}: baton run passes plain sockets; TLS is the application's (give host:port)"
-                    ));
-                }
-                specs.push(spec);
-            }
-            settings = settings.listen(specs);
-        }
-        if let Some(path) = &args.handoff_socket {
-            settings = settings.handoff_socket(path);
-        }
-        if args.command.is_empty() {
-            return Err("no COMMAND given after --".into());
-        }
-        Ok(Options {
-            settings,
-            command: args.command.clone(),
-            ready: args.ready.parse()?,
-            ready_timeout: duration("ready-timeout", &args.ready_timeout)?,
-            stop_signal: parse_signal(&args.stop_signal)?,
-            grace: duration("grace", &args.grace)?,
-        })
-    }
-}
-
-/// The exit code a status stands for: its code, or 128 + the signal that ended it.
-fn code_of(status: ExitStatus) -> u8 {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => (code & 0xff) as u8,
-        (None, Some(sig)) => 128u8.saturating_add(sig as u8),
-        (None, None) => exit::OSERR,
-    }
-}
-
-/// A running COMMAND.
-#[derive(Debug)]
-struct Generation {
-    number: u64,
-    pid: u32,
-    child: Child,
-}
-
-/// A generation on its way to ready.
-#[derive(Debug)]
-struct Pending {
-    generation: Generation,
-    /// Stopped unless ready by then.
-    deadline: Instant,
-    /// `--ready=delay:…`: ready at this instant if still running.
-    ready_at: Option<Instant>,
-    /// Whether it is the first generation (no reload to report).
-    first: bool,
-}
-
-/// What a retiring generation's task returns.
-#[derive(Debug)]
-struct Retired {
-    number: u64,
-    pid: u32,
-    /// It was the serving generation when baton was asked to stop.
-    last: bool,
-    status: io::Result<ExitStatus>,
-}
-
 /// Why `baton run` could not start.
 #[derive(Debug, thiserror::Error)]
 enum StartError {
@@ -246,24 +118,6 @@ impl StartError {
             StartError::Notify(e) => e.exit_code(),
             StartError::RuntimeDir(crate::safe_fs::FsError::Unsafe { .. }) => exit::NOPERM,
             StartError::RuntimeDir(_) | StartError::Executable(_) => exit::OSERR,
-        }
-    }
-}
-
-/// Why a COMMAND could not be started.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot start {command}: {source}")]
-struct SpawnError {
-    command: String,
-    source: io::Error,
-}
-
-impl SpawnError {
-    fn exit_code(&self) -> u8 {
-        match self.source.kind() {
-            io::ErrorKind::NotFound => exit::CONFIG,
-            io::ErrorKind::PermissionDenied => exit::NOPERM,
-            _ => exit::OSERR,
         }
     }
 }
@@ -494,80 +348,6 @@ impl Service {
         }
     }
 
-    fn command_line(&self) -> String {
-        self.options
-            .command
-            .iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
-    /// Start the next generation.
-    fn spawn(&mut self) -> Result<Generation, SpawnError> {
-        let number = self.next_generation;
-        self.next_generation += 1;
-        let error = |source: io::Error| SpawnError {
-            command: self.command_line(),
-            source,
-        };
-        let program = find_program(&self.options.command[0]).map_err(error)?;
-        let env = self.child_env(number).map_err(error)?;
-        let sockets: Vec<_> = self.listeners.iter().map(|l| &l.socket).collect();
-        let child = spawn::spawn_app(
-            &program,
-            &self.options.command,
-            env,
-            &sockets,
-            self.options.stop_signal as libc::c_int,
-        )
-        .map_err(error)?;
-        let pid = child.id();
-        info!(generation = number, pid, command = %self.command_line(), "started generation {number} (pid {pid})");
-        Ok(Generation { number, pid, child })
-    }
-
-    fn set_pending(&mut self, generation: Generation, first: bool) {
-        let now = Instant::now();
-        self.pending = Some(Pending {
-            generation,
-            deadline: now + self.options.ready_timeout,
-            ready_at: match self.options.ready {
-                Ready::Notify => None,
-                Ready::Delay(d) => Some(now + d),
-            },
-            first,
-        });
-    }
-
-    /// The environment of a COMMAND: ours, without what was meant for baton, with the listeners
-    /// and the private notify socket (`LISTEN_PID` is added by the spawn, in the child).
-    fn child_env(&self, number: u64) -> io::Result<Vec<std::ffi::CString>> {
-        const DROPPED: [&str; 6] = [
-            "LISTEN_PID",
-            "LISTEN_FDS",
-            "LISTEN_FDNAMES",
-            "NOTIFY_SOCKET",
-            "WATCHDOG_PID",
-            "WATCHDOG_USEC",
-        ];
-        let names: Vec<String> = self.listeners.iter().map(fd_name).collect();
-        let (count, names, number) = (
-            self.listeners.len().to_string(),
-            names.join(":"),
-            number.to_string(),
-        );
-        spawn::environment(
-            |key| DROPPED.iter().any(|d| d.as_bytes() == key) || key == state::STATE_ENV.as_bytes(),
-            &[
-                ("LISTEN_FDS", count.as_ref()),
-                ("LISTEN_FDNAMES", names.as_ref()),
-                ("NOTIFY_SOCKET", self.notify.path().as_os_str()),
-                ("BATON_RUN_GENERATION", number.as_ref()),
-            ],
-        )
-    }
-
     /// A notification from some process of ours.
     fn heard(&mut self, m: Message) {
         let from_pending = self
@@ -781,126 +561,6 @@ impl Service {
         }
     }
 
-    /// The binary at our path is not the one running (a package upgrade replaced it).
-    fn binary_replaced(&self) -> bool {
-        let on_disk = std::fs::metadata(&self.exe.path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
-        matches!((self.running_binary, on_disk), (Some(a), Some(b)) if a != b)
-    }
-
-    /// Replace this process's program with the binary on disk, keeping the listeners, the notify
-    /// socket, the control socket and the generations (children survive an execve). Requests
-    /// already read are told to ask again, on the same socket: the new image answers them.
-    /// Returns only on failure.
-    async fn reexec(&mut self) -> io::Result<std::convert::Infallible> {
-        let now = Instant::now();
-        let saved = state::Saved {
-            listeners: self
-                .listeners
-                .iter()
-                .map(|l| state::SavedListener {
-                    fd: l.socket.as_fd().as_raw_fd(),
-                    name: fd_name(l),
-                    spec: l.spec.to_string(),
-                })
-                .collect(),
-            notify_fd: self.notify.raw_fd(),
-            notify_dir: self.notify.dir().to_owned(),
-            notify_path: self.notify.path().to_owned(),
-            serving: self.serving.as_ref().map(|g| state::SavedGeneration {
-                pid: g.pid,
-                number: g.number,
-                kill_in_ms: None,
-            }),
-            retiring: self
-                .retiring_pids
-                .iter()
-                .map(|(&pid, &(number, kill_at))| state::SavedGeneration {
-                    pid,
-                    number,
-                    kill_in_ms: Some(kill_at.saturating_duration_since(now).as_millis() as u64),
-                })
-                .collect(),
-            next_generation: self.next_generation,
-            reload_requested: self.reload_requested,
-            control_fd: self.control.as_ref().map(|c| c.fd().as_raw_fd()),
-        };
-        info!(exe = %self.exe.path.display(), "the baton binary was replaced: re-executing it before the reload");
-        if let Some(c) = &mut self.control {
-            // Same pid, same socket: the client asks again and the new image answers.
-            c.close(Answer::AskAgain {
-                main: std::process::id(),
-            });
-            c.flush(Duration::from_secs(1)).await;
-        }
-        let e = state::exec(&self.exe, &saved);
-        // Still here: this image answers after all (the requests told to ask again are back in
-        // the backlog).
-        if let Some(c) = &mut self.control {
-            c.begin();
-        }
-        Err(e)
-    }
-
-    /// Send a generation its stop signal and reap it after the grace period (SIGKILL on its
-    /// group then).
-    fn retire(&mut self, g: Generation, last: bool) {
-        let sig = self.options.stop_signal;
-        if let Err(e) = kill(Pid::from_raw(g.pid as i32), sig) {
-            debug!(pid = g.pid, error = %e, "cannot send the stop signal");
-        }
-        info!(generation = g.number, pid = g.pid, signal = %sig, "generation {} (pid {}) stopping", g.number, g.pid);
-        let grace = self.options.grace;
-        self.retire_adopted(g.child, g.number, grace, last);
-    }
-
-    fn retire_adopted(&mut self, mut child: Child, number: u64, kill_in: Duration, last: bool) {
-        let pid = child.id();
-        let kill_at = Instant::now() + kill_in;
-        self.retiring_pids.insert(pid, (number, kill_at));
-        self.retiring.spawn(async move {
-            let status = match tokio::time::timeout_at(kill_at, child.wait()).await {
-                Ok(status) => status,
-                Err(_) => {
-                    warn!(
-                        generation = number,
-                        pid, "still running after the grace period: SIGKILL"
-                    );
-                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                    let _ = child.start_kill();
-                    child.wait().await
-                }
-            };
-            Retired {
-                number,
-                pid,
-                last,
-                status,
-            }
-        });
-    }
-
-    fn retired(&mut self, r: Retired) {
-        self.retiring_pids.remove(&r.pid);
-        match &r.status {
-            Ok(st) => info!(
-                generation = r.number,
-                pid = r.pid,
-                code = code_of(*st),
-                "generation {} (pid {}) exited",
-                r.number,
-                r.pid
-            ),
-            Err(e) => warn!(generation = r.number, pid = r.pid, error = %e, "cannot reap"),
-        }
-        if r.last {
-            if let (Some(code), Ok(st)) = (&mut self.stopping, &r.status) {
-                *code = code_of(*st);
-            }
-        }
-    }
-
     /// The serving generation exited on its own: tell systemd the truth and end with its status.
     fn serving_exited(&mut self, status: io::Result<ExitStatus>) {
         let Some(g) = self.serving.take() else {
@@ -984,92 +644,9 @@ fn serve_control(
     }
 }
 
-/// `pid` is the generation led by `leader` or a process of its group.
-fn belongs_to(pid: u32, leader: u32) -> bool {
-    pid == leader
-        || nix::unistd::getpgid(Some(Pid::from_raw(pid as i32)))
-            .is_ok_and(|g| g.as_raw() as u32 == leader)
-}
-
-/// The `LISTEN_FDNAMES` entry of a listener: its socket-activation name, else its address with
-/// the characters a name cannot hold (`:`) replaced by `_`.
-fn fd_name(l: &Listener) -> String {
-    let raw = if l.source == crate::listen::Source::Systemd {
-        l.name.clone()
-    } else {
-        l.spec.to_string()
-    };
-    raw.chars()
-        .map(|c| {
-            if c == ':' || !c.is_ascii_graphic() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .take(255)
-        .collect()
-}
-
-/// The program to execute: a name with a `/` as it is, else the first executable in `PATH`
-/// (looked up at every start: a package upgrade may move it).
-fn find_program(name: &OsString) -> io::Result<PathBuf> {
-    let name_bytes = name.as_bytes();
-    if name_bytes.contains(&b'/') {
-        return Ok(PathBuf::from(name));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(name);
-        if nix::unistd::access(&candidate, nix::unistd::AccessFlags::X_OK).is_ok()
-            && candidate.is_file()
-        {
-            return Ok(candidate);
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{} not found in PATH", Path::new(name).display()),
-    ))
-}
-
-async fn wait(g: Option<&mut Generation>) -> io::Result<ExitStatus> {
-    match g {
-        Some(g) => g.child.wait().await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ready_modes_parse() {
-        assert_eq!("notify".parse::<Ready>(), Ok(Ready::Notify));
-        assert_eq!(
-            "delay:1500ms".parse::<Ready>(),
-            Ok(Ready::Delay(Duration::from_millis(1500)))
-        );
-        for bad in ["probe:http://x/", "delay:soon", "", "notify:1"] {
-            let e = bad.parse::<Ready>().unwrap_err();
-            assert!(e.contains("--ready="), "{e}");
-        }
-    }
-
-    #[test]
-    fn signals_parse() {
-        assert_eq!(parse_signal("TERM"), Ok(Signal::SIGTERM));
-        assert_eq!(parse_signal("sigquit"), Ok(Signal::SIGQUIT));
-        assert_eq!(parse_signal("10"), Ok(Signal::SIGUSR1));
-        assert!(parse_signal("NOPE").is_err());
-        assert!(parse_signal("999").is_err());
     }
 }

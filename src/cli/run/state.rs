@@ -17,8 +17,8 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use serde::{Deserialize, Serialize};
 
+use super::generation::Generation;
 use super::notify_socket::NotifySocket;
-use super::Generation;
 use crate::handoff::spawn::{Child, Executable};
 use crate::listen::{self, Listener, Origin, Source};
 
@@ -143,7 +143,7 @@ impl Saved {
 
 fn check_socket(fd: RawFd) -> Result<(), String> {
     let stat = nix::sys::stat::fstat(fd).map_err(|e| format!("notify socket fd {fd}: {e}"))?;
-    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+    if crate::safe_fs::file_type(&stat) != nix::sys::stat::SFlag::S_IFSOCK {
         return Err(format!("notify socket fd {fd} is not a socket"));
     }
     Ok(())
@@ -191,22 +191,11 @@ fn try_exec(exe: &Executable, saved: &Saved) -> io::Result<std::convert::Infalli
         envp.push(cstring(&[k.as_bytes(), b"=", v.as_bytes()].concat())?);
     }
     envp.push(cstring(format!("{STATE_ENV}={json}").as_bytes())?);
-    let argv_p: Vec<*const libc::c_char> = argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp_p: Vec<*const libc::c_char> = envp
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked()), None)?;
     set_cloexec(saved, false);
-    // SAFETY: execve(2) with NUL-terminated strings and null-terminated arrays that outlive the
-    // call; it returns only on failure.
-    unsafe { libc::execve(program.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
-    Err(io::Error::last_os_error())
+    // Returns only on failure.
+    let Err(e) = nix::unistd::execve(&program, &argv, &envp);
+    Err(e.into())
 }
 
 /// Mark the descriptors the state names close-on-exec (`on`) or inheritable.

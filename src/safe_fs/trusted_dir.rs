@@ -1,206 +1,27 @@
-//! The files baton creates or changes — the hand-off socket and its directory, the reload status
-//! file, the PID file and their temporaries — made without trusting any path another local user
-//! controls.
-//!
-//! [`TrustedDir::open`] walks a directory path one component at a time from `/` (or the working
-//! directory), never following a symlink it has not checked, and keeps the directory open:
-//! every later operation is relative to that descriptor (`openat`, `mkdirat`, `renameat`,
-//! `unlinkat`, and `bind` through `/proc/self/fd/N/…`), so nothing can be swapped in behind it.
-//!
-//! The rules, in `docs/handoff-protocol.md` ("Files baton creates"):
-//! * every directory on the way is owned by root or by us, and is not writable by others unless
-//!   it has the sticky bit (like `/tmp`, where others cannot rename or remove what is ours);
-//! * a symlink on the way is followed only when root or we own it (it sits in a directory that
-//!   passed the rule above, so nobody else can change it);
-//! * the directory itself is owned by us and not writable by group or others;
-//! * files are created with `O_CREAT|O_EXCL|O_NOFOLLOW` under unpredictable names and
-//!   `renameat` into place; their mode is set with `fchmod` on the open descriptor.
+//! [`TrustedDir`]: a directory opened by a walk that passed the rules, and everything done
+//! relative to its descriptor.
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{self, AtFlags, OFlag};
 use nix::sys::stat::{self, FileStat, Mode, SFlag};
 use nix::unistd::{self, UnlinkatFlags};
 
-/// How many symlinks one walk may follow (as the kernel's `MAXSYMLINKS`).
-const MAX_SYMLINKS: usize = 40;
-
-/// Why a path or a file could not be used. Every message names the path; OS errors keep their
-/// errno text (`No space left on device (os error 28)`).
-#[derive(Debug, thiserror::Error)]
-pub enum FsError {
-    /// The path is not safe: someone else could change what it points to.
-    #[error("{path}: {problem}")]
-    Unsafe {
-        /// The offending directory, symlink or file.
-        path: PathBuf,
-        /// What is wrong with it, naming its owner or mode.
-        problem: String,
-    },
-    /// An operation failed.
-    #[error("{path}: cannot {op}: {source}")]
-    Io {
-        /// The path operated on.
-        path: PathBuf,
-        /// What was attempted (`create`, `write`, `rename over`, …).
-        op: &'static str,
-        /// The OS error.
-        source: io::Error,
-    },
-}
-
-impl FsError {
-    /// The errno of an OS failure, if that is what it was.
-    pub fn errno(&self) -> Option<i32> {
-        match self {
-            FsError::Io { source, .. } => source.raw_os_error(),
-            FsError::Unsafe { .. } => None,
-        }
-    }
-
-    fn io(path: &Path, op: &'static str, e: impl Into<io::Error>) -> FsError {
-        FsError::Io {
-            path: path.to_owned(),
-            op,
-            source: e.into(),
-        }
-    }
-
-    fn refused(path: &Path, problem: String) -> FsError {
-        FsError::Unsafe {
-            path: path.to_owned(),
-            problem,
-        }
-    }
-}
-
-/// Whether [`TrustedDir::open`] creates missing directories (mode 0700).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Create {
-    /// Create every missing component, 0700.
-    Missing,
-    /// The directory must exist.
-    Never,
-}
+use super::names::random_suffix;
+use super::read::regular_file_stat;
+use super::rules::*;
+use super::{describe_uid, Create, FsError};
 
 /// An open directory that passed the rules of this module. Operations are relative to it.
 #[derive(Debug)]
 pub struct TrustedDir {
     fd: OwnedFd,
     path: PathBuf,
-}
-
-/// `name (uid N)` or `uid N` for messages.
-pub fn describe_uid(uid: u32) -> String {
-    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-        Ok(Some(user)) => format!("uid {uid} ({})", user.name),
-        _ => format!("uid {uid}"),
-    }
-}
-
-fn own(fd: RawFd) -> OwnedFd {
-    // SAFETY: `fd` was just returned by a successful open/openat in this module and is owned by
-    // nothing else; wrapping it makes sure it is closed exactly once.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
-fn open_dir_fd(at: Option<RawFd>, name: &OsStr) -> nix::Result<OwnedFd> {
-    fcntl::openat(
-        at,
-        name,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map(own)
-}
-
-fn open_root(me: u32) -> Result<OwnedFd, FsError> {
-    let root = Path::new("/");
-    let fd = open_dir_fd(None, OsStr::new("/")).map_err(|e| FsError::io(root, "open", e))?;
-    let st = stat::fstat(fd.as_raw_fd()).map_err(|e| FsError::io(root, "inspect", e))?;
-    check_ancestor(root, &st, me)?;
-    Ok(fd)
-}
-
-/// Open `root` (following it: it may be the magic link `/proc/<pid>/root`) as the start of a walk.
-fn open_root_at(root: &Path, me: u32) -> Result<OwnedFd, FsError> {
-    let fd = fcntl::open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map(own)
-    .map_err(|e| FsError::io(root, "open", e))?;
-    let st = stat::fstat(fd.as_raw_fd()).map_err(|e| FsError::io(root, "inspect", e))?;
-    check_ancestor(root, &st, me)?;
-    Ok(fd)
-}
-
-fn file_type(st: &FileStat) -> SFlag {
-    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
-}
-
-fn kind_of(st: &FileStat) -> &'static str {
-    match file_type(st) {
-        SFlag::S_IFDIR => "a directory",
-        SFlag::S_IFREG => "a regular file",
-        SFlag::S_IFLNK => "a symlink",
-        SFlag::S_IFSOCK => "a socket",
-        SFlag::S_IFIFO => "a FIFO",
-        SFlag::S_IFCHR => "a character device",
-        SFlag::S_IFBLK => "a block device",
-        _ => "a special file",
-    }
-}
-
-/// The rule for a directory on the way: root's or ours, not writable by others unless sticky.
-fn check_ancestor(path: &Path, st: &FileStat, me: u32) -> Result<(), FsError> {
-    if st.st_uid != 0 && st.st_uid != me {
-        return Err(FsError::refused(
-            path,
-            format!(
-                "owned by {}, neither root nor baton's user ({}): another user controls this path",
-                describe_uid(st.st_uid),
-                describe_uid(me)
-            ),
-        ));
-    }
-    let mode = st.st_mode & 0o7777;
-    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
-        return Err(FsError::refused(
-            path,
-            format!("writable by others (mode {mode:04o}) and not sticky"),
-        ));
-    }
-    Ok(())
-}
-
-/// The rule for the directory baton creates files in: ours, not writable by group or others.
-fn check_final(path: &Path, st: &FileStat, me: u32) -> Result<(), FsError> {
-    if st.st_uid != me {
-        return Err(FsError::refused(
-            path,
-            format!(
-                "owned by {}, not by baton's user ({}); refusing to create files in it",
-                describe_uid(st.st_uid),
-                describe_uid(me)
-            ),
-        ));
-    }
-    let mode = st.st_mode & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(FsError::refused(
-            path,
-            format!("writable by others (mode {mode:04o}); refusing to create files in it"),
-        ));
-    }
-    Ok(())
 }
 
 impl TrustedDir {
@@ -402,23 +223,14 @@ impl TrustedDir {
             Err(e) => return Err(FsError::io(&path, "open", e)),
         };
         let st = stat::fstat(fd.as_raw_fd()).map_err(|e| FsError::io(&path, "inspect", e))?;
-        if st.st_uid != me {
-            return Err(FsError::refused(
-                &path,
-                format!(
-                    "owned by {}, not by baton's user ({}): another user made this name first; refusing to create files in it",
-                    describe_uid(st.st_uid),
-                    describe_uid(me)
-                ),
-            ));
-        }
-        let mode = st.st_mode & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(FsError::refused(
-                &path,
-                format!("has mode {mode:04o}, not private (0700); refusing to create files in it"),
-            ));
-        }
+        check_mine(
+            &path,
+            &st,
+            me,
+            ": another user made this name first",
+            0o077,
+            |mode| format!("has mode {mode:04o}, not private (0700)"),
+        )?;
         Ok(TrustedDir { fd, path })
     }
 
@@ -670,235 +482,5 @@ impl TrustedDir {
             .flatten()
             .filter_map(|e| e.file_name().to_str().map(str::to_owned))
             .collect())
-    }
-}
-
-/// The normal components of `path`, with `..` kept (handled by the walk) and `.` dropped.
-fn components(path: &Path) -> VecDeque<OsString> {
-    path.components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
-        })
-        .collect()
-}
-
-/// Split `path` into its directory and a plain file name.
-pub fn split_file(path: &Path) -> Result<(PathBuf, String), FsError> {
-    let name = match path.file_name().and_then(OsStr::to_str) {
-        Some(n) if !n.is_empty() && n != "." && n != ".." => n.to_owned(),
-        _ => {
-            return Err(FsError::refused(
-                path,
-                "does not end in a plain UTF-8 file name".into(),
-            ))
-        }
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    Ok((dir, name))
-}
-
-/// Six characters from the kernel's random source (or, should that fail, the clock): names
-/// nobody can predict, so nobody can prepare them.
-pub(crate) fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut raw = [0u8; 6];
-    // SAFETY: getrandom writes at most `raw.len()` bytes into the buffer we own.
-    let n = unsafe { libc::getrandom(raw.as_mut_ptr().cast(), raw.len(), 0) };
-    if n != raw.len() as isize {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        raw.copy_from_slice(&(nanos as u64 ^ u64::from(std::process::id())).to_le_bytes()[..6]);
-    }
-    raw.iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
-}
-
-/// Whether `name` looks like something one of our processes made: `<prefix><pid><rest>` with
-/// `rest` starting at a `.`. Returns the pid.
-pub fn owner_pid(name: &str, prefix: &str) -> Option<u32> {
-    let rest = name.strip_prefix(prefix)?;
-    let end = rest.find('.')?;
-    let digits = &rest[..end];
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-/// True when no process with this pid exists (`kill(pid, 0)` says ESRCH).
-pub fn pid_is_gone(pid: u32) -> bool {
-    let Ok(raw) = i32::try_from(pid) else {
-        return false;
-    };
-    raw > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) == Err(Errno::ESRCH)
-}
-
-/// Open a file for reading without hanging on a FIFO or a device: `O_NONBLOCK` open, then it must
-/// be a regular file. Follows symlinks (configuration files are often links).
-pub fn open_regular_for_reading(path: &Path) -> Result<std::fs::File, FsError> {
-    let fd = fcntl::open(
-        path,
-        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| FsError::io(path, "open", e))?;
-    let file = std::fs::File::from(own(fd));
-    regular_file_stat(&file, path)?;
-    Ok(file)
-}
-
-/// The status of an open `file` (opened as `path`), which must be a regular file.
-fn regular_file_stat(file: &std::fs::File, path: &Path) -> Result<stat::FileStat, FsError> {
-    let st = stat::fstat(file.as_raw_fd()).map_err(|e| FsError::io(path, "inspect", e))?;
-    if file_type(&st) != SFlag::S_IFREG {
-        return Err(FsError::refused(
-            path,
-            format!("is {}, not a regular file", kind_of(&st)),
-        ));
-    }
-    Ok(st)
-}
-
-/// Bytes of `path` as the kernel sees them in a `sockaddr_un` (without the final NUL).
-pub fn sockaddr_len(path: &Path) -> usize {
-    path.as_os_str().as_bytes().len()
-}
-
-/// The most bytes a Unix socket path may have (`sun_path` is 108 bytes, NUL included).
-pub const MAX_SOCKET_PATH: usize = 107;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-
-    #[test]
-    fn creates_private_directories_and_refuses_shared_ones() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("a/b");
-        let d = TrustedDir::open(&dir, Create::Missing).unwrap();
-        assert_eq!(d.path(), dir);
-        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let e = TrustedDir::open(&dir, Create::Never)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("writable by others (mode 0777)"), "{e}");
-        // As an ancestor, a sticky world-writable directory (like /tmp) is fine.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        TrustedDir::open(&dir.join("c"), Create::Missing).unwrap();
-        // As an ancestor, a world-writable one without the sticky bit is not.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let e = TrustedDir::open(&dir.join("c"), Create::Never)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not sticky"), "{e}");
-        assert!(TrustedDir::open(&tmp.path().join("missing"), Create::Never).is_err());
-    }
-
-    #[test]
-    fn follows_our_own_symlinks_and_resolves_dot_dot() {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir(tmp.path().join("real")).unwrap();
-        std::os::unix::fs::symlink("real", tmp.path().join("rel")).unwrap();
-        std::os::unix::fs::symlink(tmp.path().join("real"), tmp.path().join("abs")).unwrap();
-        for p in ["rel", "abs", "real/../rel", "abs/."] {
-            let d = TrustedDir::open(&tmp.path().join(p), Create::Never).unwrap();
-            assert!(d.path().ends_with("real"), "{p}: {}", d.path().display());
-        }
-        std::fs::write(tmp.path().join("file"), "x").unwrap();
-        let e = TrustedDir::open(&tmp.path().join("file"), Create::Never)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("is a regular file, not a directory"), "{e}");
-        std::os::unix::fs::symlink("loop", tmp.path().join("loop")).unwrap();
-        assert!(TrustedDir::open(&tmp.path().join("loop"), Create::Never)
-            .unwrap_err()
-            .to_string()
-            .contains("too many symlinks"));
-    }
-
-    #[test]
-    fn files_are_written_atomically_exclusively_and_never_through_symlinks() {
-        let tmp = tempfile::tempdir().unwrap();
-        let d = TrustedDir::open(tmp.path(), Create::Never).unwrap();
-        d.write_atomically("f", b"one", 0o644).unwrap();
-        d.write_atomically("f", b"two", 0o644).unwrap();
-        assert_eq!(std::fs::read(tmp.path().join("f")).unwrap(), b"two");
-        assert_eq!(
-            std::fs::metadata(tmp.path().join("f")).unwrap().mode() & 0o777,
-            0o644
-        );
-        assert_eq!(
-            d.names().unwrap(),
-            vec!["f".to_string()],
-            "no temporary left"
-        );
-        d.rewrite_in_place("f", b"3\n").unwrap();
-        assert_eq!(d.read_regular("f", 10, |_| true).unwrap(), b"3\n");
-        assert!(d.read_regular("f", 1, |_| true).is_err());
-        // A symlink in place of a file is neither read nor written through.
-        let victim = tmp.path().join("victim");
-        std::fs::write(&victim, "precious").unwrap();
-        std::os::unix::fs::symlink(&victim, tmp.path().join("l")).unwrap();
-        assert!(d
-            .read_regular("l", 100, |_| true)
-            .unwrap_err()
-            .to_string()
-            .contains("symlink"));
-        assert!(d.rewrite_in_place("l", b"x").is_err());
-        d.write_atomically("l", b"new", 0o600).unwrap(); // replaces the link itself
-        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
-        // A hard link is not rewritten in place.
-        std::fs::hard_link(&victim, tmp.path().join("h")).unwrap();
-        assert!(d
-            .rewrite_in_place("h", b"x")
-            .unwrap_err()
-            .to_string()
-            .contains("links"));
-        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
-    }
-
-    #[test]
-    fn unique_directories_and_names() {
-        let tmp = tempfile::tempdir().unwrap();
-        let d = TrustedDir::open(tmp.path(), Create::Never).unwrap();
-        let (a, an) = d.create_unique_dir("handoff.1.").unwrap();
-        let (_b, bn) = d.create_unique_dir("handoff.1.").unwrap();
-        assert_ne!(an, bn);
-        assert_eq!(owner_pid(&an, "handoff."), Some(1));
-        assert_eq!(owner_pid("handoff.x.y", "handoff."), None);
-        assert_eq!(
-            owner_pid("reload-status.12.json", "reload-status."),
-            Some(12)
-        );
-        assert_eq!(a.path(), tmp.path().join(&an));
-        assert!(a.fd_path("s").starts_with("/proc/self/fd/"));
-        assert!(!pid_is_gone(std::process::id()));
-    }
-
-    #[test]
-    fn only_regular_files_are_read_as_config() {
-        let tmp = tempfile::tempdir().unwrap();
-        let fifo = tmp.path().join("fifo");
-        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
-        let e = open_regular_for_reading(&fifo).unwrap_err().to_string();
-        assert!(e.contains("is a FIFO, not a regular file"), "{e}");
-        let e = open_regular_for_reading(tmp.path())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("is a directory"), "{e}");
-        let e = open_regular_for_reading(Path::new("/dev/null"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("character device"), "{e}");
     }
 }
