@@ -52,6 +52,19 @@ fn a_library_app_as_pid_1_reloads_under_load_and_stops_cleanly() {
             let t = http::get_fresh(sb.addr(), "/").ok()?.text();
             (generation_of(&t) == Some(g)).then_some(())
         });
+        // A successor serves before it is promoted, and drops a SIGHUP meant for its
+        // predecessor until then: the next reload waits until this one is over, i.e. the
+        // predecessor retired and exited (only once its successor confirmed) and PID 1 has
+        // exactly one child left, which has no child of its own.
+        common::wait_until(
+            &format!("generation {g} alone under PID 1"),
+            DEADLINE,
+            || {
+                let children = procs::children_of(pid1);
+                (children.len() == 1 && procs::children_of(children[0].pid).is_empty())
+                    .then_some(())
+            },
+        );
         assert!(
             procs::stat(pid1).is_some(),
             "PID 1 (the supervisor) lives on after reload {g}:\n{}",
