@@ -8,6 +8,7 @@ use crate::exit;
 use crate::handoff::child::{ImportError, ImportProblem};
 use crate::listen::ListenError;
 use crate::settings::SettingsError;
+#[cfg(feature = "tls")]
 use crate::tls::TlsError;
 
 /// Why a baton server could not start or serve. `Display` is one line naming what failed and
@@ -24,6 +25,7 @@ pub(crate) enum Inner {
     Listen(#[from] ListenError),
     #[error(transparent)]
     Import(#[from] ImportError),
+    #[cfg(feature = "tls")]
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("pid file {}: {source}", .path.display())]
@@ -77,6 +79,7 @@ impl Error {
                 ..
             }) => ErrorKind::PermissionDenied,
             Inner::Import(_) => ErrorKind::Protocol,
+            #[cfg(feature = "tls")]
             Inner::Tls(e) => match e.exit_code() {
                 exit::NOPERM => ErrorKind::PermissionDenied,
                 exit::OSERR => ErrorKind::Os,
@@ -137,4 +140,6 @@ macro_rules! from_layer {
         }
     )*};
 }
-from_layer!(SettingsError, ListenError, ImportError, TlsError);
+from_layer!(SettingsError, ListenError, ImportError);
+#[cfg(feature = "tls")]
+from_layer!(TlsError);

@@ -21,7 +21,6 @@ use crate::listen::spec::Scheme;
 use crate::listen::{Listener, Origin, Socket};
 use crate::settings::{Settings, SettingsError};
 use crate::startup::Acquired;
-use crate::tls::ServerConfig;
 
 /// Serve `app` on the listeners the settings of the `BATON_*` variables name (or that systemd or
 /// a predecessor passed), until a successor takes over or a stop is requested.
@@ -166,7 +165,7 @@ pub struct Server {
     handoff_socket: PathBuf,
     predecessor_socket: Option<PathBuf>,
     acquired: Acquired,
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<TlsConfig>,
     signals: Signals,
     span: tracing::Span,
 }
@@ -237,11 +236,7 @@ impl Server {
         .await?;
         // Before anything is reported ready: a pair that does not load fails this start (and,
         // in a successor, the reload, while the predecessor serves on).
-        let start = match predecessor_socket {
-            Some(_) => crate::tls::Start::Reload,
-            None => crate::tls::Start::First,
-        };
-        let tls = tls_config(&settings, &acquired.listeners, start)?;
+        let tls = tls_config(&settings, &acquired.listeners, predecessor_socket.is_some())?;
         // Only stdio and the listeners may reach a successor.
         match crate::fds::close_inherited_on_exec() {
             Ok(how) => tracing::debug!(how, "inherited descriptors marked close-on-exec"),
@@ -505,7 +500,7 @@ impl<M: MakeHttp> Serve<M> {
 /// Serve every listener: with the app [`Serve::listener`] gave for its name, else `make`.
 fn start_serving<M: MakeHttp>(
     listeners: &[Listener],
-    tls: Option<&Arc<ServerConfig>>,
+    tls: Option<&TlsConfig>,
     make: M,
     listener_apps: &[(String, Attach)],
     options: &http::Options,
@@ -551,35 +546,59 @@ fn named(l: &Listener, name: &str) -> bool {
 /// Read the certificate and key when a listener serves https: every process reads them afresh,
 /// so replacing the files and reloading rotates the certificate. An https listener without
 /// them is refused (a socket-activated one named `https` is only known here).
+/// `reload`: this process is a successor (a leaf that expired or is not valid yet fails it).
+#[cfg(feature = "tls")]
 fn tls_config(
     settings: &Settings,
     listeners: &[Listener],
-    start: crate::tls::Start,
-) -> Result<Option<Arc<ServerConfig>>, Error> {
+    reload: bool,
+) -> Result<Option<TlsConfig>, Error> {
+    let start = if reload {
+        crate::tls::Start::Reload
+    } else {
+        crate::tls::Start::First
+    };
     let https = listeners.iter().find(|l| l.scheme() == Scheme::Https);
     match (&settings.tls, https) {
         (Some(files), Some(_)) => Ok(Some(crate::tls::load(files, start)?)),
-        (None, Some(l)) => {
-            let (origin, how) = if l.origin == Origin::Systemd && l.spec.scheme() == Scheme::Http {
-                ("LISTEN_FDNAMES", format!("{} (socket named https)", l.spec))
-            } else {
-                ("listen", l.spec.to_string())
-            };
-            Err(SettingsError::new(
-                origin,
-                &l.name,
-                format!(
-                    "{how} serves TLS but no certificate is configured (tls_cert and tls_key, --tls-cert and --tls-key)"
-                ),
-            )
-            .into())
-        }
+        (None, Some(l)) => Err(https_refused(
+            l,
+            "serves TLS but no certificate is configured (tls_cert and tls_key, --tls-cert and --tls-key)",
+        )),
         (Some(_), None) => {
             warn!("a TLS certificate is configured but no listener serves https (write https://HOST:PORT, or name the socket https); not reading it");
             Ok(None)
         }
         (None, None) => Ok(None),
     }
+}
+
+/// Without the `tls` feature, a listener that serves https (by its address, or a
+/// socket-activated one named `https`) makes the start fail: one line naming it, exit code 78.
+#[cfg(not(feature = "tls"))]
+fn tls_config(
+    _settings: &Settings,
+    listeners: &[Listener],
+    _reload: bool,
+) -> Result<Option<TlsConfig>, Error> {
+    match listeners.iter().find(|l| l.scheme() == Scheme::Https) {
+        Some(l) => Err(https_refused(
+            l,
+            &format!("serves TLS, but {}", crate::settings::NO_TLS_FEATURE),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The configuration error for an https listener that cannot be served: one line naming it
+/// (a socket-activated listener named `https` by its `LISTEN_FDNAMES` name).
+fn https_refused(l: &Listener, problem: &str) -> Error {
+    let (origin, how) = if l.origin == Origin::Systemd && l.spec.scheme() == Scheme::Http {
+        ("LISTEN_FDNAMES", format!("{} (socket named https)", l.spec))
+    } else {
+        ("listen", l.spec.to_string())
+    };
+    SettingsError::new(origin, &l.name, format!("{how} {problem}")).into()
 }
 
 /// How many bytes of `STATUS=` the list of listeners may take: the rest are counted.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::listen::spec::ListenSpec;
+#[cfg(feature = "tls")]
 use crate::tls::TlsFiles;
 
 pub use crate::listen::spec::{
@@ -42,6 +43,7 @@ pub struct Settings {
     pub(crate) child_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) pid_file: Option<PathBuf>,
+    #[cfg(feature = "tls")]
     pub(crate) tls: Option<TlsFiles>,
     pub(crate) access_log: bool,
 }
@@ -56,6 +58,7 @@ impl Default for Settings {
             child_timeout: DEFAULT_CHILD_TIMEOUT,
             idle_timeout: crate::http::DEFAULT_IDLE_TIMEOUT,
             pid_file: None,
+            #[cfg(feature = "tls")]
             tls: None,
             access_log: false,
         }
@@ -94,7 +97,8 @@ impl Settings {
     /// `BATON_LISTEN` (comma-separated), `BATON_HANDOFF_SOCKET`, `BATON_SHUTDOWN_TIMEOUT`,
     /// `BATON_CHILD_TIMEOUT`, `BATON_IDLE_TIMEOUT`, `BATON_PID_FILE`, `BATON_ACCESS_LOG`
     /// (`1`/`0`, `true`/`false`), `BATON_TLS_CERT` and `BATON_TLS_KEY` (both or neither; see
-    /// [`Settings::tls`]). Durations read like `30s`, `500ms` or a number of seconds.
+    /// `Settings::tls`; with the `tls` feature only: without it they are refused, as is an
+    /// `https://` address). Durations read like `30s`, `500ms` or a number of seconds.
     /// `BATON_CONFIG` names the `baton` command's JSON file, which the library does
     /// not read: it is reported in the log and otherwise ignored. `BATON_LOG_FORMAT` is the
     /// command's too (a program sets up its own `tracing` subscriber); `BATON_SUPERVISE` is
@@ -142,14 +146,27 @@ impl Settings {
         if let Some(text) = var("BATON_ACCESS_LOG") {
             settings.access_log = parse_bool(&text, "BATON_ACCESS_LOG", "access_log")?;
         }
-        let tls = pair_tls(
-            var("BATON_TLS_CERT").map(|p| (PathBuf::from(p), "BATON_TLS_CERT".to_owned())),
-            var("BATON_TLS_KEY").map(|p| (PathBuf::from(p), "BATON_TLS_KEY".to_owned())),
-        )?;
-        if let Some(files) = tls {
-            settings = settings.tls(files.cert, files.key);
+        #[cfg(feature = "tls")]
+        {
+            let tls = pair_tls(
+                var("BATON_TLS_CERT").map(|p| (PathBuf::from(p), "BATON_TLS_CERT".to_owned())),
+                var("BATON_TLS_KEY").map(|p| (PathBuf::from(p), "BATON_TLS_KEY".to_owned())),
+            )?;
+            if let Some(files) = tls {
+                settings = settings.tls(files.cert, files.key);
+            }
         }
-        check_https_has_tls(&settings.listen, settings.tls.is_some(), "BATON_LISTEN")?;
+        #[cfg(not(feature = "tls"))]
+        for name in ["BATON_TLS_CERT", "BATON_TLS_KEY"] {
+            if var(name).is_some() {
+                return Err(SettingsError::new(
+                    name,
+                    "tls",
+                    format!("a certificate is set, but {NO_TLS_FEATURE}"),
+                ));
+            }
+        }
+        check_https_has_tls(&settings.listen, settings.has_tls(), "BATON_LISTEN")?;
         if let Some(file) = var("BATON_CONFIG") {
             tracing::warn!(
                 file,
@@ -216,6 +233,8 @@ impl Settings {
     /// so replacing them and reloading rotates the certificate; a pair that does not load (or a
     /// key that does not match the leaf) makes the start fail, and a reload fail while the old
     /// process serves on.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.tls = Some(TlsFiles {
             cert: cert.into(),
@@ -247,12 +266,21 @@ impl Settings {
         if let Some(path) = &self.pid_file {
             check_path(path, "code", "pid_file")?;
         }
+        #[cfg(feature = "tls")]
         if let Some(files) = &self.tls {
             for (field, path) in [("tls_cert", &files.cert), ("tls_key", &files.key)] {
                 check_tls_path(path, "code", field)?;
             }
         }
-        check_https_has_tls(&self.listen, self.tls.is_some(), "code")
+        check_https_has_tls(&self.listen, self.has_tls(), "code")
+    }
+
+    /// True when a certificate and key are configured (never without the `tls` feature).
+    pub(crate) fn has_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        return false;
     }
 
     /// The hand-off socket to use: the configured one, else the default.
@@ -296,8 +324,14 @@ fn check_distinct(listen: &[ListenSpec], origin: &str) -> Result<(), SettingsErr
     Ok(())
 }
 
+/// Why TLS is refused by a build without the `tls` feature.
+#[cfg(not(feature = "tls"))]
+pub(crate) const NO_TLS_FEATURE: &str =
+    "this program is built without TLS (baton-server's `tls` feature, on by default)";
+
 /// `tls_cert` and `tls_key`, each with where it came from: both or neither, each a path or
 /// `credential:NAME`.
+#[cfg(feature = "tls")]
 pub(crate) fn pair_tls(
     cert: Option<(PathBuf, String)>,
     key: Option<(PathBuf, String)>,
@@ -323,6 +357,7 @@ pub(crate) fn pair_tls(
     }
 }
 
+#[cfg(feature = "tls")]
 fn check_tls_path(path: &Path, origin: &str, field: &str) -> Result<(), SettingsError> {
     if let Some(problem) = nul_in_path(path) {
         return Err(SettingsError::new(origin, field, problem));
@@ -346,14 +381,15 @@ pub(crate) fn check_https_has_tls(
     if have_tls {
         return Ok(());
     }
+    #[cfg(feature = "tls")]
+    let problem = "serves TLS but no certificate is configured (tls_cert and tls_key, --tls-cert and --tls-key)";
+    #[cfg(not(feature = "tls"))]
+    let problem = format!("serves TLS, but {NO_TLS_FEATURE}");
     match listen.iter().position(|l| l.scheme() == Scheme::Https) {
         Some(i) => Err(SettingsError::new(
             origin,
             &format!("listen[{i}]"),
-            format!(
-                "{:?} serves TLS but no certificate is configured (tls_cert and tls_key, --tls-cert and --tls-key)",
-                listen[i].as_str()
-            ),
+            format!("{:?} {problem}", listen[i].as_str()),
         )),
         None => Ok(()),
     }
@@ -571,6 +607,7 @@ mod tests {
         assert!(e.contains("listen[1]") && e.contains("same socket"), "{e}");
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn tls_files_from_variables_or_code() {
         let s = from(&[
@@ -629,6 +666,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("code: tls_cert: "), "{e}");
+    }
+
+    /// Without the `tls` feature, an `https://` address or a certificate is refused in one
+    /// line naming it, rather than served as plain HTTP or ignored.
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_asked_of_a_build_without_tls_is_refused() {
+        let e = from(&[("BATON_LISTEN", "127.0.0.1:1,https://127.0.0.1:2")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "BATON_LISTEN: listen[1]: \"https://127.0.0.1:2\" serves TLS, but this program is built without TLS (baton-server's `tls` feature, on by default)"
+        );
+        let e = from(&[("BATON_TLS_CERT", "/c.pem"), ("BATON_TLS_KEY", "/k.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "BATON_TLS_CERT: tls: a certificate is set, but this program is built without TLS"
+            ),
+            "{e}"
+        );
+        let https: ListenAddr = "https://127.0.0.1:1".parse().unwrap();
+        let e = Settings::default().listen([https]).validate().unwrap_err();
+        assert!(e.to_string().starts_with("code: listen[0]: "), "{e}");
     }
 
     #[test]

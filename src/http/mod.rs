@@ -3,7 +3,7 @@
 //! * `accept`: the accept loop, generic over the listener and its stream type; it only accepts
 //!   (a TLS handshake happens in the connection's task, so a slow client delays nobody else).
 //! * `conn`: one connection's task: the TLS handshake (bounded by
-//!   [`crate::tls::HANDSHAKE_TIMEOUT`] and the idle timeout), the idle bound while serving, the
+//!   `crate::tls::HANDSHAKE_TIMEOUT` and the idle timeout), the idle bound while serving, the
 //!   drain steps, the lingering close. A connection counts as open from its accept, handshake
 //!   included, so a drain waits for connections still in their handshake.
 //! * `io`: the I/O wrapper that records activity, recognises the HTTP/2 preface, keeps the
@@ -176,7 +176,18 @@ pub struct Serving {
 }
 
 /// A TLS listener's configuration: certificate, key, ALPN.
+#[cfg(feature = "tls")]
 pub type TlsConfig = Arc<crate::tls::ServerConfig>;
+
+/// Without the `tls` feature no listener serves TLS: the configuration cannot be made, so
+/// every `Option<TlsConfig>` is `None` (a listener that asks for TLS fails the start first).
+#[cfg(not(feature = "tls"))]
+pub type TlsConfig = Arc<NoTls>;
+
+/// The uninhabited TLS configuration of a build without the `tls` feature.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug)]
+pub enum NoTls {}
 
 impl Serving {
     /// Nothing served yet: add each listener with [`Serving::serve_on`], then call
