@@ -12,7 +12,23 @@ use crate::settings::SettingsError;
 use crate::tls::TlsError;
 
 /// Why a baton server could not start or serve. `Display` is one line naming what failed and
-/// where; [`Error::kind`] says what kind of failure it is.
+/// where; [`Error::kind`] says what kind of failure it is, [`Error::exit_code`] the exit status
+/// that tells systemd and the operator.
+///
+/// ```no_run
+/// use std::process::ExitCode;
+///
+/// #[tokio::main]
+/// async fn main() -> ExitCode {
+///     match baton_server::serve(axum::Router::new()).await {
+///         Ok(_) => ExitCode::SUCCESS,
+///         Err(e) => {
+///             eprintln!("my-app: {e}");
+///             ExitCode::from(e.exit_code())
+///         }
+///     }
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct Error(#[from] Inner);
@@ -42,6 +58,18 @@ pub(crate) enum Inner {
 }
 
 /// What kind of failure an [`Error`] is.
+///
+/// ```no_run
+/// # async fn demo() {
+/// use baton_server::ErrorKind;
+///
+/// match baton_server::Server::from_env().await {
+///     Ok(server) => { let _ = server.serve(axum::Router::new()).await; }
+///     Err(e) if e.kind() == ErrorKind::AddressInUse => eprintln!("is another copy running? {e}"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -59,7 +87,7 @@ pub enum ErrorKind {
 }
 
 impl Error {
-    /// What kind of failure this is.
+    /// What kind of failure this is. See [`ErrorKind`] for an example.
     pub fn kind(&self) -> ErrorKind {
         match &self.0 {
             Inner::Settings(_) => ErrorKind::Config,
@@ -92,6 +120,7 @@ impl Error {
 
     /// The [sysexits(3)](https://man.freebsd.org/cgi/man.cgi?query=sysexits) code for this
     /// failure: 78 configuration, 69 address in use, 77 permission denied, 76 protocol, 71 OS.
+    /// See [`Error`] for an example.
     pub fn exit_code(&self) -> u8 {
         match self.kind() {
             ErrorKind::Config => exit::CONFIG,

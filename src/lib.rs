@@ -90,8 +90,10 @@ pub use drain::DrainSignal;
 pub use error::{Error, ErrorKind};
 pub use http::{BoxError, HttpService, MakeHttp};
 pub use observe::ReloadOutcome;
-pub use server::{app_kind, serve, Ended, Serve, ServeApp, Server, StopSignal};
-pub use settings::{ListenAddr, ListenTarget, Scheme, Settings, SettingsError, SpecError};
+pub use server::{app_kind, serve, Ended, ListenerName, Serve, ServeApp, Server, StopSignal};
+pub use settings::{
+    AccessLog, ListenAddr, ListenTarget, Scheme, Settings, SettingsError, SpecError,
+};
 
 pub use reload::{ReloadError, Reloaded};
 
@@ -127,6 +129,17 @@ pub fn request_reload(
 }
 
 /// When [`supervise`] makes this process the supervisor.
+///
+/// ```no_run
+/// # fn main() -> std::process::ExitCode {
+/// # let settings = baton_server::Settings::default();
+/// // Under runit, s6 or supervisord, which follow the pid they started:
+/// if let Some(code) = baton_server::supervise(&settings, baton_server::Supervise::Always) {
+///     return std::process::ExitCode::from(code);
+/// }
+/// # std::process::ExitCode::SUCCESS
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Supervise {

@@ -70,7 +70,29 @@ fn default_listen() -> ListenSpec {
     ListenSpec::from_socket_addr(std::net::SocketAddr::from(([127, 0, 0, 1], 8000)))
 }
 
+/// Whether a server logs every request ([`Settings::access_log`]; `BATON_ACCESS_LOG`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLog {
+    /// No access log: requests pass through nothing extra (the default).
+    #[default]
+    Off,
+    /// One `tracing` event per request, target `baton::access`, level INFO.
+    On,
+}
+
 /// A setting with a bad value. One line: where the value came from, the setting, the problem.
+/// As an [`Error`](crate::Error) it is of [`ErrorKind::Config`](crate::ErrorKind::Config)
+/// (exit code 78).
+///
+/// ```
+/// let e = baton_server::Settings::from_vars(|name| {
+///     (name == "BATON_SHUTDOWN_TIMEOUT").then(|| "soon".to_owned())
+/// })
+/// .unwrap_err();
+/// assert_eq!(e.origin, "BATON_SHUTDOWN_TIMEOUT");
+/// assert_eq!(e.field, "shutdown_timeout");
+/// assert!(e.to_string().starts_with("BATON_SHUTDOWN_TIMEOUT: shutdown_timeout: "));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{origin}: {field}: {problem}")]
 pub struct SettingsError {
@@ -116,6 +138,15 @@ impl Settings {
     }
 
     /// [`Settings::from_env`] with the variables looked up by `var` instead of the environment.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    ///
+    /// let vars = HashMap::from([("BATON_LISTEN", "127.0.0.1:3000,unix:/run/my-app/http.sock")]);
+    /// let settings = baton_server::Settings::from_vars(|name| vars.get(name).map(|v| v.to_string()))?;
+    /// # let _ = settings;
+    /// # Ok::<(), baton_server::SettingsError>(())
+    /// ```
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
         let var = |name: &str| var(name).filter(|v| !v.is_empty());
         let mut settings = Settings::default();
@@ -178,6 +209,19 @@ impl Settings {
 
     /// Listen on these addresses (replacing the default `127.0.0.1:8000`). Under socket
     /// activation systemd's sockets are served as well; an empty list serves only those.
+    ///
+    /// ```
+    /// use std::net::Ipv4Addr;
+    /// use baton_server::{ListenAddr, Settings};
+    ///
+    /// let settings = Settings::default().listen([
+    ///     ListenAddr::tcp((Ipv4Addr::LOCALHOST, 3000)),
+    ///     ListenAddr::unix("/run/my-app/http.sock")?,
+    ///     "[::1]:9100".parse()?, // what an operator writes parses too
+    /// ]);
+    /// # let _ = settings;
+    /// # Ok::<(), baton_server::SpecError>(())
+    /// ```
     pub fn listen(mut self, addrs: impl IntoIterator<Item = ListenAddr>) -> Self {
         self.listen = addrs.into_iter().collect();
         self.listen_explicit = true;
@@ -185,18 +229,38 @@ impl Settings {
     }
 
     /// The Unix socket a successor dials to take over (default: see `docs/handoff-protocol.md`).
+    /// Its directory also holds the control socket [`request_reload`](crate::request_reload)
+    /// talks to.
+    ///
+    /// ```
+    /// let settings = baton_server::Settings::default().handoff_socket("/run/my-app/handoff.sock");
+    /// # let _ = settings;
+    /// ```
     pub fn handoff_socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.handoff_socket = Some(path.into());
         self
     }
 
     /// How long a retiring or stopping process may finish in-flight work (default 30 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let settings = baton_server::Settings::default().shutdown_timeout(Duration::from_secs(120));
+    /// # let _ = settings;
+    /// ```
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
     }
 
     /// How long a successor may take to serve before a reload is abandoned (default 10 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// // An app that warms a cache before it serves.
+    /// let settings = baton_server::Settings::default().child_timeout(Duration::from_secs(60));
+    /// # let _ = settings;
+    /// ```
     pub fn child_timeout(mut self, timeout: Duration) -> Self {
         self.child_timeout = timeout;
         self
@@ -205,22 +269,41 @@ impl Settings {
     /// How long a connection may wait for a request while nothing is in flight (a response
     /// body still streaming counts as in flight) before it is closed; also the interval of
     /// HTTP/2 keep-alive PINGs (default 30 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let settings = baton_server::Settings::default().idle_timeout(Duration::from_secs(75));
+    /// # let _ = settings;
+    /// ```
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
         self
     }
 
-    /// The file the main process writes its pid to (default: none).
+    /// The file the main process writes its pid to (default: none). A file that cannot be
+    /// written makes the start fail.
+    ///
+    /// ```
+    /// let settings = baton_server::Settings::default().pid_file("/run/my-app/my-app.pid");
+    /// # let _ = settings;
+    /// ```
     pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.pid_file = Some(path.into());
         self
     }
 
     /// Log one `tracing` event per request (target `baton::access`, level INFO): method, path,
-    /// status, bytes, duration, peer and generation (default: off). When off, requests pass
-    /// through nothing extra.
-    pub fn access_log(mut self, on: bool) -> Self {
-        self.access_log = on;
+    /// status, bytes, duration, peer and generation (default: [`AccessLog::Off`]). When off,
+    /// requests pass through nothing extra.
+    ///
+    /// ```
+    /// use baton_server::{AccessLog, Settings};
+    ///
+    /// let settings = Settings::default().access_log(AccessLog::On);
+    /// # let _ = settings;
+    /// ```
+    pub fn access_log(mut self, log: AccessLog) -> Self {
+        self.access_log = log == AccessLog::On;
         self
     }
 
@@ -233,6 +316,16 @@ impl Settings {
     /// so replacing them and reloading rotates the certificate; a pair that does not load (or a
     /// key that does not match the leaf) makes the start fail, and a reload fail while the old
     /// process serves on.
+    ///
+    /// ```
+    /// use std::net::Ipv6Addr;
+    /// use baton_server::{ListenAddr, Settings};
+    ///
+    /// let settings = Settings::default()
+    ///     .listen([ListenAddr::https((Ipv6Addr::UNSPECIFIED, 8443))])
+    ///     .tls("/etc/my-app/fullchain.pem", "credential:tls.key");
+    /// assert!(settings.validate().is_ok());
+    /// ```
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
@@ -246,6 +339,15 @@ impl Settings {
     /// Check what the setters cannot: durations in range, no two addresses naming one socket, a
     /// hand-off socket path (configured or default) that fits a Unix socket address, certificate
     /// and key named properly, and present when an address is `https://`.
+    /// [`Server::bind`](crate::Server::bind) calls it; call it to report a mistake earlier.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let settings = baton_server::Settings::default().child_timeout(Duration::ZERO);
+    /// let e = settings.validate().unwrap_err();
+    /// assert_eq!(e.field, "child_timeout");
+    /// ```
     pub fn validate(&self) -> Result<(), SettingsError> {
         match &self.handoff_socket {
             Some(path) => check_socket_path(path, "code", "handoff_socket")?,

@@ -243,7 +243,9 @@ impl Config {
         };
         settings::check_https_has_tls(&s.listen, s.tls.is_some(), listen_origin)?;
 
-        s = s.access_log(overrides.access_log.or(file.access_log).unwrap_or(false));
+        if overrides.access_log.or(file.access_log).unwrap_or(false) {
+            s = s.access_log(crate::AccessLog::On);
+        }
         s.validate()?;
         Ok(Config {
             settings: s,
