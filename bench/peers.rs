@@ -78,7 +78,7 @@ fn serve(sb: &Sandbox, wrap: &[String], argv: &[&str], cpus: &[usize]) -> Baton 
     b
 }
 
-/// `examples/bare_hyper` on the sandbox's port.
+/// `tests/programs/bare_hyper` on the sandbox's port.
 pub fn bare(sb: &Sandbox, exe: &Path, cpus: &[usize], wrap: &[String]) -> Baton {
     serve(sb, wrap, &[&exe.display().to_string(), &sb.listen()], cpus)
 }

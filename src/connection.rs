@@ -99,7 +99,16 @@ impl IncomingConnection {
 
 /// A per-request service (an axum `Router`, a `tower::service_fn`) used as a make-service: every
 /// connection gets a clone. What [`serve`](crate::serve) makes of an app that is not a
-/// make-service; it is not named in user code.
+/// make-service ([`ServeApp::into_make_service`](crate::ServeApp::into_make_service)); user
+/// code rarely names it:
+///
+/// ```
+/// use baton_server::{PerConnection, ServeApp};
+///
+/// let router = axum::Router::new();
+/// let make: PerConnection<axum::Router> = ServeApp::into_make_service(router);
+/// # let _ = make;
+/// ```
 #[derive(Debug, Clone)]
 pub struct PerConnection<S>(pub(crate) S);
 
@@ -124,6 +133,7 @@ mod axum_impls {
 
     /// The TCP client's address; on a Unix-socket listener `0.0.0.0:0` (ask for
     /// `tokio::net::unix::SocketAddr` or [`ClientAddr`] there).
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     impl Connected<IncomingConnection> for std::net::SocketAddr {
         fn connect_info(conn: IncomingConnection) -> Self {
             conn.client
@@ -133,6 +143,7 @@ mod axum_impls {
     }
 
     /// What axum gives for its Unix listener; on a TCP listener an unnamed address.
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     impl Connected<IncomingConnection> for tokio::net::unix::SocketAddr {
         fn connect_info(conn: IncomingConnection) -> Self {
             match conn.client {
@@ -143,6 +154,7 @@ mod axum_impls {
     }
 
     /// Either kind, for apps with both TCP and Unix-socket listeners.
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     impl Connected<IncomingConnection> for ClientAddr {
         fn connect_info(conn: IncomingConnection) -> Self {
             conn.client

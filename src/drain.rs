@@ -25,16 +25,40 @@ pub struct DrainSignal {
 
 impl DrainSignal {
     /// A signal not yet given to a server (see [`crate::Serve::with_drain_signal`]).
+    ///
+    /// ```
+    /// let drain = baton_server::DrainSignal::new();
+    /// assert!(!drain.is_draining());
+    /// ```
     pub fn new() -> Self {
         DrainSignal::default()
     }
 
-    /// Wait until the process drains.
+    /// Wait until the process drains: in a WebSocket or SSE handler, `select!` it with the
+    /// next message to send and say goodbye when it wins.
+    ///
+    /// ```no_run
+    /// # async fn demo(drain: baton_server::DrainSignal) {
+    /// let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    /// loop {
+    ///     tokio::select! {
+    ///         _ = drain.draining() => break, // send a goodbye, close the stream
+    ///         _ = ticks.tick() => { /* send the next event */ }
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub async fn draining(&self) {
         self.token.cancelled().await
     }
 
     /// True once the process drains.
+    ///
+    /// ```
+    /// # fn demo(drain: &baton_server::DrainSignal) -> &'static str {
+    /// if drain.is_draining() { "retiring: reconnect" } else { "serving" }
+    /// # }
+    /// ```
     pub fn is_draining(&self) -> bool {
         self.token.is_cancelled()
     }

@@ -8,10 +8,27 @@ use nix::errno::Errno;
 use crate::handoff::child::{ImportError, ImportProblem};
 use crate::listen::ListenError;
 use crate::settings::SettingsError;
+#[cfg(feature = "tls")]
 use crate::tls::TlsError;
 
 /// Why a baton server could not start or serve. `Display` is one line naming what failed and
-/// where; [`Error::kind`] says what kind of failure it is.
+/// where; [`Error::kind`] says what kind of failure it is, [`Error::exit_code`] the exit status
+/// that tells systemd and the operator.
+///
+/// ```no_run
+/// use std::process::ExitCode;
+///
+/// #[tokio::main]
+/// async fn main() -> ExitCode {
+///     match baton_server::serve(axum::Router::new()).await {
+///         Ok(_) => ExitCode::SUCCESS,
+///         Err(e) => {
+///             eprintln!("my-app: {e}");
+///             ExitCode::from(e.exit_code())
+///         }
+///     }
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct Error(#[from] Inner);
@@ -24,6 +41,7 @@ pub(crate) enum Inner {
     Listen(#[from] ListenError),
     #[error(transparent)]
     Import(#[from] ImportError),
+    #[cfg(feature = "tls")]
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("pid file {}: {source}", .path.display())]
@@ -42,7 +60,7 @@ pub(crate) enum Inner {
 pub use crate::exit::ErrorKind;
 
 impl Error {
-    /// What kind of failure this is.
+    /// What kind of failure this is. See [`ErrorKind`] for an example.
     pub fn kind(&self) -> ErrorKind {
         match &self.0 {
             Inner::Settings(_) => ErrorKind::Config,
@@ -62,6 +80,7 @@ impl Error {
                 ..
             }) => ErrorKind::PermissionDenied,
             Inner::Import(_) => ErrorKind::Protocol,
+            #[cfg(feature = "tls")]
             Inner::Tls(e) => e.kind(),
             Inner::PidFile { source, .. } => fs_kind(source),
             Inner::Executable(e) | Inner::Signals(e) | Inner::Serve(e) => io_kind(e),
@@ -70,6 +89,7 @@ impl Error {
 
     /// The [sysexits(3)](https://man.freebsd.org/cgi/man.cgi?query=sysexits) code for this
     /// failure: 78 configuration, 69 address in use, 77 permission denied, 76 protocol, 71 OS.
+    /// See [`Error`] for an example.
     pub fn exit_code(&self) -> u8 {
         self.kind().exit_code()
     }
@@ -112,4 +132,6 @@ macro_rules! from_layer {
         }
     )*};
 }
-from_layer!(SettingsError, ListenError, ImportError, TlsError);
+from_layer!(SettingsError, ListenError, ImportError);
+#[cfg(feature = "tls")]
+from_layer!(TlsError);

@@ -305,6 +305,7 @@ fn reload_status_file() {
     });
 }
 
+#[cfg(feature = "tls")]
 #[test]
 fn pem_files() {
     use crate::tls;
@@ -337,6 +338,7 @@ fn pem_files() {
     });
 }
 
+#[cfg(feature = "tls")]
 #[test]
 fn x509_der() {
     use crate::tls::x509;

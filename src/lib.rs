@@ -24,6 +24,11 @@
 //!
 //! # Feature flags
 //!
+//! * `tls` (on): `https://` listeners, socket-activated listeners named `https`,
+//!   `Settings::tls` and `BATON_TLS_CERT`/`BATON_TLS_KEY`, served with rustls on the *ring*
+//!   crypto provider. Without it neither rustls nor ring is compiled, and a configuration that
+//!   asks for TLS fails to start ([`ErrorKind::Config`], exit code 78) with one line naming the
+//!   listener.
 //! * `axum` (off): axum's `ConnectInfo` for the client's address ([`IncomingConnection`]).
 //! * `metrics` (off): reloads, hand-off durations, connections and the generation through the
 //!   [`metrics`](https://docs.rs/metrics) facade: `baton_reloads_requested_total`, `baton_reloads_succeeded_total`,
@@ -31,7 +36,8 @@
 //!   `baton_connections_draining`, `baton_generation`, each recorded by the process it is about
 //!   (a successful reload is counted by the process that retires). Install your exporter's
 //!   recorder; baton installs none. [`Serve::on_reload`] tells reload outcomes in code.
-//! * `cli` (on): the `baton` command; a library user turns it off (`--no-default-features`).
+//! * `cli` (on): the `baton` command (it turns `tls` on); a library user turns it off:
+//!   `--no-default-features --features tls` (and `axum`, `metrics` as needed).
 //!
 //! Data flows one way: [`settings`](Settings) → `listen` (activation, bind) → `handoff` (the
 //! import from a predecessor, and later the hand-off to a successor) → `http` (serving) →
@@ -39,6 +45,7 @@
 //! successor and systemd). The hand-off protocol is specified in `docs/handoff-protocol.md`.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub(crate) mod access_log;
 mod connection;
@@ -61,6 +68,7 @@ mod settings;
 mod startup;
 pub(crate) mod supervisor;
 pub(crate) mod text;
+#[cfg(feature = "tls")]
 pub(crate) mod tls;
 
 /// The `baton` command's implementation (used by its `main`); not a library API.
@@ -84,8 +92,10 @@ pub use drain::DrainSignal;
 pub use error::{Error, ErrorKind};
 pub use http::{BoxError, HttpService, MakeHttp};
 pub use observe::ReloadOutcome;
-pub use server::{app_kind, serve, Ended, Serve, ServeApp, Server, StopSignal};
-pub use settings::{ListenAddr, ListenTarget, Scheme, Settings, SettingsError, SpecError};
+pub use server::{app_kind, serve, Ended, ListenerName, Serve, ServeApp, Server, StopSignal};
+pub use settings::{
+    AccessLog, ListenAddr, ListenTarget, Scheme, Settings, SettingsError, SpecError,
+};
 
 pub use reload::{ReloadError, Reloaded};
 
@@ -121,6 +131,17 @@ pub fn request_reload(
 }
 
 /// When [`supervise`] makes this process the supervisor.
+///
+/// ```no_run
+/// # fn main() -> std::process::ExitCode {
+/// # let settings = baton_server::Settings::default();
+/// // Under runit, s6 or supervisord, which follow the pid they started:
+/// if let Some(code) = baton_server::supervise(&settings, baton_server::Supervise::Always) {
+///     return std::process::ExitCode::from(code);
+/// }
+/// # std::process::ExitCode::SUCCESS
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Supervise {

@@ -15,7 +15,7 @@ use crate::handoff::child;
 use crate::handoff::parent::StateFn;
 use crate::handoff::protocol::{GENERATION_ENV, PREDECESSOR_ENV};
 use crate::handoff::spawn::Executable;
-use crate::http::{self, HttpService, MakeHttp};
+use crate::http::{self, HttpService, MakeHttp, TlsConfig};
 use crate::lifecycle::{
     self, Finish, Machine, Parts, Process, ProcessWorld, ShutdownFuture, Signals, StopReason,
 };
@@ -23,7 +23,6 @@ use crate::listen::spec::Scheme;
 use crate::listen::{Listener, Origin};
 use crate::settings::{Settings, SettingsError};
 use crate::startup::Acquired;
-use crate::tls::ServerConfig;
 
 /// Serve `app` on the listeners the settings of the `BATON_*` variables name (or that systemd or
 /// a predecessor passed), until a successor takes over or a stop is requested.
@@ -76,7 +75,8 @@ pub trait ServeApp<Kind>: Sized {
     fn into_make_service(self) -> Self::MakeService;
 }
 
-/// The two kinds of [`ServeApp`]; never named in user code.
+/// The two kinds of [`ServeApp`], only there to tell its two blanket implementations apart;
+/// never named in user code (the compiler infers them).
 pub mod app_kind {
     /// A per-request service: every connection gets a clone.
     #[derive(Debug)]
@@ -152,6 +152,16 @@ fn ended(finish: Finish) -> Ended {
 }
 
 /// The signal that stopped a server ([`Ended::Signal`]).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), baton_server::Error> {
+/// use baton_server::{Ended, StopSignal};
+/// # let app = axum::Router::new();
+/// if let Ended::Signal(StopSignal::Int) = baton_server::serve(app).await? {
+///     eprintln!("interrupted (Ctrl-C)");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StopSignal {
@@ -179,7 +189,7 @@ pub struct Server {
     process: Process,
     predecessor_socket: Option<PathBuf>,
     acquired: Acquired,
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<TlsConfig>,
     span: tracing::Span,
 }
 
@@ -195,6 +205,22 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Acquire the listeners: socket activation, else the import from a running predecessor,
     /// else a fresh bind. A successor that fails here tells its predecessor why.
+    ///
+    /// Settings from code:
+    ///
+    /// ```no_run
+    /// use std::net::Ipv4Addr;
+    /// use std::time::Duration;
+    /// use baton_server::{ListenAddr, Server, Settings};
+    ///
+    /// # async fn demo() -> Result<(), baton_server::Error> {
+    /// let settings = Settings::default()
+    ///     .listen([ListenAddr::tcp((Ipv4Addr::LOCALHOST, 3000))])
+    ///     .shutdown_timeout(Duration::from_secs(10));
+    /// let server = Server::bind(settings).await?;
+    /// server.serve(axum::Router::new()).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn bind(settings: Settings) -> Result<Server, Error> {
         let predecessor_socket = predecessor_from_env();
         let generation = generation_from_env();
@@ -213,7 +239,16 @@ impl Server {
         bound
     }
 
-    /// [`Server::bind`] with [`Settings::from_env`].
+    /// [`Server::bind`] with [`Settings::from_env`]; a bad variable is an error of
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) naming it.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), baton_server::Error> {
+    /// // BATON_LISTEN=127.0.0.1:3000
+    /// let server = baton_server::Server::from_env().await?;
+    /// server.serve(axum::Router::new()).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn from_env() -> Result<Server, Error> {
         match Settings::from_env() {
             Ok(settings) => Server::bind(settings).await,
@@ -249,11 +284,7 @@ impl Server {
         .await?;
         // Before anything is reported ready: a pair that does not load fails this start (and,
         // in a successor, the reload, while the predecessor serves on).
-        let start = match predecessor_socket {
-            Some(_) => crate::tls::Start::Reload,
-            None => crate::tls::Start::First,
-        };
-        let tls = tls_config(&settings, &acquired.listeners, start)?;
+        let tls = tls_config(&settings, &acquired.listeners, predecessor_socket.is_some())?;
         // Only stdio and the listeners may reach a successor.
         match crate::fds::close_inherited_on_exec() {
             Ok(how) => tracing::debug!(how, "inherited descriptors marked close-on-exec"),
@@ -276,21 +307,59 @@ impl Server {
 
     /// The application state the predecessor handed over ([`Serve::on_handoff`]); `None` on a
     /// first start or when the predecessor had none.
+    ///
+    /// ```no_run
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// # async fn demo() -> Result<(), baton_server::Error> {
+    /// let server = baton_server::Server::from_env().await?;
+    /// let visits: u64 = server
+    ///     .inherited_state()
+    ///     .and_then(|bytes| std::str::from_utf8(bytes).ok()?.parse().ok())
+    ///     .unwrap_or(0);
+    /// let visits = Arc::new(AtomicU64::new(visits));
+    /// let handed = visits.clone();
+    /// server
+    ///     .serve(axum::Router::new())
+    ///     .on_handoff(move || handed.load(Ordering::SeqCst).to_string().into_bytes())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn inherited_state(&self) -> Option<&[u8]> {
         self.acquired.state.as_deref()
     }
 
     /// How many hand-offs came before this process (0 for a first start).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), baton_server::Error> {
+    /// let server = baton_server::Server::from_env().await?;
+    /// if server.generation() == 0 {
+    ///     eprintln!("first start: nothing inherited");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn generation(&self) -> u64 {
         self.process.generation
     }
 
-    /// The addresses served, as configured or as found on the passed sockets.
-    pub fn listen_addrs(&self) -> Vec<String> {
+    /// The addresses served, as configured or as found on the passed sockets (for a port 0,
+    /// the port the kernel chose is in what was found).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), baton_server::Error> {
+    /// let server = baton_server::Server::from_env().await?;
+    /// for addr in server.listen_addrs() {
+    ///     eprintln!("serving on {addr} ({})", addr.scheme());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn listen_addrs(&self) -> Vec<crate::ListenAddr> {
         self.acquired
             .listeners
             .iter()
-            .map(|l| l.spec.to_string())
+            .map(|l| l.spec.clone())
             .collect()
     }
 
@@ -311,7 +380,21 @@ impl Server {
 }
 
 /// A server about to serve an app: await it (it is an [`IntoFuture`]). Returned by [`serve`] and
-/// [`Server::serve`].
+/// [`Server::serve`]; its methods add to it before it is awaited.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), baton_server::Error> {
+/// use axum::{routing::get, Router};
+///
+/// let app = Router::new().route("/", get(|| async { "hello\n" }));
+/// let drain = baton_server::DrainSignal::new();
+/// let ended = baton_server::serve(app)
+///     .with_drain_signal(drain.clone())
+///     .on_reload(|outcome| eprintln!("reload: {outcome:?}"))
+///     .await?;
+/// eprintln!("{ended:?}");
+/// # Ok(()) }
+/// ```
 #[must_use = "a Serve does nothing until it is awaited"]
 pub struct Serve<M> {
     server: Option<Server>,
@@ -319,7 +402,7 @@ pub struct Serve<M> {
     drain: DrainSignal,
     state: Option<StateFn>,
     shutdown: Option<ShutdownFuture>,
-    listener_apps: Vec<(String, Attach)>,
+    listener_apps: Vec<(ListenerName, Attach)>,
     on_reload: Option<crate::observe::ReloadHook>,
 }
 
@@ -328,7 +411,7 @@ type Attach = Box<dyn Fn(&mut http::Serving, http::Endpoint) -> std::io::Result<
 
 impl<M> std::fmt::Debug for Serve<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.listener_apps.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&ListenerName> = self.listener_apps.iter().map(|(n, _)| n).collect();
         f.debug_struct("Serve")
             .field("server", &self.server)
             .field("listener_apps", &names)
@@ -369,7 +452,25 @@ impl<M> Serve<M> {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub fn listener<A, K>(mut self, name: impl Into<String>, app: A) -> Self
+    ///
+    /// With the addresses in code, the address itself names its listener:
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), baton_server::Error> {
+    /// use std::net::Ipv4Addr;
+    /// use baton_server::{ListenAddr, Server, Settings};
+    ///
+    /// let admin_addr = ListenAddr::tcp((Ipv4Addr::LOCALHOST, 9100));
+    /// let settings = Settings::default()
+    ///     .listen([ListenAddr::tcp((Ipv4Addr::LOCALHOST, 3000)), admin_addr.clone()]);
+    /// Server::bind(settings)
+    ///     .await?
+    ///     .serve(axum::Router::new())
+    ///     .listener(admin_addr, axum::Router::new())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn listener<A, K>(mut self, name: impl Into<ListenerName>, app: A) -> Self
     where
         A: ServeApp<K>,
     {
@@ -382,6 +483,17 @@ impl<M> Serve<M> {
     /// Trigger `drain` when this process retires or stops, so the app can close long-lived
     /// connections (WebSockets, streams). The process exits once they are closed, or at the
     /// shutdown timeout.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), baton_server::Error> {
+    /// let drain = baton_server::DrainSignal::new();
+    /// let sse_drain = drain.clone(); // give it to the handlers that hold streams open
+    /// # let _ = sse_drain;
+    /// baton_server::serve(axum::Router::new())
+    ///     .with_drain_signal(drain)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn with_drain_signal(mut self, drain: DrainSignal) -> Self {
         self.drain = drain;
         self
@@ -390,6 +502,17 @@ impl<M> Serve<M> {
     /// Hand application state to the successor: `state` runs in this process when the successor
     /// asks, during a hand-off, and its bytes (at most 16 MiB) reach the successor's
     /// [`Server::inherited_state`]. What this process serves after that moment is not in them.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), baton_server::Error> {
+    /// let started = std::time::SystemTime::now();
+    /// baton_server::serve(axum::Router::new())
+    ///     .on_handoff(move || format!("{started:?}").into_bytes())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// See [`Server::inherited_state`] for the successor's side.
     pub fn on_handoff<F>(mut self, state: F) -> Self
     where
         F: Fn() -> Vec<u8> + Send + Sync + 'static,
@@ -400,7 +523,21 @@ impl<M> Serve<M> {
 
     /// Call `hook` in this process with the outcome of every reload it attempts: a hand-off to
     /// a successor (then this process retires) or a failure (it serves on). See
-    /// [`ReloadOutcome`](crate::ReloadOutcome) for an example.
+    /// [`ReloadOutcome`](crate::ReloadOutcome) for the outcomes.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), baton_server::Error> {
+    /// use baton_server::ReloadOutcome;
+    ///
+    /// baton_server::serve(axum::Router::new())
+    ///     .on_reload(|outcome| {
+    ///         if let ReloadOutcome::Failed { reason, .. } = outcome {
+    ///             eprintln!("reload failed, serving on: {reason}");
+    ///         }
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn on_reload<F>(mut self, hook: F) -> Self
     where
         F: Fn(&crate::ReloadOutcome) + Send + Sync + 'static,
@@ -409,7 +546,19 @@ impl<M> Serve<M> {
         self
     }
 
-    /// Stop (drain and return) when `signal` resolves, as on `SIGTERM`.
+    /// Stop (drain and return [`Ended::Shutdown`]) when `signal` resolves, as on `SIGTERM`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), baton_server::Error> {
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// # let _ = stop;
+    /// baton_server::serve(axum::Router::new())
+    ///     .with_graceful_shutdown(async move {
+    ///         let _ = stopped.await;
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn with_graceful_shutdown<F>(mut self, signal: F) -> Self
     where
         F: Future<Output = ()> + Send + 'static,
@@ -506,9 +655,9 @@ impl<M: MakeHttp> Serve<M> {
 /// Serve every listener: with the app [`Serve::listener`] gave for its name, else `make`.
 fn start_serving<M: MakeHttp>(
     listeners: &[Listener],
-    tls: Option<&Arc<ServerConfig>>,
+    tls: Option<&TlsConfig>,
     make: M,
-    listener_apps: &[(String, Attach)],
+    listener_apps: &[(ListenerName, Attach)],
     options: &http::Options,
 ) -> Result<http::Serving, Error> {
     if let Some((name, _)) = listener_apps
@@ -520,7 +669,7 @@ fn start_serving<M: MakeHttp>(
             "code",
             "listener",
             format!(
-                "no listener is named {name:?} (the listeners: {})",
+                "no listener is named \"{name}\" (the listeners: {})",
                 known.join(", ")
             ),
         )
@@ -551,43 +700,126 @@ fn start_serving<M: MakeHttp>(
     Ok(serving)
 }
 
-/// True when `l` is the listener `name` names: its name, or its address as configured.
-fn named(l: &Listener, name: &str) -> bool {
-    l.name == name || l.spec.as_str() == name
+/// True when `l` is the listener `name` names: its name, or its address as configured (an
+/// address given as a [`ListenAddr`](crate::ListenAddr): the same socket, however written).
+fn named(l: &Listener, name: &ListenerName) -> bool {
+    match &name.0 {
+        Named::Text(name) => l.name == *name || l.spec.as_str() == name,
+        Named::Addr(addr) => l.spec.as_str() == addr.as_str() || l.spec.same_socket(addr),
+    }
+}
+
+/// Which listener [`Serve::listener`] attaches an app to: a name (`&str`, `String`) — its
+/// `LISTEN_FDNAMES` name when socket-activated, else its address as configured — or a
+/// [`ListenAddr`](crate::ListenAddr), which names the listener on the same socket.
+///
+/// ```
+/// use std::net::Ipv4Addr;
+/// use baton_server::{ListenAddr, ListenerName};
+///
+/// let by_fd_name = ListenerName::from("admin");
+/// let by_addr = ListenerName::from(ListenAddr::tcp((Ipv4Addr::LOCALHOST, 9100)));
+/// assert_eq!(by_fd_name.to_string(), "admin");
+/// assert_eq!(by_addr.to_string(), "127.0.0.1:9100");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerName(Named);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Named {
+    Text(String),
+    Addr(crate::ListenAddr),
+}
+
+impl From<&str> for ListenerName {
+    fn from(name: &str) -> Self {
+        ListenerName(Named::Text(name.to_owned()))
+    }
+}
+
+impl From<String> for ListenerName {
+    fn from(name: String) -> Self {
+        ListenerName(Named::Text(name))
+    }
+}
+
+impl From<crate::ListenAddr> for ListenerName {
+    fn from(addr: crate::ListenAddr) -> Self {
+        ListenerName(Named::Addr(addr))
+    }
+}
+
+impl From<&crate::ListenAddr> for ListenerName {
+    fn from(addr: &crate::ListenAddr) -> Self {
+        ListenerName(Named::Addr(addr.clone()))
+    }
+}
+
+impl std::fmt::Display for ListenerName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Named::Text(name) => f.write_str(name),
+            Named::Addr(addr) => write!(f, "{addr}"),
+        }
+    }
 }
 
 /// Read the certificate and key when a listener serves https: every process reads them afresh,
 /// so replacing the files and reloading rotates the certificate. An https listener without
 /// them is refused (a socket-activated one named `https` is only known here).
+/// `reload`: this process is a successor (a leaf that expired or is not valid yet fails it).
+#[cfg(feature = "tls")]
 fn tls_config(
     settings: &Settings,
     listeners: &[Listener],
-    start: crate::tls::Start,
-) -> Result<Option<Arc<ServerConfig>>, Error> {
+    reload: bool,
+) -> Result<Option<TlsConfig>, Error> {
+    let start = if reload {
+        crate::tls::Start::Reload
+    } else {
+        crate::tls::Start::First
+    };
     let https = listeners.iter().find(|l| l.scheme() == Scheme::Https);
     match (&settings.tls, https) {
         (Some(files), Some(_)) => Ok(Some(crate::tls::load(files, start)?)),
-        (None, Some(l)) => {
-            let (origin, how) = if l.origin == Origin::Systemd && l.spec.scheme() == Scheme::Http {
-                ("LISTEN_FDNAMES", format!("{} (socket named https)", l.spec))
-            } else {
-                ("listen", l.spec.to_string())
-            };
-            Err(SettingsError::new(
-                origin,
-                &l.name,
-                format!(
-                    "{how} serves TLS but no certificate is configured (tls_cert and tls_key, --tls-cert and --tls-key)"
-                ),
-            )
-            .into())
-        }
+        (None, Some(l)) => Err(https_refused(
+            l,
+            "serves TLS but no certificate is configured (tls_cert and tls_key, --tls-cert and --tls-key)",
+        )),
         (Some(_), None) => {
             warn!("a TLS certificate is configured but no listener serves https (write https://HOST:PORT, or name the socket https); not reading it");
             Ok(None)
         }
         (None, None) => Ok(None),
     }
+}
+
+/// Without the `tls` feature, a listener that serves https (by its address, or a
+/// socket-activated one named `https`) makes the start fail: one line naming it, exit code 78.
+#[cfg(not(feature = "tls"))]
+fn tls_config(
+    _settings: &Settings,
+    listeners: &[Listener],
+    _reload: bool,
+) -> Result<Option<TlsConfig>, Error> {
+    match listeners.iter().find(|l| l.scheme() == Scheme::Https) {
+        Some(l) => Err(https_refused(
+            l,
+            &format!("serves TLS, but {}", crate::settings::NO_TLS_FEATURE),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The configuration error for an https listener that cannot be served: one line naming it
+/// (a socket-activated listener named `https` by its `LISTEN_FDNAMES` name).
+fn https_refused(l: &Listener, problem: &str) -> Error {
+    let (origin, how) = if l.origin == Origin::Systemd && l.spec.scheme() == Scheme::Http {
+        ("LISTEN_FDNAMES", format!("{} (socket named https)", l.spec))
+    } else {
+        ("listen", l.spec.to_string())
+    };
+    SettingsError::new(origin, &l.name, format!("{how} {problem}")).into()
 }
 
 /// How many bytes of `STATUS=` the list of listeners may take: the rest are counted.
@@ -637,5 +869,47 @@ pub(crate) async fn report_early_failure(e: Error) -> Error {
 pub(crate) async fn report_early_failure_text(reason: &str) {
     if let Some(path) = predecessor_from_env() {
         child::report_failure(Path::new(&path), reason).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listen::{Socket, Source};
+    use crate::ListenAddr;
+
+    fn listener(name: &str, spec: &str, origin: Origin) -> Listener {
+        Listener {
+            name: name.to_owned(),
+            spec: spec.parse().unwrap(),
+            source: Source::Bind,
+            origin,
+            socket: Socket::Tcp(std::net::TcpListener::bind("127.0.0.1:0").unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_listener_is_named_by_its_name_its_text_or_an_address_of_the_same_socket() {
+        let config = listener("127.0.0.1:09100", "127.0.0.1:09100", Origin::Config);
+        let activated = listener("admin", "127.0.0.1:9200", Origin::Systemd);
+        assert!(named(&config, &"127.0.0.1:09100".into()));
+        assert!(
+            !named(&config, &"127.0.0.1:9100".into()),
+            "text is compared as written"
+        );
+        // An address names the listener on the same socket, however either is written.
+        let addr = ListenAddr::tcp(([127, 0, 0, 1], 9100));
+        assert!(named(&config, &addr.clone().into()));
+        assert!(named(&config, &(&addr).into()));
+        assert!(!named(&activated, &addr.into()));
+        assert!(named(&activated, &"admin".into()));
+        assert!(named(
+            &activated,
+            &ListenAddr::tcp(([127, 0, 0, 1], 9200)).into()
+        ));
+        assert!(!named(
+            &activated,
+            &ListenAddr::https(([127, 0, 0, 1], 9201)).into()
+        ));
     }
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::listen::spec::ListenSpec;
+#[cfg(feature = "tls")]
 use crate::tls::TlsFiles;
 
 pub use crate::listen::spec::{
@@ -47,6 +48,7 @@ pub struct Settings {
     pub(crate) child_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) pid_file: Option<PathBuf>,
+    #[cfg(feature = "tls")]
     pub(crate) tls: Option<TlsFiles>,
     pub(crate) access_log: bool,
 }
@@ -62,6 +64,7 @@ impl Default for Settings {
             child_timeout: DEFAULT_CHILD_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             pid_file: None,
+            #[cfg(feature = "tls")]
             tls: None,
             access_log: false,
         }
@@ -73,7 +76,29 @@ fn default_listen() -> ListenSpec {
     ListenSpec::from_socket_addr(std::net::SocketAddr::from(([127, 0, 0, 1], 8000)))
 }
 
+/// Whether a server logs every request ([`Settings::access_log`]; `BATON_ACCESS_LOG`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLog {
+    /// No access log: requests pass through nothing extra (the default).
+    #[default]
+    Off,
+    /// One `tracing` event per request, target `baton::access`, level INFO.
+    On,
+}
+
 /// A setting with a bad value. One line: where the value came from, the setting, the problem.
+/// As an [`Error`](crate::Error) it is of [`ErrorKind::Config`](crate::ErrorKind::Config)
+/// (exit code 78).
+///
+/// ```
+/// let e = baton_server::Settings::from_vars(|name| {
+///     (name == "BATON_SHUTDOWN_TIMEOUT").then(|| "soon".to_owned())
+/// })
+/// .unwrap_err();
+/// assert_eq!(e.origin, "BATON_SHUTDOWN_TIMEOUT");
+/// assert_eq!(e.field, "shutdown_timeout");
+/// assert!(e.to_string().starts_with("BATON_SHUTDOWN_TIMEOUT: shutdown_timeout: "));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{origin}: {field}: {problem}")]
 pub struct SettingsError {
@@ -100,7 +125,8 @@ impl Settings {
     /// `BATON_LISTEN` (comma-separated), `BATON_HANDOFF_SOCKET`, `BATON_SHUTDOWN_TIMEOUT`,
     /// `BATON_CHILD_TIMEOUT`, `BATON_IDLE_TIMEOUT`, `BATON_PID_FILE`, `BATON_ACCESS_LOG`
     /// (`1`/`0`, `true`/`false`), `BATON_TLS_CERT` and `BATON_TLS_KEY` (both or neither; see
-    /// [`Settings::tls`]). Durations read like `30s`, `500ms` or a number of seconds.
+    /// `Settings::tls`; with the `tls` feature only: without it they are refused, as is an
+    /// `https://` address). Durations read like `30s`, `500ms` or a number of seconds.
     /// `BATON_CONFIG` names the `baton` command's JSON file, which the library does
     /// not read: it is reported in the log and otherwise ignored. `BATON_LOG_FORMAT` is the
     /// command's too (a program sets up its own `tracing` subscriber); `BATON_SUPERVISE` is
@@ -118,6 +144,15 @@ impl Settings {
     }
 
     /// [`Settings::from_env`] with the variables looked up by `var` instead of the environment.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    ///
+    /// let vars = HashMap::from([("BATON_LISTEN", "127.0.0.1:3000,unix:/run/my-app/http.sock")]);
+    /// let settings = baton_server::Settings::from_vars(|name| vars.get(name).map(|v| v.to_string()))?;
+    /// # let _ = settings;
+    /// # Ok::<(), baton_server::SettingsError>(())
+    /// ```
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
         let var = |name: &str| var(name).filter(|v| !v.is_empty());
         let mut settings = Settings::default();
@@ -148,14 +183,27 @@ impl Settings {
         if let Some(text) = var("BATON_ACCESS_LOG") {
             settings.access_log = parse_bool(&text, "BATON_ACCESS_LOG", "access_log")?;
         }
-        let tls = pair_tls(
-            var("BATON_TLS_CERT").map(|p| (PathBuf::from(p), "BATON_TLS_CERT".to_owned())),
-            var("BATON_TLS_KEY").map(|p| (PathBuf::from(p), "BATON_TLS_KEY".to_owned())),
-        )?;
-        if let Some(files) = tls {
-            settings = settings.tls(files.cert, files.key);
+        #[cfg(feature = "tls")]
+        {
+            let tls = pair_tls(
+                var("BATON_TLS_CERT").map(|p| (PathBuf::from(p), "BATON_TLS_CERT".to_owned())),
+                var("BATON_TLS_KEY").map(|p| (PathBuf::from(p), "BATON_TLS_KEY".to_owned())),
+            )?;
+            if let Some(files) = tls {
+                settings = settings.tls(files.cert, files.key);
+            }
         }
-        check_https_has_tls(&settings.listen, settings.tls.is_some(), "BATON_LISTEN")?;
+        #[cfg(not(feature = "tls"))]
+        for name in ["BATON_TLS_CERT", "BATON_TLS_KEY"] {
+            if var(name).is_some() {
+                return Err(SettingsError::new(
+                    name,
+                    "tls",
+                    format!("a certificate is set, but {NO_TLS_FEATURE}"),
+                ));
+            }
+        }
+        check_https_has_tls(&settings.listen, settings.has_tls(), "BATON_LISTEN")?;
         if let Some(file) = var("BATON_CONFIG") {
             tracing::warn!(
                 file,
@@ -167,6 +215,19 @@ impl Settings {
 
     /// Listen on these addresses (replacing the default `127.0.0.1:8000`). Under socket
     /// activation systemd's sockets are served as well; an empty list serves only those.
+    ///
+    /// ```
+    /// use std::net::Ipv4Addr;
+    /// use baton_server::{ListenAddr, Settings};
+    ///
+    /// let settings = Settings::default().listen([
+    ///     ListenAddr::tcp((Ipv4Addr::LOCALHOST, 3000)),
+    ///     ListenAddr::unix("/run/my-app/http.sock")?,
+    ///     "[::1]:9100".parse()?, // what an operator writes parses too
+    /// ]);
+    /// # let _ = settings;
+    /// # Ok::<(), baton_server::SpecError>(())
+    /// ```
     pub fn listen(mut self, addrs: impl IntoIterator<Item = ListenAddr>) -> Self {
         self.listen = addrs.into_iter().collect();
         self.listen_explicit = true;
@@ -174,18 +235,38 @@ impl Settings {
     }
 
     /// The Unix socket a successor dials to take over (default: see `docs/handoff-protocol.md`).
+    /// Its directory also holds the control socket [`request_reload`](crate::request_reload)
+    /// talks to.
+    ///
+    /// ```
+    /// let settings = baton_server::Settings::default().handoff_socket("/run/my-app/handoff.sock");
+    /// # let _ = settings;
+    /// ```
     pub fn handoff_socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.handoff_socket = Some(path.into());
         self
     }
 
     /// How long a retiring or stopping process may finish in-flight work (default 30 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let settings = baton_server::Settings::default().shutdown_timeout(Duration::from_secs(120));
+    /// # let _ = settings;
+    /// ```
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
     }
 
     /// How long a successor may take to serve before a reload is abandoned (default 10 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// // An app that warms a cache before it serves.
+    /// let settings = baton_server::Settings::default().child_timeout(Duration::from_secs(60));
+    /// # let _ = settings;
+    /// ```
     pub fn child_timeout(mut self, timeout: Duration) -> Self {
         self.child_timeout = timeout;
         self
@@ -194,22 +275,41 @@ impl Settings {
     /// How long a connection may wait for a request while nothing is in flight (a response
     /// body still streaming counts as in flight) before it is closed; also the interval of
     /// HTTP/2 keep-alive PINGs (default 30 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let settings = baton_server::Settings::default().idle_timeout(Duration::from_secs(75));
+    /// # let _ = settings;
+    /// ```
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
         self
     }
 
-    /// The file the main process writes its pid to (default: none).
+    /// The file the main process writes its pid to (default: none). A file that cannot be
+    /// written makes the start fail.
+    ///
+    /// ```
+    /// let settings = baton_server::Settings::default().pid_file("/run/my-app/my-app.pid");
+    /// # let _ = settings;
+    /// ```
     pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.pid_file = Some(path.into());
         self
     }
 
     /// Log one `tracing` event per request (target `baton::access`, level INFO): method, path,
-    /// status, bytes, duration, peer and generation (default: off). When off, requests pass
-    /// through nothing extra.
-    pub fn access_log(mut self, on: bool) -> Self {
-        self.access_log = on;
+    /// status, bytes, duration, peer and generation (default: [`AccessLog::Off`]). When off,
+    /// requests pass through nothing extra.
+    ///
+    /// ```
+    /// use baton_server::{AccessLog, Settings};
+    ///
+    /// let settings = Settings::default().access_log(AccessLog::On);
+    /// # let _ = settings;
+    /// ```
+    pub fn access_log(mut self, log: AccessLog) -> Self {
+        self.access_log = log == AccessLog::On;
         self
     }
 
@@ -222,6 +322,18 @@ impl Settings {
     /// so replacing them and reloading rotates the certificate; a pair that does not load (or a
     /// key that does not match the leaf) makes the start fail, and a reload fail while the old
     /// process serves on.
+    ///
+    /// ```
+    /// use std::net::Ipv6Addr;
+    /// use baton_server::{ListenAddr, Settings};
+    ///
+    /// let settings = Settings::default()
+    ///     .listen([ListenAddr::https((Ipv6Addr::UNSPECIFIED, 8443))])
+    ///     .tls("/etc/my-app/fullchain.pem", "credential:tls.key");
+    /// assert!(settings.validate().is_ok());
+    /// ```
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.tls = Some(TlsFiles {
             cert: cert.into(),
@@ -233,6 +345,15 @@ impl Settings {
     /// Check what the setters cannot: durations in range, no two addresses naming one socket, a
     /// hand-off socket path (configured or default) that fits a Unix socket address, certificate
     /// and key named properly, and present when an address is `https://`.
+    /// [`Server::bind`](crate::Server::bind) calls it; call it to report a mistake earlier.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let settings = baton_server::Settings::default().child_timeout(Duration::ZERO);
+    /// let e = settings.validate().unwrap_err();
+    /// assert_eq!(e.field, "child_timeout");
+    /// ```
     pub fn validate(&self) -> Result<(), SettingsError> {
         match &self.handoff_socket {
             Some(path) => check_socket_path(path, "code", "handoff_socket")?,
@@ -253,12 +374,21 @@ impl Settings {
         if let Some(path) = &self.pid_file {
             check_path(path, "code", "pid_file")?;
         }
+        #[cfg(feature = "tls")]
         if let Some(files) = &self.tls {
             for (field, path) in [("tls_cert", &files.cert), ("tls_key", &files.key)] {
                 check_tls_path(path, "code", field)?;
             }
         }
-        check_https_has_tls(&self.listen, self.tls.is_some(), "code")
+        check_https_has_tls(&self.listen, self.has_tls(), "code")
+    }
+
+    /// True when a certificate and key are configured (never without the `tls` feature).
+    pub(crate) fn has_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        return false;
     }
 
     /// The hand-off socket to use: the configured one, else the default.
@@ -302,8 +432,14 @@ fn check_distinct(listen: &[ListenSpec], origin: &str) -> Result<(), SettingsErr
     Ok(())
 }
 
+/// Why TLS is refused by a build without the `tls` feature.
+#[cfg(not(feature = "tls"))]
+pub(crate) const NO_TLS_FEATURE: &str =
+    "this program is built without TLS (baton-server's `tls` feature, on by default)";
+
 /// `tls_cert` and `tls_key`, each with where it came from: both or neither, each a path or
 /// `credential:NAME`.
+#[cfg(feature = "tls")]
 pub(crate) fn pair_tls(
     cert: Option<(PathBuf, String)>,
     key: Option<(PathBuf, String)>,
@@ -329,6 +465,7 @@ pub(crate) fn pair_tls(
     }
 }
 
+#[cfg(feature = "tls")]
 fn check_tls_path(path: &Path, origin: &str, field: &str) -> Result<(), SettingsError> {
     if let Some(problem) = nul_in_path(path) {
         return Err(SettingsError::new(origin, field, problem));
@@ -352,14 +489,15 @@ pub(crate) fn check_https_has_tls(
     if have_tls {
         return Ok(());
     }
+    #[cfg(feature = "tls")]
+    let problem = "serves TLS but no certificate is configured (tls_cert and tls_key, --tls-cert and --tls-key)";
+    #[cfg(not(feature = "tls"))]
+    let problem = format!("serves TLS, but {NO_TLS_FEATURE}");
     match listen.iter().position(|l| l.scheme() == Scheme::Https) {
         Some(i) => Err(SettingsError::new(
             origin,
             &format!("listen[{i}]"),
-            format!(
-                "{:?} serves TLS but no certificate is configured (tls_cert and tls_key, --tls-cert and --tls-key)",
-                listen[i].as_str()
-            ),
+            format!("{:?} {problem}", listen[i].as_str()),
         )),
         None => Ok(()),
     }
@@ -577,6 +715,7 @@ mod tests {
         assert!(e.contains("listen[1]") && e.contains("same socket"), "{e}");
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn tls_files_from_variables_or_code() {
         let s = from(&[
@@ -635,6 +774,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("code: tls_cert: "), "{e}");
+    }
+
+    /// Without the `tls` feature, an `https://` address or a certificate is refused in one
+    /// line naming it, rather than served as plain HTTP or ignored.
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_asked_of_a_build_without_tls_is_refused() {
+        let e = from(&[("BATON_LISTEN", "127.0.0.1:1,https://127.0.0.1:2")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "BATON_LISTEN: listen[1]: \"https://127.0.0.1:2\" serves TLS, but this program is built without TLS (baton-server's `tls` feature, on by default)"
+        );
+        let e = from(&[("BATON_TLS_CERT", "/c.pem"), ("BATON_TLS_KEY", "/k.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "BATON_TLS_CERT: tls: a certificate is set, but this program is built without TLS"
+            ),
+            "{e}"
+        );
+        let https: ListenAddr = "https://127.0.0.1:1".parse().unwrap();
+        let e = Settings::default().listen([https]).validate().unwrap_err();
+        assert!(e.to_string().starts_with("code: listen[0]: "), "{e}");
     }
 
     #[test]

@@ -63,7 +63,7 @@ fn a_library_program_with_an_unwritable_pid_file_gets_the_error() {
     // never hear that its PID file was skipped.
     let sb = Sandbox::new();
     let tmp_pid = in_tmp(&sb);
-    let mut app = sb.spawn(sb.app(
+    let mut app = sb.spawn(sb.program(
         "slow_stream",
         &[("BATON_PID_FILE", tmp_pid.to_str().expect("utf-8"))],
     ));

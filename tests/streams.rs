@@ -1,5 +1,5 @@
 //! Story: an application streams long responses (downloads, server-sent events) through baton
-//! (`examples/slow_stream.rs`, a real program). A request counts as in flight until its body has
+//! (`tests/programs/slow_stream.rs`, a real program). A request counts as in flight until its body has
 //! ended, so the idle bound never cuts a stream: with a 2 s bound, a 5 s body arrives whole over
 //! HTTP/1 and HTTP/2 (the same logic keeps a 40 s body under the default 30 s bound), while an
 //! idle keep-alive connection beside it is closed at the bound. A stream started before a reload
@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use common::h2::{RawH2, FLAG_END_STREAM, FRAME_DATA};
 use common::{http, procs, Baton, Sandbox, DEADLINE};
 
-/// Starts `examples/slow_stream` with the sandbox settings plus `env`.
+/// Starts `tests/programs/slow_stream` with the sandbox settings plus `env`.
 fn start_app(sb: &Sandbox, env: &[(&str, &str)]) -> Baton {
-    let app = sb.spawn(sb.app("slow_stream", env));
+    let app = sb.spawn(sb.program("slow_stream", env));
     app.wait_ready(&sb.notify);
     app
 }

@@ -1,5 +1,5 @@
 //! Story: an application upgrades HTTP/1.1 connections to its own protocol (as WebSockets do),
-//! here `examples/upgrade_echo.rs`, a real program: `Upgrade: echo` → 101, then every byte comes
+//! here `tests/programs/upgrade_echo.rs`, a real program: `Upgrade: echo` → 101, then every byte comes
 //! back. An upgraded connection belongs to the application: across a reload it keeps echoing
 //! from the old process, which exits only once the client closed it — or, if the client never
 //! does, when `shutdown_timeout` ends it.
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{http, procs, Baton, Sandbox, DEADLINE};
 
 fn start_app(sb: &Sandbox, env: &[(&str, &str)]) -> Baton {
-    let app = sb.spawn(sb.app("upgrade_echo", env));
+    let app = sb.spawn(sb.program("upgrade_echo", env));
     app.wait_ready(&sb.notify);
     app
 }

@@ -317,7 +317,9 @@ impl Config {
         };
         settings::check_https_has_tls(&s.listen, s.tls.is_some(), listen_origin)?;
 
-        s = s.access_log(overrides.access_log.or(file.access_log).unwrap_or(false));
+        if overrides.access_log.or(file.access_log).unwrap_or(false) {
+            s = s.access_log(crate::AccessLog::On);
+        }
         let admin = match (&overrides.admin_listen, &file.admin_listen) {
             (Some(text), _) => Some(parse_admin(
                 text,

@@ -23,6 +23,7 @@ use super::io::{Activity, ConnIo, Shared};
 use super::{HttpService, TlsConfig, GOAWAY_WAIT, IDLE_GRACE, LINGER};
 use crate::access_log::{AccessLog, PeerAddr};
 use crate::connection::ClientAddr;
+#[cfg(feature = "tls")]
 use crate::tls::{self, HANDSHAKE_TIMEOUT};
 use std::convert::Infallible;
 
@@ -76,6 +77,9 @@ impl ConnContext {
                     ctx.run(io, fd, client, token, service).await
                 });
             }
+            #[cfg(not(feature = "tls"))]
+            Some(no_tls) => match **no_tls {},
+            #[cfg(feature = "tls")]
             Some(config) => {
                 let config = config.clone();
                 // A client that does not complete its handshake holds nothing for long.

@@ -3,7 +3,7 @@
 //! * `accept`: the accept loop, generic over the listener and its stream type; it only accepts
 //!   (a TLS handshake happens in the connection's task, so a slow client delays nobody else).
 //! * `conn`: one connection's task: the TLS handshake (bounded by
-//!   [`crate::tls::HANDSHAKE_TIMEOUT`] and the idle timeout), the idle bound while serving, the
+//!   `crate::tls::HANDSHAKE_TIMEOUT` and the idle timeout), the idle bound while serving, the
 //!   drain steps, the lingering close. A connection counts as open from its accept, handshake
 //!   included, so a drain waits for connections still in their handshake.
 //! * `io`: the I/O wrapper that records activity, recognises the HTTP/2 preface, keeps the
@@ -96,12 +96,34 @@ impl Default for Options {
     }
 }
 
-/// Errors a service or body may return.
+/// Errors a service or body may return: anything that converts into it (`std::io::Error`,
+/// `Infallible`, axum's errors) will do.
+///
+/// ```
+/// let e: baton_server::BoxError = std::io::Error::other("upstream closed").into();
+/// assert_eq!(e.to_string(), "upstream closed");
+/// ```
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A service baton can serve: what `Serving::serve_on` accepts through a [`MakeHttp`]. A tower service (an axum `Router`, a
 /// `tower::Service`) answering requests with an `http_body::Body`; baton adapts it to hyper
-/// itself (see `body::DrainAware`). Implemented for every service that fits.
+/// itself. Implemented for every service that fits; name it to write functions generic over
+/// an app:
+///
+/// ```no_run
+/// use baton_server::{Ended, Error, HttpService};
+///
+/// async fn serve_any<S: HttpService>(app: S) -> Result<Ended, Error> {
+///     baton_server::serve(app).await
+/// }
+/// # async fn demo() -> Result<(), Error> {
+/// serve_any(axum::Router::new()).await?;
+/// let plain = tower::service_fn(|_req: hyper::Request<hyper::body::Incoming>| async {
+///     Ok::<_, std::convert::Infallible>(hyper::Response::new(String::from("hello\n")))
+/// });
+/// serve_any(plain).await?;
+/// # Ok(()) }
+/// ```
 pub trait HttpService:
     tower_service::Service<
         Request<Incoming>,
@@ -129,7 +151,24 @@ where
 /// A make-service baton can serve: called once per connection with its
 /// [`IncomingConnection`], it gives the [`HttpService`] that answers the connection's requests.
 /// Implemented for every `tower::Service<IncomingConnection>` that fits (axum's
-/// `IntoMakeService` and `IntoMakeServiceWithConnectInfo`, [`crate::connection::PerConnection`]).
+/// `IntoMakeService` and `IntoMakeServiceWithConnectInfo`, [`PerConnection`](crate::PerConnection)).
+///
+/// A make-service of one's own, which sees each connection's client and listener:
+///
+/// ```no_run
+/// use std::convert::Infallible;
+/// use baton_server::IncomingConnection;
+///
+/// # async fn demo() -> Result<(), baton_server::Error> {
+/// let router = axum::Router::new();
+/// let make = tower::service_fn(move |conn: IncomingConnection| {
+///     eprintln!("{:?} on {}", conn.client_addr(), conn.listener_name());
+///     let router = router.clone();
+///     async move { Ok::<_, Infallible>(router) }
+/// });
+/// baton_server::serve(make).await?;
+/// # Ok(()) }
+/// ```
 pub trait MakeHttp:
     tower_service::Service<
         IncomingConnection,
@@ -175,7 +214,18 @@ pub struct Serving {
 }
 
 /// A TLS listener's configuration: certificate, key, ALPN.
+#[cfg(feature = "tls")]
 pub type TlsConfig = Arc<crate::tls::ServerConfig>;
+
+/// Without the `tls` feature no listener serves TLS: the configuration cannot be made, so
+/// every `Option<TlsConfig>` is `None` (a listener that asks for TLS fails the start first).
+#[cfg(not(feature = "tls"))]
+pub type TlsConfig = Arc<NoTls>;
+
+/// The uninhabited TLS configuration of a build without the `tls` feature.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug)]
+pub enum NoTls {}
 
 pub(crate) use accept::Holders;
 

@@ -12,7 +12,24 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-/// Where a listener listens, parsed from its configured string.
+/// Where a listener listens (`ListenAddr` at the crate root): a TCP address, a host name, or a
+/// Unix socket path, served as plain HTTP or TLS. Made by [`ListenAddr::tcp`](crate::ListenAddr::tcp),
+/// [`ListenAddr::https`](crate::ListenAddr::https) and [`ListenAddr::unix`](crate::ListenAddr::unix),
+/// or parsed ([`FromStr`]) from what an operator writes: `host:port`, `[v6]:port`, `:port`
+/// (every interface), `unix:/absolute/path`, and `http://` or `https://` in front of a TCP form.
+/// The text is kept as written: it names the listener ([`Serve::listener`](crate::Serve::listener))
+/// and is compared on a hand-off.
+///
+/// ```
+/// use baton_server::{ListenAddr, ListenTarget, Scheme};
+///
+/// let addr: ListenAddr = "https://:8443".parse()?;
+/// assert_eq!(addr.scheme(), Scheme::Https);
+/// assert!(matches!(addr.target(), ListenTarget::Tcp { any: true, .. }));
+/// assert_eq!(addr.to_string(), "https://:8443");
+/// assert!("unix:relative.sock".parse::<ListenAddr>().is_err());
+/// # Ok::<(), baton_server::SpecError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenSpec {
     text: String,
@@ -21,6 +38,15 @@ pub struct ListenSpec {
 }
 
 /// What a listener speaks.
+///
+/// ```
+/// use baton_server::{ListenAddr, Scheme};
+///
+/// let addr: ListenAddr = "http://127.0.0.1:80".parse()?;
+/// assert_eq!(addr.scheme(), Scheme::Http);
+/// assert_eq!(Scheme::Https.to_string(), "https");
+/// # Ok::<(), baton_server::SpecError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Scheme {
     /// Plain HTTP/1.1 and h2c: no scheme, or `http://`.
@@ -33,6 +59,13 @@ pub enum Scheme {
 impl Scheme {
     /// The scheme a socket-activated listener serves, from its `FileDescriptorName=`
     /// (`LISTEN_FDNAMES` entry): exactly `https` means TLS, any other name plain HTTP.
+    ///
+    /// ```
+    /// use baton_server::Scheme;
+    ///
+    /// assert_eq!(Scheme::for_fd_name("https"), Scheme::Https);
+    /// assert_eq!(Scheme::for_fd_name("admin"), Scheme::Http);
+    /// ```
     pub fn for_fd_name(name: &str) -> Scheme {
         if name == "https" {
             Scheme::Https
@@ -51,7 +84,20 @@ impl fmt::Display for Scheme {
     }
 }
 
-/// The address family and address of a [`ListenSpec`].
+/// The address family and address of a [`ListenAddr`](crate::ListenAddr) (`ListenTarget` at
+/// the crate root).
+///
+/// ```
+/// use baton_server::{ListenAddr, ListenTarget};
+///
+/// let addr: ListenAddr = "localhost:3000".parse()?;
+/// match addr.target() {
+///     ListenTarget::Tcp { addr, .. } => println!("TCP {addr}"),
+///     ListenTarget::Name { host, port } => println!("{host}, resolved at start, port {port}"),
+///     ListenTarget::Unix(path) => println!("Unix socket {}", path.display()),
+/// }
+/// # Ok::<(), baton_server::SpecError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// A TCP address. `any` is true for `:port`, which binds every interface.
@@ -73,6 +119,12 @@ pub enum Target {
 }
 
 /// Why a listen address did not parse. The message names the offending text.
+///
+/// ```
+/// let e = "127.0.0.1".parse::<baton_server::ListenAddr>().unwrap_err();
+/// assert_eq!(e.text, "127.0.0.1");
+/// assert!(e.to_string().starts_with("invalid listen address \"127.0.0.1\": "));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid listen address {text:?}: {reason}")]
 pub struct SpecError {
@@ -84,11 +136,17 @@ pub struct SpecError {
 
 impl ListenSpec {
     /// The address exactly as configured.
+    ///
+    /// ```
+    /// let addr: baton_server::ListenAddr = "127.0.0.1:09".parse()?;
+    /// assert_eq!(addr.as_str(), "127.0.0.1:09");
+    /// # Ok::<(), baton_server::SpecError>(())
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.text
     }
 
-    /// The parsed target ([`ListenTarget`](crate::ListenTarget) at the crate root).
+    /// What it listens on ([`ListenTarget`](crate::ListenTarget)).
     ///
     /// ```
     /// let addr: baton_server::ListenAddr = "unix:/run/app.sock".parse().unwrap();
@@ -100,18 +158,93 @@ impl ListenSpec {
 
     /// What the listener speaks, as written (`https://` or not). A socket-activated listener
     /// may also be TLS by its name: see [`Scheme::for_fd_name`].
+    ///
+    /// ```
+    /// use baton_server::{ListenAddr, Scheme};
+    ///
+    /// let addr: ListenAddr = "https://[::1]:8443".parse()?;
+    /// assert_eq!(addr.scheme(), Scheme::Https);
+    /// # Ok::<(), baton_server::SpecError>(())
+    /// ```
     pub fn scheme(&self) -> Scheme {
         self.scheme
     }
 
     /// True when `other` names the same socket, even if written differently
     /// (`127.0.0.1:09` and `127.0.0.1:9`; `http://` and `https://` on one port too).
+    ///
+    /// ```
+    /// use baton_server::ListenAddr;
+    ///
+    /// let a: ListenAddr = "127.0.0.1:09".parse()?;
+    /// assert!(a.same_socket(&"https://127.0.0.1:9".parse()?));
+    /// # Ok::<(), baton_server::SpecError>(())
+    /// ```
     pub fn same_socket(&self, other: &ListenSpec) -> bool {
         self.target == other.target
     }
 
+    /// Plain HTTP (HTTP/1.1 and h2c) on a TCP address; `:port` written as
+    /// `[::]:port` binds every interface.
+    ///
+    /// ```
+    /// use std::net::{Ipv4Addr, SocketAddr};
+    /// use baton_server::{ListenAddr, Scheme};
+    ///
+    /// let addr = ListenAddr::tcp((Ipv4Addr::LOCALHOST, 3000));
+    /// assert_eq!(addr.as_str(), "127.0.0.1:3000");
+    /// assert_eq!(addr.scheme(), Scheme::Http);
+    /// // The same as parsing what an operator writes:
+    /// assert!(addr.same_socket(&"127.0.0.1:3000".parse().unwrap()));
+    /// let from_std: ListenAddr = SocketAddr::from(([127, 0, 0, 1], 3000)).into();
+    /// assert_eq!(from_std, addr);
+    /// ```
+    pub fn tcp(addr: impl Into<SocketAddr>) -> Self {
+        ListenSpec::from_socket_addr(addr.into())
+    }
+
+    /// TLS on a TCP address (`https://host:port`; HTTP/1.1 and HTTP/2 chosen by ALPN), with the
+    /// certificate and key of `Settings::tls`. Needs the `tls` feature to serve: without it the
+    /// start fails, naming this address.
+    ///
+    /// ```
+    /// use std::net::Ipv4Addr;
+    /// use baton_server::{ListenAddr, Scheme};
+    ///
+    /// let addr = ListenAddr::https((Ipv4Addr::UNSPECIFIED, 8443));
+    /// assert_eq!(addr.as_str(), "https://0.0.0.0:8443");
+    /// assert_eq!(addr.scheme(), Scheme::Https);
+    /// ```
+    pub fn https(addr: impl Into<SocketAddr>) -> Self {
+        ListenSpec::from_socket_addr(addr.into()).with_scheme(Scheme::Https)
+    }
+
+    /// Plain HTTP on a Unix stream socket at an absolute `path` (at most 107 bytes, no NUL),
+    /// as `unix:/path` parses.
+    ///
+    /// ```
+    /// use baton_server::{ListenAddr, ListenTarget};
+    ///
+    /// let addr = ListenAddr::unix("/run/my-app/http.sock")?;
+    /// assert_eq!(addr.as_str(), "unix:/run/my-app/http.sock");
+    /// assert!(matches!(addr.target(), ListenTarget::Unix(p) if p.ends_with("http.sock")));
+    /// assert!(ListenAddr::unix("relative.sock").is_err());
+    /// # Ok::<(), baton_server::SpecError>(())
+    /// ```
+    pub fn unix(path: impl Into<PathBuf>) -> Result<Self, SpecError> {
+        let path = path.into();
+        let text = format!("unix:{}", path.display());
+        if path.to_str().is_none() {
+            return Err(SpecError {
+                text,
+                reason: "unix socket path is not UTF-8",
+            });
+        }
+        text.parse()
+    }
+
     /// Build a spec describing a TCP socket address we found (e.g. by `getsockname`).
-    pub fn from_socket_addr(addr: SocketAddr) -> Self {
+    pub(crate) fn from_socket_addr(addr: SocketAddr) -> Self {
         ListenSpec {
             text: addr.to_string(),
             scheme: Scheme::Http,
@@ -120,7 +253,7 @@ impl ListenSpec {
     }
 
     /// Build a spec describing a Unix socket path we found.
-    pub fn from_unix_path(path: PathBuf) -> Self {
+    pub(crate) fn from_unix_path(path: PathBuf) -> Self {
         ListenSpec {
             text: format!("unix:{}", path.display()),
             scheme: Scheme::Http,
@@ -130,7 +263,7 @@ impl ListenSpec {
 
     /// The same socket, served with `scheme`: `https://` is written in front of a TCP address
     /// for TLS (what a host name resolves to keeps the scheme it was written with).
-    pub fn with_scheme(mut self, scheme: Scheme) -> Self {
+    pub(crate) fn with_scheme(mut self, scheme: Scheme) -> Self {
         if scheme == Scheme::Https && self.scheme == Scheme::Http {
             if let Target::Tcp { .. } | Target::Name { .. } = self.target {
                 self.text = format!("https://{}", self.text);
@@ -138,6 +271,13 @@ impl ListenSpec {
         }
         self.scheme = scheme;
         self
+    }
+}
+
+impl From<SocketAddr> for ListenSpec {
+    /// [`ListenAddr::tcp`](crate::ListenAddr::tcp).
+    fn from(addr: SocketAddr) -> Self {
+        ListenSpec::tcp(addr)
     }
 }
 

@@ -16,7 +16,19 @@ use crate::pidfile;
 use crate::runtime_dir::RuntimeDir;
 use crate::safe_fs::{self, describe_uid, FsError};
 
-/// Which service to reload.
+/// Which service to reload: [`Target::for_settings`], or an explicit pid.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use baton_server::reload::{self, Target};
+///
+/// let settings = baton_server::Settings::from_env().expect("settings");
+/// let target = Target { pid: Some(4242), ..Target::for_settings(&settings) };
+/// match reload::request(&target, Duration::from_secs(15)) {
+///     Ok(done) => println!("pid {} serves", done.successor),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Target {
     /// The service's hand-off socket path, as configured (its runtime directory holds the
@@ -32,7 +44,14 @@ pub struct Target {
 
 impl Target {
     /// The service configured by `settings` (its hand-off socket path, default included, and
-    /// its PID file), with no explicit pid.
+    /// its PID file), with no explicit pid: `$MAINPID` (what systemd sets for `ExecReload=`),
+    /// else the PID file.
+    ///
+    /// ```
+    /// let settings = baton_server::Settings::default().pid_file("/run/my-app/my-app.pid");
+    /// let target = baton_server::reload::Target::for_settings(&settings);
+    /// assert_eq!(target.pid, None);
+    /// ```
     pub fn for_settings(settings: &crate::Settings) -> Target {
         Target {
             handoff_socket: settings.handoff_socket_or_default(),
@@ -42,7 +61,14 @@ impl Target {
     }
 }
 
-/// A hand-off that worked.
+/// A hand-off that worked: what [`request`] and [`request_reload`](crate::request_reload) return.
+///
+/// ```no_run
+/// # fn demo(settings: &baton_server::Settings) -> Result<(), baton_server::ReloadError> {
+/// let done = baton_server::request_reload(settings, std::time::Duration::from_secs(15))?;
+/// println!("pid {} retired, pid {} serves", done.retired, done.successor);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reloaded {
     /// The process that handed off and retires.
@@ -53,6 +79,25 @@ pub struct Reloaded {
 
 /// Why a reload could not be reported as done. [`ReloadError::exit_code`] is `baton reload`'s
 /// exit status for it.
+///
+/// ```no_run
+/// use std::process::ExitCode;
+/// use baton_server::ReloadError;
+///
+/// # fn demo(settings: &baton_server::Settings) -> ExitCode {
+/// match baton_server::request_reload(settings, std::time::Duration::from_secs(15)) {
+///     Ok(_) => ExitCode::SUCCESS,
+///     Err(ReloadError::Failed { reason, .. }) => {
+///         eprintln!("the new version did not start: {reason}");
+///         ExitCode::FAILURE
+///     }
+///     Err(e) => {
+///         eprintln!("{e}");
+///         ExitCode::from(e.exit_code())
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     /// No pid given, no `$MAINPID`, no PID file.
@@ -152,7 +197,7 @@ pub enum ReloadError {
 impl ReloadError {
     /// `baton reload`'s exit status: 64 no or a bad target, 69 not available (not running, not
     /// the service, unreachable), 75 try again later (timeout), 77 not permitted, 1 the reload
-    /// failed or its outcome is unknown.
+    /// failed or its outcome is unknown. See [`ReloadError`] for an example.
     pub fn exit_code(&self) -> u8 {
         match self {
             ReloadError::NoPid

@@ -3,9 +3,9 @@
 //!
 //! * The **request** goes over the service's **control socket**, a Unix stream socket in the
 //!   runtime directory (`docs/handoff-protocol.md`, "Files baton creates") that passes from
-//!   generation to generation with the listeners: one JSON line, [`Request`]. Only the service's own user or root may ask
+//!   generation to generation with the listeners: one JSON line (`{"request":"reload"}`). Only the service's own user or root may ask
 //!   (`SO_PEERCRED`).
-//! * The **answer** comes back on the same connection, one JSON line, [`Answer`]: the successor's
+//! * The **answer** comes back on the same connection, one JSON line: the successor's
 //!   pid, or the failure's reason inline. The client believes it only from a process of the
 //!   service's user or root that belongs to the service it named. Nothing on disk is needed, so a
 //!   full or read-only disk cannot lose it, and nothing on disk can forge it.
@@ -30,12 +30,12 @@ pub(crate) mod control;
 pub use client::{request, ReloadError, Reloaded, Target};
 
 /// The longest request or answer line (without its newline).
-pub const MAX_LINE: usize = 64 * 1024;
+pub(crate) const MAX_LINE: usize = 64 * 1024;
 
 /// What a client asks on the control socket (one JSON line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Request {
+pub(crate) enum Request {
     /// `{"request":"reload"}`: hand off to a successor and say how it went. (A struct variant,
     /// though it has no field: serde refuses unknown fields only there, so a line with any other
     /// field is refused rather than read as a reload.)
@@ -45,7 +45,7 @@ pub enum Request {
 /// What the service answers (one JSON line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "answer", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// `{"answer":"reloaded","retired":P,"successor":S}`: the successor `S` serves; `P`, the
     /// process that handed off, retires. Pids as the service's PID namespace numbers them.
     Reloaded {

@@ -309,7 +309,16 @@ impl Sandbox {
     /// An example program (a library user) with the usual settings as `BATON_*` variables
     /// (listen on the sandbox port, hand-off socket and PID file in the sandbox) plus `env`.
     pub fn app(&self, example: &str, env: &[(&str, &str)]) -> Command {
-        let mut cmd = self.command(examples::example(example));
+        self.library_program(examples::example(example), env)
+    }
+
+    /// [`Sandbox::app`] for a test program (`tests/programs/<name>.rs`) instead of an example.
+    pub fn program(&self, name: &str, env: &[(&str, &str)]) -> Command {
+        self.library_program(examples::program(name), env)
+    }
+
+    fn library_program(&self, exe: PathBuf, env: &[(&str, &str)]) -> Command {
+        let mut cmd = self.command(exe);
         cmd.env("BATON_LISTEN", self.listen())
             .env("BATON_HANDOFF_SOCKET", self.handoff_socket())
             .env("BATON_PID_FILE", self.pid_file());

@@ -4,7 +4,7 @@
 //! nor a reload cuts the stream.
 //!
 //! ```sh
-//! BATON_LISTEN=127.0.0.1:3000 cargo run --example slow_stream
+//! BATON_LISTEN=127.0.0.1:3000 cargo run -p baton-test-programs --bin slow_stream
 //! curl -N '127.0.0.1:3000/stream?lines=40&every_ms=1000'   # 40 s of lines
 //! ```
 

@@ -4,7 +4,7 @@
 //! until the client closes it (or `shutdown_timeout` ends it), and exits after that.
 //!
 //! ```sh
-//! BATON_LISTEN=127.0.0.1:3000 cargo run --example upgrade_echo
+//! BATON_LISTEN=127.0.0.1:3000 cargo run -p baton-test-programs --bin upgrade_echo
 //! curl -s 127.0.0.1:3000/                        # pid N
 //! printf 'GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nhello' \
 //!   | nc 127.0.0.1 3000                          # 101, then "hello" echoed

@@ -10,7 +10,7 @@
 //!   body `Hello, world!` (hyper adds `content-length` and `date`, as it does for baton);
 //! * same socket setting baton applies to accepted connections: `TCP_NODELAY`.
 //!
-//! Usage: `cargo run --release --example bare_hyper [ADDR]` (default `127.0.0.1:8001`).
+//! Usage: `cargo run --release -p baton-test-programs --bin bare_hyper [ADDR]` (default `127.0.0.1:8001`).
 //! `bench/run` compares baton's throughput against this.
 
 use std::convert::Infallible;
