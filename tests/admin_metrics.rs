@@ -20,6 +20,21 @@ fn sample(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
 }
 
+/// One reload, then the admin port, served by the successor, shows generation 1 and one
+/// successful reload.
+fn reload_and_see_it_on_the_admin_port(s: &mut common::Story, admin: SocketAddr) {
+    s.reload();
+    let after = common::wait_until("the successor answers the admin port", DEADLINE, || {
+        let text = scrape(admin);
+        (sample(&text, "baton_generation") == 1.0).then_some(text)
+    });
+    assert_eq!(
+        sample(&after, "baton_reloads_succeeded_total"),
+        1.0,
+        "{after}"
+    );
+}
+
 fn scrape(admin: SocketAddr) -> String {
     let r = http::get_fresh(admin, "/metrics").expect("scrape /metrics");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -146,16 +161,7 @@ fn socket_activated_the_admin_listener_is_the_socket_named_on_admin_listen() {
     );
     s.wait_started();
     assert_eq!(s.get(), "v1");
-    s.reload();
-    let after = common::wait_until("the successor answers the admin port", DEADLINE, || {
-        let text = scrape(admin);
-        (sample(&text, "baton_generation") == 1.0).then_some(text)
-    });
-    assert_eq!(
-        sample(&after, "baton_reloads_succeeded_total"),
-        1.0,
-        "{after}"
-    );
+    reload_and_see_it_on_the_admin_port(&mut s, admin);
     let main = http::get_fresh(s.sb.addr(), "/metrics").expect("GET /metrics on the main port");
     assert_eq!(main.text(), "v1");
     s.stop();
@@ -181,16 +187,7 @@ fn socket_activated_without_listen_an_admin_address_is_bound_by_baton_and_handed
     s.wait_started();
     assert_eq!(s.get(), "v1");
     assert!(scrape(admin).contains("baton_generation 0\n"));
-    s.reload();
-    let after = common::wait_until("the successor answers the admin port", DEADLINE, || {
-        let text = scrape(admin);
-        (sample(&text, "baton_generation") == 1.0).then_some(text)
-    });
-    assert_eq!(
-        sample(&after, "baton_reloads_succeeded_total"),
-        1.0,
-        "{after}"
-    );
+    reload_and_see_it_on_the_admin_port(&mut s, admin);
     assert_eq!(
         s.get(),
         "v1",

@@ -12,12 +12,9 @@
 //! more succeeded reloads than before.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::future::Ready;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -306,16 +303,8 @@ impl Admin {
     }
 }
 
-impl tower_service::Service<Request<Incoming>> for Admin {
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+impl super::hello::Answer for Admin {
+    fn answer(&mut self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         let text = |status, body: String, content_type| {
             let mut res = Response::new(Full::new(Bytes::from(body)));
             *res.status_mut() = status;
@@ -345,7 +334,7 @@ impl tower_service::Service<Request<Incoming>> for Admin {
                 "text/plain; charset=utf-8",
             ),
         };
-        std::future::ready(Ok(res))
+        res
     }
 }
 

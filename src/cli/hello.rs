@@ -24,7 +24,29 @@ impl Hello {
     }
 }
 
-impl tower_service::Service<Request<Incoming>> for Hello {
+impl Answer for Hello {
+    fn answer(&mut self, _req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let mut res = Response::new(Full::new(self.body.clone()));
+        res.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        res
+    }
+}
+
+/// A handler of the command's own (the hello body, the admin listener's metrics): it answers
+/// every request at once, from its head alone.
+pub trait Answer {
+    /// The response to `req`.
+    fn answer(&mut self, req: &Request<Incoming>) -> Response<Full<Bytes>>;
+}
+
+/// An [`Answer`] served as a tower service, like any application's.
+#[derive(Debug, Clone)]
+pub struct Immediate<A>(pub A);
+
+impl<A: Answer> tower_service::Service<Request<Incoming>> for Immediate<A> {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
     type Future = Ready<Result<Self::Response, Infallible>>;
@@ -33,12 +55,7 @@ impl tower_service::Service<Request<Incoming>> for Hello {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _req: Request<Incoming>) -> Self::Future {
-        let mut res = Response::new(Full::new(self.body.clone()));
-        res.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        std::future::ready(Ok(res))
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        std::future::ready(Ok(self.0.answer(&req)))
     }
 }

@@ -18,7 +18,7 @@ use crate::exit;
 use crate::Server;
 use args::{Cli, Command, Overrides, ReloadArgs};
 use config_file::Config;
-use hello::Hello;
+use hello::{Hello, Immediate};
 
 #[cfg(test)]
 pub(crate) use config_file::{Config as FileConfig, Overrides as FileOverrides};
@@ -73,7 +73,11 @@ fn serve(overrides: &Overrides) -> u8 {
         let served = match Server::bind(config.settings).await {
             Ok(server) => match &config.admin {
                 Some(admin) => serve_with_admin(server, config.response_body, admin).await,
-                None => server.serve(Hello::new(config.response_body)).await,
+                None => {
+                    server
+                        .serve(Immediate(Hello::new(config.response_body)))
+                        .await
+                }
             },
             Err(e) => Err(e),
         };
@@ -110,8 +114,8 @@ async fn serve_with_admin(
     }
     let carry = registry.clone();
     server
-        .serve(Hello::new(body))
-        .listener(admin.name(), admin::Admin::new(registry))
+        .serve(Immediate(Hello::new(body)))
+        .listener(admin.name(), Immediate(admin::Admin::new(registry)))
         .on_handoff(move || serde_json::to_vec(&carry.carried()).unwrap_or_default())
         .await
 }
