@@ -59,7 +59,7 @@ pub(crate) type ReloadHook = Arc<dyn Fn(&ReloadOutcome) + Send + Sync>;
 
 /// Make every counter and the histogram known to the installed recorder at zero, so that a
 /// scrape before the first reload shows them (the `baton` command's admin listener).
-#[cfg(feature = "metrics")]
+#[cfg(feature = "cli")]
 pub(crate) fn register_all() {
     for name in [
         "baton_reloads_requested_total",
