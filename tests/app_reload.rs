@@ -50,13 +50,7 @@ fn the_apps_own_reload_subcommand_reports_the_successor_or_the_failure() {
         .wait_for_after(from, DEADLINE, "MAINPID of the successor", |n| {
             n.has(&format!("MAINPID={successor}"))
         });
-    let body = common::http::get_fresh(sb.addr(), "/")
-        .expect("request")
-        .text();
-    assert!(
-        body.starts_with(&format!("Hello from pid {successor} ")),
-        "{body}"
-    );
+    assert_served_by(&sb, successor);
 
     // A reload that fails (the binary on disk is broken): a non-zero exit with the reason, and
     // the old process serves on.
@@ -74,11 +68,16 @@ fn the_apps_own_reload_subcommand_reports_the_successor_or_the_failure() {
         err.contains(&format!("pid {successor} keeps serving")),
         "{err}"
     );
+    assert_served_by(&sb, successor);
+}
+
+/// The example app answers `/` from process `pid`.
+fn assert_served_by(sb: &Sandbox, pid: i32) {
     let body = common::http::get_fresh(sb.addr(), "/")
         .expect("request")
         .text();
     assert!(
-        body.starts_with(&format!("Hello from pid {successor} ")),
+        body.starts_with(&format!("Hello from pid {pid} ")),
         "{body}"
     );
 }
