@@ -32,13 +32,9 @@ use std::convert::Infallible;
 /// How often a connection checks the idle bound (and, after a GOAWAY, whether it is done).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How soon a connection without TLS that asked at most once is looked at again (parked when
-/// it read nothing meanwhile).
+/// it read nothing meanwhile): a burst of clients that ask once and then wait never holds a
+/// burst of hyper's states for long.
 const QUICK_CHECK: Duration = Duration::from_millis(5);
-/// Whether [`QUICK_CHECK`] is used. Off: with it, `tests/reload_under_load.rs` lost requests
-/// ("EOF before any response byte") on connections parked between requests paced 1 ms apart
-/// under load; not understood yet (issue 25). Parking then needs a whole check period without
-/// a request.
-const QUICK_PARK: bool = false;
 /// How often a connection of a process about to exit checks whether the peer has everything.
 const SEND_QUEUE_CHECK: Duration = Duration::from_millis(20);
 /// How often a draining HTTP/1 connection checks whether it is idle.
@@ -289,11 +285,7 @@ impl ConnContext {
         // is polled on its wake-ups; the timer and the drain notification when they fired.
         let closing = {
             let mut control = ControlHandle::new();
-            let first = if QUICK_PARK && parkable {
-                QUICK_CHECK
-            } else {
-                CHECK_EVERY
-            };
+            let first = if parkable { QUICK_CHECK } else { CHECK_EVERY };
             let check = tokio::time::sleep(first);
             tokio::pin!(check);
             let drain = self.draining.wait_for(|d| *d);
@@ -334,7 +326,7 @@ impl ConnContext {
                         // soon (parked once it stays quiet for that long: a burst of clients
                         // that ask once and then idle does not hold a burst of hyper's states);
                         // a busy one once per check period (no timer work per request).
-                        let quick = QUICK_PARK && parkable && read && asked <= 1;
+                        let quick = parkable && read && asked <= 1;
                         check
                             .as_mut()
                             .reset(now + if quick { QUICK_CHECK } else { CHECK_EVERY });
@@ -342,10 +334,17 @@ impl ConnContext {
                 }
                 if park {
                     // Polled once with the request to park: hyper, waiting for a request,
-                    // reads, and sees an end-of-file unless something is readable.
+                    // reads, and sees an end-of-file if that first read finds nothing (a read
+                    // that brings a request cancels the park: see `ConnIo::poll_read`).
                     activity.park.store(true, Ordering::Relaxed);
                     let polled = conn.as_mut().poll(cx);
                     activity.park.store(false, Ordering::Relaxed);
+                    if polled.is_pending() && !activity.parked.load(Ordering::Relaxed) {
+                        // Not parked: a request came just now (hyper serves it). Looked at
+                        // again soon, as after any single request.
+                        check.as_mut().reset(Instant::now() + QUICK_CHECK);
+                        let _ = check.as_mut().poll(&mut control.context());
+                    }
                     return polled.map(Ok);
                 }
                 conn.as_mut().poll(cx).map(Ok)

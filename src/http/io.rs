@@ -139,10 +139,20 @@ impl<I: AsyncRead + Unpin> AsyncRead for ConnIo<I> {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(Err(gone()));
         };
+        if this.parking {
+            // Told hyper the peer closed: whatever comes now stays in the socket, for the
+            // parked connection's next task.
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let room = buf.remaining() > 0;
+        // The request to park is for the first read of the task's poll alone: a read that
+        // brings bytes (a request that came after the task's check) cancels it, for hyper then
+        // serves that request, and a later read in the same poll that would tell hyper "closed"
+        // would find it busy and end the connection with the request unanswered.
+        let park = this.shared.activity.park.swap(false, Ordering::Relaxed);
         let res = Pin::new(&mut inner.io).poll_read(cx, buf);
-        if res.is_pending() && this.shared.activity.park.load(Ordering::Relaxed) {
+        if res.is_pending() && park {
             // Nothing readable and the task parks the connection: hyper ends it as if the peer
             // had closed while idle, and gives the stream back (see `Drop`).
             this.parking = true;

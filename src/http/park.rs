@@ -1,9 +1,10 @@
 //! Parked connections: idle HTTP/1 keep-alive connections kept as their socket alone.
 //!
 //! An idle keep-alive connection served by hyper holds hyper's read and write buffers, its
-//! connection state and a task (some 20 KB). Once it asked and read nothing for a whole check
-//! period, with nothing in flight, nothing half read and nothing unsent (see `conn`), hyper's
-//! connection is ended and only the socket is kept, in
+//! connection state and a task (some 20 KB). Once it read nothing for a check period (5 ms after
+//! a single request, a second when busy), with nothing in flight, nothing half read and nothing
+//! unsent (see `conn`), hyper's connection is ended (told "closed" by its first read that finds
+//! nothing, never after a read that brought a request) and only the socket is kept, in
 //! one table per process ([`Lot`]): a descriptor, the instant it went idle and what it takes to
 //! serve it again (its service, client address and its token of the connection tracker, so the
 //! drain still counts it), some 200 bytes. One task watches them all through one epoll
