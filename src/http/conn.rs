@@ -145,6 +145,7 @@ impl ConnContext {
     }
 
     /// The same on a TLS stream: never parked (its state lives above the socket).
+    #[cfg(feature = "tls")]
     async fn run_tls<I, S>(
         self,
         io: I,
