@@ -84,13 +84,17 @@ fn twenty_reloads_under_load_lose_no_request() {
         );
     }
 
-    // The PID file and the reload status name the final main process.
+    // The PID file and the reload status name the final main process. The PID file is written
+    // right after `READY=1` (lifecycle: main in full), so it is waited for, as in
+    // tests/control_socket.rs.
     let main = s.main;
-    let pid_file = std::fs::read_to_string(s.sb.pid_file()).unwrap_or_default();
-    assert_eq!(
-        pid_file.trim(),
-        main.to_string(),
-        "the PID file names the current main process"
+    common::wait_until(
+        "the PID file to name the current main process",
+        DEADLINE,
+        || {
+            (std::fs::read_to_string(s.sb.pid_file()).ok()?.trim() == main.to_string())
+                .then_some(())
+        },
     );
     let status_path = s.sb.handoff_socket().with_file_name(format!(
         "reload-status.{}.json",

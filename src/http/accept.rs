@@ -12,19 +12,20 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use nix::errno::Errno;
-use tokio::io::{AsyncRead, AsyncWrite};
+
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::conn::ConnContext;
+use super::stream::Stream;
 use super::{MakeHttp, TlsConfig};
 use crate::connection::{ClientAddr, IncomingConnection};
 
 /// A listening socket the accept loop can take connections from.
 pub(crate) trait Acceptor: Send + Sync + 'static {
     /// The stream of one accepted connection.
-    type Io: AsyncRead + AsyncWrite + std::os::fd::AsRawFd + Unpin + Send + 'static;
+    type Io: Into<Stream> + Send + 'static;
     /// The next connection and its client's address.
     fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, ClientAddr)>> + Send;
     /// A connection already queued, without waiting: `None` when the backlog is empty.
@@ -230,7 +231,7 @@ async fn serve_one<I, M: MakeHttp>(
     make: &mut M,
     name: &std::sync::Arc<str>,
 ) where
-    I: AsyncRead + AsyncWrite + std::os::fd::AsRawFd + Unpin + Send + 'static,
+    I: Into<Stream>,
 {
     // The make-service's readiness (axum's are always ready).
     let ready = std::future::poll_fn(|cx| make.poll_ready(cx)).await;
@@ -239,7 +240,7 @@ async fn serve_one<I, M: MakeHttp>(
         client: client.clone(),
         listener: name.clone(),
     });
-    ctx.spawn(io, client, tls, service)
+    ctx.spawn(io.into(), client, tls, service)
 }
 
 /// A stop: every connection the kernel already queued for us (a client that completed its

@@ -20,6 +20,7 @@ use tracing::debug;
 use super::body::DrainAware;
 use super::control::ControlHandle;
 use super::io::{Activity, ConnIo, Shared};
+use super::stream::Stream;
 use super::{HttpService, TlsConfig, GOAWAY_WAIT, IDLE_GRACE, LINGER};
 use crate::access_log::{AccessLog, PeerAddr};
 use crate::connection::ClientAddr;
@@ -59,9 +60,14 @@ impl ConnContext {
     /// wherever the stream is by then: a connection still in its handshake is waited for too.
     /// `make` gives the connection's service (an app's make-service future; ready at once for a
     /// plain app).
-    pub(super) fn spawn<I, F, S>(&self, io: I, client: ClientAddr, tls: Option<&TlsConfig>, make: F)
-    where
-        I: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
+    /// Every listener's connections are served as one [`Stream`] type (see `stream`).
+    pub(super) fn spawn<F, S>(
+        &self,
+        io: Stream,
+        client: ClientAddr,
+        tls: Option<&TlsConfig>,
+        make: F,
+    ) where
         F: Future<Output = Result<S, Infallible>> + Send + 'static,
         S: HttpService,
     {
@@ -89,7 +95,8 @@ impl ConnContext {
                     match tls::handshake(io, config, timeout).await {
                         Ok(accepted) => {
                             debug!(h2 = accepted.h2, "TLS handshake completed");
-                            ctx.run(accepted.stream, fd, client, token, service).await
+                            let stream = Stream::Tls(Box::new(accepted.stream));
+                            ctx.run(stream, fd, client, token, service).await
                         }
                         // Scanners, plain HTTP on the TLS port, clients that distrust the
                         // certificate: the client's business, not the operator's.
