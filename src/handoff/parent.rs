@@ -708,6 +708,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_successor_line_of_64_kib_is_read_and_one_byte_more_is_refused() {
+        // `confirmed` padded with blanks to `len` bytes before its newline.
+        let line = |len: usize| {
+            let mut l = br#"{"event":"confirmed""#.to_vec();
+            l.resize(len - 1, b' ');
+            l.extend_from_slice(b"}\n");
+            l
+        };
+        let (mut s, mut c) = successor("sleep 60");
+        c.write_all(&line(protocol::MAX_MESSAGE)).await.unwrap();
+        c.write_all(&protocol::encode_line(&ChildMessage::Stopping))
+            .await
+            .unwrap();
+        match s.next_event(true).await {
+            SuccessorEvent::Confirmed => {}
+            other => panic!("a line of 64 KiB: {other:?}"),
+        }
+        assert!(
+            matches!(s.next_event(true).await, SuccessorEvent::Stopping),
+            "the line was read whole, the next one is next"
+        );
+        c.write_all(&line(protocol::MAX_MESSAGE + 1)).await.unwrap();
+        assert!(matches!(s.next_event(true).await, SuccessorEvent::Lost(_)));
+        s.kill().await;
+    }
+
+    #[tokio::test]
     async fn kill_kills_and_reaps_the_successor() {
         let (s, _c) = successor("sleep 60");
         let pid = s.pid;
