@@ -666,12 +666,20 @@ mod tests {
     #[tokio::test]
     async fn a_hang_up_confirms_only_after_promoted_and_while_the_process_lives() {
         // A version-1 successor closes the connection after `promoted` and serves on.
+        // It is believed alive only after HANGUP_GRACE: a crashing process closes its descriptors
+        // a moment before it is seen to exit.
         let (mut s, c) = successor("sleep 60");
         drop(c);
+        let began = tokio::time::Instant::now();
         match s.next_event(true).await {
             SuccessorEvent::Confirmed => {}
             other => panic!("a live successor that hung up after promoted: {other:?}"),
         }
+        assert!(
+            began.elapsed() >= HANGUP_GRACE,
+            "confirmed after {:?}, before the grace of {HANGUP_GRACE:?} was over",
+            began.elapsed()
+        );
         assert!(!s.exited());
         s.kill().await;
 
