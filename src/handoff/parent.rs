@@ -641,7 +641,10 @@ mod tests {
         s.promote().await.unwrap();
         let promoted = protocol::encode_line(&ParentMessage::Promoted);
         let mut line = vec![0u8; promoted.len()];
-        c.read_exact(&mut line).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(60), c.read_exact(&mut line))
+            .await
+            .expect("promote() sends a line")
+            .unwrap();
         assert_eq!(line, promoted, "promote() tells the successor");
         c.write_all(&confirmed).await.unwrap();
         assert!(matches!(
