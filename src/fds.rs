@@ -50,9 +50,11 @@ fn set_cloexec(fd: RawFd) -> io::Result<()> {
     match fcntl(fd, FcntlArg::F_GETFD) {
         Ok(bits) => {
             let flags = FdFlag::from_bits_truncate(bits) | FdFlag::FD_CLOEXEC;
-            fcntl(fd, FcntlArg::F_SETFD(flags))
-                .map(drop)
-                .map_err(io::Error::from)
+            match fcntl(fd, FcntlArg::F_SETFD(flags)) {
+                // Closed by another thread between the two calls: nothing to mark.
+                Ok(_) | Err(nix::errno::Errno::EBADF) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
         }
         // Closed meanwhile (the listing's own descriptor): nothing to mark.
         Err(nix::errno::Errno::EBADF) => Ok(()),
