@@ -67,3 +67,32 @@ impl DrainSignal {
         self.token.cancel();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn every_clone_sees_the_drain_once_it_is_triggered_and_not_before() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let drain = DrainSignal::new();
+        let watcher = drain.clone();
+        assert!(!watcher.is_draining(), "draining before any trigger");
+        rt.block_on(async {
+            let early = tokio::time::timeout(Duration::from_millis(50), watcher.draining()).await;
+            assert!(early.is_err(), "draining() resolved before the trigger");
+        });
+        drain.trigger();
+        assert!(watcher.is_draining(), "a clone missed the trigger");
+        assert!(drain.is_draining());
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), watcher.draining())
+                .await
+                .expect("draining() did not resolve after the trigger");
+        });
+    }
+}

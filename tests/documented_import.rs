@@ -285,3 +285,75 @@ fn a_garbage_answer_is_refused_with_exit_76_and_nothing_is_bound() {
         sb.notify.dump()
     );
 }
+
+#[test]
+fn a_socket_activated_baton_also_imports_a_configured_listener_from_a_base_parent() {
+    // systemd passes one socket (fd 3, LISTEN_PID = baton's own pid); the configuration names
+    // another address explicitly, and a base-protocol parent at the configured hand-off path
+    // offers that one at fd 4. baton serves both: the activated socket from systemd, the other
+    // imported. An offered fd is refused only when it IS an activated listener, not because some
+    // other activated listener exists.
+    let sb = Sandbox::new();
+    let activated = TcpListener::bind("127.0.0.1:0").unwrap();
+    let activated_inode = inode_of_own_fd(activated.as_raw_fd());
+    let handed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let handed_inode = inode_of_own_fd(handed.as_raw_fd());
+    let handed_port = handed.local_addr().unwrap().port();
+    let path = sb.path("parent-handoff.sock");
+    let unix = UnixListener::bind(&path).unwrap();
+
+    let mut cmd = sb.command("/bin/sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+        .arg(common::baton_exe())
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{handed_port}"))
+        .arg("--handoff-socket")
+        .arg(&path)
+        .env_remove("BATON_LISTEN")
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "http");
+    common::place_at_fds(&mut cmd, &[activated.as_raw_fd(), handed.as_raw_fd()]);
+    let mut baton = sb.spawn(cmd);
+
+    let mut conn = accept(&unix, &baton);
+    expect_get_listener(&mut conn, &baton);
+    conn.write_all(
+        format!("{{\"addr\":\"127.0.0.1:{handed_port}\",\"fd\":4,\"filename\":\"http\"}}\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    drop(conn);
+
+    let ready = baton.wait_ready(&sb.notify);
+    println!("baton {} ready: {ready:?}", baton.pid);
+    for l in [&activated, &handed] {
+        let addr = l.local_addr().unwrap();
+        let r = http::get_fresh(addr, "/")
+            .unwrap_or_else(|e| panic!("request to {addr}: {e}; log:\n{}", baton.log()));
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.text(), "Hello, world!", "the default handler's body");
+    }
+    let mut held: Vec<u64> = procs::listening_tcp_of(baton.pid)
+        .into_iter()
+        .map(|e| e.inode)
+        .collect();
+    held.sort_unstable();
+    let mut expected = vec![activated_inode, handed_inode];
+    expected.sort_unstable();
+    assert_eq!(
+        held,
+        expected,
+        "baton listens on the activated and the handed socket, and nothing else; log:\n{}",
+        baton.log()
+    );
+    let log = baton.log();
+    assert!(log.contains("source=systemd"), "{log}");
+    assert!(log.contains("source=import"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+
+    let pid = baton.pid;
+    baton.signal(pid, Signal::SIGTERM);
+    let st = baton.wait_exit(DEADLINE);
+    assert_eq!(st.code(), Some(0), "{}", common::describe(st));
+}

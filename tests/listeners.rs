@@ -197,3 +197,96 @@ fn two_sockets_systemd_passed_under_two_names_are_all_handed_over() {
     s.stop();
     assert!(procs::listening_inodes_on_port(s.sb.extra_port(0)).is_empty());
 }
+
+/// The operator removes a listener from the configuration: the reload's successor serves the
+/// others on the very sockets it was handed and closes the one no longer configured, which is gone
+/// once the old process has drained.
+#[test]
+fn a_listener_dropped_from_the_config_is_closed_by_the_successor() {
+    let ca = Arc::new(Ca::new());
+    let mut s = Options::new("v0")
+        .config(move |sb| {
+            let listen = vec![sb.listen(), format!("127.0.0.1:{}", sb.extra_port(0))];
+            config(sb, &ca, Some(listen))
+        })
+        .start();
+    let dropped = SocketAddr::from(([127, 0, 0, 1], s.sb.extra_port(0)));
+    for a in [s.sb.addr(), dropped] {
+        let r = http::get_fresh(a, "/").unwrap_or_else(|e| panic!("GET on {a}: {e}"));
+        assert_eq!((r.status, r.text().as_str()), (200, "v0"), "{a}");
+    }
+    let kept = procs::listening_inodes_on_port(s.sb.port);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.sb.config_path()).unwrap()).unwrap();
+    cfg["listen"] = json!([s.sb.listen()]);
+    cfg["response_body"] = "v1".into();
+    s.sb.write_config(&cfg);
+    let r = s.reload();
+    println!("reload {} -> {}", r.old, r.new);
+
+    let answer = http::get_fresh(s.sb.addr(), "/")
+        .unwrap_or_else(|e| panic!("GET on {}: {e}\n{}", s.sb.addr(), s.baton.log()));
+    assert_eq!((answer.status, answer.text().as_str()), (200, "v1"));
+    assert_eq!(
+        tcp_inodes(s.main),
+        kept,
+        "the successor {} listens on the kept socket it was handed, and on nothing else; log:\n{}",
+        s.main,
+        s.baton.log()
+    );
+    assert!(
+        s.wait_drained(common::DEADLINE),
+        "retired processes left: {:?}",
+        s.baton.members()
+    );
+    assert!(
+        procs::listening_inodes_on_port(dropped.port()).is_empty(),
+        "{dropped} still listens after the reload that dropped it; log:\n{}",
+        s.baton.log()
+    );
+    let log = s.baton.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("no longer configured") && l.contains(&dropped.to_string())),
+        "the successor says which listener it closed:\n{log}"
+    );
+    s.stop();
+}
+
+/// A socket unit passes one socket and the configuration names another address: baton serves
+/// both, and every reload hands both over — systemd's socket is kept although the configuration
+/// does not name it (systemd decides about it, not the configuration).
+#[test]
+fn a_socket_systemd_passed_and_an_address_of_the_config_are_both_handed_over() {
+    let ca = Arc::new(Ca::new());
+    let tls = ca.client_config(&[b"http/1.1"]);
+    let mut s = Options::new("v0")
+        .config(move |sb| {
+            let listen = vec![format!("127.0.0.1:{}", sb.extra_port(0))];
+            config(sb, &ca, Some(listen))
+        })
+        .command(|sb| sb.socket_activate("http"))
+        .spawn();
+    let activator = s.baton.pid;
+    common::wait_until("the activator to listen", common::DEADLINE, || {
+        (procs::listening_tcp_of(activator).len() == 1).then_some(())
+    });
+    let r = http::get_fresh(s.sb.addr(), "/")
+        .unwrap_or_else(|e| panic!("first request: {e}\n{}", s.baton.log()));
+    assert_eq!((r.status, r.text().as_str()), (200, "v0"));
+    s.wait_started();
+    let sockets = Sockets {
+        plain: vec![
+            s.sb.addr(),
+            SocketAddr::from(([127, 0, 0, 1], s.sb.extra_port(0))),
+        ],
+        https: vec![],
+        unix: vec![],
+        tls,
+    };
+    reload_and_check_every_socket(&mut s, &sockets, 2);
+    s.stop();
+    assert!(procs::listening_inodes_on_port(s.sb.extra_port(0)).is_empty());
+}

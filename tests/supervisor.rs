@@ -235,6 +235,47 @@ fn supervised_a_manager_that_stops_reading_never_blocks_the_supervisor() {
     drop(manager);
 }
 
+/// Whether there is a supervisor is decided once, at the first start: a reload whose new
+/// configuration asks for one starts no supervisor (the successor has no supervisor above it and
+/// must not become one); it serves as the main process, as its predecessor did.
+#[test]
+fn a_reload_that_turns_supervise_on_starts_no_supervisor() {
+    let mut s = common::Options::new("v0")
+        .config(|sb| {
+            serde_json::json!({
+                "listen": [sb.listen()],
+                "handoff_socket": sb.handoff_socket(),
+                "pid_file": sb.pid_file(),
+                "response_body": "v0",
+                "shutdown_timeout": "10s",
+            })
+        })
+        .start();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.sb.config_path()).unwrap()).unwrap();
+    cfg["supervise"] = true.into();
+    cfg["response_body"] = "v1".into();
+    s.sb.write_config(&cfg);
+    let r = s.reload();
+    assert_eq!(s.get(), "v1");
+    let env = procs::environ(r.new);
+    assert!(
+        !env.iter().any(|e| e.starts_with("BATON_SUPERVISOR=")),
+        "the successor {} is no supervised generation: {env:?}",
+        r.new
+    );
+    assert!(
+        procs::children_of(r.new).is_empty(),
+        "the successor {} started a child (a generation 0?): {:?}\n{}",
+        r.new,
+        procs::children_of(r.new),
+        s.baton.log()
+    );
+    let log = s.baton.log();
+    assert!(!log.contains("supervisor:"), "{log}");
+    s.stop();
+}
+
 // ---------------------------------------------------------------------------------------------
 // issue 20 row 7: STATUS= bounded, so READY=1 always arrives whole
 

@@ -18,7 +18,7 @@ use crate::exit;
 use crate::Server;
 use args::{Cli, Command, Overrides, ReloadArgs};
 use config_file::Config;
-use hello::{Hello, Immediate};
+use hello::{Answer, Hello, Immediate};
 
 #[cfg(test)]
 pub(crate) use config_file::{Config as FileConfig, Overrides as FileOverrides};
@@ -75,7 +75,7 @@ fn serve(overrides: &Overrides) -> u8 {
                 Some(admin) => serve_with_admin(server, config.response_body, admin).await,
                 None => {
                     server
-                        .serve(Immediate(Hello::new(config.response_body)))
+                        .serve(Immediate(Handler::Hello(Hello::new(config.response_body))))
                         .await
                 }
             },
@@ -114,10 +114,36 @@ async fn serve_with_admin(
     }
     let carry = registry.clone();
     server
-        .serve(Immediate(Hello::new(body)))
-        .listener(admin.name(), Immediate(admin::Admin::new(registry)))
+        .serve(Immediate(Handler::Hello(Hello::new(body))))
+        .listener(
+            admin.name(),
+            Immediate(Handler::Admin(admin::Admin::new(registry))),
+        )
         .on_handoff(move || serde_json::to_vec(&carry.carried()).unwrap_or_default())
         .await
+}
+
+/// The command's handlers as one type: every listener serves an `Immediate<Handler>`, so that
+/// hyper's connection code is compiled once for the command's service instead of once per
+/// handler (see `src/http/stream.rs` for why that matters per request).
+#[derive(Clone)]
+enum Handler {
+    /// The hello body, on the main listeners.
+    Hello(Hello),
+    /// The metrics, on the admin listener.
+    Admin(admin::Admin),
+}
+
+impl Answer for Handler {
+    fn answer(
+        &mut self,
+        req: &hyper::Request<hyper::body::Incoming>,
+    ) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+        match self {
+            Handler::Hello(h) => h.answer(req),
+            Handler::Admin(a) => a.answer(req),
+        }
+    }
 }
 
 /// The command's runtime: one worker thread per CPU this process may use (its affinity and its

@@ -590,6 +590,199 @@ mod tests {
     use super::*;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
+    /// A ready successor whose process runs `script` under /bin/sh, talking over a socket pair:
+    /// returns it and the successor's end of the connection.
+    fn successor(script: &str) -> (ReadySuccessor, UnixStream) {
+        let exe = Executable {
+            path: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+        };
+        let child = spawn_successor(&exe, &[] as &[OwnedFd], Path::new("/nonexistent"), 1).unwrap();
+        let pid = child.id();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (read, write) = ours.into_split();
+        let read = BufReader::new(read);
+        let s = ReadySuccessor {
+            child,
+            pid,
+            read,
+            write,
+        };
+        (s, theirs)
+    }
+
+    /// Waits (bounded) until `pid` is a zombie: exited, not reaped.
+    async fn until_exited(pid: u32) {
+        for _ in 0..3000 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            if stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .trim_start()
+                .starts_with('Z')
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{pid} did not exit");
+    }
+
+    fn is_gone(pid: u32) -> bool {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    #[tokio::test]
+    async fn confirmed_counts_only_after_promoted_and_stopping_always() {
+        let (mut s, mut c) = successor("sleep 60");
+        let confirmed = protocol::encode_line(&ChildMessage::Confirmed);
+        let stopping = protocol::encode_line(&ChildMessage::Stopping);
+        s.promote().await.unwrap();
+        let promoted = protocol::encode_line(&ParentMessage::Promoted);
+        let mut line = vec![0u8; promoted.len()];
+        tokio::time::timeout(Duration::from_secs(60), c.read_exact(&mut line))
+            .await
+            .expect("promote() sends a line")
+            .unwrap();
+        assert_eq!(line, promoted, "promote() tells the successor");
+        c.write_all(&confirmed).await.unwrap();
+        assert!(matches!(
+            s.next_event(true).await,
+            SuccessorEvent::Confirmed
+        ));
+        c.write_all(&confirmed).await.unwrap();
+        assert!(
+            matches!(s.next_event(false).await, SuccessorEvent::Lost(_)),
+            "confirmed before promoted is out of turn"
+        );
+        for promoted in [false, true] {
+            c.write_all(&stopping).await.unwrap();
+            assert!(
+                matches!(s.next_event(promoted).await, SuccessorEvent::Stopping),
+                "promoted: {promoted}"
+            );
+        }
+        s.kill().await;
+    }
+
+    #[tokio::test]
+    async fn a_hang_up_confirms_only_after_promoted_and_while_the_process_lives() {
+        // A version-1 successor closes the connection after `promoted` and serves on.
+        // It is believed alive only after HANGUP_GRACE: a crashing process closes its descriptors
+        // a moment before it is seen to exit.
+        let (mut s, c) = successor("sleep 60");
+        drop(c);
+        let began = tokio::time::Instant::now();
+        match s.next_event(true).await {
+            SuccessorEvent::Confirmed => {}
+            other => panic!("a live successor that hung up after promoted: {other:?}"),
+        }
+        assert!(
+            began.elapsed() >= HANGUP_GRACE,
+            "confirmed after {:?}, before the grace of {HANGUP_GRACE:?} was over",
+            began.elapsed()
+        );
+        assert!(!s.exited());
+        s.kill().await;
+
+        // Before promoted, a hang-up is a loss, even while the process lives.
+        let (mut s, c) = successor("sleep 60");
+        drop(c);
+        match s.next_event(false).await {
+            SuccessorEvent::Lost(why) => assert!(!why.contains("it exited"), "{why}"),
+            other => panic!("a hang-up before promoted: {other:?}"),
+        }
+        s.kill().await;
+
+        // After promoted, a hang-up by a process that is gone is a loss.
+        let (mut s, c) = successor("exit 3");
+        until_exited(s.pid).await;
+        assert!(s.exited());
+        drop(c);
+        assert!(!s.lives_on().await);
+        match s.next_event(true).await {
+            SuccessorEvent::Lost(_) => {}
+            other => panic!("a dead successor's hang-up after promoted: {other:?}"),
+        }
+        let (mut s2, c2) = successor("exit 3");
+        until_exited(s2.pid).await;
+        drop(c2);
+        match s2.next_event(false).await {
+            SuccessorEvent::Lost(why) => assert!(why.contains("(it exited)"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let pids = [s.pid, s2.pid];
+        s.end(Duration::from_secs(1)).await;
+        s2.end(Duration::from_secs(1)).await;
+        assert!(pids.into_iter().all(is_gone), "both reaped");
+    }
+
+    #[tokio::test]
+    async fn a_successor_line_of_64_kib_is_read_and_one_byte_more_is_refused() {
+        // `confirmed` padded with blanks to `len` bytes before its newline.
+        let line = |len: usize| {
+            let mut l = br#"{"event":"confirmed""#.to_vec();
+            l.resize(len - 1, b' ');
+            l.extend_from_slice(b"}\n");
+            l
+        };
+        let (mut s, mut c) = successor("sleep 60");
+        c.write_all(&line(protocol::MAX_MESSAGE)).await.unwrap();
+        c.write_all(&protocol::encode_line(&ChildMessage::Stopping))
+            .await
+            .unwrap();
+        match s.next_event(true).await {
+            SuccessorEvent::Confirmed => {}
+            other => panic!("a line of 64 KiB: {other:?}"),
+        }
+        assert!(
+            matches!(s.next_event(true).await, SuccessorEvent::Stopping),
+            "the line was read whole, the next one is next"
+        );
+        c.write_all(&line(protocol::MAX_MESSAGE + 1)).await.unwrap();
+        assert!(matches!(s.next_event(true).await, SuccessorEvent::Lost(_)));
+        s.kill().await;
+    }
+
+    #[tokio::test]
+    async fn kill_kills_and_reaps_the_successor() {
+        let (s, _c) = successor("sleep 60");
+        let pid = s.pid;
+        assert!(!s.exited());
+        s.kill().await;
+        assert!(is_gone(pid), "{pid} killed and reaped");
+    }
+
+    #[tokio::test]
+    async fn end_gives_a_live_successor_sigterm_and_its_grace_to_drain() {
+        let (_tmp, dir) = crate::test_util::temp_path("end");
+        std::fs::create_dir(&dir).unwrap();
+        let (ready, drained) = (dir.join("ready"), dir.join("drained"));
+        let script = format!(
+            "trap 'echo drained > {}; kill $! 2>/dev/null; exit 0' TERM; sleep 60 & \
+             echo > {}; wait",
+            drained.display(),
+            ready.display()
+        );
+        let (s, _c) = successor(&script);
+        let pid = s.pid;
+        for _ in 0..3000 {
+            if ready.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(ready.exists(), "the script never got ready");
+        s.end(Duration::from_secs(60)).await;
+        assert!(is_gone(pid), "{pid} ended and reaped");
+        assert_eq!(
+            std::fs::read_to_string(&drained).ok().as_deref(),
+            Some("drained\n"),
+            "it was asked with SIGTERM and drained, not killed"
+        );
+    }
+
     #[tokio::test]
     async fn each_hand_off_gets_a_private_directory_removed_afterwards() {
         let (_tmp, runtime) = crate::test_util::temp_path("run");

@@ -12,19 +12,20 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use nix::errno::Errno;
-use tokio::io::{AsyncRead, AsyncWrite};
+
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::conn::ConnContext;
+use super::stream::Stream;
 use super::{MakeHttp, TlsConfig};
 use crate::connection::{ClientAddr, IncomingConnection};
 
 /// A listening socket the accept loop can take connections from.
 pub(crate) trait Acceptor: Send + Sync + 'static {
     /// The stream of one accepted connection.
-    type Io: AsyncRead + AsyncWrite + std::os::fd::AsRawFd + Unpin + Send + 'static;
+    type Io: Into<Stream> + Send + 'static;
     /// The next connection and its client's address.
     fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, ClientAddr)>> + Send;
     /// A connection already queued, without waiting: `None` when the backlog is empty.
@@ -55,9 +56,34 @@ pub(crate) enum Holders {
 /// passes, so that handshake completes and queues. The filter is never taken off: the socket is
 /// closed right after (only [`Holders::OnlyBaton`] sockets get one).
 fn drop_new_handshakes(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    let program = hold_program();
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fd` is an open socket; `fprog` points at `program`, which outlives the call, and
+    // its length is the program's; the kernel copies the program before returning.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            std::ptr::from_ref(&fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The classic BPF program of [`drop_new_handshakes`]: drop a segment with SYN set and ACK
+/// clear, keep every other.
+fn hold_program() -> [libc::sock_filter; 5] {
     use libc::{
-        sock_filter, sock_fprog, BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD,
-        BPF_RET,
+        sock_filter, BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET,
     };
     /// Byte 13 of the TCP header: the flags CWR ECE URG ACK PSH RST SYN FIN.
     const FLAGS_BYTE: u32 = 13;
@@ -70,34 +96,14 @@ fn drop_new_handshakes(fd: BorrowedFd<'_>) -> std::io::Result<()> {
         jf,
         k,
     };
-    let program = [
+    [
         op(BPF_LD | BPF_B | BPF_ABS, 0, 0, FLAGS_BYTE),
         op(BPF_ALU | BPF_AND | BPF_K, 0, 0, SYN | ACK),
         // A SYN without ACK: the next instruction (drop); anything else: skip it (keep all).
         op(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, SYN),
         op(BPF_RET | BPF_K, 0, 0, 0),
         op(BPF_RET | BPF_K, 0, 0, u32::MAX),
-    ];
-    let fprog = sock_fprog {
-        len: program.len() as u16,
-        filter: program.as_ptr().cast_mut(),
-    };
-    // SAFETY: `fd` is an open socket; `fprog` points at `program`, which outlives the call, and
-    // its length is the program's; the kernel copies the program before returning.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            std::ptr::from_ref(&fprog).cast(),
-            std::mem::size_of::<sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    ]
 }
 
 /// `accept4` on the listening socket `fd` now, without waiting and without asking tokio's
@@ -225,7 +231,7 @@ async fn serve_one<I, M: MakeHttp>(
     make: &mut M,
     name: &std::sync::Arc<str>,
 ) where
-    I: AsyncRead + AsyncWrite + std::os::fd::AsRawFd + Unpin + Send + 'static,
+    I: Into<Stream>,
 {
     // The make-service's readiness (axum's are always ready).
     let ready = std::future::poll_fn(|cx| make.poll_ready(cx)).await;
@@ -234,7 +240,7 @@ async fn serve_one<I, M: MakeHttp>(
         client: client.clone(),
         listener: name.clone(),
     });
-    ctx.spawn(io, client, tls, service)
+    ctx.spawn(io.into(), client, tls, service)
 }
 
 /// A stop: every connection the kernel already queued for us (a client that completed its
@@ -326,6 +332,54 @@ mod tests {
     #[test]
     fn a_held_back_ipv6_listener_lets_no_new_client_in() {
         held_back_on("[::1]:0");
+    }
+
+    /// The hold's verdict on a TCP segment whose flags byte is `flags`, the program run as the
+    /// kernel runs classic BPF (net/core/filter.c) for the four instructions it may contain:
+    /// the number of bytes to keep, 0 to drop. Any other instruction fails the test.
+    fn verdict(flags: u8) -> u32 {
+        use libc::{BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET};
+        let program = hold_program();
+        let mut header = [0u8; 20];
+        header[13] = flags;
+        let (mut a, mut pc) = (0u32, 0usize);
+        loop {
+            let ins = program.get(pc).expect("the program ran past its end");
+            pc += 1;
+            let code = u32::from(ins.code);
+            if code == BPF_LD | BPF_B | BPF_ABS {
+                a = u32::from(*header.get(ins.k as usize).expect("a load past the header"));
+            } else if code == BPF_ALU | BPF_AND | BPF_K {
+                a &= ins.k;
+            } else if code == BPF_JMP | BPF_JEQ | BPF_K {
+                pc += usize::from(if a == ins.k { ins.jt } else { ins.jf });
+            } else if code == BPF_RET | BPF_K {
+                return ins.k;
+            } else {
+                panic!("instruction {pc}: opcode {code:#x} is none the hold uses");
+            }
+        }
+    }
+
+    /// Every combination of TCP flags: only an opening SYN (ACK clear) is dropped — the final
+    /// ACK of a handshake under way, and everything on an established connection, pass whole.
+    #[test]
+    fn the_hold_drops_opening_syns_and_keeps_every_other_segment() {
+        const SYN: u8 = 0x02;
+        const ACK: u8 = 0x10;
+        for flags in 0..=u8::MAX {
+            let opening = flags & (SYN | ACK) == SYN;
+            let kept = verdict(flags);
+            if opening {
+                assert_eq!(kept, 0, "flags {flags:#04x}: a new handshake got through");
+            } else {
+                assert_eq!(
+                    kept,
+                    u32::MAX,
+                    "flags {flags:#04x}: a segment was cut or dropped"
+                );
+            }
+        }
     }
 
     fn held_back_on(bind: &str) {

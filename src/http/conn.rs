@@ -22,6 +22,7 @@ use super::body::DrainAware;
 use super::control::ControlHandle;
 use super::io::{Activity, ConnIo, Shared};
 use super::park::{Lot, Wake};
+use super::stream::Stream;
 use super::{HttpService, TlsConfig, GOAWAY_WAIT, IDLE_GRACE, LINGER};
 use crate::access_log::{AccessLog, PeerAddr};
 use crate::connection::ClientAddr;
@@ -67,9 +68,14 @@ impl ConnContext {
     /// wherever the stream is by then: a connection still in its handshake is waited for too.
     /// `make` gives the connection's service (an app's make-service future; ready at once for a
     /// plain app).
-    pub(super) fn spawn<I, F, S>(&self, io: I, client: ClientAddr, tls: Option<&TlsConfig>, make: F)
-    where
-        I: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
+    /// Every listener's connections are served as one [`Stream`] type (see `stream`).
+    pub(super) fn spawn<F, S>(
+        &self,
+        io: Stream,
+        client: ClientAddr,
+        tls: Option<&TlsConfig>,
+        make: F,
+    ) where
         F: Future<Output = Result<S, Infallible>> + Send + 'static,
         S: HttpService,
     {
@@ -97,7 +103,7 @@ impl ConnContext {
                     match tls::handshake(io, config, timeout).await {
                         Ok(accepted) => {
                             debug!(h2 = accepted.h2, "TLS handshake completed");
-                            let stream = accepted.stream;
+                            let stream = Stream::Tls(Box::new(accepted.stream));
                             ctx.run_tls(stream, fd, client, token, service).await
                         }
                         // Scanners, plain HTTP on the TLS port, clients that distrust the
@@ -530,11 +536,12 @@ fn resumer<S: HttpService>(
             let fd = socket.as_raw_fd();
             let stream = match &client {
                 ClientAddr::Tcp(_) => {
-                    tokio::net::TcpStream::from_std(std::net::TcpStream::from(socket)).map(Io::Tcp)
+                    tokio::net::TcpStream::from_std(std::net::TcpStream::from(socket))
+                        .map(Stream::Tcp)
                 }
                 ClientAddr::Unix(_) => {
                     tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(socket))
-                        .map(Io::Unix)
+                        .map(Stream::Unix)
                 }
             };
             let mut stream = match stream {
@@ -562,70 +569,4 @@ fn resumer<S: HttpService>(
             }
         });
     })
-}
-
-/// A parked connection's socket, served again.
-enum Io {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-impl AsyncRead for Io {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            Io::Unix(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Io::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            Io::Unix(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
-            Io::Unix(s) => std::pin::Pin::new(s).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            Io::Unix(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-        }
-    }
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Io::Tcp(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
-            Io::Unix(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Io::Tcp(s) => s.is_write_vectored(),
-            Io::Unix(s) => s.is_write_vectored(),
-        }
-    }
 }

@@ -9,6 +9,8 @@
 //! * `io`: the I/O wrapper that records activity, recognises the HTTP/2 preface, keeps the
 //!   connection counted while it lives (upgraded connections included) and hands the stream back
 //!   for the lingering close.
+//! * `stream`: every accepted connection as one stream type (TCP or Unix, plain or TLS), so that
+//!   hyper's and h2's connection code is compiled once;
 //! * `body`: the service wrapper that counts a request in flight until its response body has
 //!   ended, and asks HTTP/1 clients to close while draining.
 //! * `park`: idle HTTP/1 keep-alive connections (without TLS) parked as their socket alone, in
@@ -51,6 +53,7 @@ mod conn;
 mod control;
 mod io;
 mod park;
+mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -266,6 +266,9 @@ mod tests {
         let e = env(Some("1"), Some("x"), None).parse(1).unwrap_err();
         assert!(e.to_string().starts_with("LISTEN_FDS=\"x\""), "{e}");
         assert!(env(Some("+1"), Some("1"), None).parse(1).is_err());
+        // No process has pid 0: LISTEN_PID=0 is garbage, not "meant for another process".
+        let e = env(Some("0"), Some("1"), None).parse(1).unwrap_err();
+        assert!(matches!(e, ActivationError::BadPid { .. }), "{e}");
         assert!(env(Some("1"), Some(" 1"), None).parse(1).is_err());
         let e = env(Some("1"), Some("-1"), None).parse(1).unwrap_err();
         assert!(matches!(e, ActivationError::BadCount { .. }));

@@ -39,8 +39,13 @@ fn build(args: &[&str], path: impl Fn(&Path) -> PathBuf) -> PathBuf {
             .args(args)
             .arg("--target-dir")
             .arg(target_dir);
-        if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-            cmd.arg("--release");
+        // The test's own profile: `debug` is the default one's directory; any other directory
+        // is named after its profile (`release`, the mutation runs' `mutants`).
+        match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => {}
+            Some(profile) => {
+                cmd.args(["--profile", profile]);
+            }
         }
         let out = super::reaper::output(&mut cmd).expect("run cargo build");
         assert!(

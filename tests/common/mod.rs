@@ -558,6 +558,36 @@ pub fn place_at_fd3(cmd: &mut Command, fd: RawFd) {
     }
 }
 
+/// Places `fds` at descriptors 3, 4, … in the child, in order, without `FD_CLOEXEC` (as systemd
+/// passes several sockets, or a parent hands several listeners). Each is first copied above 100, so
+/// that placing one never overwrites another that happens to sit at a low number.
+pub fn place_at_fds(cmd: &mut Command, fds: &[RawFd]) {
+    let fds = fds.to_vec();
+    // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork and exec; `fds` was
+    // allocated before the fork and is only read.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut high = [0 as RawFd; 16];
+            if fds.len() > high.len() {
+                return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            for (i, &fd) in fds.iter().enumerate() {
+                high[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, &copy) in high[..fds.len()].iter().enumerate() {
+                // dup2 clears FD_CLOEXEC on the new descriptor.
+                if libc::dup2(copy, 3 + i as RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The main pid as systemd would track it: the leader, then each `MAINPID=` sent by the main.
 pub fn current_main(notify: &NotifyRecorder, leader: i32) -> i32 {
     let mut main = leader;
