@@ -212,8 +212,9 @@ impl ConnContext {
             inner: service,
             shared: shared.clone(),
             peer: self.access_log.map(|_| PeerAddr(client.tcp())),
+            // (Kept for a parked connection's next task too.)
             #[cfg(feature = "axum")]
-            client,
+            client: client.clone(),
         };
         let draining = self.draining.clone();
         let idle_timeout = self.idle_timeout;
