@@ -44,17 +44,24 @@ fn go_app() -> PathBuf {
         .get_or_init(|| {
             let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
             let out = tmp.join("run-goapp");
-            let st = std::process::Command::new("go")
-                .args(["build", "-o"])
-                .arg(&out)
-                .arg(".")
-                .current_dir(apps_dir().join("goapp"))
-                .env("GOCACHE", tmp.join("run-gocache"))
-                .env("GOFLAGS", "-mod=mod")
-                .env("GO111MODULE", "on")
-                .status()
-                .expect("run `go build` (golang-go is installed by .ci/run)");
-            assert!(st.success(), "go build of tests/run/goapp failed: {st:?}");
+            // Through the reaper: a plain `Command::status` races the orphan reaper for the
+            // exit status (CI once saw `go build` "fail" with ECHILD).
+            let built = common::reaper::output(
+                std::process::Command::new("go")
+                    .args(["build", "-o"])
+                    .arg(&out)
+                    .arg(".")
+                    .current_dir(apps_dir().join("goapp"))
+                    .env("GOCACHE", tmp.join("run-gocache"))
+                    .env("GOFLAGS", "-mod=mod")
+                    .env("GO111MODULE", "on"),
+            )
+            .expect("run `go build` (golang-go is installed by .ci/run)");
+            assert!(
+                built.status.success(),
+                "go build of tests/run/goapp failed: {}",
+                common::text_of(&built)
+            );
             out
         })
         .clone()
