@@ -187,45 +187,52 @@ impl ConnContext {
 
     async fn run_service<I, S>(
         mut self,
-        io: I,
+        mut io: I,
         fd: RawFd,
         client: ClientAddr,
         served: Served<S>,
-        service: S,
+        mut service: S,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: HttpService,
     {
         let Served {
-            token,
-            service: again,
-            since,
+            mut token,
+            service: mut again,
+            mut since,
         } = served;
-        let shared = Shared::new();
-        if *self.draining.borrow() {
-            // It starts serving after the drain began (its TLS handshake ended late): the first
-            // response already tells the client to reconnect, to the successor.
-            shared.activity.draining.store(true, Ordering::Relaxed);
-        }
-        let io = TokioIo::new(ConnIo::new(io, token, shared.clone()));
-        let service = DrainAware {
-            inner: service,
-            shared: shared.clone(),
-            peer: self.access_log.map(|_| PeerAddr(client.tcp())),
-            // (Kept for a parked connection's next task too.)
-            #[cfg(feature = "axum")]
-            client: client.clone(),
-        };
-        let draining = self.draining.clone();
-        let idle_timeout = self.idle_timeout;
-        let parkable = again.is_some();
-        let parked_since = self
-            .serve(io, service, &shared.activity, since, parkable)
-            .await;
-        // Hyper is done with the stream (unless it now belongs to an upgrade). Parked while idle
-        // (only the socket is kept), or unless the peer had closed already, closed lingering.
-        if let Some(mut parked) = shared.take_parked() {
-            if let (Some(since), Some(service)) = (parked_since, again) {
+        // One turn per hyper connection on this stream: a second one only when the connection
+        // was to be parked and could not be (out of descriptors, say); it is then served on by
+        // a new hyper connection and never parked again (no retry every check period).
+        loop {
+            let shared = Shared::new();
+            if *self.draining.borrow() {
+                // It starts serving after the drain began (its TLS handshake ended late): the
+                // first response already tells the client to reconnect, to the successor.
+                shared.activity.draining.store(true, Ordering::Relaxed);
+            }
+            let conn_io = TokioIo::new(ConnIo::new(io, token, shared.clone()));
+            let drain_aware = DrainAware {
+                inner: service,
+                shared: shared.clone(),
+                peer: self.access_log.map(|_| PeerAddr(client.tcp())),
+                // (Kept for a parked connection's next task too.)
+                #[cfg(feature = "axum")]
+                client: client.clone(),
+            };
+            let draining = self.draining.clone();
+            let idle_timeout = self.idle_timeout;
+            let parkable = again.is_some();
+            let parked_since = self
+                .serve(conn_io, drain_aware, &shared.activity, since, parkable)
+                .await;
+            // Hyper is done with the stream (unless it now belongs to an upgrade). Parked while
+            // idle (only the socket is kept), or unless the peer had closed already, closed
+            // lingering.
+            let Some(mut parked) = shared.take_parked() else {
+                return;
+            };
+            if let (Some(idle_since), Some(next)) = (parked_since, again.take()) {
                 // SAFETY: `fd` is the stream's socket, open while `parked.io` (which owns it)
                 // lives; it is duplicated before the stream is dropped.
                 let dup = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned();
@@ -234,26 +241,19 @@ impl ConnContext {
                         // The stream's own descriptor is closed (and its registration with the
                         // runtime dropped); the socket stays open through the duplicate.
                         drop(parked.io);
-                        let token = parked._token;
                         let lot = self.lot.clone();
-                        let resume = resumer(self, client, token, service);
-                        lot.park(socket, since, resume);
+                        let resume = resumer(self, client, parked.token, next);
+                        lot.park(socket, idle_since, resume);
                         debug!("idle connection parked: only its socket is kept");
                         return;
                     }
                     Err(e) => {
-                        // (Out of descriptors, say): served on as it is, by a new hyper
-                        // connection, parked again once it can be.
-                        debug!(error = %e, "cannot park an idle connection; serving it on");
-                        let again = Some(service.clone());
-                        let token = parked._token;
-                        let served = Served {
-                            token,
-                            service: again,
-                            since,
-                        };
-                        let serve_on = self.run_service(parked.io, fd, client, served, service);
-                        return Box::pin(serve_on).await;
+                        debug!(error = %e, "cannot park an idle connection; serving it on, unparked");
+                        io = parked.io;
+                        token = parked.token;
+                        since = idle_since;
+                        service = next;
+                        continue;
                     }
                 }
             }
@@ -268,6 +268,7 @@ impl ConnContext {
             if *draining.borrow() && !shared.activity.gave_up.load(Ordering::Relaxed) {
                 delivered(fd, GOAWAY_WAIT.min(idle_timeout)).await;
             }
+            return;
         }
     }
 
@@ -558,8 +559,11 @@ fn resumer<S: HttpService>(
                     linger(&mut stream).await;
                     drop(token);
                 }
-                Wake::Readable | Wake::Drain => {
-                    let again = Some(service.clone());
+                Wake::Readable | Wake::Drain | Wake::Refused => {
+                    let again = match wake {
+                        Wake::Refused => None,
+                        _ => Some(service.clone()),
+                    };
                     let served = Served {
                         token,
                         service: again,

@@ -51,7 +51,7 @@ pub(super) struct Shared<I> {
 /// A stream hyper let go of, still counted as an open connection.
 pub(super) struct Parked<I> {
     pub io: I,
-    pub _token: TaskTrackerToken,
+    pub token: TaskTrackerToken,
     /// The peer had closed its side (a read returned end-of-file): nothing to linger for.
     pub peer_closed: bool,
 }
@@ -92,7 +92,7 @@ impl<I> ConnIo<I> {
         ConnIo {
             inner: Some(Parked {
                 io,
-                _token: token,
+                token,
                 peer_closed: false,
             }),
             shared,

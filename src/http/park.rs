@@ -32,6 +32,8 @@ pub(super) enum Wake {
     Drain,
     /// Idle for the idle timeout: close it (lingering).
     Idle,
+    /// It could not be parked (the epoll instance failed): serve it on, never parked again.
+    Refused,
 }
 
 /// What serves a parked connection again: called once, with its socket and the reason.
@@ -113,7 +115,7 @@ impl Lot {
                 Err(e) => {
                     drop(inner);
                     debug!(error = %e, "cannot watch parked connections; serving on");
-                    return resume(fd, Wake::Readable);
+                    return resume(fd, Wake::Refused);
                 }
             },
         };
@@ -133,7 +135,7 @@ impl Lot {
             inner.free.push(slot);
             drop(inner);
             debug!(error = %e, "cannot park a connection; serving on");
-            return resume(fd, Wake::Readable);
+            return resume(fd, Wake::Refused);
         }
         inner.slots[slot as usize] = Some(Entry { fd, since, resume });
     }
