@@ -667,9 +667,13 @@ fn no_inodes_or_a_read_only_runtime_directory_fail_the_reload_with_path_and_errn
                 && out.contains(&format!("pid {main} keeps serving")),
             "names the path and the errno: {out}"
         );
-        let status = last_status(&sb, main);
+        // The reply comes over the control socket, the STATUS= over the notify socket: the
+        // notify reader may see it a moment after `baton reload` returned.
+        let status = common::wait_until("STATUS= naming the errno", DEADLINE, || {
+            let status = last_status(&sb, main);
+            status.contains(errno).then_some(status)
+        });
         println!("  STATUS={status}");
-        assert!(status.contains(errno), "{status}");
         assert_eq!(
             fs::read_to_string(&pid_file).unwrap().trim(),
             main.to_string()

@@ -1,8 +1,9 @@
-//! One connection's task: the TLS handshake on a TLS listener, then serve it, close it when it
-//! stays idle, drain it, close it lingering.
+//! One connection's task: the TLS handshake on a TLS listener, then serve it, park it while it
+//! is idle (HTTP/1 without TLS: see `park`), close it when it stays idle, drain it, close it
+//! lingering.
 
 use std::future::Future;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
@@ -20,6 +21,7 @@ use tracing::debug;
 use super::body::DrainAware;
 use super::control::ControlHandle;
 use super::io::{Activity, ConnIo, Shared};
+use super::park::{Lot, Wake};
 use super::stream::Stream;
 use super::{HttpService, TlsConfig, GOAWAY_WAIT, IDLE_GRACE, LINGER};
 use crate::access_log::{AccessLog, PeerAddr};
@@ -30,6 +32,10 @@ use std::convert::Infallible;
 
 /// How often a connection checks the idle bound (and, after a GOAWAY, whether it is done).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How soon a connection without TLS that asked at most once is looked at again (parked when
+/// it read nothing meanwhile): a burst of clients that ask once and then wait never holds a
+/// burst of hyper's states for long.
+const QUICK_CHECK: Duration = Duration::from_millis(5);
 /// How often a connection of a process about to exit checks whether the peer has everything.
 const SEND_QUEUE_CHECK: Duration = Duration::from_millis(20);
 /// How often a draining HTTP/1 connection checks whether it is idle.
@@ -44,6 +50,8 @@ pub(super) struct ConnContext {
     pub idle_timeout: Duration,
     /// The access log, with the generation it names (off: `None`).
     pub access_log: Option<u64>,
+    /// Where idle HTTP/1 connections are parked.
+    pub lot: Arc<Lot>,
 }
 
 /// Why a connection that is still open is being closed.
@@ -96,7 +104,7 @@ impl ConnContext {
                         Ok(accepted) => {
                             debug!(h2 = accepted.h2, "TLS handshake completed");
                             let stream = Stream::Tls(Box::new(accepted.stream));
-                            ctx.run(stream, fd, client, token, service).await
+                            ctx.run_tls(stream, fd, client, token, service).await
                         }
                         // Scanners, plain HTTP on the TLS port, clients that distrust the
                         // certificate: the client's business, not the operator's.
@@ -107,7 +115,8 @@ impl ConnContext {
         }
     }
 
-    /// The access log wraps the app only when it is on: otherwise nothing is in the way.
+    /// The access log wraps the app only when it is on: otherwise nothing is in the way. A
+    /// connection without TLS may be parked while idle.
     async fn run<I, S>(
         self,
         io: I,
@@ -119,16 +128,31 @@ impl ConnContext {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: HttpService,
     {
+        let now = Instant::now();
         match self.access_log {
             Some(generation) => {
                 let service = AccessLog::new(service, generation);
-                self.run_service(io, fd, client, token, service).await
+                let served = Served {
+                    token,
+                    service: Some(service.clone()),
+                    since: now,
+                };
+                self.run_service(io, fd, client, served, service).await
             }
-            None => self.run_service(io, fd, client, token, service).await,
+            None => {
+                let served = Served {
+                    token,
+                    service: Some(service.clone()),
+                    since: now,
+                };
+                self.run_service(io, fd, client, served, service).await
+            }
         }
     }
 
-    async fn run_service<I, S>(
+    /// The same on a TLS stream: never parked (its state lives above the socket).
+    #[cfg(feature = "tls")]
+    async fn run_tls<I, S>(
         self,
         io: I,
         fd: RawFd,
@@ -139,26 +163,100 @@ impl ConnContext {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: HttpService,
     {
-        let shared = Shared::new();
-        if *self.draining.borrow() {
-            // It starts serving after the drain began (its TLS handshake ended late): the first
-            // response already tells the client to reconnect, to the successor.
-            shared.activity.draining.store(true, Ordering::Relaxed);
+        let now = Instant::now();
+        match self.access_log {
+            Some(generation) => {
+                let service = AccessLog::new(service, generation);
+                let served = Served {
+                    token,
+                    service: None,
+                    since: now,
+                };
+                self.run_service(io, fd, client, served, service).await
+            }
+            None => {
+                let served = Served {
+                    token,
+                    service: None,
+                    since: now,
+                };
+                self.run_service(io, fd, client, served, service).await
+            }
         }
-        let io = TokioIo::new(ConnIo::new(io, token, shared.clone()));
-        let service = DrainAware {
-            inner: service,
-            shared: shared.clone(),
-            peer: self.access_log.map(|_| PeerAddr(client.tcp())),
-            #[cfg(feature = "axum")]
-            client,
-        };
-        let draining = self.draining.clone();
-        let idle_timeout = self.idle_timeout;
-        self.serve(io, service, &shared.activity).await;
-        // Hyper is done with the stream (unless it now belongs to an upgrade). Unless the peer
-        // had closed already, close it lingering.
-        if let Some(mut parked) = shared.take_parked() {
+    }
+
+    async fn run_service<I, S>(
+        mut self,
+        mut io: I,
+        fd: RawFd,
+        client: ClientAddr,
+        served: Served<S>,
+        mut service: S,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: HttpService,
+    {
+        let Served {
+            mut token,
+            service: mut again,
+            mut since,
+        } = served;
+        // One turn per hyper connection on this stream: a second one only when the connection
+        // was to be parked and could not be (out of descriptors, say); it is then served on by
+        // a new hyper connection and never parked again (no retry every check period).
+        loop {
+            let shared = Shared::new();
+            if *self.draining.borrow() {
+                // It starts serving after the drain began (its TLS handshake ended late): the
+                // first response already tells the client to reconnect, to the successor.
+                shared.activity.draining.store(true, Ordering::Relaxed);
+            }
+            let conn_io = TokioIo::new(ConnIo::new(io, token, shared.clone()));
+            let drain_aware = DrainAware {
+                inner: service,
+                shared: shared.clone(),
+                peer: self.access_log.map(|_| PeerAddr(client.tcp())),
+                // (Kept for a parked connection's next task too.)
+                #[cfg(feature = "axum")]
+                client: client.clone(),
+            };
+            let draining = self.draining.clone();
+            let idle_timeout = self.idle_timeout;
+            let parkable = again.is_some();
+            let parked_since = self
+                .serve(conn_io, drain_aware, &shared.activity, since, parkable)
+                .await;
+            // Hyper is done with the stream (unless it now belongs to an upgrade). Parked while
+            // idle (only the socket is kept), or unless the peer had closed already, closed
+            // lingering.
+            let Some(mut parked) = shared.take_parked() else {
+                return;
+            };
+            if let (Some(idle_since), Some(next)) = (parked_since, again.take()) {
+                // SAFETY: `fd` is the stream's socket, open while `parked.io` (which owns it)
+                // lives; it is duplicated before the stream is dropped.
+                let dup = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned();
+                match dup {
+                    Ok(socket) => {
+                        // The stream's own descriptor is closed (and its registration with the
+                        // runtime dropped); the socket stays open through the duplicate.
+                        drop(parked.io);
+                        let lot = self.lot.clone();
+                        let resume = resumer(self, client, parked.token, next);
+                        lot.park(socket, idle_since, resume);
+                        debug!("idle connection parked: only its socket is kept");
+                        return;
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "cannot park an idle connection; serving it on, unparked");
+                        io = parked.io;
+                        token = parked.token;
+                        since = idle_since;
+                        service = next;
+                        continue;
+                    }
+                }
+            }
             if !parked.peer_closed {
                 linger(&mut parked.io).await;
             }
@@ -170,15 +268,22 @@ impl ConnContext {
             if *draining.borrow() && !shared.activity.gave_up.load(Ordering::Relaxed) {
                 delivered(fd, GOAWAY_WAIT.min(idle_timeout)).await;
             }
+            return;
         }
     }
 
+    /// Serve until hyper's connection ends. `Some(instant)` when it ended because it was parked
+    /// (`parkable`: HTTP/1 without TLS), idle since that instant; `idle_since` is when the
+    /// connection went idle (now, or when it was parked before).
     async fn serve<I, S>(
-        mut self,
+        &mut self,
         io: TokioIo<ConnIo<I>>,
         service: DrainAware<S, I>,
         activity: &Activity,
-    ) where
+        idle_since: Instant,
+        parkable: bool,
+    ) -> Option<Instant>
+    where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: HttpService,
     {
@@ -189,14 +294,16 @@ impl ConnContext {
         // is polled on its wake-ups; the timer and the drain notification when they fired.
         let closing = {
             let mut control = ControlHandle::new();
-            let check = tokio::time::sleep(CHECK_EVERY);
+            let first = if parkable { QUICK_CHECK } else { CHECK_EVERY };
+            let check = tokio::time::sleep(first);
             tokio::pin!(check);
             let drain = self.draining.wait_for(|d| *d);
             tokio::pin!(drain);
             let mut seen_requests = 0;
-            let mut waiting_since = Instant::now();
+            let mut waiting_since = idle_since;
             let idle_timeout = self.idle_timeout;
             let closing = std::future::poll_fn(|cx| {
+                let mut park = false;
                 if let Some(mut ccx) = control.fired(cx) {
                     if drain.as_mut().poll(&mut ccx).is_ready() {
                         return Poll::Ready(Err(Closing::Drain));
@@ -204,22 +311,64 @@ impl ConnContext {
                     while check.as_mut().poll(&mut ccx).is_ready() {
                         let now = check.deadline();
                         let requests = activity.requests.load(Ordering::Relaxed);
-                        if requests != seen_requests
-                            || activity.in_flight.load(Ordering::Relaxed) > 0
-                        {
+                        let read = activity.read_seen.swap(false, Ordering::Relaxed);
+                        let in_flight = activity.in_flight.load(Ordering::Relaxed) > 0;
+                        let asked = requests.wrapping_sub(seen_requests);
+                        if asked > 0 || in_flight {
                             seen_requests = requests;
                             waiting_since = now;
                         } else if now.duration_since(waiting_since) >= idle_timeout {
                             return Poll::Ready(Err(Closing::Idle));
                         }
-                        check.as_mut().reset(now + CHECK_EVERY);
+                        // A whole period without a byte, nothing in flight, the last bytes read
+                        // ended a request head and every write went out: hyper holds no
+                        // request, no part of one and nothing to send (it serves the requests
+                        // its buffer holds at once unless it cannot write).
+                        park = parkable
+                            && asked == 0
+                            && !read
+                            && !in_flight
+                            && !activity.partial.load(Ordering::Relaxed)
+                            && !activity.write_blocked.load(Ordering::Relaxed)
+                            && !activity.h2.load(Ordering::Relaxed);
+                        // A connection that asked at most once in the period is looked at again
+                        // soon (parked once it stays quiet for that long: a burst of clients
+                        // that ask once and then idle does not hold a burst of hyper's states);
+                        // a busy one once per check period (no timer work per request).
+                        let quick = parkable && read && asked <= 1;
+                        check
+                            .as_mut()
+                            .reset(now + if quick { QUICK_CHECK } else { CHECK_EVERY });
                     }
+                }
+                if park {
+                    // Polled once with the request to park: hyper, waiting for a request,
+                    // reads, and sees an end-of-file if that first read finds nothing (a read
+                    // that brings a request cancels the park: see `ConnIo::poll_read`).
+                    activity.park.store(true, Ordering::Relaxed);
+                    let polled = conn.as_mut().poll(cx);
+                    activity.park.store(false, Ordering::Relaxed);
+                    if polled.is_pending() && !activity.parked.load(Ordering::Relaxed) {
+                        // Not parked: a request came just now (hyper serves it). Looked at
+                        // again soon, as after any single request.
+                        check.as_mut().reset(Instant::now() + QUICK_CHECK);
+                        let _ = check.as_mut().poll(&mut control.context());
+                    }
+                    return polled.map(Ok);
                 }
                 conn.as_mut().poll(cx).map(Ok)
             })
             .await;
             match closing {
-                Ok(res) => return log_end(res),
+                Ok(res) => {
+                    if activity.parked.load(Ordering::Relaxed) && res.is_ok() {
+                        return Some(waiting_since);
+                    }
+                    // (A parked connection whose hyper connection failed: a request cut short
+                    // before a whole quiet period, lost as when the idle timeout closes it.)
+                    log_end(res);
+                    return None;
+                }
                 Err(closing) => closing,
             }
         };
@@ -227,7 +376,7 @@ impl ConnContext {
         match closing {
             Closing::Idle if !activity.h2.load(Ordering::Relaxed) => {
                 debug!(idle_timeout = ?self.idle_timeout, "no request in time; closing the connection");
-                return;
+                return None;
             }
             Closing::Idle => {
                 debug!(idle_timeout = ?self.idle_timeout, "idle HTTP/2 connection: GOAWAY");
@@ -240,7 +389,7 @@ impl ConnContext {
                 let mut last_read = Instant::now();
                 while !activity.h2.load(Ordering::Relaxed) {
                     tokio::select! {
-                        res = conn.as_mut() => return log_end(res),
+                        res = conn.as_mut() => { log_end(res); return None }
                         now = check.tick() => {
                             if activity.read_seen.swap(false, Ordering::Relaxed) {
                                 last_read = now;
@@ -265,14 +414,14 @@ impl ConnContext {
         let mut quiet_since = Instant::now();
         loop {
             tokio::select! {
-                res = conn.as_mut() => return log_end(res),
+                res = conn.as_mut() => { log_end(res); return None }
                 now = check.tick() => {
                     if activity.in_flight.load(Ordering::Relaxed) > 0 {
                         quiet_since = now;
                     } else if now.duration_since(quiet_since) >= give_up_after {
                         debug!("no answer to GOAWAY; closing the connection");
                         activity.gave_up.store(true, Ordering::Relaxed);
-                        return;
+                        return None;
                     }
                 }
             }
@@ -364,4 +513,65 @@ fn log_end(res: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
     if let Err(e) = res {
         debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// What a connection task needs besides its stream to park its connection: its tracker token,
+/// the service to serve it again with (`None`: never parked, a TLS stream), and when it went
+/// idle.
+struct Served<S> {
+    token: TaskTrackerToken,
+    service: Option<S>,
+    since: Instant,
+}
+
+/// What serves a parked connection again: a fresh connection task on its socket (readable, or
+/// the drain began), or a lingering close (the idle timeout).
+fn resumer<S: HttpService>(
+    ctx: ConnContext,
+    client: ClientAddr,
+    token: TaskTrackerToken,
+    service: S,
+) -> super::park::Resume {
+    Box::new(move |socket: OwnedFd, wake: Wake| {
+        let since = Instant::now();
+        tokio::spawn(async move {
+            let fd = socket.as_raw_fd();
+            let stream = match &client {
+                ClientAddr::Tcp(_) => {
+                    tokio::net::TcpStream::from_std(std::net::TcpStream::from(socket))
+                        .map(Stream::Tcp)
+                }
+                ClientAddr::Unix(_) => {
+                    tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(socket))
+                        .map(Stream::Unix)
+                }
+            };
+            let mut stream = match stream {
+                Ok(stream) => stream,
+                Err(e) => {
+                    debug!(error = %e, "cannot serve a parked connection again; closed");
+                    return;
+                }
+            };
+            match wake {
+                Wake::Idle => {
+                    debug!(idle_timeout = ?ctx.idle_timeout, "no request in time; closing the connection");
+                    linger(&mut stream).await;
+                    drop(token);
+                }
+                Wake::Readable | Wake::Drain | Wake::Refused => {
+                    let again = match wake {
+                        Wake::Refused => None,
+                        _ => Some(service.clone()),
+                    };
+                    let served = Served {
+                        token,
+                        service: again,
+                        since,
+                    };
+                    Box::pin(ctx.run_service(stream, fd, client, served, service)).await
+                }
+            }
+        });
+    })
 }

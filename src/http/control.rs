@@ -63,6 +63,14 @@ impl ControlHandle {
     }
 }
 
+impl ControlHandle {
+    /// A context to poll the timer or the drain notification with outside [`Self::fired`]
+    /// (after resetting the timer, say): it wakes the task through this control.
+    pub(super) fn context(&self) -> Context<'_> {
+        Context::from_waker(&self.waker)
+    }
+}
+
 impl Wake for Control {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();

@@ -29,6 +29,16 @@ pub(super) struct Activity {
     /// The peer was given up on while draining (it answered no GOAWAY, or read nothing of
     /// what is in flight for a while): its send queue is not waited for once more.
     pub gave_up: AtomicBool,
+    /// The last bytes read did not end a request head (`CRLF CRLF`): hyper may hold part of a
+    /// request (or a body) in its buffer. Never parked then.
+    pub partial: AtomicBool,
+    /// The last write could not go out (the peer does not read): hyper may hold unsent bytes
+    /// and unprocessed pipelined requests. Never parked then.
+    pub write_blocked: AtomicBool,
+    /// The task asks the wrapper to end hyper's connection if nothing is readable (parking).
+    pub park: AtomicBool,
+    /// The wrapper did: hyper saw an end-of-file the peer did not send.
+    pub parked: AtomicBool,
 }
 
 /// One allocation per connection: the activity, and the slot where the I/O wrapper leaves the
@@ -41,7 +51,7 @@ pub(super) struct Shared<I> {
 /// A stream hyper let go of, still counted as an open connection.
 pub(super) struct Parked<I> {
     pub io: I,
-    pub _token: TaskTrackerToken,
+    pub token: TaskTrackerToken,
     /// The peer had closed its side (a read returned end-of-file): nothing to linger for.
     pub peer_closed: bool,
 }
@@ -71,6 +81,10 @@ pub(super) struct ConnIo<I> {
     sniffed: bool,
     /// A read returned end-of-file: the peer closed its side, nothing to linger for.
     eof: bool,
+    /// This wrapper told hyper the peer closed (parking): a shutdown leaves the stream open.
+    parking: bool,
+    /// The last four bytes read (a request head ends with `CRLF CRLF`, which reads may split).
+    tail: u32,
 }
 
 impl<I> ConnIo<I> {
@@ -78,12 +92,14 @@ impl<I> ConnIo<I> {
         ConnIo {
             inner: Some(Parked {
                 io,
-                _token: token,
+                token,
                 peer_closed: false,
             }),
             shared,
             sniffed: false,
             eof: false,
+            parking: false,
+            tail: 0,
         }
     }
 }
@@ -95,6 +111,18 @@ impl<I> Drop for ConnIo<I> {
             *slot = Some(parked);
         }
     }
+}
+
+/// Whether the write could go out (see [`Activity::write_blocked`]).
+fn answered<I>(
+    shared: &Shared<I>,
+    res: Poll<std::io::Result<usize>>,
+) -> Poll<std::io::Result<usize>> {
+    shared
+        .activity
+        .write_blocked
+        .store(res.is_pending(), Ordering::Relaxed);
+    res
 }
 
 fn gone() -> std::io::Error {
@@ -111,16 +139,40 @@ impl<I: AsyncRead + Unpin> AsyncRead for ConnIo<I> {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(Err(gone()));
         };
+        if this.parking {
+            // Told hyper the peer closed: whatever comes now stays in the socket, for the
+            // parked connection's next task.
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let room = buf.remaining() > 0;
+        // The request to park is for the first read of the task's poll alone: a read that
+        // brings bytes (a request that came after the task's check) cancels it, for hyper then
+        // serves that request, and a later read in the same poll that would tell hyper "closed"
+        // would find it busy and end the connection with the request unanswered.
+        let park = this.shared.activity.park.swap(false, Ordering::Relaxed);
         let res = Pin::new(&mut inner.io).poll_read(cx, buf);
+        if res.is_pending() && park {
+            // Nothing readable and the task parks the connection: hyper ends it as if the peer
+            // had closed while idle, and gives the stream back (see `Drop`).
+            this.parking = true;
+            this.shared.activity.parked.store(true, Ordering::Relaxed);
+            return Poll::Ready(Ok(()));
+        }
         if let Poll::Ready(Ok(())) = res {
             let filled = buf.filled();
             if filled.len() > before {
-                this.shared
-                    .activity
-                    .read_seen
-                    .store(true, Ordering::Relaxed);
+                let activity = &this.shared.activity;
+                activity.read_seen.store(true, Ordering::Relaxed);
+                let chunk = &filled[before..];
+                this.tail = match chunk.last_chunk::<4>() {
+                    Some(last) => u32::from_be_bytes(*last),
+                    None => chunk
+                        .iter()
+                        .fold(this.tail, |tail, b| (tail << 8) | u32::from(*b)),
+                };
+                let ends_head = this.tail == u32::from_be_bytes(*b"\r\n\r\n");
+                activity.partial.store(!ends_head, Ordering::Relaxed);
                 if !this.sniffed {
                     this.sniffed = true;
                     if filled[before..].starts_with(H2_PREFACE_START) {
@@ -141,8 +193,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ConnIo<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut().inner.as_mut() {
-            Some(inner) => Pin::new(&mut inner.io).poll_write(cx, buf),
+        let this = self.get_mut();
+        match this.inner.as_mut() {
+            Some(inner) => answered(&this.shared, Pin::new(&mut inner.io).poll_write(cx, buf)),
             None => Poll::Ready(Err(gone())),
         }
     }
@@ -153,7 +206,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ConnIo<I> {
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut().inner.as_mut() {
+        let this = self.get_mut();
+        match this.inner.as_mut() {
+            // Parking: the stream stays open, for the parked connection.
+            Some(_) if this.parking => Poll::Ready(Ok(())),
             Some(inner) => Pin::new(&mut inner.io).poll_shutdown(cx),
             None => Poll::Ready(Err(gone())),
         }
@@ -163,8 +219,12 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ConnIo<I> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut().inner.as_mut() {
-            Some(inner) => Pin::new(&mut inner.io).poll_write_vectored(cx, bufs),
+        let this = self.get_mut();
+        match this.inner.as_mut() {
+            Some(inner) => answered(
+                &this.shared,
+                Pin::new(&mut inner.io).poll_write_vectored(cx, bufs),
+            ),
             None => Poll::Ready(Err(gone())),
         }
     }

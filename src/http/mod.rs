@@ -13,6 +13,11 @@
 //!   hyper's and h2's connection code is compiled once;
 //! * `body`: the service wrapper that counts a request in flight until its response body has
 //!   ended, and asks HTTP/1 clients to close while draining.
+//! * `park`: idle HTTP/1 keep-alive connections (without TLS) parked as their socket alone, in
+//!   one table per process watched by one task through one epoll instance: served again by a
+//!   fresh connection task when readable, handed back to the drain's path when the drain
+//!   begins, closed at the idle timeout. A parked connection keeps its tracker token (the drain
+//!   waits for it) and costs some hundreds of bytes instead of hyper's buffers and a task.
 //!
 //! A drain stops accepting (the listening sockets stay open in the successor); a stop first
 //! accepts what is already queued on each listening socket (see `accept::sweep`), then:
@@ -47,6 +52,7 @@ mod body;
 mod conn;
 mod control;
 mod io;
+mod park;
 mod stream;
 
 use std::sync::Arc;
@@ -273,6 +279,7 @@ impl Serving {
             connections: connections.clone(),
             idle_timeout: options.idle_timeout,
             access_log: options.access_log,
+            lot: park::Lot::new(options.idle_timeout, draining.subscribe()),
         };
         Serving {
             stop_accepting: CancellationToken::new(),
