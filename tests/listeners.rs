@@ -114,6 +114,19 @@ fn reload_and_check_every_socket(s: &mut Story, sockets: &Sockets, tcp_listeners
     );
 }
 
+/// Socket activation as systemd does it: once the activator listens on its `sockets`, the first
+/// connection starts baton (the activator execs it in place), which answers it.
+fn first_request_starts_baton(s: &mut Story, sockets: usize) {
+    let activator = s.baton.pid;
+    common::wait_until("the activator to listen", common::DEADLINE, || {
+        (procs::listening_tcp_of(activator).len() == sockets).then_some(())
+    });
+    let r = http::get_fresh(s.sb.addr(), "/")
+        .unwrap_or_else(|e| panic!("first request: {e}\n{}", s.baton.log()));
+    assert_eq!((r.status, r.text().as_str()), (200, "v0"));
+    s.wait_started();
+}
+
 /// The config answering "v0" with a certificate from `ca` installed, listening on `listen`
 /// (none: systemd decides).
 fn config(sb: &Sandbox, ca: &Ca, listen: Option<Vec<String>>) -> serde_json::Value {
@@ -178,15 +191,7 @@ fn two_sockets_systemd_passed_under_two_names_are_all_handed_over() {
             sb.socket_activate_named(&[(&sb.listen(), "http"), (&https, "https")])
         })
         .spawn();
-    let activator = s.baton.pid;
-    common::wait_until("the activator to listen on both", common::DEADLINE, || {
-        (procs::listening_tcp_of(activator).len() == 2).then_some(())
-    });
-    // The first connection starts baton (the activator execs it in place).
-    let r = http::get_fresh(s.sb.addr(), "/")
-        .unwrap_or_else(|e| panic!("first request: {e}\n{}", s.baton.log()));
-    assert_eq!((r.status, r.text().as_str()), (200, "v0"));
-    s.wait_started();
+    first_request_starts_baton(&mut s, 2);
     let sockets = Sockets {
         plain: vec![s.sb.addr()],
         https: vec![SocketAddr::from(([127, 0, 0, 1], s.sb.extra_port(0)))],
@@ -269,14 +274,7 @@ fn a_socket_systemd_passed_and_an_address_of_the_config_are_both_handed_over() {
         })
         .command(|sb| sb.socket_activate("http"))
         .spawn();
-    let activator = s.baton.pid;
-    common::wait_until("the activator to listen", common::DEADLINE, || {
-        (procs::listening_tcp_of(activator).len() == 1).then_some(())
-    });
-    let r = http::get_fresh(s.sb.addr(), "/")
-        .unwrap_or_else(|e| panic!("first request: {e}\n{}", s.baton.log()));
-    assert_eq!((r.status, r.text().as_str()), (200, "v0"));
-    s.wait_started();
+    first_request_starts_baton(&mut s, 1);
     let sockets = Sockets {
         plain: vec![
             s.sb.addr(),
