@@ -326,18 +326,8 @@ impl TrustedDir {
     ) -> Result<(String, std::fs::File), FsError> {
         for _ in 0..16 {
             let name = format!("{prefix}{}", random_suffix());
-            match fcntl::openat(
-                Some(self.fd.as_raw_fd()),
-                name.as_str(),
-                OFlag::O_WRONLY
-                    | OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_CLOEXEC,
-                Mode::from_bits_truncate(0o600),
-            ) {
-                Ok(fd) => {
-                    let file = std::fs::File::from(own(fd));
+            match self.open_new(&name) {
+                Ok(file) => {
                     if let Err(e) = stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode)) {
                         let _ = unistd::unlinkat(
                             Some(self.fd.as_raw_fd()),
@@ -356,6 +346,19 @@ impl TrustedDir {
             &self.join(&format!("{prefix}*")),
             "no free name after 16 attempts".into(),
         ))
+    }
+
+    /// Create the file `name` (mode 0600 until the caller sets it) and open it for writing:
+    /// `O_CREAT|O_EXCL` fails with `EEXIST` on any entry of that name, a symlink included, so
+    /// nothing someone prepared is ever opened.
+    fn open_new(&self, name: &str) -> nix::Result<std::fs::File> {
+        fcntl::openat(
+            Some(self.fd.as_raw_fd()),
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map(|fd| std::fs::File::from(own(fd)))
     }
 
     /// Overwrite the existing regular file `name` in place (same inode, no new block or inode
@@ -482,5 +485,83 @@ impl TrustedDir {
             .flatten()
             .filter_map(|e| e.file_name().to_str().map(str::to_owned))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn close_on_exec(fd: &impl AsRawFd) -> bool {
+        let flags = fcntl::fcntl(fd.as_raw_fd(), fcntl::FcntlArg::F_GETFD).unwrap();
+        fcntl::FdFlag::from_bits_truncate(flags).contains(fcntl::FdFlag::FD_CLOEXEC)
+    }
+
+    #[test]
+    fn no_descriptor_is_inherited_by_the_programs_baton_starts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = unistd::geteuid().as_raw();
+        let d = TrustedDir::open(tmp.path(), Create::Never).unwrap();
+        assert!(close_on_exec(&d.fd), "the directory");
+        let (sub, _) = d.create_unique_dir("u.").unwrap();
+        assert!(close_on_exec(&sub.fd), "a unique directory");
+        let (name, file) = d.create_exclusive(".f.", 0o600).unwrap();
+        assert!(close_on_exec(&file), "a new file");
+        let path = d.join(&name);
+        for access in [OFlag::O_RDONLY, OFlag::O_WRONLY] {
+            let file = d.open_regular(&name, access, &path, |_, _| true).unwrap();
+            assert!(close_on_exec(&file), "{access:?}");
+        }
+        assert!(
+            close_on_exec(&open_root_at(tmp.path(), me).unwrap()),
+            "another root"
+        );
+        assert!(close_on_exec(&open_root(me).unwrap()), "the root");
+    }
+
+    #[test]
+    fn a_new_file_is_never_one_that_exists_nor_made_through_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path();
+        let d = TrustedDir::open(p, Create::Never).unwrap();
+        std::fs::write(p.join("taken"), "old").unwrap();
+        assert_eq!(d.open_new("taken").unwrap_err(), Errno::EEXIST);
+        assert_eq!(std::fs::read(p.join("taken")).unwrap(), b"old");
+        std::os::unix::fs::symlink(p.join("elsewhere"), p.join("dangling")).unwrap();
+        assert_eq!(d.open_new("dangling").unwrap_err(), Errno::EEXIST);
+        assert!(!p.join("elsewhere").exists(), "made through the symlink");
+        let mut file = d.open_new("fresh").unwrap();
+        file.write_all(b"new").unwrap();
+        assert_eq!(std::fs::read(p.join("fresh")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_a_file_is_refused_without_waiting_for_a_peer() {
+        let tmp = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&tmp.path().join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+        let d = TrustedDir::open(tmp.path(), Create::Never).unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let read = d.read_regular("fifo", 10, |_| true).map(|_| ());
+            let write = d.rewrite_in_place("fifo", b"x");
+            let _ = tx.send((
+                read.map_err(|e| e.to_string()),
+                write.map_err(|e| e.to_string()),
+            ));
+        });
+        // Generous: without O_NONBLOCK the opens wait for a peer that never comes.
+        let (read, write) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("opening the FIFO waited for a peer");
+        let read = read.unwrap_err();
+        assert!(
+            read.ends_with("/fifo: is a FIFO, not a regular file"),
+            "{read}"
+        );
+        // For writing, a FIFO nobody reads cannot even be opened (ENXIO).
+        let write = write.unwrap_err();
+        assert!(write.contains("/fifo: cannot open: "), "{write}");
     }
 }
