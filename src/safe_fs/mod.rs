@@ -232,15 +232,8 @@ mod tests {
     /// unless `BATON_TESTS_ALLOW_SKIP=1` lets it print a `SKIPPED:` line and return, as the
     /// integration tests' prerequisites do.
     fn other_user(what: &str) -> Option<(u32, String)> {
-        if !nix::unistd::geteuid().is_root() {
-            if std::env::var_os("BATON_TESTS_ALLOW_SKIP").is_some_and(|v| v == "1") {
-                println!("SKIPPED: {what} needs root");
-                return None;
-            }
-            panic!(
-                "cannot run without root: {what} needs root; run the tests as root, or set \
-                 BATON_TESTS_ALLOW_SKIP=1 to skip such tests visibly"
-            );
+        if !crate::test_util::root_for(what) {
+            return None;
         }
         let user = nix::unistd::User::from_name("nobody")
             .unwrap()
