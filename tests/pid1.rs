@@ -744,6 +744,23 @@ fn supervise_is_ignored_under_systemd_and_honoured_under_another_supervisor() {
     let generation0 = svc.wait_settled();
     assert_ne!(generation0, sup);
     assert!(!svc.baton.log().contains("supervise ignored"));
+    // A SIGTERM to the supervisor stops the service and only it: the manager above it, in the
+    // same process group, sees it exit 0.
+    let mut svc = svc;
+    assert!(procs::kill(sup, Signal::SIGTERM));
+    let st = svc.baton.wait_exit(DEADLINE);
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "the manager: {}\n{}",
+        common::describe(st),
+        svc.baton.log()
+    );
+    assert!(
+        svc.baton.wait_group_gone(DEADLINE),
+        "{:?}",
+        svc.baton.members()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -932,4 +949,54 @@ fn pid1_a_crashed_main_generation_ends_the_container_with_its_status() {
 #[test]
 fn supervised_a_crashed_main_generation_ends_the_supervisor_with_its_status() {
     a_crash_ends_the_service(Mode::Supervise(Ask::Env));
+}
+
+// ---------------------------------------------------------------------------------------------
+// what generation 0 inherits
+
+/// Generation 0 gets the supervisor's environment less what was meant for the supervisor itself
+/// (`WATCHDOG_PID` naming it, as systemd sets it; socket activation for another process), plus
+/// its mark and the private notify socket: so its watchdog pings, passed on, keep the service
+/// alive.
+#[test]
+fn supervised_generation_0_gets_the_environment_less_what_was_meant_for_the_supervisor() {
+    let sb = Sandbox::new();
+    let mode = Mode::Supervise(Ask::Flag);
+    sb.write_config(&config(&sb, mode, "v1", &[]));
+    // WATCHDOG_PID names the supervisor: sh learns its own pid, then becomes baton.
+    let mut cmd = sb.command("sh");
+    cmd.args(["-c", "WATCHDOG_PID=$$ exec \"$@\"", "sh"])
+        .arg(sb.exe())
+        .arg("--config")
+        .arg(sb.config_path())
+        .arg("--supervise")
+        .env("WATCHDOG_USEC", "400000")
+        .env("LISTEN_PID", "1")
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "meant-for-another-process")
+        .env("BATON_TEST_PASSED_ON", "yes");
+    let svc = Service::launch(&sb, mode, cmd);
+    let sup = svc.sup;
+    let environ = procs::environ(svc.wait_settled());
+    let has = |v: &str| environ.iter().any(|e| e == v);
+    assert!(
+        has("WATCHDOG_USEC=400000")
+            && has("BATON_TEST_PASSED_ON=yes")
+            && has(&format!("BATON_SUPERVISOR={sup}")),
+        "{environ:?}"
+    );
+    for gone in [
+        "WATCHDOG_PID=",
+        "LISTEN_PID=",
+        "LISTEN_FDS=",
+        "LISTEN_FDNAMES=",
+    ] {
+        assert!(
+            !environ.iter().any(|e| e.starts_with(gone)),
+            "{gone} passed on to generation 0: {environ:?}"
+        );
+    }
+    sb.notify.wait_for(DEADLINE, "WATCHDOG=1 passed on", |n| {
+        n.pid == sup && n.has("WATCHDOG=1")
+    });
 }
