@@ -1000,3 +1000,53 @@ fn supervised_generation_0_gets_the_environment_less_what_was_meant_for_the_supe
         n.pid == sup && n.has("WATCHDOG=1")
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// the private notify socket's path
+
+/// The supervisor's notify socket path may be as long as a Unix socket address holds, 107
+/// bytes, and no longer. As PID 1 its directory is `supervisor.1.<6 random>`, so with the
+/// hand-off socket in a shared sticky directory (where baton's own `baton-<uid>/` comes on top)
+/// the length is known before it starts: a shared directory of 67 bytes makes it exactly 107,
+/// and works; one of 68 makes it 108 (the settings accept both) and is refused with one line,
+/// exit 71.
+#[test]
+fn pid1_a_notify_socket_path_of_107_bytes_is_used_and_of_108_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    for (shared_len, works) in [(67, true), (68, false)] {
+        let sb = Sandbox::new();
+        let base = sb.dir().as_os_str().len();
+        assert!(
+            shared_len > base + 1,
+            "the sandbox path {:?} is too long",
+            sb.dir()
+        );
+        let shared = sb.dir().join("s".repeat(shared_len - base - 1));
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let mut cfg = config(&sb, Mode::Pid1, "v1", &[("shutdown_timeout", "3s")]);
+        cfg["handoff_socket"] = shared.join("api.sock").to_string_lossy().into();
+        sb.write_config(&cfg);
+        if works {
+            let mut svc = Service::launch(&sb, Mode::Pid1, command(&sb, Mode::Pid1, &[]));
+            let socket = procs::environ(svc.wait_settled())
+                .into_iter()
+                .find_map(|v| v.strip_prefix("NOTIFY_SOCKET=").map(str::to_owned))
+                .expect("generation 0's NOTIFY_SOCKET");
+            println!(
+                "PID 1: a notify socket path of {} bytes: {socket}",
+                socket.len()
+            );
+            assert_eq!(socket.len(), 107, "{socket}");
+            let (_, code) = svc.stop(&sb);
+            assert_eq!(code, 0);
+        } else {
+            let mut baton = sb.spawn(command(&sb, Mode::Pid1, &[]));
+            let st = baton.wait_exit(DEADLINE);
+            let log = baton.log();
+            println!("PID 1: a notify socket path of 108 bytes: {}", log.trim());
+            assert_eq!(st.code(), Some(71), "{log}");
+            assert!(log.contains("longer than the 107 bytes"), "{log}");
+        }
+    }
+}
