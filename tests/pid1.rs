@@ -744,6 +744,23 @@ fn supervise_is_ignored_under_systemd_and_honoured_under_another_supervisor() {
     let generation0 = svc.wait_settled();
     assert_ne!(generation0, sup);
     assert!(!svc.baton.log().contains("supervise ignored"));
+    // A SIGTERM to the supervisor stops the service and only it: the manager above it, in the
+    // same process group, sees it exit 0.
+    let mut svc = svc;
+    assert!(procs::kill(sup, Signal::SIGTERM));
+    let st = svc.baton.wait_exit(DEADLINE);
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "the manager: {}\n{}",
+        common::describe(st),
+        svc.baton.log()
+    );
+    assert!(
+        svc.baton.wait_group_gone(DEADLINE),
+        "{:?}",
+        svc.baton.members()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -932,4 +949,104 @@ fn pid1_a_crashed_main_generation_ends_the_container_with_its_status() {
 #[test]
 fn supervised_a_crashed_main_generation_ends_the_supervisor_with_its_status() {
     a_crash_ends_the_service(Mode::Supervise(Ask::Env));
+}
+
+// ---------------------------------------------------------------------------------------------
+// what generation 0 inherits
+
+/// Generation 0 gets the supervisor's environment less what was meant for the supervisor itself
+/// (`WATCHDOG_PID` naming it, as systemd sets it; socket activation for another process), plus
+/// its mark and the private notify socket: so its watchdog pings, passed on, keep the service
+/// alive.
+#[test]
+fn supervised_generation_0_gets_the_environment_less_what_was_meant_for_the_supervisor() {
+    let sb = Sandbox::new();
+    let mode = Mode::Supervise(Ask::Flag);
+    sb.write_config(&config(&sb, mode, "v1", &[]));
+    // WATCHDOG_PID names the supervisor: sh learns its own pid, then becomes baton.
+    let mut cmd = sb.command("sh");
+    cmd.args(["-c", "WATCHDOG_PID=$$ exec \"$@\"", "sh"])
+        .arg(sb.exe())
+        .arg("--config")
+        .arg(sb.config_path())
+        .arg("--supervise")
+        .env("WATCHDOG_USEC", "400000")
+        .env("LISTEN_PID", "1")
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "meant-for-another-process")
+        .env("BATON_TEST_PASSED_ON", "yes");
+    let svc = Service::launch(&sb, mode, cmd);
+    let sup = svc.sup;
+    let environ = procs::environ(svc.wait_settled());
+    let has = |v: &str| environ.iter().any(|e| e == v);
+    assert!(
+        has("WATCHDOG_USEC=400000")
+            && has("BATON_TEST_PASSED_ON=yes")
+            && has(&format!("BATON_SUPERVISOR={sup}")),
+        "{environ:?}"
+    );
+    for gone in [
+        "WATCHDOG_PID=",
+        "LISTEN_PID=",
+        "LISTEN_FDS=",
+        "LISTEN_FDNAMES=",
+    ] {
+        assert!(
+            !environ.iter().any(|e| e.starts_with(gone)),
+            "{gone} passed on to generation 0: {environ:?}"
+        );
+    }
+    sb.notify.wait_for(DEADLINE, "WATCHDOG=1 passed on", |n| {
+        n.pid == sup && n.has("WATCHDOG=1")
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// the private notify socket's path
+
+/// The supervisor's notify socket path may be as long as a Unix socket address holds, 107
+/// bytes, and no longer. As PID 1 its directory is `supervisor.1.<6 random>`, so with the
+/// hand-off socket in a shared sticky directory (where baton's own `baton-<uid>/` comes on top)
+/// the length is known before it starts: a shared directory of 67 bytes makes it exactly 107,
+/// and works; one of 68 makes it 108 (the settings accept both) and is refused with one line,
+/// exit 71.
+#[test]
+fn pid1_a_notify_socket_path_of_107_bytes_is_used_and_of_108_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    for (shared_len, works) in [(67, true), (68, false)] {
+        let sb = Sandbox::new();
+        let base = sb.dir().as_os_str().len();
+        assert!(
+            shared_len > base + 1,
+            "the sandbox path {:?} is too long",
+            sb.dir()
+        );
+        let shared = sb.dir().join("s".repeat(shared_len - base - 1));
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let mut cfg = config(&sb, Mode::Pid1, "v1", &[("shutdown_timeout", "3s")]);
+        cfg["handoff_socket"] = shared.join("api.sock").to_string_lossy().into();
+        sb.write_config(&cfg);
+        if works {
+            let mut svc = Service::launch(&sb, Mode::Pid1, command(&sb, Mode::Pid1, &[]));
+            let socket = procs::environ(svc.wait_settled())
+                .into_iter()
+                .find_map(|v| v.strip_prefix("NOTIFY_SOCKET=").map(str::to_owned))
+                .expect("generation 0's NOTIFY_SOCKET");
+            println!(
+                "PID 1: a notify socket path of {} bytes: {socket}",
+                socket.len()
+            );
+            assert_eq!(socket.len(), 107, "{socket}");
+            let (_, code) = svc.stop(&sb);
+            assert_eq!(code, 0);
+        } else {
+            let mut baton = sb.spawn(command(&sb, Mode::Pid1, &[]));
+            let st = baton.wait_exit(DEADLINE);
+            let log = baton.log();
+            println!("PID 1: a notify socket path of 108 bytes: {}", log.trim());
+            assert_eq!(st.code(), Some(71), "{log}");
+            assert!(log.contains("longer than the 107 bytes"), "{log}");
+        }
+    }
 }

@@ -231,8 +231,49 @@ fn supervised_a_manager_that_stops_reading_never_blocks_the_supervisor() {
         1,
         "one line when dropping begins: {log}"
     );
-    stop(&mut baton, sup);
+    // The manager reads again: said once, with how many notifications were dropped, and the
+    // next notifications reach it.
+    manager.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut drained = 0;
+    while manager.recv(&mut buf).is_ok() {
+        drained += 1;
+    }
+    assert!(drained >= queued, "read {drained} of the {queued} queued");
+    manager.set_nonblocking(false).unwrap();
+    manager
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    sb.write_config(&sb.config("v3"));
+    assert!(procs::kill(sup, Signal::SIGHUP));
+    common::wait_until(
+        "READY=1 of the next generation at the manager",
+        DEADLINE,
+        || {
+            let n = manager.recv(&mut buf).ok()?;
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            text.lines().any(|l| l == "READY=1").then_some(())
+        },
+    );
+    // The manager goes away (nobody bound to its socket): what cannot be passed on now is not
+    // taken for a full socket.
     drop(manager);
+    stop(&mut baton, sup);
+    let log = baton.log();
+    let again: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("reads its notify socket again"))
+        .collect();
+    assert_eq!(again.len(), 1, "one line when it reads again: {log}");
+    let dropped: u64 = again[0]
+        .split("dropped=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no dropped= count: {}", again[0]));
+    println!("the manager reads again: {dropped} notifications were dropped");
+    assert!((1..1000).contains(&dropped), "{}", again[0]);
+    assert_eq!(log.matches("notify socket is full").count(), 1, "{log}");
 }
 
 /// Whether there is a supervisor is decided once, at the first start: a reload whose new
@@ -381,5 +422,122 @@ fn supervised_with_a_hand_off_socket_in_a_shared_sticky_directory_starts_in_a_pr
     );
     // (The hand-offs' own use of a shared directory is the runtime directory's module's.)
     assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "v1");
+    stop(&mut baton, sup);
+    let left: Vec<String> = std::fs::read_dir(&private)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("supervisor."))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the supervisor's private directory is removed: {left:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// what the private socket hears: our user or root, and a MAINPID= only naming a process below
+
+/// Sends `text` to the notify socket `path` with the credentials `pid`, `uid` stated explicitly
+/// (root may state any: the kernel then shows the supervisor these as the sender's).
+fn send_as(path: &str, pid: i32, uid: u32, text: &str) {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr, UnixCredentials};
+    use std::os::fd::AsRawFd;
+    let sock = UnixDatagram::unbound().unwrap();
+    let creds = UnixCredentials::from(libc::ucred { pid, uid, gid: uid });
+    let addr = UnixAddr::new(path).unwrap();
+    sendmsg(
+        sock.as_raw_fd(),
+        &[std::io::IoSlice::new(text.as_bytes())],
+        &[ControlMessage::ScmCredentials(&creds)],
+        MsgFlags::empty(),
+        Some(&addr),
+    )
+    .unwrap_or_else(|e| panic!("sending {text:?} to {path} as pid {pid}, uid {uid}: {e}"));
+}
+
+/// The supervisor hears the main generation only with our user's (or root's) credentials, and
+/// follows a `MAINPID=` only to a process below it: a datagram bearing the main generation's pid
+/// with another user's uid is dropped, and a `MAINPID=` naming a process outside the service is
+/// refused, so the next `SIGHUP` still reloads the service and the named process is left alone.
+#[test]
+fn supervised_hears_no_other_user_and_follows_no_mainpid_outside_the_service() {
+    let sb = Sandbox::new();
+    sb.write_config(&sb.config("v1"));
+    let mut baton = sb.spawn(command(&sb, Mode::Supervise));
+    let sup = baton.pid;
+    ready_from(&sb, &baton, sup, 0, "generation 0", generation(0));
+    let main = common::wait_until("generation 0", DEADLINE, || {
+        procs::children_of(sup).first().map(|p| p.pid)
+    });
+    let private = procs::environ(main)
+        .into_iter()
+        .find_map(|v| v.strip_prefix("NOTIFY_SOCKET=").map(str::to_owned))
+        .expect("generation 0's NOTIFY_SOCKET");
+    let me = nix::unistd::geteuid().as_raw();
+    let nobody = 65534;
+    assert_ne!(me, nobody);
+    // A process of ours, outside the service.
+    let mut stranger =
+        common::reaper::spawn_registered(Command::new("sleep").arg("600")).expect("sleep");
+    let stranger_pid = stranger.id() as i32;
+
+    let from = sb.notify.len();
+    send_as(&private, main, nobody, "STATUS=sent by another user\n");
+    send_as(&private, main, me, &format!("MAINPID={stranger_pid}\n"));
+    send_as(&private, main, me, "STATUS=the last one\n");
+    sb.notify
+        .wait_for_after(from, DEADLINE, "the last STATUS= passed on", |n| {
+            n.pid == sup && n.get("STATUS") == Some("the last one")
+        });
+    assert!(
+        !sb.notify
+            .all()
+            .iter()
+            .any(|n| n.get("STATUS") == Some("sent by another user")),
+        "another user's datagram was passed on:\n{}",
+        sb.notify.dump()
+    );
+
+    sb.write_config(&sb.config("v2"));
+    let from = sb.notify.len();
+    assert!(procs::kill(sup, Signal::SIGHUP), "SIGHUP {sup}");
+    ready_from(&sb, &baton, sup, from, "generation 1", generation(1));
+    assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "v2");
+    let left_alone = stranger.try_wait().expect("the stranger").is_none();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert!(left_alone, "the process MAINPID= named was signalled");
+    let log = baton.log();
+    assert!(
+        log.contains("MAINPID= does not name a process of ours"),
+        "{log}"
+    );
+    stop(&mut baton, sup);
+}
+
+/// The supervisor runs as the unprivileged user of its service, as packaged (`User=baton`): it
+/// hears its generations (processes of its own user, not root) and passes their notifications
+/// on, so a reload by `SIGHUP` is followed as under root.
+#[test]
+fn supervised_as_the_services_own_unprivileged_user_hears_its_generations() {
+    use std::os::unix::process::CommandExt;
+    let user = OtherUser::create().expect("a second user: the tests run as root, as in CI");
+    let sb = Sandbox::new();
+    sb.write_config(&sb.config("v1"));
+    // The service user owns its directories, as systemd's RuntimeDirectory= would give it.
+    for dir in [sb.dir().to_owned(), sb.path("xdg")] {
+        std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid)).unwrap();
+    }
+    std::fs::set_permissions(sb.notify.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut cmd = sb.serve(&["--supervise"]);
+    cmd.uid(user.uid).gid(user.gid);
+    let mut baton = sb.spawn(cmd);
+    let sup = baton.pid;
+    ready_from(&sb, &baton, sup, 0, "generation 0", generation(0));
+    sb.write_config(&sb.config("v2"));
+    let from = sb.notify.len();
+    assert!(procs::kill(sup, Signal::SIGHUP), "SIGHUP {sup}");
+    ready_from(&sb, &baton, sup, from, "generation 1", generation(1));
+    assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), "v2");
     stop(&mut baton, sup);
 }

@@ -111,4 +111,71 @@ mod tests {
         assert_eq!(parse_ppid("42 (a) b) (c) R 9 1 1"), Some(9));
         assert_eq!(parse_ppid("garbage"), None);
     }
+
+    /// Against the real `/proc` (the tests' own PID namespace's): a child of ours and its own
+    /// child are below us, with the parent links `/proc` shows; our parent and init are not.
+    #[test]
+    fn the_real_proc_shows_a_child_and_a_grandchild_below_us_and_nothing_above() {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+
+        let me = std::process::id();
+        assert!(
+            proc_is_ours(me),
+            "the tests run with a /proc of their own PID namespace"
+        );
+        assert!(
+            !proc_is_ours(me + 1),
+            "/proc/self names us, not another pid"
+        );
+
+        // sh (our child) starts sleep (our grandchild) and tells its pid.
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 60 & echo $!; wait"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the grandchild's pid");
+        let grandchild: u32 = line.trim().parse().expect("a pid");
+        let sh = child.id();
+
+        let checks = std::panic::catch_unwind(|| {
+            assert_eq!(parent_of(sh), Some(me));
+            assert_eq!(parent_of(grandchild), Some(sh));
+            assert!(is_descendant(sh, me), "our child");
+            assert!(is_descendant(grandchild, me), "our child's child");
+            assert!(!is_descendant(me, me), "not below ourselves");
+            let parent = nix::unistd::getppid().as_raw() as u32;
+            assert!(!is_descendant(parent, me), "our parent {parent}");
+            assert!(!is_descendant(1, me), "init");
+            assert!(
+                !is_descendant(grandchild, grandchild + 1_000_000),
+                "a stranger's"
+            );
+            let table = process_table();
+            assert!(table.contains(&(sh, me)), "{table:?}");
+            assert!(table.contains(&(grandchild, sh)), "{table:?}");
+            let below = descendants(me, &table);
+            assert!(
+                below.contains(&sh) && below.contains(&grandchild),
+                "{below:?}"
+            );
+            assert!(
+                !below.contains(&me) && !below.contains(&parent),
+                "{below:?}"
+            );
+        });
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(grandchild as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Err(panic) = checks {
+            std::panic::resume_unwind(panic);
+        }
+    }
 }

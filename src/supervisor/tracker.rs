@@ -238,6 +238,16 @@ mod tests {
             assert_eq!(t.main(), Some(10));
         }
         assert_eq!(t.hear(10, "MAINPID=10\n", ours).change, None);
+        // Without a /proc of our PID namespace every pid counts as ours: init is still refused.
+        let h = t.hear(10, "MAINPID=1\n", |_| true);
+        assert_eq!(
+            h.change,
+            Some(Change::Refused {
+                from: 10,
+                named: "1".into()
+            })
+        );
+        assert_eq!(t.main(), Some(10));
     }
 
     #[test]
