@@ -67,11 +67,8 @@ pub fn spawn_successor(
     predecessor_socket: &Path,
     generation: u64,
 ) -> io::Result<Child> {
-    let replaced = |key: &[u8]| {
-        STRIPPED_ENV.iter().any(|s| s.as_bytes() == key)
-            || key == PREDECESSOR_ENV.as_bytes()
-            || key == GENERATION_ENV.as_bytes()
-    };
+    // (The variables set below replace any inherited value already: see `environment`.)
+    let replaced = |key: &[u8]| STRIPPED_ENV.iter().any(|s| s.as_bytes() == key);
     let generation = generation.to_string();
     let envp = environment(
         replaced,
