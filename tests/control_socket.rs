@@ -109,6 +109,18 @@ fn eighty_concurrent_baton_reloads_each_get_the_true_outcome_of_a_hand_off_that_
     assert!(handoffs.len() < N, "requests share hand-offs");
     let main = common::current_main(&sb.notify, baton.pid);
     common::sigterm_and_wait_gone(&sb, &mut baton, main);
+    // The control socket went from generation to generation; at the real stop its name goes
+    // with the service: nothing is left for a later `baton reload` to dial.
+    let left: Vec<String> = std::fs::read_dir(runtime_dir(&sb))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("control."))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "control sockets left after the stop: {left:?}"
+    );
 }
 
 /// Runs `sleep 600` (as `user`, or as root): a process that is not baton and would die of a

@@ -188,6 +188,14 @@ fn another_users_directory_at_the_default_path_is_refused_and_nothing_is_written
             .unwrap_or("?")
     );
     assert!(log.contains("source=bind"), "{log}");
+    // The operator hears at once, as an error, that `baton reload` cannot reach this service.
+    common::wait_until("an error: no control socket", DEADLINE, || {
+        baton
+            .log()
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("no control socket"))
+            .then_some(())
+    });
     assert!(
         log.contains(&format!("uid {}", mallory.uid)) && log.contains("not importing"),
         "the refusal names the other user:\n{log}"
