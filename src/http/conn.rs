@@ -88,7 +88,7 @@ impl ConnContext {
             None => {
                 tokio::spawn(async move {
                     let Ok(service) = make.await;
-                    ctx.run(io, fd, client, token, service).await
+                    ctx.run(io, fd, client, token, service, true).await
                 });
             }
             #[cfg(not(feature = "tls"))]
@@ -104,7 +104,7 @@ impl ConnContext {
                         Ok(accepted) => {
                             debug!(h2 = accepted.h2, "TLS handshake completed");
                             let stream = Stream::Tls(Box::new(accepted.stream));
-                            ctx.run_tls(stream, fd, client, token, service).await
+                            ctx.run(stream, fd, client, token, service, false).await
                         }
                         // Scanners, plain HTTP on the TLS port, clients that distrust the
                         // certificate: the client's business, not the operator's.
@@ -116,7 +116,8 @@ impl ConnContext {
     }
 
     /// The access log wraps the app only when it is on: otherwise nothing is in the way. A
-    /// connection without TLS may be parked while idle.
+    /// `parkable` connection (without TLS: a TLS stream's state lives above the socket) may be
+    /// parked while idle.
     async fn run<I, S>(
         self,
         io: I,
@@ -124,61 +125,29 @@ impl ConnContext {
         client: ClientAddr,
         token: TaskTrackerToken,
         service: S,
+        parkable: bool,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: HttpService,
     {
-        let now = Instant::now();
+        let since = Instant::now();
         match self.access_log {
             Some(generation) => {
                 let service = AccessLog::new(service, generation);
+                let again = parkable.then(|| service.clone());
                 let served = Served {
                     token,
-                    service: Some(service.clone()),
-                    since: now,
+                    service: again,
+                    since,
                 };
                 self.run_service(io, fd, client, served, service).await
             }
             None => {
+                let again = parkable.then(|| service.clone());
                 let served = Served {
                     token,
-                    service: Some(service.clone()),
-                    since: now,
-                };
-                self.run_service(io, fd, client, served, service).await
-            }
-        }
-    }
-
-    /// The same on a TLS stream: never parked (its state lives above the socket).
-    #[cfg(feature = "tls")]
-    async fn run_tls<I, S>(
-        self,
-        io: I,
-        fd: RawFd,
-        client: ClientAddr,
-        token: TaskTrackerToken,
-        service: S,
-    ) where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: HttpService,
-    {
-        let now = Instant::now();
-        match self.access_log {
-            Some(generation) => {
-                let service = AccessLog::new(service, generation);
-                let served = Served {
-                    token,
-                    service: None,
-                    since: now,
-                };
-                self.run_service(io, fd, client, served, service).await
-            }
-            None => {
-                let served = Served {
-                    token,
-                    service: None,
-                    since: now,
+                    service: again,
+                    since,
                 };
                 self.run_service(io, fd, client, served, service).await
             }
