@@ -941,6 +941,69 @@ fn a_crash_ends_the_service(mode: Mode) {
     assert!(svc.baton.wait_group_gone(DEADLINE));
 }
 
+/// The main generation crashes while its predecessor (its parent) still drains a request: the
+/// predecessor must not reap it, or its status is lost and the service ends with the
+/// predecessor's 0. It stays a zombie until the predecessor exits, then the supervisor inherits
+/// it, reaps it and ends with its status, so the container's restart policy sees the crash.
+fn a_crash_while_the_predecessor_drains_ends_the_service_with_its_status(mode: Mode) {
+    let sb = Sandbox::new();
+    let timeouts = [("shutdown_timeout", "20s")];
+    let mut svc = Service::start(&sb, mode, "v1", &timeouts);
+    let old = svc.wait_main_other_than(&sb, None);
+    let mut conn = http::RawConn::connect(sb.addr());
+    conn.send(b"GET / HTTP/1.1\r\nHost: baton.test\r\n")
+        .unwrap();
+    let port = conn.stream.local_addr().unwrap().port();
+    common::wait_until("the request to reach generation 0", DEADLINE, || {
+        procs::connection_owner(svc.baton.pid, sb.port, port).filter(|&p| p == old)
+    });
+    sb.write_config(&config(&sb, mode, "v2", &timeouts));
+    svc.reload(&sb, svc.sup, 1);
+    let main = svc.wait_main_other_than(&sb, Some(old));
+    assert_eq!(
+        procs::stat(main).map(|p| p.ppid),
+        Some(old),
+        "a child of the drainer"
+    );
+
+    assert!(procs::kill(main, Signal::SIGKILL), "SIGKILL {main}");
+    common::wait_until(
+        "the killed main generation to exit, a zombie its draining predecessor does not reap",
+        DEADLINE,
+        || procs::stat(main).filter(|p| p.is_zombie() && p.ppid == old),
+    );
+    conn.send(b"\r\n").unwrap();
+    let resp = conn.response().expect("the request in flight is answered");
+    assert_eq!(resp.text(), "v1");
+
+    let st = svc.baton.wait_exit(DEADLINE);
+    println!(
+        "{}: the main generation killed while its predecessor drained: {}",
+        mode_name(mode),
+        common::describe(st)
+    );
+    assert_eq!(st.code(), Some(128 + 9), "{}", svc.baton.log());
+    assert!(
+        svc.baton.log().contains("the main generation exited"),
+        "{}",
+        svc.baton.log()
+    );
+    assert!(svc.baton.wait_group_gone(DEADLINE));
+}
+
+#[test]
+fn pid1_a_main_generation_killed_while_its_predecessor_drains_ends_the_container_with_its_status() {
+    a_crash_while_the_predecessor_drains_ends_the_service_with_its_status(Mode::Pid1);
+}
+
+#[test]
+fn supervised_a_main_generation_killed_while_its_predecessor_drains_ends_the_supervisor_with_its_status(
+) {
+    a_crash_while_the_predecessor_drains_ends_the_service_with_its_status(Mode::Supervise(
+        Ask::Flag,
+    ));
+}
+
 #[test]
 fn pid1_a_crashed_main_generation_ends_the_container_with_its_status() {
     a_crash_ends_the_service(Mode::Pid1);

@@ -438,9 +438,13 @@ extern "C" fn vfork_child(plan: *mut libc::c_void) -> libc::c_int {
 
 /// A started successor: its pid, and a way to wait for its exit on the runtime (a pidfd where
 /// the kernel has them, `SIGCHLD` otherwise). Dropped before it was reaped, it is reaped in
-/// the background.
+/// the background, unless it was [released](Child::release).
 #[derive(Debug)]
-pub struct Child(Reaper);
+pub struct Child {
+    reaper: Reaper,
+    /// Given up: never reaped here (see [`Child::release`]).
+    released: bool,
+}
 
 /// Waits for one child's exit and reaps it.
 #[derive(Debug)]
@@ -469,46 +473,63 @@ impl Child {
                 unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()
             })
             .flatten();
-        Child(Reaper {
-            pid,
-            status: None,
-            pidfd,
-        })
+        Child {
+            reaper: Reaper {
+                pid,
+                status: None,
+                pidfd,
+            },
+            released: false,
+        }
     }
 
     /// Its pid.
     pub fn id(&self) -> u32 {
-        self.0.pid
+        self.reaper.pid
     }
 
     /// Its exit status if it has exited (then reaped), without waiting.
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        self.0.try_wait()
+        self.reaper.try_wait()
     }
 
     /// Wait for its exit and reap it. Cancel-safe.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
-        self.0.wait().await
+        self.reaper.wait().await
+    }
+
+    /// Give the child up without ever reaping it: a successor that became the main process.
+    /// Its exit belongs to whoever follows the main process (systemd, baton's supervisor), to
+    /// whom the kernel hands it when this process exits; reaped here, its status would be lost
+    /// (a main process killed while its predecessor drains would look, to them, like one that
+    /// vanished). Until then an exited one stays a zombie.
+    pub fn release(mut self) {
+        self.reaper.pidfd = None;
+        self.released = true;
     }
 
     /// Send `SIGKILL` unless it was reaped already.
     pub fn start_kill(&mut self) -> io::Result<()> {
-        if self.0.status.is_some() {
+        if self.reaper.status.is_some() {
             return Ok(());
         }
-        kill(Pid::from_raw(self.0.pid as libc::pid_t), Signal::SIGKILL).map_err(io::Error::from)
+        kill(
+            Pid::from_raw(self.reaper.pid as libc::pid_t),
+            Signal::SIGKILL,
+        )
+        .map_err(io::Error::from)
     }
 }
 
 impl Drop for Child {
     fn drop(&mut self) {
-        if self.0.status.is_some() {
+        if self.released || self.reaper.status.is_some() {
             return;
         }
         let mut reaper = Reaper {
-            pid: self.0.pid,
+            pid: self.reaper.pid,
             status: None,
-            pidfd: self.0.pidfd.take(),
+            pidfd: self.reaper.pidfd.take(),
         };
         // Without a runtime (the process is ending) its exit is reaped by whoever inherits it.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

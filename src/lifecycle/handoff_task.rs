@@ -90,7 +90,10 @@ impl HandoffTask {
                 event = successor.next_event(promoted) => match event {
                     SuccessorEvent::Confirmed => {
                         report(Step::Confirmed);
-                        return; // the successor is main; dropping its handle leaves it running
+                        // The successor is main: it runs on, and its exit is for whoever
+                        // follows the main process to see, never reaped here.
+                        successor.child.release();
+                        return;
                     }
                     SuccessorEvent::Stopping => {
                         report(Step::SuccessorStopped);
