@@ -972,6 +972,28 @@ fn a_crash_while_the_predecessor_drains_ends_the_service_with_its_status(mode: M
         DEADLINE,
         || procs::stat(main).filter(|p| p.is_zombie() && p.ppid == old),
     );
+    // A reload asked for now has no main generation to go to: said, not sent into the void.
+    let generations = svc.generations();
+    let forwarded = |log: String| log.matches("SIGHUP: forwarded").count();
+    let forwarded_before = forwarded(svc.baton.log());
+    assert!(procs::kill(svc.sup, Signal::SIGHUP), "SIGHUP {}", svc.sup);
+    common::wait_until(
+        "the supervisor to say the SIGHUP was dropped",
+        DEADLINE,
+        || {
+            svc.baton
+                .log()
+                .contains("SIGHUP: the main generation has exited")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        forwarded(svc.baton.log()),
+        forwarded_before,
+        "{}",
+        svc.baton.log()
+    );
+    assert_eq!(svc.generations(), generations, "no generation started");
     conn.send(b"\r\n").unwrap();
     let resp = conn.response().expect("the request in flight is answered");
     assert_eq!(resp.text(), "v1");

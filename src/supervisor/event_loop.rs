@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
 use super::notify_socket::{PrivateSocket, Received};
-use super::procfs::{descendants, is_descendant, process_table};
+use super::procfs::{descendants, has_exited, is_descendant, process_table};
 use super::tracker::{ended, Change, Tracker};
 
 /// Whether children are left after reaping.
@@ -94,6 +94,12 @@ impl Supervisor {
             return;
         }
         match self.tracker.main() {
+            // Killed while its predecessor drains, the main generation is that predecessor's
+            // zombie until the predecessor exits and we reap it: a signal would go nowhere.
+            Some(main) if self.proc_is_ours && has_exited(main) => warn!(
+                main,
+                "SIGHUP: the main generation has exited (its exit status comes when its draining predecessor ends); dropped"
+            ),
             Some(main) if self.ours(main) => {
                 match signal::kill(Pid::from_raw(main as i32), Signal::SIGHUP) {
                     Ok(()) => info!(main, "SIGHUP: forwarded to the main generation"),

@@ -15,7 +15,10 @@
 //!   from the main generation, so it always knows which generation is main, with no new protocol
 //!   (generations hand over among themselves exactly as under systemd); a generation whose
 //!   hand-off failed after it announced its successor says `MAINPID=<own pid>` and is main again;
-//! * it forwards `SIGHUP` to the main generation and `SIGTERM`/`SIGINT` to every generation;
+//! * it forwards `SIGHUP` to the main generation and `SIGTERM`/`SIGINT` to every generation
+//!   (a `SIGHUP` is dropped with a warning while the main generation has exited but is not reaped
+//!   yet: killed while its predecessor still drains, it is that predecessor's zombie, and comes
+//!   to us, with its exit status, when the predecessor exits);
 //! * it reaps every process that ends up its child (PID 1's duty; `PR_SET_CHILD_SUBREAPER` when
 //!   it is not PID 1, so retired generations are reparented to it rather than to init);
 //! * it passes on `READY=1`, `RELOADING=1`, `STOPPING=1`, `STATUS=`, `WATCHDOG=1` … of the main

@@ -37,6 +37,22 @@ fn parse_ppid(stat: &str) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// `pid` has exited: a zombie (`Z`, or `X` while it is being reaped), or no process at all. A
+/// main generation killed while its predecessor still drains stays the predecessor's zombie
+/// (the predecessor leaves it for us to reap once it exits itself): signals to it go nowhere.
+pub(super) fn has_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => parse_state(&stat).is_none_or(|state| matches!(state, 'Z' | 'X')),
+        Err(_) => true,
+    }
+}
+
+/// The state letter in the text of `/proc/PID/stat` (the field after the command name).
+fn parse_state(stat: &str) -> Option<char> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().next()?.chars().next()
+}
+
 /// How deep a line of generations may be (each one the child of the one it took over from, all
 /// still draining) before we stop following parent links.
 const MAX_DEPTH: usize = 4096;
@@ -110,6 +126,33 @@ mod tests {
         assert_eq!(parse_ppid("42 (baton) S 7 42 42 0"), Some(7));
         assert_eq!(parse_ppid("42 (a) b) (c) R 9 1 1"), Some(9));
         assert_eq!(parse_ppid("garbage"), None);
+    }
+
+    #[test]
+    fn state_is_read_past_odd_command_names() {
+        assert_eq!(parse_state("42 (baton) S 7 42 42 0"), Some('S'));
+        assert_eq!(parse_state("42 (a) Z) (c) Z 9 1 1"), Some('Z'));
+        assert_eq!(parse_state("garbage"), None);
+    }
+
+    /// Against the real `/proc`: we are running, a child that exited and is not reaped yet has
+    /// exited, and so has a pid no process has.
+    #[test]
+    fn a_zombie_and_a_missing_pid_have_exited_a_running_process_has_not() {
+        use nix::sys::wait::{waitid, Id, WaitPidFlag};
+
+        assert!(!has_exited(std::process::id()), "we run");
+        let child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        // Wait for its exit without reaping it: a zombie.
+        waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).expect("waitid");
+        assert!(has_exited(child.id()), "a zombie has exited");
+        let mut child = child;
+        child.wait().expect("reap");
+        assert!(has_exited(child.id()), "a reaped pid has exited");
+        assert!(has_exited(u32::MAX - 1), "no such pid");
     }
 
     /// Against the real `/proc` (the tests' own PID namespace's): a child of ours and its own
