@@ -442,6 +442,72 @@ fn sigterm_to_the_parent_while_its_successor_hangs_leaves_nothing_behind() {
     );
 }
 
+/// A stop during a hand-off that had gone as far as `MAINPID=<successor>`: the successor already
+/// accepts connections, so the parent ends it with `SIGTERM` and lets it drain, and the parent
+/// itself exits only once the successor has answered what it accepted and exited: the service
+/// (the unit's main process) ends after its last request, not before.
+#[test]
+fn sigterm_during_a_hand_off_lets_the_successor_answer_its_request_before_the_parent_exits() {
+    let sb = Sandbox::new();
+    let mut baton = sb.start("v1", &["--shutdown-timeout", "20s"]);
+    let main = baton.pid;
+    sb.notify.gate_barriers();
+    sb.write_config(&sb.config("v2"));
+    let from = sb.notify.len();
+    assert!(procs::kill(main, Signal::SIGHUP));
+    let successor = sb
+        .notify
+        .wait_for_after(from, DEADLINE, "MAINPID=<successor>", |n| {
+            n.pid == main && n.mainpid().is_some_and(|p| p != main)
+        })
+        .mainpid()
+        .unwrap();
+    // Both accept now: a client with a request half sent, held by the successor (one the parent
+    // accepted is closed again, so that the parent holds nothing of its own).
+    let mut conn = (0..200)
+        .find_map(|_| {
+            let mut conn = http::RawConn::connect(sb.addr());
+            conn.send(b"GET / HTTP/1.1\r\nHost: baton.test\r\n")
+                .unwrap();
+            let port = conn.stream.local_addr().unwrap().port();
+            (owner_of(&baton, sb.port, port) == successor).then_some(conn)
+        })
+        .expect("a connection accepted by the successor in 200 tries");
+
+    assert!(procs::kill(main, Signal::SIGTERM));
+    sb.notify.open_barriers();
+    sb.notify.wait_for_after(from, DEADLINE, "STOPPING=1", |n| {
+        n.pid == main && n.has("STOPPING=1")
+    });
+    common::wait_until("the successor to be told to stop", DEADLINE, || {
+        baton
+            .log()
+            .lines()
+            .any(|l| l.contains(&format!("pid={successor}")) && l.contains("draining"))
+            .then_some(())
+    });
+    // The successor drains the request it holds; its parent waits for it (the shutdown timeout
+    // is 20 s). Half a second is plenty for a parent that did not wait to have exited.
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        baton.try_exit().is_none() && procs::is_alive(main),
+        "the parent exited while its successor still drained a request:\n{}",
+        baton.log()
+    );
+    assert_eq!(procs::stat(successor).map(|p| p.ppid), Some(main));
+
+    conn.send(b"\r\n").unwrap();
+    let resp = conn.response().expect("the successor answers its request");
+    assert_eq!(resp.text(), "v2");
+    let exit = baton.wait_exit(DEADLINE);
+    assert_eq!(exit.code(), Some(0), "{}", common::describe(exit));
+    assert!(
+        baton.wait_group_gone(DEADLINE),
+        "left behind: {:?}",
+        baton.members()
+    );
+}
+
 #[test]
 fn sigterm_right_after_sighup_leaves_no_orphan_serving() {
     // Without any help to widen the window: SIGTERM as soon as the successor process exists (or
