@@ -822,6 +822,41 @@ fn pid1_without_a_notify_socket_reloads_and_stops() {
     assert!(svc.baton.wait_group_gone(DEADLINE));
 }
 
+/// A container whose `/proc` is the host's (a PID namespace without its own `/proc` mounted): the
+/// supervisor cannot read parent links there, so it follows the generations it learned from
+/// their notifications, and still forwards a SIGHUP to the main generation and a stop to all.
+#[test]
+fn pid1_without_a_proc_of_its_own_reloads_and_stops() {
+    let sb = Sandbox::new();
+    let timeouts = [("shutdown_timeout", "3s")];
+    sb.write_config(&config(&sb, Mode::Pid1, "v1", &timeouts));
+    let mut cmd = sb.command("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child"])
+        .arg(sb.exe())
+        .arg("--config")
+        .arg(sb.config_path());
+    let mut svc = Service::launch(&sb, Mode::Pid1, cmd);
+    let sup = svc.sup;
+    let mut main = svc.wait_main_other_than(&sb, None);
+    for g in 1..=2u64 {
+        let body = format!("v{}", g + 1);
+        sb.write_config(&config(&sb, Mode::Pid1, &body, &timeouts));
+        svc.reload(&sb, sup, g);
+        main = svc.wait_main_other_than(&sb, Some(main));
+        assert_eq!(http::get_fresh(sb.addr(), "/").unwrap().text(), body);
+        assert_eq!(svc.wait_settled(), main);
+    }
+    assert!(
+        svc.baton
+            .log()
+            .contains("SIGHUP: forwarded to the main generation"),
+        "{}",
+        svc.baton.log()
+    );
+    let (_, code) = svc.stop(&sb);
+    assert_eq!(code, 0, "{}", svc.baton.log());
+}
+
 // ---------------------------------------------------------------------------------------------
 // a line of generations still draining
 
