@@ -229,9 +229,10 @@ fn a_client_arriving_while_a_socket_activated_service_is_stopped_is_served_by_th
     assert!(procs::wait_gone(first, DEADLINE), "{first} still exists");
 
     // A client while nothing serves: its handshake completes at once, on systemd's backlog.
-    let mut waiting = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).unwrap_or_else(
-        |e| panic!("a client while the service is stopped was not queued on the socket: {e}"),
-    );
+    let mut waiting =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).unwrap_or_else(|e| {
+            panic!("a client while the service is stopped was not queued on the socket: {e}")
+        });
     waiting
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .expect("request");

@@ -571,6 +571,96 @@ mod tests {
         serving.stop_accepting().await;
     }
 
+    /// A stop while accepting is paused (a `SIGTERM` during a hand-off's promotion): every
+    /// client that queued during the pause, on a TCP and on a Unix listener, is taken by the
+    /// stop's sweep and answered with `Connection: close`, none reset when the listeners close;
+    /// a client after the stop is refused.
+    #[tokio::test]
+    async fn a_stop_while_paused_answers_every_client_queued_on_tcp_and_unix_listeners() {
+        use super::super::{Endpoint, Options, Serving};
+        use crate::listen::Socket;
+        use std::convert::Infallible;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        const EACH: usize = 8;
+        let make = tower::service_fn(|_: IncomingConnection| async {
+            Ok::<_, Infallible>(tower::service_fn(
+                |_: hyper::Request<hyper::body::Incoming>| async {
+                    Ok::<_, Infallible>(hyper::Response::new(String::from("served")))
+                },
+            ))
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("http.sock");
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let addr = tcp.local_addr().expect("addr");
+        let unix = std::os::unix::net::UnixListener::bind(&path).expect("bind unix");
+        let mut serving = Serving::new(&Options::default());
+        for (name, socket) in [("tcp", Socket::Tcp(tcp)), ("unix", Socket::Unix(unix))] {
+            let on = Endpoint {
+                socket,
+                tls: None,
+                name: name.into(),
+                holders: Holders::OnlyBaton,
+            };
+            serving.serve_on(on, make).expect("serve");
+        }
+        serving.all_started();
+        let bound = Duration::from_secs(30);
+        tokio::time::timeout(bound, serving.pause_accepting())
+            .await
+            .expect("paused");
+
+        const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut tcp_clients = Vec::new();
+        let mut unix_clients = Vec::new();
+        for _ in 0..EACH {
+            let mut c = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+            c.write_all(REQUEST).await.expect("tcp request");
+            tcp_clients.push(c);
+            let mut c = tokio::net::UnixStream::connect(&path).await.expect("unix");
+            c.write_all(REQUEST).await.expect("unix request");
+            unix_clients.push(c);
+        }
+        tokio::time::timeout(bound, serving.stop_accepting_for_stop())
+            .await
+            .expect("the accept loops end");
+
+        async fn answer(mut c: impl tokio::io::AsyncRead + Unpin) -> std::io::Result<String> {
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).await?;
+            Ok(String::from_utf8_lossy(&got).into_owned())
+        }
+        let mut answers = Vec::new();
+        for c in tcp_clients {
+            answers.push(("tcp", tokio::time::timeout(bound, answer(c)).await));
+        }
+        for c in unix_clients {
+            answers.push(("unix", tokio::time::timeout(bound, answer(c)).await));
+        }
+        for (kind, a) in answers {
+            let text = a
+                .unwrap_or_else(|_| panic!("a queued {kind} client got no answer"))
+                .unwrap_or_else(|e| panic!("a queued {kind} client was reset: {e}"));
+            assert!(
+                text.starts_with("HTTP/1.1 200")
+                    && text.to_ascii_lowercase().contains("connection: close")
+                    && text.ends_with("served"),
+                "a queued {kind} client: {text:?}"
+            );
+        }
+        let late = std::net::TcpStream::connect(addr);
+        assert!(
+            late.is_err(),
+            "a client after the stop was queued: {late:?}"
+        );
+        let late = std::os::unix::net::UnixStream::connect(&path);
+        assert!(
+            late.is_err(),
+            "a client after the stop was queued: {late:?}"
+        );
+    }
+
     fn held_back_on(bind: &str) {
         let listener = TcpListener::bind(bind).expect("bind");
         let addr = listener.local_addr().expect("addr");
