@@ -661,6 +661,35 @@ mod tests {
         );
     }
 
+    /// What a stop asks of each kind of listener baton alone holds: a TCP one holds new clients
+    /// back (the filter is on: a new handshake never completes, so the sweep then waits for the
+    /// handshakes under way); a Unix one cannot (`Ok(false)`: its sweep is one pass) and is left
+    /// as it was.
+    #[tokio::test]
+    async fn a_tcp_listener_holds_new_clients_back_for_a_stop_and_a_unix_one_cannot() {
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind tcp");
+        let addr = tcp.local_addr().expect("addr");
+        assert!(
+            Acceptor::hold_new_handshakes(&tcp).expect("hold the tcp listener"),
+            "a tcp listener says it holds"
+        );
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            other => panic!("a new client got in after the hold: {other:?}"),
+        }
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("http.sock");
+        let unix = tokio::net::UnixListener::bind(&path).expect("bind unix");
+        assert!(
+            !Acceptor::hold_new_handshakes(&unix).expect("ask the unix listener"),
+            "a unix listener cannot hold new clients back"
+        );
+        std::os::unix::net::UnixStream::connect(&path).expect("a unix client still connects");
+    }
+
     fn held_back_on(bind: &str) {
         let listener = TcpListener::bind(bind).expect("bind");
         let addr = listener.local_addr().expect("addr");
