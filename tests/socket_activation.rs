@@ -8,7 +8,12 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
+
+use nix::sys::signal::Signal;
 
 use common::{baton_exe, http, procs, Options, Sandbox, Story, DEADLINE};
 
@@ -171,4 +176,88 @@ fn reloads_after_socket_activation_hand_the_same_socket_over() {
         common::describe(st)
     );
     s.stop();
+}
+
+/// systemd (here the test itself) keeps the socket of its socket unit open across the service's
+/// stops: baton started by it with `LISTEN_PID` = its own pid, the listening socket at fd 3.
+fn started_by_the_socket_unit(socket: &TcpListener) -> Options {
+    let fd = socket.as_raw_fd();
+    Options::new(BODY)
+        .config(|sb| {
+            serde_json::json!({
+                "handoff_socket": sb.handoff_socket(),
+                "pid_file": sb.pid_file(),
+                "response_body": BODY,
+                "shutdown_timeout": "10s",
+            })
+        })
+        .command(move |sb| {
+            let mut cmd = sb.command("/bin/sh");
+            cmd.arg("-c")
+                .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+                .arg(baton_exe())
+                .arg("--config")
+                .arg(sb.config_path())
+                .env_remove("BATON_LISTEN")
+                .env("LISTEN_FDS", "1")
+                .env("LISTEN_FDNAMES", "http");
+            common::place_at_fd3(&mut cmd, fd);
+            cmd
+        })
+}
+
+/// Story: under socket activation a stop must leave the socket exactly as systemd gave it. A
+/// client that comes while the service is stopped is queued by the kernel on systemd's socket
+/// and answered by the next start, as with any socket unit — it is neither refused nor held
+/// back (the hold a stop puts on a socket baton alone keeps would make its handshake never
+/// complete, here and after every later start).
+#[test]
+fn a_client_arriving_while_a_socket_activated_service_is_stopped_is_served_by_the_next_start() {
+    let socket = TcpListener::bind("127.0.0.1:0").expect("the socket unit's socket");
+    let addr = socket.local_addr().expect("addr");
+    let mut s = started_by_the_socket_unit(&socket).start();
+    let r = http::get_fresh(addr, "/").expect("served on the passed socket");
+    assert_eq!(r.text(), BODY);
+    let log = s.baton.log();
+    assert!(log.contains("source=systemd"), "{log}");
+
+    // `systemctl stop`: baton exits 0; the socket stays open in systemd (the test).
+    let first = s.baton.pid;
+    s.baton.signal(first, Signal::SIGTERM);
+    let st = s.baton.wait_exit(DEADLINE);
+    assert_eq!(st.code(), Some(0), "{}", common::describe(st));
+    assert!(procs::wait_gone(first, DEADLINE), "{first} still exists");
+
+    // A client while nothing serves: its handshake completes at once, on systemd's backlog.
+    let mut waiting =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).unwrap_or_else(|e| {
+            panic!("a client while the service is stopped was not queued on the socket: {e}")
+        });
+    waiting
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("request");
+
+    // The next start (systemd's on that connection) answers it, and serves on as before.
+    s.restart();
+    assert_ne!(s.baton.pid, first);
+    waiting
+        .set_read_timeout(Some(DEADLINE))
+        .expect("read timeout");
+    let mut answer = String::new();
+    waiting
+        .read_to_string(&mut answer)
+        .expect("the queued client's answer");
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with(BODY),
+        "the client queued while stopped: {answer:?}\nlog:\n{}",
+        s.baton.log()
+    );
+    for _ in 0..3 {
+        let r = http::get_fresh(addr, "/").expect("a fresh client after the next start");
+        assert_eq!(r.text(), BODY);
+    }
+    let second = s.baton.pid;
+    s.baton.signal(second, Signal::SIGTERM);
+    let st = s.baton.wait_exit(DEADLINE);
+    assert_eq!(st.code(), Some(0), "{}", common::describe(st));
 }

@@ -261,17 +261,14 @@ async fn sweep<A: Acceptor, M: MakeHttp>(
     make: &mut M,
     name: &std::sync::Arc<str>,
 ) {
-    let started = Instant::now();
-    let mut last_arrival = started;
-    let mut swept = 0usize;
+    let mut clock = SweepClock::new(Instant::now());
     // Bounded: a flood that outpaces us cannot keep the loop going for ever.
     'rounds: loop {
-        while swept < SWEEP_MAX {
+        while clock.may_take_another() {
             match listener.try_accept() {
                 Some(Ok((io, client))) => {
                     serve_one(io, client, tls, ctx, make, name).await;
-                    swept += 1;
-                    last_arrival = Instant::now();
+                    clock.took_one(Instant::now());
                 }
                 Some(Err(e)) => {
                     warn!(error = %e, "accept failed while taking the queued connections");
@@ -280,18 +277,57 @@ async fn sweep<A: Acceptor, M: MakeHttp>(
                 None => break,
             }
         }
-        let now = Instant::now();
-        if !held
-            || swept >= SWEEP_MAX
-            || now - last_arrival >= SWEEP_QUIET
-            || now - started >= SWEEP_LONGEST
-        {
+        if clock.over(held, Instant::now()) {
             break;
         }
         tokio::time::sleep(SWEEP_ROUND).await;
     }
-    if swept > 0 {
-        debug!(swept, "stop: connections already queued accepted");
+    if clock.swept > 0 {
+        debug!(
+            swept = clock.swept,
+            "stop: connections already queued accepted"
+        );
+    }
+}
+
+/// Where a stop's sweep of one listener stands: when it began, how many connections it took and
+/// when it took the last one. Pure bookkeeping, the clock read by the caller.
+#[derive(Debug)]
+struct SweepClock {
+    started: Instant,
+    last_arrival: Instant,
+    swept: usize,
+}
+
+impl SweepClock {
+    /// A sweep beginning at `now`, nothing taken yet.
+    fn new(now: Instant) -> SweepClock {
+        SweepClock {
+            started: now,
+            last_arrival: now,
+            swept: 0,
+        }
+    }
+
+    /// The bound [`SWEEP_MAX`] lets the sweep take one more connection.
+    fn may_take_another(&self) -> bool {
+        self.swept < SWEEP_MAX
+    }
+
+    /// One more connection taken, at `now`.
+    fn took_one(&mut self, now: Instant) {
+        self.swept += 1;
+        self.last_arrival = now;
+    }
+
+    /// After a pass that ended on an empty backlog (or on the bound), at `now`: whether the
+    /// sweep ends. Without a hold (`held` false) after that one pass; with it once the bound is
+    /// reached, once nothing arrived for [`SWEEP_QUIET`], or after [`SWEEP_LONGEST`] in all.
+    fn over(&self, held: bool, now: Instant) -> bool {
+        !held
+            || self.swept >= SWEEP_MAX
+            || now - self.last_arrival >= SWEEP_QUIET
+            || now - self.started >= SWEEP_LONGEST
     }
 }
 
@@ -378,6 +414,280 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A sweep without a hold (socket activation, a Unix socket) ends after its first pass,
+    /// whatever it took and however little time went by: what arrives later is not its own.
+    #[test]
+    fn a_sweep_without_a_hold_ends_after_one_pass() {
+        let t0 = Instant::now();
+        let mut clock = SweepClock::new(t0);
+        assert!(clock.over(false, t0), "nothing taken, no time gone");
+        clock.took_one(t0 + Duration::from_millis(1));
+        assert!(
+            clock.over(false, t0 + Duration::from_millis(1)),
+            "one just taken"
+        );
+    }
+
+    /// A held-back sweep goes on while connections keep arriving less than [`SWEEP_QUIET`]
+    /// apart, and ends once none arrived for that long.
+    #[test]
+    fn a_held_sweep_ends_once_quiet_for_sweep_quiet() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut clock = SweepClock::new(t0);
+        assert!(!clock.over(true, t0), "at its start");
+        assert!(
+            !clock.over(true, t0 + SWEEP_QUIET - ms(1)),
+            "just before quiet"
+        );
+        clock.took_one(t0 + ms(20));
+        let later = t0 + ms(20) + SWEEP_QUIET;
+        assert!(
+            !clock.over(true, later - ms(1)),
+            "a connection 20 ms in pushes the end back"
+        );
+        assert!(
+            clock.over(true, later),
+            "quiet for SWEEP_QUIET since the last one"
+        );
+    }
+
+    /// Connections that never stop arriving end a held-back sweep at [`SWEEP_LONGEST`].
+    #[test]
+    fn a_held_sweep_ends_at_sweep_longest_however_busy() {
+        let step = SWEEP_QUIET / 2;
+        let t0 = Instant::now();
+        let mut clock = SweepClock::new(t0);
+        let mut now = t0;
+        while now - t0 + step < SWEEP_LONGEST {
+            now += step;
+            clock.took_one(now);
+            assert!(!clock.over(true, now), "{:?} in, busy", now - t0);
+        }
+        now = t0 + SWEEP_LONGEST;
+        clock.took_one(now);
+        assert!(clock.over(true, now), "at SWEEP_LONGEST, busy");
+    }
+
+    /// The bound: exactly [`SWEEP_MAX`] connections, after which the sweep ends even while held
+    /// and busy.
+    #[test]
+    fn a_sweep_takes_at_most_sweep_max_connections() {
+        let t0 = Instant::now();
+        let mut clock = SweepClock::new(t0);
+        for n in 0..SWEEP_MAX {
+            assert!(clock.may_take_another(), "after {n}");
+            clock.took_one(t0);
+        }
+        assert_eq!(clock.swept, SWEEP_MAX);
+        assert!(!clock.may_take_another(), "after SWEEP_MAX");
+        assert!(
+            clock.over(true, t0),
+            "held and busy, but the bound is reached"
+        );
+    }
+
+    /// Accepting is paused for a hand-off, resumed when the hand-off fails, and paused again for
+    /// the next: the second pause, like the first, returns only once every accept loop parked,
+    /// and while paused a client waits in the shared backlog, not taken by the process.
+    #[tokio::test]
+    async fn a_pause_after_a_resume_waits_again_for_every_accept_loop() {
+        use super::super::{Endpoint, Options, Serving};
+        use crate::listen::Socket;
+        use std::convert::Infallible;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        const LOOPS: usize = 3;
+        let make = tower::service_fn(|_: IncomingConnection| async {
+            Ok::<_, Infallible>(tower::service_fn(
+                |_: hyper::Request<hyper::body::Incoming>| async {
+                    Ok::<_, Infallible>(hyper::Response::new(String::from("served")))
+                },
+            ))
+        });
+        let mut serving = Serving::new(&Options::default());
+        let mut ours = Vec::new();
+        for n in 0..LOOPS {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            ours.push(listener.try_clone().expect("dup"));
+            let on = Endpoint {
+                socket: Socket::Tcp(listener),
+                tls: None,
+                name: format!("l{n}").into(),
+                holders: Holders::OnlyBaton,
+            };
+            serving.serve_on(on, make).expect("serve");
+        }
+        serving.all_started();
+        let bound = Duration::from_secs(30);
+        for round in 1..=3 {
+            // Each loop accepts: a request on every listener is answered.
+            for l in &ours {
+                let addr = l.local_addr().expect("addr");
+                let answer = tokio::time::timeout(bound, async {
+                    let mut c = tokio::net::TcpStream::connect(addr).await?;
+                    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .await?;
+                    let mut got = Vec::new();
+                    c.read_to_end(&mut got).await?;
+                    std::io::Result::Ok(got)
+                })
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: no answer on {addr}"))
+                .expect("request");
+                assert!(answer.ends_with(b"served"), "round {round}: {answer:?}");
+            }
+            // The pause, polled once before any loop could run: it cannot be over yet.
+            let mut pause = std::pin::pin!(serving.pause_accepting());
+            let over_at_once = tokio::select! {
+                biased;
+                () = &mut pause => true,
+                () = std::future::ready(()) => false,
+            };
+            assert!(
+                !over_at_once,
+                "round {round}: the pause returned before the accept loops had seen it"
+            );
+            tokio::time::timeout(bound, pause)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the pause never returned"));
+            // Paused: a client is left in the backlog, where our own copy finds it.
+            for l in &ours {
+                let addr = l.local_addr().expect("addr");
+                let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                l.set_nonblocking(true).expect("nonblocking");
+                let waiting = l.accept();
+                assert!(
+                    waiting.is_ok(),
+                    "round {round}: a client to {addr} was not left in the backlog: {waiting:?}"
+                );
+            }
+            // The hand-off failed: accept again.
+            serving.resume_accepting();
+        }
+        serving.stop_accepting().await;
+    }
+
+    /// A stop while accepting is paused (a `SIGTERM` during a hand-off's promotion): every
+    /// client that queued during the pause, on a TCP and on a Unix listener, is taken by the
+    /// stop's sweep and answered with `Connection: close`, none reset when the listeners close;
+    /// a client after the stop is refused.
+    #[tokio::test]
+    async fn a_stop_while_paused_answers_every_client_queued_on_tcp_and_unix_listeners() {
+        use super::super::{Endpoint, Options, Serving};
+        use crate::listen::Socket;
+        use std::convert::Infallible;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        const EACH: usize = 8;
+        let make = tower::service_fn(|_: IncomingConnection| async {
+            Ok::<_, Infallible>(tower::service_fn(
+                |_: hyper::Request<hyper::body::Incoming>| async {
+                    Ok::<_, Infallible>(hyper::Response::new(String::from("served")))
+                },
+            ))
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("http.sock");
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let addr = tcp.local_addr().expect("addr");
+        let unix = std::os::unix::net::UnixListener::bind(&path).expect("bind unix");
+        let mut serving = Serving::new(&Options::default());
+        for (name, socket) in [("tcp", Socket::Tcp(tcp)), ("unix", Socket::Unix(unix))] {
+            let on = Endpoint {
+                socket,
+                tls: None,
+                name: name.into(),
+                holders: Holders::OnlyBaton,
+            };
+            serving.serve_on(on, make).expect("serve");
+        }
+        serving.all_started();
+        let bound = Duration::from_secs(30);
+        tokio::time::timeout(bound, serving.pause_accepting())
+            .await
+            .expect("paused");
+
+        const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut tcp_clients = Vec::new();
+        let mut unix_clients = Vec::new();
+        for _ in 0..EACH {
+            let mut c = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+            c.write_all(REQUEST).await.expect("tcp request");
+            tcp_clients.push(c);
+            let mut c = tokio::net::UnixStream::connect(&path).await.expect("unix");
+            c.write_all(REQUEST).await.expect("unix request");
+            unix_clients.push(c);
+        }
+        tokio::time::timeout(bound, serving.stop_accepting_for_stop())
+            .await
+            .expect("the accept loops end");
+
+        async fn answer(mut c: impl tokio::io::AsyncRead + Unpin) -> std::io::Result<String> {
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).await?;
+            Ok(String::from_utf8_lossy(&got).into_owned())
+        }
+        let mut answers = Vec::new();
+        for c in tcp_clients {
+            answers.push(("tcp", tokio::time::timeout(bound, answer(c)).await));
+        }
+        for c in unix_clients {
+            answers.push(("unix", tokio::time::timeout(bound, answer(c)).await));
+        }
+        for (kind, a) in answers {
+            let text = a
+                .unwrap_or_else(|_| panic!("a queued {kind} client got no answer"))
+                .unwrap_or_else(|e| panic!("a queued {kind} client was reset: {e}"));
+            assert!(
+                text.starts_with("HTTP/1.1 200")
+                    && text.to_ascii_lowercase().contains("connection: close")
+                    && text.ends_with("served"),
+                "a queued {kind} client: {text:?}"
+            );
+        }
+        let late = std::net::TcpStream::connect(addr);
+        assert!(
+            late.is_err(),
+            "a client after the stop was queued: {late:?}"
+        );
+        let late = std::os::unix::net::UnixStream::connect(&path);
+        assert!(
+            late.is_err(),
+            "a client after the stop was queued: {late:?}"
+        );
+    }
+
+    /// What a stop asks of each kind of listener baton alone holds: a TCP one holds new clients
+    /// back (the filter is on: a new handshake never completes, so the sweep then waits for the
+    /// handshakes under way); a Unix one cannot (`Ok(false)`: its sweep is one pass) and is left
+    /// as it was.
+    #[tokio::test]
+    async fn a_tcp_listener_holds_new_clients_back_for_a_stop_and_a_unix_one_cannot() {
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind tcp");
+        let addr = tcp.local_addr().expect("addr");
+        assert!(
+            Acceptor::hold_new_handshakes(&tcp).expect("hold the tcp listener"),
+            "a tcp listener says it holds"
+        );
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            other => panic!("a new client got in after the hold: {other:?}"),
+        }
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("http.sock");
+        let unix = tokio::net::UnixListener::bind(&path).expect("bind unix");
+        assert!(
+            !Acceptor::hold_new_handshakes(&unix).expect("ask the unix listener"),
+            "a unix listener cannot hold new clients back"
+        );
+        std::os::unix::net::UnixStream::connect(&path).expect("a unix client still connects");
     }
 
     fn held_back_on(bind: &str) {
