@@ -47,8 +47,17 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(overrides: &Overrides) -> u8 {
+    // Before this process opens a descriptor of its own (see check_passed_fds_open).
+    let passed = crate::listen::check_passed_fds_open(
+        &crate::supervisor::activation_env(),
+        std::process::id(),
+    );
     let config = Config::load(overrides);
     logging::init(overrides.log.log_format);
+    if let Err(e) = passed {
+        let e = crate::Error::from(e);
+        return fail(&e.to_string(), e.exit_code());
+    }
     // As PID 1 or when asked: this process stays as the generations' stable parent.
     if let Ok(c) = &config {
         if let Some(code) =

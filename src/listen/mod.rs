@@ -178,6 +178,27 @@ pub fn activated(env: &ActivationEnv, our_pid: u32) -> Result<Vec<Listener>, Lis
     Ok(listeners)
 }
 
+/// Every descriptor passed to `our_pid` is open. The command checks it first thing, before it
+/// opens anything of its own (its log socket, its runtime's epoll instance): a number that
+/// `LISTEN_FDS` counts but that was not passed would otherwise be taken by the first descriptor
+/// the process opens, and adopting that one as a listener ([`activated`]) would take, and close,
+/// a descriptor its runtime owns (the process then aborts instead of refusing the start with one
+/// line). A library application builds its runtime before it serves, so there this check would
+/// come too late: not done for it (noted as open).
+pub fn check_passed_fds_open(env: &ActivationEnv, our_pid: u32) -> Result<(), ListenError> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    for passed in env.parse(our_pid)? {
+        if passed.fd >= 3 && fcntl(passed.fd, FcntlArg::F_GETFD).is_err() {
+            return Err(ListenError::BadFd {
+                fd: passed.fd,
+                name: passed.name,
+                problem: "is not open".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Resolve the host names among `specs`: each `name:port` becomes one spec per address the
 /// name resolves to (written as that address, e.g. `127.0.0.1:8080`, so that a successor can tell
 /// them apart in the hand-off), in the resolver's order, duplicates dropped. Other specs are kept
@@ -282,7 +303,9 @@ pub fn adopt_listening_fd(fd: RawFd) -> Result<Socket, String> {
     fcntl(fd, FcntlArg::F_GETFD).map_err(|_| "is not open".to_owned())?;
     // SAFETY: the fd is open (checked above) and was handed to this process for it to own: by
     // systemd (LISTEN_FDS) or by the predecessor that placed it before exec. Nothing else in this
-    // process refers to it, and each number is adopted once (duplicates are refused earlier).
+    // process refers to it (the command checked every passed number was open before it opened
+    // anything, `check_passed_fds_open`), and each number is adopted once (duplicates are
+    // refused earlier).
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     classify(owned)
 }
