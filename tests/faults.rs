@@ -200,6 +200,15 @@ fn a_sighup_that_reaches_a_successor_before_its_handler_exists_does_not_kill_it(
     let quit = 1u64 << (libc::SIGQUIT - 1);
     assert_ne!(ignored & quit, 0, "SIGQUIT, ignored in baton, stays so");
     assert_eq!(blocked, 0, "no signal is blocked in the successor");
+    // Its environment has the two hand-off variables, the last entries (where `baton run`'s
+    // application gets its LISTEN_PID placeholder replaced; a successor's are kept as they are).
+    let env = procs::environ(child);
+    for var in ["BATON_PREDECESSOR_SOCKET=", "BATON_GENERATION="] {
+        assert!(
+            env.iter().any(|e| e.starts_with(var)),
+            "no {var} in the successor's environment: {env:?}"
+        );
+    }
     for _ in 0..3 {
         assert!(procs::kill(child, Signal::SIGHUP));
     }

@@ -714,4 +714,41 @@ mod tests {
             "1: another error than EAGAIN, 2: a pid was returned, 10x: the set-up failed"
         );
     }
+
+    #[tokio::test]
+    async fn a_child_is_reaped_and_its_exit_reported_as_it_ended() {
+        // (`baton run` exits with its application's status, so that systemd's Restart= applies;
+        // a failed successor's status is logged)
+        let ended = [
+            ("exit 3", Some(3), None),
+            ("exit 0", Some(0), None),
+            ("kill -9 $$", None, Some(libc::SIGKILL)),
+        ];
+        for (script, code, signal) in ended {
+            let exe = Executable {
+                path: PathBuf::from("/bin/sh"),
+                args: vec!["-c".into(), script.into()],
+            };
+            let pid = start(&exe, &[], &[], &empty_mask()).expect("start /bin/sh");
+            let mut child = Child::new(pid);
+            let status = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait())
+                .await
+                .expect("the child ends within 60 s")
+                .expect("wait");
+            assert_eq!((status.code(), status.signal()), (code, signal), "{script}");
+            assert_eq!(
+                child.try_wait().expect("try_wait"),
+                Some(status),
+                "{script}"
+            );
+            assert_eq!(
+                waitpid(
+                    Pid::from_raw(pid as libc::pid_t),
+                    Some(WaitPidFlag::WNOHANG)
+                ),
+                Err(nix::errno::Errno::ECHILD),
+                "{script}: reaped"
+            );
+        }
+    }
 }
