@@ -751,4 +751,29 @@ mod tests {
             );
         }
     }
+
+    #[tokio::test]
+    async fn a_child_dropped_before_it_was_reaped_is_reaped_in_the_background() {
+        let exe = Executable {
+            path: PathBuf::from("/bin/true"),
+            args: Vec::new(),
+        };
+        let pid = start(&exe, &[], &[], &empty_mask()).expect("start /bin/true");
+        drop(Child::new(pid));
+        // Still our child (running or a zombie) until reaped; WNOWAIT leaves it as it is.
+        let ours = || {
+            // SAFETY: waitid(2) writes only into `info`.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+            // SAFETY: as above.
+            unsafe { libc::waitid(libc::P_PID, pid, &mut info, flags) == 0 }
+        };
+        for _ in 0..6000 {
+            if !ours() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{pid} was not reaped within 60 s of its Child being dropped: a zombie is left");
+    }
 }
