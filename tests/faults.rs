@@ -166,9 +166,15 @@ fn a_sighup_that_reaches_a_successor_before_its_handler_exists_does_not_kill_it(
     // The successor starts with SIGHUP ignored and nothing blocked: `pkill -HUP baton` during a
     // hand-off reaches it before it could install its handler. Hold it at its very start (the
     // binary on disk is a wrapper waiting on a FIFO), look at its dispositions, signal it, let
-    // it go on: the hand-off completes.
+    // it go on: the hand-off completes. SIGPIPE, which baton ignores, is at its default there;
+    // SIGQUIT, which baton was started with ignored (a shell's `&` does that), stays ignored,
+    // as across an exec.
     let sb = Sandbox::new();
-    let mut baton = sb.start("v1", &["--child-timeout", "20s"]);
+    sb.write_config(&sb.config("v1"));
+    let mut cmd = sb.serve(&["--child-timeout", "20s"]);
+    common::ignore_signals(&mut cmd, &[libc::SIGQUIT]);
+    let mut baton = sb.spawn(cmd);
+    baton.wait_ready(&sb.notify);
     let main = baton.pid;
     let mut held = HeldSuccessor::install(&sb);
     let from = sb.notify.len();
@@ -185,7 +191,24 @@ fn a_sighup_that_reaches_a_successor_before_its_handler_exists_does_not_kill_it(
     let (ignored, blocked) = (signal_mask(child, "SigIgn"), signal_mask(child, "SigBlk"));
     println!("held successor {child}: SigIgn {ignored:016x}, SigBlk {blocked:016x}");
     assert_ne!(ignored & hup, 0, "SIGHUP is ignored in the successor");
+    let pipe = 1u64 << (libc::SIGPIPE - 1);
+    assert_eq!(
+        ignored & pipe,
+        0,
+        "SIGPIPE is at its default in the successor"
+    );
+    let quit = 1u64 << (libc::SIGQUIT - 1);
+    assert_ne!(ignored & quit, 0, "SIGQUIT, ignored in baton, stays so");
     assert_eq!(blocked, 0, "no signal is blocked in the successor");
+    // Its environment has the two hand-off variables, the last entries (where `baton run`'s
+    // application gets its LISTEN_PID placeholder replaced; a successor's are kept as they are).
+    let env = procs::environ(child);
+    for var in ["BATON_PREDECESSOR_SOCKET=", "BATON_GENERATION="] {
+        assert!(
+            env.iter().any(|e| e.starts_with(var)),
+            "no {var} in the successor's environment: {env:?}"
+        );
+    }
     for _ in 0..3 {
         assert!(procs::kill(child, Signal::SIGHUP));
     }

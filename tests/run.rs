@@ -427,41 +427,51 @@ fn node_broken_version_fails_the_reload_and_sigterm_stops_all() {
     failures_then_stop(App::Node);
 }
 
-/// What COMMAND gets: the listener at fd 3 with LISTEN_PID = its own pid, LISTEN_FDS,
+/// What COMMAND gets: the listeners at fds 3, 4 with LISTEN_PID = its own pid, LISTEN_FDS,
 /// LISTEN_FDNAMES, a private NOTIFY_SOCKET (its MAINPID= never reaches the real one), its own
-/// process group, SIGHUP at its default; and when baton is killed (the OOM killer), it gets its
-/// stop signal instead of living on as an orphan.
+/// process group, every signal at its default (SIGHUP, and those baton itself was started with
+/// ignored, as `nohup` or a shell's `&` leave them) and none blocked; and when baton is killed
+/// (the OOM killer), it gets its stop signal instead of living on as an orphan.
 #[test]
 fn the_command_gets_the_sockets_a_private_notify_socket_and_dies_with_baton() {
     let sb = Sandbox::new();
     let report = sb.path("report.json");
+    let unix = format!("unix:{}", sb.path("app.sock").display());
     let mut cmd = sb.baton();
     cmd.arg("run")
-        .args(["--listen", &sb.listen()])
+        .args(["--listen", &sb.listen(), "--listen", &unix])
         .arg("--handoff-socket")
         .arg(sb.handoff_socket())
         .args(["--", "/usr/bin/python3"])
         .arg(apps_dir().join("env_app.py"))
         .env("APP_REPORT", &report);
+    let ignored = [libc::SIGQUIT, libc::SIGUSR2, libc::SIGRTMAX()];
+    common::ignore_signals(&mut cmd, &ignored);
     let mut baton = sb.spawn(cmd);
     baton.wait_ready(&sb.notify);
     let text = std::fs::read_to_string(&report).expect("the app's report");
     let info: serde_json::Value = serde_json::from_str(&text).expect("json");
     let pid = info["pid"].as_i64().unwrap() as i32;
     assert_eq!(info["LISTEN_PID"], pid.to_string(), "{text}");
-    assert_eq!(info["LISTEN_FDS"], "1", "{text}");
+    assert_eq!(info["LISTEN_FDS"], "2", "{text}");
     assert_eq!(
         info["LISTEN_FDNAMES"],
-        format!("127.0.0.1_{}", sb.port),
+        format!("127.0.0.1_{}:{}", sb.port, unix.replace(':', "_")),
         "{text}"
     );
-    assert_eq!(info["listening"], true, "{text}");
+    assert_eq!(info["listening"], true, "fds 3 and 4 listen: {text}");
     assert_eq!(
         info["pgid"].as_i64(),
         Some(pid as i64),
         "its own process group: {text}"
     );
     assert_eq!(info["sighup_ignored"], false, "{text}");
+    assert_eq!(
+        info["ignored"],
+        serde_json::json!([]),
+        "no signal ignored, though baton was started with {ignored:?} ignored: {text}"
+    );
+    assert_eq!(info["blocked"], 0, "no signal blocked: {text}");
     let private = info["NOTIFY_SOCKET"].as_str().unwrap();
     assert_ne!(Path::new(private), sb.notify.path(), "{text}");
     // The app said MAINPID=1 + STATUS= + READY=1: the real socket hears only baton, never MAINPID=.

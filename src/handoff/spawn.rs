@@ -153,9 +153,7 @@ pub(crate) fn spawn_app(
         .collect::<io::Result<_>>()?;
     envp.retain(|e| !e.as_bytes().starts_with(LISTEN_PID_PREFIX));
     // "LISTEN_PID=" and room for any pid and the NUL; the child writes its pid in place.
-    let mut listen_pid = Vec::with_capacity(LISTEN_PID_PREFIX.len() + 24);
-    listen_pid.extend_from_slice(LISTEN_PID_PREFIX);
-    listen_pid.resize(LISTEN_PID_PREFIX.len() + 24, 0);
+    let mut listen_pid = [LISTEN_PID_PREFIX, &[0; 24]].concat();
     // A placeholder entry, replaced by the pointer to `listen_pid` in `vfork_exec`.
     envp.push(env_entry(b"LISTEN_PID", b"")?);
     let fds: Vec<(RawFd, RawFd)> = listeners
@@ -593,5 +591,210 @@ mod tests {
             strip_deleted(Path::new("/usr/bin/baton")),
             Path::new("/usr/bin/baton")
         );
+    }
+
+    /// Runs `check` in a forked copy of this test process, where only the forking thread exists
+    /// (no other test's descriptors or children interfere), and returns the code it returned.
+    /// `check` must not panic: it reports by its return value.
+    fn in_forked_process(check: impl FnOnce() -> i32) -> i32 {
+        // SAFETY: the child only runs `check` (glibc's malloc may be used after a fork) and
+        // leaves through _exit, never returning into the test harness.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+        if pid == 0 {
+            let code = check();
+            // SAFETY: ends the forked copy at once, running no destructor or atexit handler.
+            unsafe { libc::_exit(code) };
+        }
+        match waitpid(Pid::from_raw(pid), None).expect("waitpid") {
+            WaitStatus::Exited(_, code) => code,
+            other => panic!("the forked test process ended with {other:?}"),
+        }
+    }
+
+    /// A new unbound Unix stream socket, close-on-exec (as baton's listeners are), moved to `at`.
+    fn socket_at(at: RawFd) -> Option<RawFd> {
+        // SAFETY: socket(2) returns a new descriptor or -1.
+        let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return None;
+        }
+        // SAFETY: socket just returned it; nothing else owns it (closed at the end of scope).
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        fcntl(fd.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(at)).ok()
+    }
+
+    #[test]
+    fn every_listener_arrives_at_its_target_where_the_targets_are_free() {
+        // baton always has descriptors open above its listeners, so their staged copies lie far
+        // above fds 3, 4, …; a process started with only 0, 1, 2 open has the targets free. A
+        // staged copy must then neither land on its own target (dup2 onto itself keeps
+        // FD_CLOEXEC: the listener is lost at exec) nor on one still to be placed; and nothing
+        // but the listeners reaches the program.
+        for n in 1..=3 {
+            let code = in_forked_process(|| {
+                // SAFETY: close_range(2) closes this forked copy's descriptors 3 and above.
+                if unsafe { libc::syscall(libc::SYS_close_range, 3u32, !0u32, 0u32) } != 0 {
+                    return 103;
+                }
+                let mut fds = Vec::new();
+                let mut script = String::new();
+                for i in 0..n {
+                    let Some(source) = socket_at(20 + i) else {
+                        return 104;
+                    };
+                    let Ok(stat) = nix::sys::stat::fstat(source) else {
+                        return 105;
+                    };
+                    fds.push((source, 3 + i));
+                    // fd 3+i in the program is this very socket, else exit 10+i
+                    script.push_str(&format!(
+                        "[ \"$(readlink /proc/$$/fd/{})\" = 'socket:[{}]' ] || exit {}\n",
+                        3 + i,
+                        stat.st_ino,
+                        10 + i
+                    ));
+                }
+                // and no other descriptor above 2 is open there, else exit 2
+                script.push_str(&format!(
+                    "i={}; while [ $i -le 64 ]; do [ -e /proc/$$/fd/$i ] && exit 2; i=$((i+1)); done\n",
+                    3 + n
+                ));
+                let (Ok(program), Ok(script)) = (CString::new("/bin/sh"), CString::new(script))
+                else {
+                    return 106;
+                };
+                let argv = [c"sh".to_owned(), c"-c".to_owned(), script];
+                let envp = [c"PATH=/usr/bin:/bin".to_owned()];
+                match launch(
+                    &program,
+                    &argv,
+                    &envp,
+                    &fds,
+                    &empty_mask(),
+                    ChildSetup::SUCCESSOR,
+                ) {
+                    Ok(pid) => match waitpid(Pid::from_raw(pid as libc::pid_t), None) {
+                        Ok(WaitStatus::Exited(_, code)) => code,
+                        _ => 101,
+                    },
+                    Err(_) => 100,
+                }
+            });
+            let what = match code {
+                0 => continue,
+                2 => "a descriptor besides the listeners reached the program".to_owned(),
+                10..=12 => format!("listener {} did not arrive at fd {}", code - 10, code - 7),
+                100 => "launch failed".to_owned(),
+                other => format!("the check failed with code {other}"),
+            };
+            panic!("{n} listener(s) placed at 3.. with the targets free: {what}");
+        }
+    }
+
+    #[test]
+    fn a_program_that_cannot_be_executed_is_reported_with_the_errno_of_its_execve() {
+        let exe = Executable {
+            path: PathBuf::from("/nonexistent/baton"),
+            args: Vec::new(),
+        };
+        let err = start(&exe, &[], &[], &empty_mask()).expect_err("no such program");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+    }
+
+    #[test]
+    fn a_clone_the_process_limit_refuses_is_an_error_not_a_pid() {
+        // (A user at its RLIMIT_NPROC: fork and clone fail with EAGAIN. Root is exempt, so the
+        // forked copy becomes nobody first.)
+        let code = in_forked_process(|| {
+            // SAFETY: setgid, setuid and setrlimit act on this forked copy only.
+            unsafe {
+                if libc::geteuid() == 0 && (libc::setgid(65534) != 0 || libc::setuid(65534) != 0) {
+                    return 103;
+                }
+                let none = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::setrlimit(libc::RLIMIT_NPROC, &none) != 0 {
+                    return 104;
+                }
+            }
+            let exe = Executable {
+                path: PathBuf::from("/bin/true"),
+                args: Vec::new(),
+            };
+            match start(&exe, &[], &[], &empty_mask()) {
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => 0,
+                Err(_) => 1,
+                Ok(_) => 2,
+            }
+        });
+        assert_eq!(
+            code, 0,
+            "1: another error than EAGAIN, 2: a pid was returned, 10x: the set-up failed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_child_is_reaped_and_its_exit_reported_as_it_ended() {
+        // (`baton run` exits with its application's status, so that systemd's Restart= applies;
+        // a failed successor's status is logged)
+        let ended = [
+            ("exit 3", Some(3), None),
+            ("exit 0", Some(0), None),
+            ("kill -9 $$", None, Some(libc::SIGKILL)),
+        ];
+        for (script, code, signal) in ended {
+            let exe = Executable {
+                path: PathBuf::from("/bin/sh"),
+                args: vec!["-c".into(), script.into()],
+            };
+            let pid = start(&exe, &[], &[], &empty_mask()).expect("start /bin/sh");
+            let mut child = Child::new(pid);
+            let status = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait())
+                .await
+                .expect("the child ends within 60 s")
+                .expect("wait");
+            assert_eq!((status.code(), status.signal()), (code, signal), "{script}");
+            assert_eq!(
+                child.try_wait().expect("try_wait"),
+                Some(status),
+                "{script}"
+            );
+            assert_eq!(
+                waitpid(
+                    Pid::from_raw(pid as libc::pid_t),
+                    Some(WaitPidFlag::WNOHANG)
+                ),
+                Err(nix::errno::Errno::ECHILD),
+                "{script}: reaped"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_child_dropped_before_it_was_reaped_is_reaped_in_the_background() {
+        let exe = Executable {
+            path: PathBuf::from("/bin/true"),
+            args: Vec::new(),
+        };
+        let pid = start(&exe, &[], &[], &empty_mask()).expect("start /bin/true");
+        drop(Child::new(pid));
+        // Still our child (running or a zombie) until reaped; WNOWAIT leaves it as it is.
+        let ours = || {
+            // SAFETY: waitid(2) writes only into `info`.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+            // SAFETY: as above.
+            unsafe { libc::waitid(libc::P_PID, pid, &mut info, flags) == 0 }
+        };
+        for _ in 0..6000 {
+            if !ours() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{pid} was not reaped within 60 s of its Child being dropped: a zombie is left");
     }
 }

@@ -541,6 +541,24 @@ pub fn describe(st: ExitStatus) -> String {
     }
 }
 
+/// Starts the child with `signals` ignored (as `nohup` or a shell's `&` start a program with
+/// some signals ignored, and as an exec keeps them).
+pub fn ignore_signals(cmd: &mut Command, signals: &[libc::c_int]) {
+    let signals = signals.to_vec();
+    // SAFETY: only signal(2), async-signal-safe, between fork and exec; `signals` was allocated
+    // before the fork and is only read.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &s in &signals {
+                if libc::signal(s, libc::SIG_IGN) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Places `fd` at descriptor 3 in the child, without `FD_CLOEXEC` (as a parent hands a listener).
 pub fn place_at_fd3(cmd: &mut Command, fd: RawFd) {
     // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
