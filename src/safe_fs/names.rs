@@ -40,11 +40,18 @@ pub(crate) fn random_suffix() -> String {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        raw.copy_from_slice(&(nanos as u64 ^ u64::from(std::process::id())).to_le_bytes()[..6]);
+        raw = clock_bytes(nanos, std::process::id());
     }
     raw.iter()
         .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
         .collect()
+}
+
+/// The fallback when getrandom(2) fails (kernels before 3.17, a seccomp filter refusing it): the
+/// low six bytes of the clock's nanoseconds mixed with our pid.
+fn clock_bytes(nanos: u128, pid: u32) -> [u8; 6] {
+    let mixed = (nanos as u64 ^ u64::from(pid)).to_le_bytes();
+    [mixed[0], mixed[1], mixed[2], mixed[3], mixed[4], mixed[5]]
 }
 
 /// Whether `name` looks like something one of our processes made: `<prefix><pid><rest>` with
@@ -74,3 +81,21 @@ pub fn sockaddr_len(path: &Path) -> usize {
 
 /// The most bytes a Unix socket path may have (`sun_path` is 108 bytes, NUL included).
 pub const MAX_SOCKET_PATH: usize = 107;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The clock fallback keeps the six low bytes of nanoseconds XOR pid: names that still
+    /// change with every nanosecond and differ between processes.
+    #[test]
+    fn the_clock_fallback_mixes_the_nanoseconds_with_the_pid() {
+        assert_eq!(
+            clock_bytes(0x1234_5678_9abc, 0xff),
+            [0x43, 0x9a, 0x78, 0x56, 0x34, 0x12]
+        );
+        assert_ne!(clock_bytes(1_000, 7), clock_bytes(1_001, 7));
+        assert_ne!(clock_bytes(1_000, 7), clock_bytes(1_000, 8));
+        assert_eq!(clock_bytes(0, 0), [0; 6]);
+    }
+}
