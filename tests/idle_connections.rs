@@ -340,3 +340,52 @@ fn a_client_that_pipelines_and_reads_late_gets_every_answer() {
     sender.join().expect("sender").expect("all requests sent");
     s.stop();
 }
+
+/// baton's CPU time (user and system) so far.
+fn cpu_time(pid: i32) -> Duration {
+    let t = procs::stat_times(pid).expect("/proc/PID/stat");
+    // SAFETY: sysconf with a valid name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis((t[0] + t[1]) * 1000 / hz)
+}
+
+/// Story: hundreds of clients hold a connection that cannot be parked and wait — half a request
+/// head sent (a slow or hostile client), or an HTTP/2 connection, whose state lives above the
+/// socket. Such a connection is looked at once a second (for the idle bound), not every few
+/// milliseconds as one about to be parked is: together they cost baton next to no CPU.
+#[test]
+fn waiting_connections_that_cannot_be_parked_cost_next_to_no_cpu() {
+    let _heavy = common::heavy();
+    let mut s = start(&[]);
+    let main = s.main;
+    const CLIENTS: usize = 300;
+    let base = procs::fd_count(main);
+    let mut conns = Vec::new();
+    for i in 0..CLIENTS {
+        let mut conn = RawConn::connect(s.sb.addr());
+        if i % 2 == 0 {
+            conn.send(b"GET / HTTP/1.1\r\nHost: st")
+                .expect("half a head");
+        } else {
+            // The HTTP/2 preface and an empty SETTINGS frame (RFC 9113, 3.4).
+            conn.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+                .expect("preface");
+        }
+        conns.push(conn);
+    }
+    wait_until("every connection accepted", DEADLINE, || {
+        (procs::fd_count(main) >= base + CLIENTS).then_some(())
+    });
+    // The first looks (a few milliseconds after each connection) are over.
+    std::thread::sleep(Duration::from_millis(500));
+    let (c0, t0) = (cpu_time(main), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let (used, wall) = (cpu_time(main) - c0, t0.elapsed());
+    println!("{CLIENTS} waiting connections: {used:?} of CPU in {wall:?}");
+    assert!(
+        used < wall / 10,
+        "{CLIENTS} waiting connections cost {used:?} of CPU in {wall:?}"
+    );
+    drop(conns);
+    s.stop();
+}

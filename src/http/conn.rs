@@ -603,7 +603,7 @@ mod tests {
                 ctx.clone(),
                 ClientAddr::Tcp(peer),
                 ctx.connections.token(),
-                service.clone(),
+                service,
             );
             resume(socket, wake);
             ask(&mut client).await;
