@@ -389,3 +389,31 @@ fn waiting_connections_that_cannot_be_parked_cost_next_to_no_cpu() {
     drop(conns);
     s.stop();
 }
+
+/// Story: a client's connection is parked when the operator stops baton, and the client asks
+/// again just after the stop began (its request crossed the stop). The drain gives a parked
+/// connection the same grace as any idle one: the request is answered, with `Connection:
+/// close`, and only then is the connection closed.
+#[test]
+fn a_request_just_after_a_stop_began_on_a_parked_connection_is_answered() {
+    let mut s = start(&["--shutdown-timeout", "10s"]);
+    let mut conn = raw_after_one_request(&s);
+    wait_parked(&s, 1);
+    let (main, from) = (s.main, s.sb.notify.len());
+    assert!(procs::kill(main, nix::sys::signal::Signal::SIGTERM));
+    s.sb.notify
+        .wait_for_after(from, DEADLINE, "STOPPING=1", |n| {
+            n.pid == main && n.has("STOPPING=1")
+        });
+    // Well inside the drain's grace (1 s), and after the parked connection was handed back.
+    std::thread::sleep(Duration::from_millis(100));
+    conn.send(b"GET / HTTP/1.1\r\nHost: story\r\n\r\n")
+        .expect("send just after the stop began");
+    let r = conn
+        .response()
+        .expect("an answer to the request that crossed the stop");
+    assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+    assert!(r.closes(), "told to close: {r:?}");
+    wait_clean_close(&mut conn, DEADLINE);
+    assert_eq!(s.baton.wait_exit(DEADLINE).code(), Some(0));
+}
