@@ -23,8 +23,9 @@ use nix::sys::signal::Signal;
 const BODY_BYTES: usize = 1_000_000;
 /// The slow reader: this much ...
 const CHUNK: usize = 16 * 1024;
-/// ... every this long.
-const EVERY: Duration = Duration::from_millis(50);
+/// ... every this long: about 110 KB/s, so that the download still progresses more than 5 s (the
+/// bound for a peer that reads nothing) after baton's drain and linger are over.
+const EVERY: Duration = Duration::from_millis(150);
 
 /// A private network namespace with its loopback up, held by a sleeping process: what a
 /// container runtime gives a container.
