@@ -11,9 +11,9 @@ mod common;
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{http, Options};
+use common::{http, procs, Options, DEADLINE};
 use nix::sys::socket::{setsockopt, sockopt};
 
 #[test]
@@ -51,5 +51,42 @@ fn an_answer_before_a_close_survives_bytes_the_server_never_read() {
         drop(conn);
         let _ = sender.join();
     }
+    s.stop();
+}
+
+/// Story: a client asks for a large answer with `Connection: close`, then hangs: it reads
+/// nothing and never closes. baton closes lingering (its FIN, then up to 2 s for the
+/// client's) and then lets the connection go: a process that is not exiting leaves what is
+/// still queued to the kernel, which goes on sending it, rather than wait for a client that
+/// reads nothing, so hung clients do not pile up descriptors. (Only a process about to exit
+/// waits until its peers have everything: tests/stop.rs.)
+#[test]
+fn a_hung_client_of_a_closing_answer_is_let_go_after_the_linger() {
+    let body = "0123456789abcdef".repeat(56 * 1024);
+    let mut s = Options::new(&body).start();
+    let (main, server_port) = (s.main, s.sb.addr().port());
+    let conn = TcpStream::connect(s.sb.addr()).unwrap();
+    // A small receive window: most of the answer stays queued at the server.
+    setsockopt(&conn, sockopt::RcvBuf, &16384).unwrap();
+    let client_port = conn.local_addr().unwrap().port();
+    (&conn)
+        .write_all(http::get_request("/", true).as_bytes())
+        .unwrap();
+    let asked = Instant::now();
+    let holds = || procs::connection_owner(main, server_port, client_port).is_some();
+    common::wait_until("baton to accept the connection", DEADLINE, || {
+        holds().then_some(())
+    });
+    common::wait_until("baton to let the hung client go", DEADLINE, || {
+        (!holds()).then_some(())
+    });
+    let held = asked.elapsed();
+    println!("a hung client's connection was held {held:?}");
+    // The linger is 2 s; waiting for the client to read as well would add 5 s more.
+    assert!(
+        held < Duration::from_secs(6),
+        "baton held the hung client's connection for {held:?}"
+    );
+    drop(conn);
     s.stop();
 }

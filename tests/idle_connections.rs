@@ -7,11 +7,12 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read};
+use std::io::{BufReader, ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
 
-use common::http::{Client, RawConn};
-use common::{wait_until, Options, Story, DEADLINE};
+use common::http::{self, Client, RawConn};
+use common::{procs, wait_until, Options, Story, DEADLINE};
+use nix::sys::socket::{setsockopt, sockopt};
 
 /// What baton logs (at debug level) when it parks a connection.
 const PARKED: &str = "idle connection parked";
@@ -213,4 +214,206 @@ fn the_idle_timeout_still_closes_a_parked_connection() {
     );
     assert_eq!(s.get(), "hello", "still serving");
     s.stop();
+}
+
+/// Story: a crowd of clients asks once each and keeps its connection open (a pool warming up);
+/// then most of them hang up while parked, and the few that stay ask again later, joined by
+/// newcomers. A connection whose client hung up gives its descriptor back at once (the client's
+/// end-of-file wakes it: nothing waits for the idle timeout); the ones that stayed — first in
+/// the table of parked connections, which shrinks behind them once a second — are answered on
+/// their own connections, and so are the newcomers parked after the table shrank.
+#[test]
+fn clients_that_hang_up_while_parked_free_their_descriptors_and_those_that_stay_are_served() {
+    // The default idle timeout (30 s) is longer than the deadline: a descriptor kept until then
+    // is a descriptor leaked.
+    let mut s = start(&[]);
+    let main = s.main;
+    // The first parked connection also starts the watcher of parked connections (its epoll
+    // instance): counted in the base.
+    let mut stays = vec![raw_after_one_request(&s)];
+    wait_parked(&s, 1);
+    let base = procs::fd_count(main);
+    const CROWD: usize = 40;
+    const STAY: usize = 5;
+    let mut crowd = Vec::new();
+    for i in 0..CROWD {
+        crowd.push(raw_after_one_request(&s));
+        wait_parked(&s, 2 + i);
+    }
+    let held = procs::fd_count(main);
+    assert!(
+        held >= base + CROWD,
+        "{CROWD} parked connections hold only {} descriptors",
+        held.saturating_sub(base)
+    );
+    // The first few stay (the lowest places in the table); the rest hang up.
+    let leaving = crowd.split_off(STAY);
+    stays.extend(crowd);
+    drop(leaving);
+    wait_until(
+        "the descriptors of the clients that hung up to be closed",
+        DEADLINE,
+        || (procs::fd_count(main) <= base + STAY).then_some(()),
+    );
+    // Let the once-a-second look at the table run (it shrinks the emptied table), twice.
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = s.baton.log().matches(PARKED).count();
+    for (i, conn) in stays.iter_mut().enumerate() {
+        conn.send(b"GET / HTTP/1.1\r\nHost: story\r\n\r\n")
+            .expect("send on a connection that stayed");
+        let r = conn
+            .response()
+            .unwrap_or_else(|e| panic!("connection {i} that stayed parked: {e}"));
+        assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+    }
+    // Newcomers are parked in the shrunken table and woken from it like the others.
+    let mut newcomers: Vec<RawConn> = (0..10).map(|_| raw_after_one_request(&s)).collect();
+    wait_parked(&s, before + stays.len() + newcomers.len());
+    for (i, conn) in newcomers.iter_mut().chain(stays.iter_mut()).enumerate() {
+        conn.send(b"GET / HTTP/1.1\r\nHost: story\r\n\r\n")
+            .expect("send on a parked connection");
+        let r = conn
+            .response()
+            .unwrap_or_else(|e| panic!("parked connection {i}, asked again: {e}"));
+        assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+    }
+    s.stop();
+}
+
+/// Story: a slow client (a phone on a bad network) sends its requests in pieces, with pauses
+/// longer than the park delay: a head cut in the middle of a line and between its last two
+/// line ends, then a request whose body comes in two pieces. Part of a request is never parked
+/// away: each one is answered, on the one connection.
+#[test]
+fn requests_that_arrive_in_pieces_slower_than_the_park_delay_are_answered() {
+    let mut s = start(&[]);
+    let mut conn = raw_after_one_request(&s);
+    wait_parked(&s, 1);
+    let slow: [&[&[u8]]; 2] = [
+        &[b"GET / HT", b"TP/1.1\r\nHost: st", b"ory\r\n\r", b"\n"],
+        &[
+            b"POST / HTTP/1.1\r\nHost: story\r\nContent-Length: 10\r\n\r\n",
+            b"01234",
+            b"56789",
+        ],
+    ];
+    for (i, pieces) in slow.iter().enumerate() {
+        for piece in pieces.iter() {
+            conn.send(piece).expect("send a piece");
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        let r = conn
+            .response()
+            .unwrap_or_else(|e| panic!("request {i}, sent in pieces: {e}"));
+        assert_eq!((r.status, r.text().as_str()), (200, "hello"), "request {i}");
+    }
+    s.stop();
+}
+
+/// Story: a client pipelines many requests at once and reads the answers only later (a batch
+/// job behind a slow link). The server cannot write the answers meanwhile and holds requests it
+/// has not processed yet; the connection reads nothing and has nothing in flight, but it is not
+/// idle and is never parked: every request is answered, in order, on the one connection.
+#[test]
+fn a_client_that_pipelines_and_reads_late_gets_every_answer() {
+    let mut s = start(&[]);
+    const REQUESTS: usize = 3000;
+    let conn = RawConn::connect(s.sb.addr());
+    // A small receive window, as a slow link's: the answers wait at the server.
+    setsockopt(&conn.stream, sockopt::RcvBuf, &8192).expect("SO_RCVBUF");
+    let mut writer = conn.stream.try_clone().expect("clone");
+    let sender = std::thread::spawn(move || {
+        let one = b"GET / HTTP/1.1\r\nHost: story\r\n\r\n";
+        writer.write_all(&one.repeat(REQUESTS))
+    });
+    // Several park delays go by while the server cannot write.
+    std::thread::sleep(Duration::from_millis(500));
+    conn.stream
+        .set_read_timeout(Some(DEADLINE))
+        .expect("timeout");
+    let mut reader = BufReader::new(&conn.stream);
+    for i in 0..REQUESTS {
+        let r = http::read_response(&mut reader)
+            .unwrap_or_else(|e| panic!("answer {i} of {REQUESTS}: {e}"));
+        assert_eq!((r.status, r.text().as_str()), (200, "hello"), "answer {i}");
+    }
+    sender.join().expect("sender").expect("all requests sent");
+    s.stop();
+}
+
+/// baton's CPU time (user and system) so far.
+fn cpu_time(pid: i32) -> Duration {
+    let t = procs::stat_times(pid).expect("/proc/PID/stat");
+    // SAFETY: sysconf with a valid name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis((t[0] + t[1]) * 1000 / hz)
+}
+
+/// Story: hundreds of clients hold a connection that cannot be parked and wait — half a request
+/// head sent (a slow or hostile client), or an HTTP/2 connection, whose state lives above the
+/// socket. Such a connection is looked at once a second (for the idle bound), not every few
+/// milliseconds as one about to be parked is: together they cost baton next to no CPU.
+#[test]
+fn waiting_connections_that_cannot_be_parked_cost_next_to_no_cpu() {
+    let _heavy = common::heavy();
+    let mut s = start(&[]);
+    let main = s.main;
+    const CLIENTS: usize = 300;
+    let base = procs::fd_count(main);
+    let mut conns = Vec::new();
+    for i in 0..CLIENTS {
+        let mut conn = RawConn::connect(s.sb.addr());
+        if i % 2 == 0 {
+            conn.send(b"GET / HTTP/1.1\r\nHost: st")
+                .expect("half a head");
+        } else {
+            // The HTTP/2 preface and an empty SETTINGS frame (RFC 9113, 3.4).
+            conn.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+                .expect("preface");
+        }
+        conns.push(conn);
+    }
+    wait_until("every connection accepted", DEADLINE, || {
+        (procs::fd_count(main) >= base + CLIENTS).then_some(())
+    });
+    // The first looks (a few milliseconds after each connection) are over.
+    std::thread::sleep(Duration::from_millis(500));
+    let (c0, t0) = (cpu_time(main), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let (used, wall) = (cpu_time(main) - c0, t0.elapsed());
+    println!("{CLIENTS} waiting connections: {used:?} of CPU in {wall:?}");
+    assert!(
+        used < wall / 10,
+        "{CLIENTS} waiting connections cost {used:?} of CPU in {wall:?}"
+    );
+    drop(conns);
+    s.stop();
+}
+
+/// Story: a client's connection is parked when the operator stops baton, and the client asks
+/// again just after the stop began (its request crossed the stop). The drain gives a parked
+/// connection the same grace as any idle one: the request is answered, with `Connection:
+/// close`, and only then is the connection closed.
+#[test]
+fn a_request_just_after_a_stop_began_on_a_parked_connection_is_answered() {
+    let mut s = start(&["--shutdown-timeout", "10s"]);
+    let mut conn = raw_after_one_request(&s);
+    wait_parked(&s, 1);
+    let (main, from) = (s.main, s.sb.notify.len());
+    assert!(procs::kill(main, nix::sys::signal::Signal::SIGTERM));
+    s.sb.notify
+        .wait_for_after(from, DEADLINE, "STOPPING=1", |n| {
+            n.pid == main && n.has("STOPPING=1")
+        });
+    // Well inside the drain's grace (1 s), and after the parked connection was handed back.
+    std::thread::sleep(Duration::from_millis(100));
+    conn.send(b"GET / HTTP/1.1\r\nHost: story\r\n\r\n")
+        .expect("send just after the stop began");
+    let r = conn
+        .response()
+        .expect("an answer to the request that crossed the stop");
+    assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+    assert!(r.closes(), "told to close: {r:?}");
+    wait_clean_close(&mut conn, DEADLINE);
+    assert_eq!(s.baton.wait_exit(DEADLINE).code(), Some(0));
 }

@@ -23,8 +23,9 @@ use nix::sys::signal::Signal;
 const BODY_BYTES: usize = 1_000_000;
 /// The slow reader: this much ...
 const CHUNK: usize = 16 * 1024;
-/// ... every this long.
-const EVERY: Duration = Duration::from_millis(50);
+/// ... every this long: about 110 KB/s, so that the download still progresses more than 5 s (the
+/// bound for a peer that reads nothing) after baton's drain and linger are over.
+const EVERY: Duration = Duration::from_millis(150);
 
 /// A private network namespace with its loopback up, held by a sleeping process: what a
 /// container runtime gives a container.
@@ -372,4 +373,49 @@ fn the_stop_limits_the_readme_documents_hold() {
             "{what}: the stop took {took:.2} s, documented {low}..{high} s"
         );
     }
+}
+
+/// A stop while a client that reads nothing has a large answer queued, and that client then
+/// resets its connection (it was killed, or gave up): the connection is gone, and so is what was
+/// queued for it. baton sees it gone and exits then, rather than wait for a dead peer to read.
+#[test]
+fn a_stop_does_not_wait_for_a_client_that_reset_its_connection_with_an_answer_queued() {
+    let sb = Sandbox::new();
+    let mut baton = sb.start(
+        &"0123456789abcdef".repeat(56 * 1024),
+        &["--shutdown-timeout", "30s"],
+    );
+    let client = TcpStream::connect(sb.addr()).expect("connect");
+    nix::sys::socket::setsockopt(&client, nix::sys::socket::sockopt::RcvBuf, &16384)
+        .expect("SO_RCVBUF");
+    (&client)
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    thread::sleep(Duration::from_millis(300));
+    let stop = Instant::now();
+    baton.signal(baton.pid, Signal::SIGTERM);
+    // The drain's grace (1 s) and the linger (2 s) are over: baton waits for the client to
+    // read what is queued. The client resets instead.
+    thread::sleep(Duration::from_millis(3500));
+    nix::sys::socket::setsockopt(
+        &client,
+        nix::sys::socket::sockopt::Linger,
+        &libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .expect("SO_LINGER");
+    let reset = stop.elapsed();
+    drop(client);
+    let status = baton.wait_exit(DEADLINE);
+    let took = stop.elapsed();
+    println!("stop: the client reset after {reset:?}; baton exited after {took:?}");
+    assert_eq!(status.code(), Some(0), "{}", baton.log());
+    // Waiting for the dead peer would take 5 s more (the stall bound).
+    assert!(
+        took < reset + Duration::from_secs(3),
+        "baton exited {:?} after the client's reset",
+        took - reset
+    );
 }

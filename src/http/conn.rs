@@ -544,3 +544,84 @@ fn resumer<S: HttpService>(
         });
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::body::Incoming;
+    use hyper::{Request, Response};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// One GET on `client`, answered `hello` on the same connection.
+    async fn ask(client: &mut TcpStream) {
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: unit\r\n\r\n")
+            .await
+            .expect("send");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !answer.ends_with(b"hello") {
+            let n = tokio::time::timeout(Duration::from_secs(20), client.read(&mut buf))
+                .await
+                .expect("an answer within 20 s")
+                .expect("read");
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200 "), "{answer:?}");
+    }
+
+    /// A connection handed back by the table of parked connections because it could not be
+    /// parked there (`Wake::Refused`: its epoll instance failed, out of descriptors or memory)
+    /// is served on and never offered to the table again (no retry every few milliseconds);
+    /// one woken because a request came (`Wake::Readable`) is parked again once quiet.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_the_table_refused_is_served_on_and_never_parked_again() {
+        let (drain, _) = watch::channel(false);
+        let idle_timeout = Duration::from_secs(30);
+        let ctx = ConnContext {
+            builder: Arc::new(auto::Builder::new(TokioExecutor::new())),
+            draining: drain.subscribe(),
+            connections: TaskTracker::new(),
+            idle_timeout,
+            access_log: None,
+            lot: Lot::new(idle_timeout, drain.subscribe()),
+        };
+        let service = tower::service_fn(|_: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello"))))
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        for (wake, parked) in [(Wake::Readable, 1), (Wake::Refused, 0)] {
+            let mut client = TcpStream::connect(addr).await.expect("connect");
+            let (server, peer) = listener.accept().await.expect("accept");
+            let socket = OwnedFd::from(server.into_std().expect("std stream"));
+            let resume = resumer(
+                ctx.clone(),
+                ClientAddr::Tcp(peer),
+                ctx.connections.token(),
+                service,
+            );
+            resume(socket, wake);
+            ask(&mut client).await;
+            // Quiet for a hundred park delays: parked once (woken by a request), or never.
+            let t0 = Instant::now();
+            while ctx.lot.parked() < 1 && t0.elapsed() < Duration::from_millis(500) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(ctx.lot.parked(), parked);
+            ask(&mut client).await;
+            drop(client);
+            tokio::time::timeout(Duration::from_secs(20), async {
+                while ctx.lot.parked() > 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("the parked connection closed by its client is woken");
+        }
+    }
+}

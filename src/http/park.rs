@@ -237,4 +237,10 @@ impl Lot {
             }
         }
     }
+
+    /// How many connections are parked.
+    #[cfg(test)]
+    pub(super) fn parked(&self) -> usize {
+        self.lock().slots.iter().flatten().count()
+    }
 }
