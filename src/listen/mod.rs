@@ -185,6 +185,7 @@ pub fn activated(env: &ActivationEnv, our_pid: u32) -> Result<Vec<Listener>, Lis
 /// a descriptor its runtime owns (the process then aborts instead of refusing the start with one
 /// line). A library application builds its runtime before it serves, so there this check would
 /// come too late: not done for it (noted as open).
+#[cfg(feature = "cli")]
 pub fn check_passed_fds_open(env: &ActivationEnv, our_pid: u32) -> Result<(), ListenError> {
     use nix::fcntl::{fcntl, FcntlArg};
     for passed in env.parse(our_pid)? {
