@@ -328,4 +328,201 @@ mod tests {
         assert_eq!(shared.activity.in_flight.load(Ordering::SeqCst), 0);
         assert_eq!(gate.calls.load(Ordering::SeqCst), 0);
     }
+
+    /// A response body of the given frames, then its end.
+    struct Frames(std::collections::VecDeque<Result<Frame<bytes::Bytes>, std::io::Error>>);
+
+    impl Body for Frames {
+        type Data = bytes::Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+            Poll::Ready(self.get_mut().0.pop_front())
+        }
+    }
+
+    fn in_flight(shared: &Shared<()>) -> usize {
+        shared.activity.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// `inner` as the body of one request in flight.
+    fn tracked<B>(inner: B, shared: &Arc<Shared<()>>) -> TrackedBody<B, ()> {
+        shared.activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        TrackedBody {
+            inner,
+            in_flight: Some(InFlight(shared.clone())),
+        }
+    }
+
+    fn data(bytes: &'static [u8]) -> Result<Frame<bytes::Bytes>, std::io::Error> {
+        Ok(Frame::data(bytes::Bytes::from_static(bytes)))
+    }
+
+    #[test]
+    fn a_streaming_body_stays_in_flight_until_its_end_not_its_first_frame() {
+        // The drain waits for nothing in flight: a body released at its first frame would be
+        // cut short by the reload it streams across.
+        let shared = Shared::new();
+        let frames = Frames(
+            [
+                data(b"one"),
+                data(b"two"),
+                Ok(Frame::trailers(hyper::HeaderMap::new())),
+            ]
+            .into(),
+        );
+        let mut body = std::pin::pin!(tracked(frames, &shared));
+        let mut cx = Context::from_waker(Waker::noop());
+        for frame in 0..3 {
+            assert!(matches!(
+                body.as_mut().poll_frame(&mut cx),
+                Poll::Ready(Some(Ok(_)))
+            ));
+            assert_eq!(
+                in_flight(&shared),
+                1,
+                "after frame {frame}: still streaming"
+            );
+        }
+        assert!(matches!(
+            body.as_mut().poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
+        assert_eq!(in_flight(&shared), 0, "ended");
+    }
+
+    #[test]
+    fn a_body_that_fails_leaves_nothing_in_flight() {
+        let shared = Shared::new();
+        let frames = Frames([data(b"one"), Err(std::io::Error::other("gone"))].into());
+        let mut body = std::pin::pin!(tracked(frames, &shared));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(
+            body.as_mut().poll_frame(&mut cx),
+            Poll::Ready(Some(Ok(_)))
+        ));
+        assert_eq!(in_flight(&shared), 1);
+        assert!(matches!(
+            body.as_mut().poll_frame(&mut cx),
+            Poll::Ready(Some(Err(_)))
+        ));
+        assert_eq!(in_flight(&shared), 0, "a failed body is over");
+    }
+
+    #[test]
+    fn the_wrapper_tells_hyper_the_inner_bodys_end_and_size() {
+        // hyper sends an empty body's end with the head (HTTP/2: END_STREAM on HEADERS) and a
+        // known size as Content-Length.
+        use http_body_util::Full;
+        let shared = Shared::new();
+        let empty = tracked(Full::new(bytes::Bytes::new()), &shared);
+        assert!(empty.is_end_stream());
+        assert_eq!(empty.size_hint().exact(), Some(0));
+        let hello = tracked(Full::new(bytes::Bytes::from_static(b"hello")), &shared);
+        assert!(!hello.is_end_stream());
+        assert_eq!(hello.size_hint().exact(), Some(5));
+    }
+
+    /// The response of a ready service to a request of `version`.
+    fn answer(
+        service: &DrainAware<Gate, ()>,
+        version: Version,
+    ) -> Response<TrackedBody<String, ()>> {
+        let req = Request::builder()
+            .version(version)
+            .uri("/")
+            .body(())
+            .unwrap();
+        let mut fut = std::pin::pin!(service.call(req));
+        let Poll::Ready(Ok(res)) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        else {
+            panic!("a ready service answers on the first poll");
+        };
+        res
+    }
+
+    #[test]
+    fn while_draining_http1_responses_say_connection_close_and_http2_ones_do_not() {
+        let gate = Gate::default();
+        gate.open();
+        let (service, shared) = wrap(&gate);
+        let versions = [Version::HTTP_10, Version::HTTP_11, Version::HTTP_2];
+        for version in versions {
+            let res = answer(&service, version);
+            assert_eq!(
+                res.headers().get(CONNECTION),
+                None,
+                "{version:?}, not draining"
+            );
+        }
+        shared.activity.draining.store(true, Ordering::SeqCst);
+        for version in [Version::HTTP_10, Version::HTTP_11] {
+            let res = answer(&service, version);
+            assert_eq!(
+                res.headers().get(CONNECTION).unwrap(),
+                "close",
+                "{version:?}, draining"
+            );
+        }
+        // HTTP/2 ends with GOAWAY; a connection header is malformed there (RFC 9113, 8.2.2).
+        let res = answer(&service, Version::HTTP_2);
+        assert_eq!(res.headers().get(CONNECTION), None, "HTTP/2, draining");
+    }
+
+    #[test]
+    fn only_an_http2_request_marks_the_connection_as_http2() {
+        let gate = Gate::default();
+        gate.open();
+        for (version, h2) in [
+            (Version::HTTP_10, false),
+            (Version::HTTP_11, false),
+            (Version::HTTP_2, true),
+        ] {
+            let (service, shared) = wrap(&gate);
+            drop(answer(&service, version));
+            assert_eq!(shared.activity.h2.load(Ordering::SeqCst), h2, "{version:?}");
+        }
+    }
+
+    #[cfg(feature = "axum")]
+    #[test]
+    fn the_application_sees_its_tcp_client_as_axums_connect_info() {
+        use axum::extract::ConnectInfo;
+        use std::net::SocketAddr;
+
+        /// Answers with the `ConnectInfo<SocketAddr>` its request carries.
+        #[derive(Clone)]
+        struct Who;
+
+        impl tower_service::Service<Request<()>> for Who {
+            type Response = Response<String>;
+            type Error = std::convert::Infallible;
+            type Future = std::future::Ready<Result<Response<String>, Self::Error>>;
+
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, req: Request<()>) -> Self::Future {
+                let who = req.extensions().get::<ConnectInfo<SocketAddr>>();
+                std::future::ready(Ok(Response::new(format!("{:?}", who.map(|c| c.0)))))
+            }
+        }
+
+        let service = DrainAware {
+            inner: Who,
+            shared: Shared::<()>::new(),
+            peer: None,
+            client: crate::connection::ClientAddr::Tcp(([192, 0, 2, 7], 4711).into()),
+        };
+        let mut fut = std::pin::pin!(service.call(Request::new(())));
+        let Poll::Ready(Ok(res)) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        else {
+            panic!("a ready service answers on the first poll");
+        };
+        assert_eq!(res.into_body().inner, "Some(192.0.2.7:4711)");
+    }
 }

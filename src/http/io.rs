@@ -235,3 +235,279 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ConnIo<I> {
             .unwrap_or(false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::task::Waker;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+    use tokio::net::UnixStream;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+
+    /// Generous: the machine may be loaded.
+    const BOUND: Duration = Duration::from_secs(30);
+
+    fn wrap<I>(io: I) -> (ConnIo<I>, Arc<Shared<I>>) {
+        let shared = Shared::new();
+        let io = ConnIo::new(io, TaskTracker::new().token(), shared.clone());
+        (io, shared)
+    }
+
+    /// A served connection: the wrapper around the server's end, and the client's end.
+    fn connection() -> (ConnIo<UnixStream>, Arc<Shared<UnixStream>>, UnixStream) {
+        let (server, client) = UnixStream::pair().unwrap();
+        let (io, shared) = wrap(server);
+        (io, shared, client)
+    }
+
+    /// One read through the wrapper into a buffer of `room` bytes, once it is ready.
+    async fn read<I: AsyncRead + Unpin>(io: &mut ConnIo<I>, room: usize) -> Vec<u8> {
+        let read = poll_fn(|cx| {
+            let mut space = vec![0; room];
+            let mut buf = ReadBuf::new(&mut space);
+            Pin::new(&mut *io)
+                .poll_read(cx, &mut buf)
+                .map_ok(|()| buf.filled().to_vec())
+        });
+        tokio::time::timeout(BOUND, read).await.unwrap().unwrap()
+    }
+
+    /// One poll of a read into a buffer of 256 bytes, not waiting.
+    fn poll_read_now<I: AsyncRead + Unpin>(io: &mut ConnIo<I>) -> Poll<Vec<u8>> {
+        let mut space = [0; 256];
+        let mut buf = ReadBuf::new(&mut space);
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(io).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(res) => {
+                res.unwrap();
+                Poll::Ready(buf.filled().to_vec())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn flag(flag: &AtomicBool) -> bool {
+        flag.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn reads_are_seen_and_a_request_head_ends_only_at_crlf_crlf_however_reads_split_it() {
+        let (mut io, shared, mut client) = connection();
+        let activity = &shared.activity;
+        assert!(!flag(&activity.read_seen));
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r")
+            .await
+            .unwrap();
+        assert_eq!(read(&mut io, 256).await, b"GET / HTTP/1.1\r\nHost: a\r\n\r");
+        assert!(flag(&activity.read_seen), "a read that brought bytes");
+        assert!(flag(&activity.partial), "the head has not ended");
+        client.write_all(b"\n").await.unwrap();
+        assert_eq!(read(&mut io, 256).await, b"\n");
+        assert!(
+            !flag(&activity.partial),
+            "CRLF CRLF split 3 + 1 across reads"
+        );
+        // the body of a POST: part of a request again
+        client.write_all(b"abc").await.unwrap();
+        assert_eq!(read(&mut io, 256).await, b"abc");
+        assert!(flag(&activity.partial), "a body follows");
+        // the next head, its end one byte a read
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a")
+            .await
+            .unwrap();
+        assert_eq!(read(&mut io, 256).await, b"GET / HTTP/1.1\r\nHost: a");
+        for (i, byte) in b"\r\n\r\n".iter().enumerate() {
+            client.write_all(&[*byte]).await.unwrap();
+            assert_eq!(read(&mut io, 256).await, [*byte]);
+            assert_eq!(
+                flag(&activity.partial),
+                i < 3,
+                "after byte {i} of CRLF CRLF"
+            );
+        }
+        assert!(!flag(&activity.h2), "no HTTP/2 preface");
+    }
+
+    #[tokio::test]
+    async fn only_a_connection_that_opens_with_the_http2_preface_is_http2() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let (mut io, shared, mut client) = connection();
+        client.write_all(preface).await.unwrap();
+        assert_eq!(read(&mut io, 256).await, preface);
+        assert!(flag(&shared.activity.h2));
+
+        // the preface later in an HTTP/1 connection (a request's body) is no preface
+        let (mut io, shared, mut client) = connection();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        read(&mut io, 256).await;
+        client.write_all(preface).await.unwrap();
+        assert_eq!(read(&mut io, 256).await, preface);
+        assert!(!flag(&shared.activity.h2));
+    }
+
+    #[tokio::test]
+    async fn the_peer_closing_is_seen_and_the_stream_is_parked_as_closed_when_dropped() {
+        let (mut io, shared, client) = connection();
+        drop(client);
+        assert_eq!(read(&mut io, 256).await, b"");
+        assert!(
+            !flag(&shared.activity.read_seen),
+            "end-of-file brings nothing"
+        );
+        drop(io);
+        let parked = shared.take_parked().expect("the stream, handed back");
+        assert!(parked.peer_closed, "nothing to linger for");
+        assert!(shared.take_parked().is_none(), "handed back once");
+    }
+
+    #[tokio::test]
+    async fn a_read_into_a_full_buffer_is_not_the_peer_closing() {
+        let (mut io, shared, mut client) = connection();
+        client.write_all(b"GET").await.unwrap();
+        assert_eq!(read(&mut io, 1).await, b"G");
+        // hyper's buffer full: nothing read, but the peer did not close
+        assert_eq!(read(&mut io, 0).await, b"");
+        drop(io);
+        let mut parked = shared.take_parked().expect("the stream, handed back");
+        assert!(!parked.peer_closed, "the peer is still there: linger");
+        // and the stream is open, with what the peer sent
+        let mut rest = [0; 2];
+        parked.io.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"ET");
+        drop(client);
+    }
+
+    #[tokio::test]
+    async fn nothing_readable_is_waited_for_unless_the_task_parks_then_hyper_sees_a_close() {
+        let (mut io, shared, mut client) = connection();
+        assert!(poll_read_now(&mut io).is_pending(), "not asked to park");
+        assert!(!flag(&shared.activity.parked));
+        shared.activity.park.store(true, Ordering::SeqCst);
+        assert_eq!(poll_read_now(&mut io), Poll::Ready(Vec::new()), "parked");
+        assert!(flag(&shared.activity.parked));
+        // hyper then shuts the connection down: the stream stays open for the parked
+        // connection, which answers the peer's next request
+        poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx))
+            .await
+            .unwrap();
+        drop(io);
+        let mut parked = shared.take_parked().expect("the stream, handed back");
+        assert!(!parked.peer_closed);
+        parked.io.write_all(b"still here").await.unwrap();
+        let mut got = [0; 10];
+        tokio::time::timeout(BOUND, client.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, b"still here");
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_not_parking_closes_the_peers_side() {
+        let (mut io, _shared, mut client) = connection();
+        poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(BOUND, client.read_to_end(&mut got))
+            .await
+            .expect("end-of-file, not silence")
+            .unwrap();
+        assert!(got.is_empty());
+    }
+
+    #[tokio::test]
+    async fn writes_reach_the_peer_and_a_write_it_does_not_take_is_blocked() {
+        let (mut io, shared, mut client) = connection();
+        let n = poll_fn(|cx| Pin::new(&mut io).poll_write(cx, b"hello"))
+            .await
+            .unwrap();
+        assert_eq!(n, 5);
+        let slices = [
+            std::io::IoSlice::new(b", "),
+            std::io::IoSlice::new(b"world"),
+        ];
+        let n = poll_fn(|cx| Pin::new(&mut io).poll_write_vectored(cx, &slices))
+            .await
+            .unwrap();
+        assert_eq!(n, 7);
+        let mut got = [0; 12];
+        tokio::time::timeout(BOUND, client.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, b"hello, world");
+        assert!(!flag(&shared.activity.write_blocked));
+        // the peer reads nothing more: the socket's buffers fill up (bounded: a few MiB)
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut blocked = false;
+        for _ in 0..1024 {
+            if Pin::new(&mut io).poll_write(&mut cx, &chunk).is_pending() {
+                blocked = true;
+                break;
+            }
+        }
+        assert!(blocked, "a peer that does not read blocks the writer");
+        assert!(flag(&shared.activity.write_blocked));
+        let slices = [std::io::IoSlice::new(&chunk)];
+        assert!(Pin::new(&mut io)
+            .poll_write_vectored(&mut cx, &slices)
+            .is_pending());
+        assert!(flag(&shared.activity.write_blocked), "vectored too");
+    }
+
+    #[tokio::test]
+    async fn a_flush_reaches_the_stream_below() {
+        // a TLS stream holds what it encrypted until flushed; a BufWriter stands in for it
+        let (server, mut client) = UnixStream::pair().unwrap();
+        let (mut io, _shared) = wrap(BufWriter::new(server));
+        let n = poll_fn(|cx| Pin::new(&mut io).poll_write(cx, b"hello"))
+            .await
+            .unwrap();
+        assert_eq!(n, 5);
+        poll_fn(|cx| Pin::new(&mut io).poll_flush(cx))
+            .await
+            .unwrap();
+        let mut got = [0; 5];
+        tokio::time::timeout(BOUND, client.read_exact(&mut got))
+            .await
+            .expect("flushed")
+            .unwrap();
+        assert_eq!(&got, b"hello");
+    }
+
+    /// A stream that writes one buffer at a time (AsyncWrite's default `is_write_vectored`).
+    struct OneAtATime(UnixStream);
+
+    impl AsyncWrite for OneAtATime {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+        }
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_are_offered_as_the_stream_below_offers_them() {
+        // hyper writes a head and a body in one syscall only when offered
+        let (io, _shared, client) = connection();
+        assert!(io.is_write_vectored(), "a Unix stream writes vectored");
+        let (io, _shared) = wrap(OneAtATime(client));
+        assert!(!io.is_write_vectored(), "this one does not");
+    }
+}
