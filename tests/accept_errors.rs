@@ -17,14 +17,6 @@ use nix::sys::signal::Signal;
 /// The descriptor limit baton runs with (`ulimit -n`).
 const NOFILE: u32 = 64;
 
-/// CPU time (user + system) `pid` used so far.
-fn cpu_time(pid: i32) -> Duration {
-    let ticks = procs::stat_times(pid).expect("the process is there");
-    // SAFETY: sysconf with a valid name.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis((ticks[0] + ticks[1]) * 1000 / hz)
-}
-
 #[test]
 fn out_of_descriptors_the_accept_loop_backs_off_and_serves_the_waiting_client_once_they_return() {
     let _heavy = common::heavy();
@@ -52,10 +44,10 @@ fn out_of_descriptors_the_accept_loop_backs_off_and_serves_the_waiting_client_on
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .expect("request");
     thread::sleep(Duration::from_millis(300));
-    let c0 = cpu_time(pid);
+    let c0 = procs::cpu_time(pid);
     let t0 = Instant::now();
     thread::sleep(Duration::from_secs(2));
-    let used = cpu_time(pid) - c0;
+    let used = procs::cpu_time(pid) - c0;
     let wall = t0.elapsed();
     println!(
         "out of descriptors ({} idle connections) with a client waiting: {used:?} CPU in {wall:?}",

@@ -819,21 +819,6 @@ fn check_refuses_socket_paths_longer_than_a_sockaddr_un_with_exit_78() {
 // ---------------------------------------------------------------------------------------------
 // row 10: a persistent accept error on the hand-off socket
 
-/// CPU time (user + system) a process used so far.
-fn cpu_time(pid: i32) -> Duration {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &text[text.rfind(')').unwrap() + 2..];
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|v| v.parse().unwrap())
-        .collect();
-    // SAFETY: sysconf with a valid name.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis((f[0] + f[1]) * 1000 / hz)
-}
-
 #[test]
 fn a_persistent_accept_error_on_the_hand_off_socket_backs_off_instead_of_spinning() {
     let _heavy = common::heavy();
@@ -868,10 +853,10 @@ fn a_persistent_accept_error_on_the_hand_off_socket_backs_off_instead_of_spinnin
     // A connection waits on the hand-off socket: every accept fails with EMFILE.
     let _waiting = UnixStream::connect(&socket).unwrap();
     thread::sleep(Duration::from_millis(300));
-    let c0 = cpu_time(main);
+    let c0 = procs::cpu_time(main);
     let t0 = Instant::now();
     thread::sleep(Duration::from_secs(2));
-    let used = cpu_time(main) - c0;
+    let used = procs::cpu_time(main) - c0;
     let wall = t0.elapsed();
     println!(
         "parent out of descriptors with a connection pending on the hand-off socket: {used:?} CPU in {wall:?} ({} HTTP connections)",

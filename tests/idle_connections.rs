@@ -341,14 +341,6 @@ fn a_client_that_pipelines_and_reads_late_gets_every_answer() {
     s.stop();
 }
 
-/// baton's CPU time (user and system) so far.
-fn cpu_time(pid: i32) -> Duration {
-    let t = procs::stat_times(pid).expect("/proc/PID/stat");
-    // SAFETY: sysconf with a valid name.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis((t[0] + t[1]) * 1000 / hz)
-}
-
 /// Story: hundreds of clients hold a connection that cannot be parked and wait — half a request
 /// head sent (a slow or hostile client), or an HTTP/2 connection, whose state lives above the
 /// socket. Such a connection is looked at once a second (for the idle bound), not every few
@@ -378,9 +370,9 @@ fn waiting_connections_that_cannot_be_parked_cost_next_to_no_cpu() {
     });
     // The first looks (a few milliseconds after each connection) are over.
     std::thread::sleep(Duration::from_millis(500));
-    let (c0, t0) = (cpu_time(main), Instant::now());
+    let (c0, t0) = (procs::cpu_time(main), Instant::now());
     std::thread::sleep(Duration::from_secs(2));
-    let (used, wall) = (cpu_time(main) - c0, t0.elapsed());
+    let (used, wall) = (procs::cpu_time(main) - c0, t0.elapsed());
     println!("{CLIENTS} waiting connections: {used:?} of CPU in {wall:?}");
     assert!(
         used < wall / 10,

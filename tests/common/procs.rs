@@ -315,6 +315,14 @@ pub fn stat_times(pid: i32) -> Option<Vec<u64>> {
     Some(f.get(11..15)?.to_vec())
 }
 
+/// CPU time (user + system) `pid` has used so far, from `/proc/PID/stat` (clock ticks).
+pub fn cpu_time(pid: i32) -> std::time::Duration {
+    let ticks = stat_times(pid).expect("the process is there (/proc/PID/stat)");
+    // SAFETY: sysconf with a valid name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    std::time::Duration::from_millis((ticks[0] + ticks[1]) * 1000 / hz)
+}
+
 /// Bytes received but not yet read on the connected Unix stream sockets `pid` holds (the
 /// `Recv-Q` that `ss -x` shows): e.g. a hand-off message waiting for a stopped successor.
 pub fn unread_unix_stream_bytes(pid: i32) -> u64 {
