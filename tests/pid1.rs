@@ -677,6 +677,36 @@ fn pid1_socket_activated_listener_goes_to_generation_0_not_the_supervisor() {
     assert_eq!(code, 0);
 }
 
+/// PID 1 started with socket activation for itself (`LISTEN_PID=1`, `LISTEN_FDS=count`,
+/// `LISTEN_FDNAMES=names`, `fds` placed at 3, 4, …) that baton cannot serve: it must refuse to
+/// start, as without a supervisor, with exit code 78 and exactly one error line, returned.
+fn pid1_refuses_activation(
+    sb: &Sandbox,
+    count: usize,
+    names: &str,
+    fds: &[std::os::fd::RawFd],
+    what: &str,
+) -> String {
+    sb.write_config(&serde_json::json!({
+        "handoff_socket": sb.handoff_socket(),
+        "pid_file": sb.pid_file(),
+    }));
+    let mut cmd = command(sb, Mode::Pid1, &[]);
+    cmd.env("LISTEN_PID", "1")
+        .env("LISTEN_FDS", count.to_string())
+        .env("LISTEN_FDNAMES", names);
+    common::place_at_fds(&mut cmd, fds);
+    let mut baton = sb.spawn(cmd);
+    let st = baton.wait_exit(DEADLINE);
+    let log = baton.log();
+    println!("PID 1 {what}: {}", common::describe(st));
+    assert_eq!(st.code(), Some(78), "{log}");
+    let refusals: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(refusals.len(), 1, "{log}");
+    assert!(baton.wait_group_gone(DEADLINE));
+    refusals[0].to_owned()
+}
+
 /// A runtime that passes PID 1 a descriptor baton cannot serve beside the listener (here a UDP
 /// socket, as a socket unit with `ListenDatagram=` would): the start fails as it does without a
 /// supervisor, with one line naming the descriptor and exit code 78 (a bad configuration), and
@@ -687,33 +717,17 @@ fn pid1_given_a_datagram_socket_beside_its_listener_refuses_to_start_with_exit_7
     let sb = Sandbox::new();
     let listener = std::net::TcpListener::bind(sb.addr()).expect("bind");
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-    sb.write_config(&serde_json::json!({
-        "handoff_socket": sb.handoff_socket(),
-        "pid_file": sb.pid_file(),
-        "response_body": "activated",
-    }));
-    let mut cmd = command(&sb, Mode::Pid1, &[]);
-    cmd.env("LISTEN_PID", "1")
-        .env("LISTEN_FDS", "2")
-        .env("LISTEN_FDNAMES", "web:dgram");
-    common::place_at_fds(&mut cmd, &[listener.as_raw_fd(), udp.as_raw_fd()]);
-    let mut baton = sb.spawn(cmd);
-    drop(listener);
-    drop(udp);
-    let st = baton.wait_exit(DEADLINE);
-    let log = baton.log();
-    println!(
-        "PID 1 given a listener and a UDP socket: {}",
-        common::describe(st)
+    let refusal = pid1_refuses_activation(
+        &sb,
+        2,
+        "web:dgram",
+        &[listener.as_raw_fd(), udp.as_raw_fd()],
+        "given a listener and a UDP socket",
     );
-    assert_eq!(st.code(), Some(78), "{log}");
-    let refusals: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
-    assert_eq!(refusals.len(), 1, "{log}");
     assert!(
-        refusals[0].contains("fd 4 (dgram)") && refusals[0].contains("not a stream socket"),
-        "{log}"
+        refusal.contains("fd 4 (dgram)") && refusal.contains("not a stream socket"),
+        "{refusal}"
     );
-    assert!(baton.wait_group_gone(DEADLINE));
 }
 
 /// `LISTEN_FDS` counting one descriptor more than the runtime passed: refused as without a
@@ -723,31 +737,17 @@ fn pid1_told_of_a_descriptor_it_was_not_given_refuses_to_start_with_exit_78() {
     use std::os::fd::AsRawFd;
     let sb = Sandbox::new();
     let listener = std::net::TcpListener::bind(sb.addr()).expect("bind");
-    sb.write_config(&serde_json::json!({
-        "handoff_socket": sb.handoff_socket(),
-        "pid_file": sb.pid_file(),
-    }));
-    let mut cmd = command(&sb, Mode::Pid1, &[]);
-    cmd.env("LISTEN_PID", "1")
-        .env("LISTEN_FDS", "2")
-        .env("LISTEN_FDNAMES", "web:missing");
-    common::place_at_fd3(&mut cmd, listener.as_raw_fd());
-    let mut baton = sb.spawn(cmd);
-    drop(listener);
-    let st = baton.wait_exit(DEADLINE);
-    let log = baton.log();
-    println!(
-        "PID 1 told of fd 4, given only fd 3: {}",
-        common::describe(st)
+    let refusal = pid1_refuses_activation(
+        &sb,
+        2,
+        "web:missing",
+        &[listener.as_raw_fd()],
+        "told of fd 4, given only fd 3",
     );
-    assert_eq!(st.code(), Some(78), "{log}");
-    let refusals: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
-    assert_eq!(refusals.len(), 1, "{log}");
     assert!(
-        refusals[0].contains("fd 4 (missing)") && refusals[0].contains("not open"),
-        "{log}"
+        refusal.contains("fd 4 (missing)") && refusal.contains("not open"),
+        "{refusal}"
     );
-    assert!(baton.wait_group_gone(DEADLINE));
 }
 
 // ---------------------------------------------------------------------------------------------
