@@ -19,18 +19,21 @@ use common::{baton_exe, http, procs, Options, Sandbox, Story, DEADLINE};
 
 const BODY: &str = "served from a socket unit";
 
+/// The service's configuration: no `listen` (systemd decides where baton listens).
+fn unit_config(sb: &Sandbox) -> serde_json::Value {
+    serde_json::json!({
+        "handoff_socket": sb.handoff_socket(),
+        "pid_file": sb.pid_file(),
+        "response_body": BODY,
+        "shutdown_timeout": "10s",
+    })
+}
+
 /// Starts the activator with baton as its command (`--config` without any `listen`: systemd
 /// decides where baton listens). Returns it once it listens, with the socket's inode.
 fn activate() -> (Story, u64) {
     let s = Options::new(BODY)
-        .config(|sb| {
-            serde_json::json!({
-                "handoff_socket": sb.handoff_socket(),
-                "pid_file": sb.pid_file(),
-                "response_body": BODY,
-                "shutdown_timeout": "10s",
-            })
-        })
+        .config(unit_config)
         .command(|sb| sb.socket_activate("http"))
         .spawn();
     let pid = s.baton.pid;
@@ -182,28 +185,19 @@ fn reloads_after_socket_activation_hand_the_same_socket_over() {
 /// stops: baton started by it with `LISTEN_PID` = its own pid, the listening socket at fd 3.
 fn started_by_the_socket_unit(socket: &TcpListener) -> Options {
     let fd = socket.as_raw_fd();
-    Options::new(BODY)
-        .config(|sb| {
-            serde_json::json!({
-                "handoff_socket": sb.handoff_socket(),
-                "pid_file": sb.pid_file(),
-                "response_body": BODY,
-                "shutdown_timeout": "10s",
-            })
-        })
-        .command(move |sb| {
-            let mut cmd = sb.command("/bin/sh");
-            cmd.arg("-c")
-                .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
-                .arg(baton_exe())
-                .arg("--config")
-                .arg(sb.config_path())
-                .env_remove("BATON_LISTEN")
-                .env("LISTEN_FDS", "1")
-                .env("LISTEN_FDNAMES", "http");
-            common::place_at_fd3(&mut cmd, fd);
-            cmd
-        })
+    Options::new(BODY).config(unit_config).command(move |sb| {
+        let mut cmd = sb.command("/bin/sh");
+        cmd.arg("-c")
+            .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+            .arg(baton_exe())
+            .arg("--config")
+            .arg(sb.config_path())
+            .env_remove("BATON_LISTEN")
+            .env("LISTEN_FDS", "1")
+            .env("LISTEN_FDNAMES", "http");
+        common::place_at_fd3(&mut cmd, fd);
+        cmd
+    })
 }
 
 /// Story: under socket activation a stop must leave the socket exactly as systemd gave it. A
