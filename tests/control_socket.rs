@@ -305,3 +305,95 @@ fn an_answer_from_a_process_that_is_not_the_service_is_never_believed() {
     });
     common::sigterm_and_wait_gone(&sb, &mut baton, main);
 }
+
+/// One answer line read from a control connection, or why there was none.
+fn read_answer(stream: &mut std::os::unix::net::UnixStream, within: Duration) -> String {
+    use std::io::BufRead;
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut line = String::new();
+    match std::io::BufReader::new(stream).read_line(&mut line) {
+        Ok(0) => panic!("the control connection was closed without an answer"),
+        Ok(_) => line,
+        Err(e) => panic!("no answer within {within:?}: {e}"),
+    }
+}
+
+/// Waits until `pid` holds a socket that is not among `before` (one it accepted).
+fn wait_for_a_new_socket(pid: i32, before: &[(i32, u64)], what: &str) {
+    common::wait_until(what, DEADLINE, || {
+        procs::socket_fds(pid)
+            .iter()
+            .any(|(_, inode)| !before.iter().any(|(_, i)| i == inode))
+            .then_some(())
+    });
+}
+
+#[test]
+fn a_request_that_reaches_a_retiring_process_late_is_told_to_ask_its_successor() {
+    let sb = Sandbox::new();
+    let mut cfg = sb.config("v1");
+    cfg["shutdown_timeout"] = "60s".into();
+    sb.write_config(&cfg);
+    let mut baton = sb.spawn(sb.serve(&[]));
+    baton.wait_ready(&sb.notify);
+    let old = baton.pid;
+    // A client whose request head is still arriving keeps the old process draining after the
+    // hand-off.
+    let sockets = procs::socket_fds(old);
+    let mut http = common::http::RawConn::connect(sb.addr());
+    http.send(b"GET / HTTP/1.1\r\nHost: baton.test\r\n")
+        .unwrap();
+    wait_for_a_new_socket(old, &sockets, "the connection accepted");
+    // An operator's tool connects to the control socket while `old` is main, and is accepted
+    // there, but its request line comes only after a hand-off made `old` retire.
+    let control = common::wait_until("the control socket", DEADLINE, || {
+        std::fs::read_dir(runtime_dir(&sb))
+            .ok()?
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with("control."))
+            .map(|e| e.path())
+    });
+    let sockets = procs::socket_fds(old);
+    let mut late = std::os::unix::net::UnixStream::connect(&control).unwrap();
+    wait_for_a_new_socket(
+        old,
+        &sockets,
+        "the control connection accepted by the main process",
+    );
+    sb.write_config(&sb.config("v2"));
+    let new = common::reload(&sb.notify, old).new;
+    common::wait_until("the old process draining", DEADLINE, || {
+        baton.log().contains("retiring: draining").then_some(())
+    });
+    assert!(procs::is_alive(old), "the old process left before the test");
+    std::io::Write::write_all(&mut late, b"{\"request\":\"reload\"}\n").unwrap();
+    let answer = read_answer(&mut late, DEADLINE);
+    println!("a request read by the retiring process: {}", answer.trim());
+    assert_eq!(
+        answer.trim(),
+        format!("{{\"answer\":\"ask_again\",\"main\":{new}}}"),
+        "the retiring process must send the request on to its successor"
+    );
+    // Asked again on the same socket, the successor carries it out.
+    let mut again = std::os::unix::net::UnixStream::connect(&control).unwrap();
+    std::io::Write::write_all(&mut again, b"{\"request\":\"reload\"}\n").unwrap();
+    let answer = read_answer(&mut again, DEADLINE);
+    println!("asked again: {}", answer.trim());
+    assert!(
+        answer.contains(&format!("\"retired\":{new}")),
+        "the successor must carry out the request asked again: {answer}"
+    );
+    // The client in the middle of its request was served by the old process all along.
+    http.send(b"\r\n").unwrap();
+    let response = http
+        .response()
+        .expect("the old process answers its last request");
+    assert_eq!(response.text(), "v1");
+    common::wait_until(
+        "the old process to exit after its last answer",
+        DEADLINE,
+        || (!procs::is_alive(old)).then_some(()),
+    );
+    let main = common::current_main(&sb.notify, baton.pid);
+    common::sigterm_and_wait_gone(&sb, &mut baton, main);
+}

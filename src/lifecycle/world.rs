@@ -308,6 +308,9 @@ impl ProcessWorld {
             if stop { "stopping" } else { "retiring" }
         );
         self.parts.drain.trigger();
+        // A process that retires or stops makes no control socket any more: it would take
+        // requests it cannot carry out, and leave its name behind.
+        self.control_retry = None;
         let me = std::process::id();
         if let Some(c) = &mut self.control {
             c.close(match self.retiring_for {

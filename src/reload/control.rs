@@ -39,6 +39,17 @@ fn relisten(fd: &OwnedFd) -> io::Result<()> {
 /// A client waiting for the outcome.
 type Waiter = oneshot::Sender<Answer>;
 
+/// The requests read that no hand-off has taken yet, shared with the tasks that read them.
+#[derive(Default)]
+struct Queue {
+    /// Waiting for the next hand-off's outcome.
+    waiting: Vec<Waiter>,
+    /// Set once the process stops taking requests ([`Control::close`]): a request read after
+    /// that (its connection was accepted before, its line came late) gets this answer at once,
+    /// rather than waiting for an outcome this process will never have.
+    closed: Option<Answer>,
+}
+
 /// How the owner of a control socket hears of a request read: `input` sent on `inputs`.
 pub(crate) struct Wake<T> {
     /// The owner's input channel.
@@ -61,7 +72,7 @@ pub(crate) struct Control {
     fd: OwnedFd,
     accepting: watch::Sender<bool>,
     /// Requests read that no hand-off has taken yet.
-    pending: Arc<Mutex<Vec<Waiter>>>,
+    pending: Arc<Mutex<Queue>>,
     /// Requests the running hand-off answers.
     current: Vec<Waiter>,
     /// How many requests read are not answered on their connection yet.
@@ -81,7 +92,7 @@ impl Control {
         std_listener.set_nonblocking(true)?;
         let listener = UnixListener::from_std(std_listener)?;
         let (accepting, rx) = watch::channel(false);
-        let pending = Arc::new(Mutex::new(Vec::new()));
+        let pending = Arc::new(Mutex::new(Queue::default()));
         #[cfg_attr(not(feature = "cli"), allow(unused_variables))]
         let (count, unanswered) = watch::channel(0);
         let task = tokio::spawn(
@@ -112,16 +123,21 @@ impl Control {
 
     /// This process is main and not handing off: take requests (as the listening process).
     pub(crate) fn accept(&self) {
+        lock(&self.pending).closed = None;
         if let Err(e) = relisten(&self.fd) {
             warn!(error = %e, "cannot listen on the control socket again");
         }
         self.accepting.send_replace(true);
     }
 
-    /// A hand-off begins: stop taking requests; those read so far get its outcome.
+    /// A hand-off begins: stop taking requests; those read so far (and from now on, even after
+    /// a [`Control::close`]) get its outcome.
     pub(crate) fn begin(&mut self) {
         self.accepting.send_replace(false);
-        let taken = std::mem::take(&mut *lock(&self.pending));
+        let mut queue = lock(&self.pending);
+        queue.closed = None;
+        let taken = std::mem::take(&mut queue.waiting);
+        drop(queue);
         self.current.extend(taken);
     }
 
@@ -134,7 +150,7 @@ impl Control {
         }
         if main_again {
             self.accept();
-            return !lock(&self.pending).is_empty();
+            return !lock(&self.pending).waiting.is_empty();
         }
         self.answer_pending(Answer::AskAgain {
             main: match answer {
@@ -145,13 +161,21 @@ impl Control {
         false
     }
 
-    /// The process stops or retires: no more requests; every waiting one gets `answer`.
+    /// The process stops or retires: no more requests; every waiting one gets `answer`, and so
+    /// does every one read from now on (until [`Control::begin`] or [`Control::accept`]).
     pub(crate) fn close(&mut self, answer: Answer) {
         self.accepting.send_replace(false);
         for waiter in self.current.drain(..) {
             let _ = waiter.send(answer.clone());
         }
-        self.answer_pending(answer);
+        let waiting = {
+            let mut queue = lock(&self.pending);
+            queue.closed = Some(answer.clone());
+            std::mem::take(&mut queue.waiting)
+        };
+        for waiter in waiting {
+            let _ = waiter.send(answer.clone());
+        }
     }
 
     /// Wait (at most `within`) until every request read has its answer written: for a process
@@ -162,7 +186,7 @@ impl Control {
     }
 
     fn answer_pending(&self, answer: Answer) {
-        for waiter in std::mem::take(&mut *lock(&self.pending)) {
+        for waiter in std::mem::take(&mut lock(&self.pending).waiting) {
             let _ = waiter.send(answer.clone());
         }
     }
@@ -184,7 +208,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn serve<T: Clone + Send + 'static>(
     listener: UnixListener,
     mut accepting: watch::Receiver<bool>,
-    pending: Arc<Mutex<Vec<Waiter>>>,
+    pending: Arc<Mutex<Queue>>,
     wake: Wake<T>,
     unanswered: Arc<watch::Sender<usize>>,
 ) {
@@ -221,7 +245,7 @@ async fn serve<T: Clone + Send + 'static>(
 /// Read one request, wait for its outcome, write the answer.
 async fn answer_one<T>(
     stream: UnixStream,
-    pending: Arc<Mutex<Vec<Waiter>>>,
+    pending: Arc<Mutex<Queue>>,
     wake: Wake<T>,
     unanswered: Arc<watch::Sender<usize>>,
 ) {
@@ -250,9 +274,30 @@ async fn answer_one<T>(
     info!(?peer, "reload requested on the control socket");
     let (tx, rx) = oneshot::channel();
     unanswered.send_modify(|n| *n += 1);
-    lock(&pending).push(tx);
-    let _ = wake.inputs.send(wake.input);
-    let answer = rx.await.unwrap_or(Answer::Failed {
+    let closed = {
+        let mut queue = lock(&pending);
+        match &queue.closed {
+            Some(answer) => Some(answer.clone()),
+            None => {
+                queue.waiting.push(tx);
+                None
+            }
+        }
+    };
+    let answer = match closed {
+        Some(answer) => {
+            debug!(
+                ?peer,
+                "request read after this process stopped taking requests"
+            );
+            Ok(answer)
+        }
+        None => {
+            let _ = wake.inputs.send(wake.input);
+            rx.await
+        }
+    };
+    let answer = answer.unwrap_or(Answer::Failed {
         pid: std::process::id(),
         reason: "the request was dropped".into(),
     });
