@@ -317,10 +317,9 @@ impl ConnContext {
                     activity.park.store(true, Ordering::Relaxed);
                     let polled = conn.as_mut().poll(cx);
                     activity.park.store(false, Ordering::Relaxed);
-                    if polled.is_pending() && !activity.parked.load(Ordering::Relaxed) {
-                        // Not parked: a request came just now (hyper serves it). Looked at
-                        // again soon, as after any single request.
-                        check.as_mut().reset(Instant::now() + QUICK_CHECK);
+                    let parked = activity.parked.load(Ordering::Relaxed);
+                    if let Some(at) = look_after_park(polled.is_pending(), parked, Instant::now()) {
+                        check.as_mut().reset(at);
                         let _ = check.as_mut().poll(&mut control.context());
                     }
                     return polled.map(Ok);
@@ -396,6 +395,16 @@ impl ConnContext {
             }
         }
     }
+}
+
+/// When a connection that was just polled with the request to park is looked at next: hyper's
+/// connection still `pending` and not `parked` means a request came between the look and
+/// hyper's read, which cancelled the park (hyper serves it); such a connection is looked at
+/// again [`QUICK_CHECK`] after `now`, as after any single request, so that it is parked soon
+/// once quiet again. `None`: the timer stays as it is — a parked connection ends its hyper
+/// connection (the task parks it), and one whose hyper connection ended is done with it.
+fn look_after_park(pending: bool, parked: bool, now: Instant) -> Option<Instant> {
+    (pending && !parked).then_some(now + QUICK_CHECK)
 }
 
 /// Our FIN first, then read and drop what the peer still sends until its FIN (or [`LINGER`]):
@@ -554,6 +563,37 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
+
+    /// After the poll that asked to park, only a connection a request kept from parking (still
+    /// pending, not parked) is looked at again, and then [`QUICK_CHECK`] later: not at once,
+    /// not a whole [`CHECK_EVERY`] later.
+    #[test]
+    fn only_a_park_a_request_interrupted_is_looked_at_again_quick_check_later() {
+        let now = Instant::now();
+        assert_eq!(
+            look_after_park(true, false, now),
+            Some(now + QUICK_CHECK),
+            "pending and not parked: a request interrupted the park; looked at again in \
+             QUICK_CHECK (5 ms), parked then if it stayed quiet"
+        );
+        assert_eq!(
+            look_after_park(true, true, now),
+            None,
+            "pending and parked: hyper saw the end of the stream and shuts its connection down \
+             (at once, in that same poll, on our stream); the task then parks it: no look"
+        );
+        assert_eq!(
+            look_after_park(false, true, now),
+            None,
+            "ended and parked: the task parks the connection; its timer is dropped"
+        );
+        assert_eq!(
+            look_after_park(false, false, now),
+            None,
+            "ended without being parked (closed by the client, or failed): the connection is \
+             done; its timer is dropped"
+        );
+    }
 
     /// One GET on `client`, answered `hello` on the same connection.
     async fn ask(client: &mut TcpStream) {
