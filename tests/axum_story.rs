@@ -242,3 +242,36 @@ fn a_forty_second_body_with_the_default_idle_bound_is_not_cut() {
     assert!(took >= Duration::from_secs(40), "{took:?}");
     println!("a {took:?} body with the default 30 s idle bound: all 41 chunks");
 }
+
+/// A unit (or a wrapper such as `systemfd`) that says `LISTEN_FDS=2` but passes only fd 3: in
+/// the app, number 4 already belongs to its tokio runtime (`#[tokio::main]` built it before
+/// `Server::from_env` read the variables). baton refuses it as "not a socket", leaves it to the
+/// runtime, and the app ends with one line naming fd 4 and exit code 78, as the command does —
+/// not with an abort for a descriptor closed under its owner.
+#[test]
+fn an_app_told_of_a_descriptor_it_was_not_given_refuses_to_start_with_exit_78() {
+    use std::os::fd::AsRawFd;
+    let sb = Sandbox::new();
+    let listener = std::net::TcpListener::bind(sb.addr()).expect("bind");
+    let app = axum_app(
+        &sb,
+        &[("LISTEN_FDS", "2"), ("LISTEN_FDNAMES", "web:missing")],
+    );
+    // `LISTEN_PID` is the app's own pid: a shell that execs it sets it.
+    let mut shell = sb.command("/bin/sh");
+    shell
+        .arg("-c")
+        .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+        .arg(app.get_program())
+        .envs(app.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    common::place_at_fd3(&mut shell, listener.as_raw_fd());
+    let mut app = sb.spawn(shell);
+    let st = app.wait_exit(DEADLINE);
+    let log = app.log();
+    println!("told of fd 4, given only fd 3: {}", common::describe(st));
+    assert_eq!(st.code(), Some(78), "{log}");
+    let refusal: Vec<&str> = log.lines().filter(|l| l.contains("fd 4")).collect();
+    assert_eq!(refusal.len(), 1, "{log}");
+    assert!(refusal[0].contains("not a socket"), "{log}");
+    assert!(!log.contains("IO Safety"), "{log}");
+}

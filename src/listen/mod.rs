@@ -184,7 +184,8 @@ pub fn activated(env: &ActivationEnv, our_pid: u32) -> Result<Vec<Listener>, Lis
 /// the process opens, and adopting that one as a listener ([`activated`]) would take, and close,
 /// a descriptor its runtime owns (the process then aborts instead of refusing the start with one
 /// line). A library application builds its runtime before it serves, so there this check would
-/// come too late: not done for it (noted as open).
+/// come too late; it relies on [`adopt_listening_fd`], which owns a number only once it is a
+/// listening socket: the runtime's descriptor is refused as "not a socket" and left open.
 #[cfg(feature = "cli")]
 pub fn check_passed_fds_open(env: &ActivationEnv, our_pid: u32) -> Result<(), ListenError> {
     use nix::fcntl::{fcntl, FcntlArg};
@@ -296,43 +297,55 @@ pub fn bind_all(specs: Vec<ListenSpec>) -> Result<Vec<Listener>, ListenError> {
 /// Take ownership of a descriptor we were given, after checking it is a listening stream socket.
 /// It is marked close-on-exec (systemd's may not be; our successor gets its own copy on purpose).
 /// The caller must make sure no two adoptions name the same number.
+///
+/// The checks run on the borrowed number, and it is owned only once it passed them: a number
+/// that was not passed after all but taken since by a descriptor of the process (in a library
+/// application, its runtime's epoll instance, made before `serve` reads `LISTEN_FDS`) is refused
+/// and left open, never closed under its owner.
 pub fn adopt_listening_fd(fd: RawFd) -> Result<Socket, String> {
-    use nix::fcntl::{fcntl, FcntlArg};
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
     if fd < 3 {
         return Err("is a standard stream".into());
     }
     fcntl(fd, FcntlArg::F_GETFD).map_err(|_| "is not open".to_owned())?;
-    // SAFETY: the fd is open (checked above) and was handed to this process for it to own: by
-    // systemd (LISTEN_FDS) or by the predecessor that placed it before exec. Nothing else in this
-    // process refers to it (the command checked every passed number was open before it opened
-    // anything, `check_passed_fds_open`), and each number is adopted once (duplicates are
-    // refused earlier).
+    // SAFETY: the fd is open (checked above) and stays open while it is borrowed: only for the
+    // checks below, in this call, which close nothing.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let family = listening_family(borrowed)?;
+    // SAFETY: the fd is a listening stream socket (checked above) that was handed to this process
+    // for it to own: by systemd (LISTEN_FDS) or by the predecessor that placed it before exec.
+    // Nothing else in this process refers to it (the command checked every passed number was open
+    // before it opened anything, `check_passed_fds_open`; a library's runtime opens no listening
+    // socket of its own), and each number is adopted once (duplicates are refused earlier).
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    classify(owned)
+    fcntl(owned.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| e.to_string())?;
+    Ok(match family {
+        AddressFamily::Unix => Socket::Unix(owned.into()),
+        _ => Socket::Tcp(owned.into()),
+    })
 }
 
-/// Check an owned descriptor is a listening stream socket and wrap it by family.
-fn classify(owned: OwnedFd) -> Result<Socket, String> {
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-    let stat = nix::sys::stat::fstat(owned.as_raw_fd())
-        .map_err(|e| format!("cannot be inspected: {e}"))?;
+/// The address family of a listening stream socket (`Inet`, `Inet6` or `Unix`), or why `fd` is
+/// not one.
+fn listening_family(fd: BorrowedFd<'_>) -> Result<AddressFamily, String> {
+    let stat =
+        nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| format!("cannot be inspected: {e}"))?;
     if crate::safe_fs::file_type(&stat) != nix::sys::stat::SFlag::S_IFSOCK {
         return Err("is not a socket".into());
     }
-    let ty = socket::getsockopt(&owned, sockopt::SockType)
+    let ty = socket::getsockopt(&fd, sockopt::SockType)
         .map_err(|e| format!("is not a usable socket: {e}"))?;
     if ty != SockType::Stream {
         return Err(format!("is a {ty:?} socket, not a stream socket"));
     }
-    if !socket::getsockopt(&owned, sockopt::AcceptConn).map_err(|e| e.to_string())? {
+    if !socket::getsockopt(&fd, sockopt::AcceptConn).map_err(|e| e.to_string())? {
         return Err("is a socket that is not listening".into());
     }
-    fcntl(owned.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| e.to_string())?;
-    let addr: SockaddrStorage =
-        socket::getsockname(owned.as_raw_fd()).map_err(|e| e.to_string())?;
+    let addr: SockaddrStorage = socket::getsockname(fd.as_raw_fd()).map_err(|e| e.to_string())?;
     match addr.family() {
-        Some(AddressFamily::Inet | AddressFamily::Inet6) => Ok(Socket::Tcp(owned.into())),
-        Some(AddressFamily::Unix) => Ok(Socket::Unix(owned.into())),
+        Some(family @ (AddressFamily::Inet | AddressFamily::Inet6 | AddressFamily::Unix)) => {
+            Ok(family)
+        }
         other => Err(format!("has unsupported address family {other:?}")),
     }
 }
@@ -512,18 +525,48 @@ mod tests {
         assert!(matches!(adopt_listening_fd(raw), Ok(Socket::Tcp(_))));
     }
 
+    /// Refused numbers are left as they were: a descriptor the process owns elsewhere (a
+    /// runtime's epoll instance taking a number `LISTEN_FDS` counts but that was not passed) is
+    /// never closed under its owner.
     #[test]
-    fn adopting_something_else_is_refused() {
+    fn adopting_something_else_is_refused_and_leaves_it_open() {
         let f = tempfile::tempfile().unwrap();
-        let raw = std::os::fd::IntoRawFd::into_raw_fd(f);
-        assert_eq!(adopt_listening_fd(raw).unwrap_err(), "is not a socket");
-        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let raw = std::os::fd::IntoRawFd::into_raw_fd(a);
         assert_eq!(
-            adopt_listening_fd(raw).unwrap_err(),
+            adopt_listening_fd(f.as_raw_fd()).unwrap_err(),
+            "is not a socket"
+        );
+        let epoll =
+            nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::empty()).unwrap();
+        assert_eq!(
+            adopt_listening_fd(epoll.0.as_raw_fd()).unwrap_err(),
+            "is not a socket"
+        );
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert_eq!(
+            adopt_listening_fd(a.as_raw_fd()).unwrap_err(),
             "is a socket that is not listening"
         );
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(
+            adopt_listening_fd(udp.as_raw_fd()).unwrap_err(),
+            "is a Datagram socket, not a stream socket"
+        );
         assert_eq!(adopt_listening_fd(1).unwrap_err(), "is a standard stream");
+        for (what, fd) in [
+            ("the file", f.as_raw_fd()),
+            ("the epoll instance", epoll.0.as_raw_fd()),
+            ("the connected socket", a.as_raw_fd()),
+            ("the datagram socket", udp.as_raw_fd()),
+        ] {
+            assert!(
+                nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_ok(),
+                "{what} was closed by a refused adoption"
+            );
+        }
+        // Still usable by its owner.
+        epoll
+            .wait(&mut [nix::sys::epoll::EpollEvent::empty()], 0u8)
+            .expect("the epoll instance still works");
     }
 
     #[test]
