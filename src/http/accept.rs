@@ -339,8 +339,9 @@ const SWEEP_ROUND: Duration = Duration::from_millis(5);
 /// The longest a stop's sweep goes on.
 const SWEEP_LONGEST: Duration = Duration::from_secs(1);
 
-/// The most connections one stop's sweep accepts from one listener (a full default backlog).
-const SWEEP_MAX: usize = 4096;
+/// The most connections one stop's sweep accepts from one listener: a full backlog of the
+/// default size, which Linux lets hold one connection more than the backlog it was given.
+const SWEEP_MAX: usize = crate::listen::BACKLOG as usize + 1;
 
 /// Out of descriptors or a transient network error: log, wait a little, go on.
 async fn accept_backoff(e: std::io::Error) {
@@ -714,6 +715,40 @@ mod tests {
         assert!(
             accept_now(listener.as_raw_fd()).is_none(),
             "the late client was never queued"
+        );
+    }
+
+    /// The bound is the kernel's: a listener bound as baton binds its own holds exactly
+    /// `SWEEP_MAX` connections in its backlog before it refuses more (shown with a Unix
+    /// listener, which refuses at once where TCP would drop SYNs silently).
+    #[test]
+    fn a_full_backlog_of_a_listener_baton_binds_is_sweep_max_connections() {
+        use std::os::fd::AsRawFd;
+        let (_dir, path) = crate::test_util::temp_path("backlog.sock");
+        let spec: crate::listen::spec::ListenSpec =
+            format!("unix:{}", path.display()).parse().unwrap();
+        let _listener = crate::listen::bind(&spec).unwrap();
+        let addr = nix::sys::socket::UnixAddr::new(&path).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let fd = nix::sys::socket::socket(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Stream,
+                nix::sys::socket::SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .unwrap();
+            match nix::sys::socket::connect(fd.as_raw_fd(), &addr) {
+                Ok(()) => queued.push(fd),
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(e) => panic!("connect {}: {e}", queued.len() + 1),
+            }
+            assert!(queued.len() <= 2 * SWEEP_MAX, "no end to the backlog");
+        }
+        assert_eq!(
+            queued.len(),
+            SWEEP_MAX,
+            "a stop's sweep must be able to take every connection a full backlog holds"
         );
     }
 }

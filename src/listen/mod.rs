@@ -385,7 +385,9 @@ pub fn bind(spec: &ListenSpec) -> io::Result<Socket> {
     }
 }
 
-const BACKLOG: i32 = 4096;
+/// The listen backlog of the sockets baton binds (systemd's `Backlog=` default, `SOMAXCONN`, is
+/// the same).
+pub(crate) const BACKLOG: i32 = 4096;
 
 fn bind_tcp(addr: SocketAddr, dual_stack: bool) -> io::Result<std::net::TcpListener> {
     let family = if addr.is_ipv4() {
