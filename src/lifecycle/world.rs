@@ -508,10 +508,17 @@ impl ProcessWorld {
         }
     }
 
-    /// Without a control socket: try to make one (its directory may be usable now).
+    /// Without a control socket: try to make one (its directory may be usable now). Not while a
+    /// hand-off runs: its successor was given none and makes its own, so one made now would be
+    /// served by nobody and its name left behind; the next try after the hand-off makes it, if
+    /// this process is still the one serving.
     fn retry_control(&mut self) {
+        if self.handing_off {
+            return;
+        }
         if let Some(c) = open_control(None, &self.process.handoff_socket, &self.inputs_tx, false) {
-            if self.was_main && !self.handing_off {
+            // Served once this process is main (a successor's is, from its promotion on).
+            if self.was_main {
                 c.accept();
             }
             self.control = Some(c);
