@@ -750,6 +750,42 @@ fn pid1_told_of_a_descriptor_it_was_not_given_refuses_to_start_with_exit_78() {
     );
 }
 
+/// The same runtime mistake (`LISTEN_FDS=2`, only fd 3 passed) with a library app as PID 1
+/// (`examples/container.rs`: `baton_server::supervise` first, and no check of the passed numbers
+/// by the command before it). The supervisor hands generation 0 only what it was passed and is
+/// listening, never a descriptor of its own that took the free number after it looked (its
+/// signalfd is the next it opens). Generation 0 cannot serve with fd 4 missing, so the container
+/// ends with generation 0's failure as its exit code; PID 1 itself does not crash.
+#[test]
+fn pid1_a_library_app_told_of_a_descriptor_it_was_not_given_ends_with_generation_0s_failure() {
+    use std::os::fd::AsRawFd;
+    let sb = Sandbox::new();
+    let listener = std::net::TcpListener::bind(sb.addr()).expect("bind");
+    let mut cmd = sb.in_new_pid_namespace(common::examples::example("container"));
+    cmd.env("BATON_HANDOFF_SOCKET", sb.handoff_socket())
+        .env("LISTEN_PID", "1")
+        .env("LISTEN_FDS", "2")
+        .env("LISTEN_FDNAMES", "web:missing");
+    common::place_at_fds(&mut cmd, &[listener.as_raw_fd()]);
+    let mut container = sb.spawn(cmd);
+    drop(listener);
+    let st = container.wait_exit(DEADLINE);
+    let log = container.log();
+    println!(
+        "library app as PID 1, told of fd 4, given only fd 3: {}",
+        common::describe(st)
+    );
+    // Generation 0's refusal names the descriptor.
+    assert!(log.contains("fd 4 (missing)"), "{log}");
+    assert!(
+        st.code().is_some_and(|c| c != 0),
+        "the container must end with generation 0's failure as an exit code, not with PID 1 \
+         killed: {}\n{log}",
+        common::describe(st)
+    );
+    assert!(container.wait_group_gone(DEADLINE));
+}
+
 // ---------------------------------------------------------------------------------------------
 // under systemd
 

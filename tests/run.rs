@@ -295,15 +295,16 @@ fn twenty_reloads_under_load(app: App) {
         "a reload took {:?}",
         timings[19]
     );
-    // One generation left serving (the retired ones were reaped, none is a zombie).
-    wait_until("one generation left", DEADLINE, || {
-        (run.generations().len() == 1).then_some(())
+    // One generation left serving, the retired ones reaped: none stays a zombie (one that has
+    // just exited is one until baton reaps it, so this is waited for too).
+    let settled = common::try_wait_until(DEADLINE, || {
+        let children = procs::children_of(run.baton.pid);
+        (children.iter().all(|p| !p.is_zombie()) && run.generations().len() == 1).then_some(())
     });
     assert!(
+        settled.is_some(),
+        "not one generation left with every retired one reaped: {:?}",
         procs::children_of(run.baton.pid)
-            .iter()
-            .all(|p| !p.is_zombie()),
-        "a retired generation was not reaped"
     );
 }
 
