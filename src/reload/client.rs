@@ -823,22 +823,24 @@ mod tests {
 
     #[test]
     fn an_answer_as_long_as_the_protocol_allows_is_read_and_a_longer_one_refused() {
+        // docs/handoff-protocol.md, "The exchange": one line each way, at most 64 KiB.
+        const PROTOCOL_MAX: usize = 64 * 1024;
         let me = std::process::id();
         let failed = |reason_len: usize| Answer::Failed {
             pid: me,
             reason: "x".repeat(reason_len),
         };
         let overhead = serde_json::to_vec(&failed(0)).unwrap().len();
-        let longest = failed(MAX_LINE - overhead);
-        assert_eq!(serde_json::to_vec(&longest).unwrap().len(), MAX_LINE);
+        let longest = failed(PROTOCOL_MAX - overhead);
+        assert_eq!(serde_json::to_vec(&longest).unwrap().len(), PROTOCOL_MAX);
         let (_tmp, socket, _) = scripted_service(vec![line(&longest)]);
         match request(&target(&socket, Some(me), None), LONG) {
             Err(ReloadError::Failed { reason, .. }) => {
-                assert_eq!(reason.len(), MAX_LINE - overhead)
+                assert_eq!(reason.len(), PROTOCOL_MAX - overhead)
             }
             other => panic!("{:?}", other.map_err(|e| e.to_string())),
         }
-        let (_tmp, socket, _) = scripted_service(vec![line(&failed(MAX_LINE - overhead + 2))]);
+        let (_tmp, socket, _) = scripted_service(vec![line(&failed(PROTOCOL_MAX - overhead + 2))]);
         let refused = request(&target(&socket, Some(me), None), LONG);
         assert!(
             matches!(&refused, Err(ReloadError::Protocol { .. })),
