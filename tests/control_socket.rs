@@ -379,3 +379,56 @@ fn a_service_of_its_own_user_is_reloaded_by_that_user_or_root_and_refused_to_any
     );
     common::sigterm_and_wait_gone(&sb, &mut baton, second);
 }
+
+/// `baton reload` as systemd's `ExecReload=` runs it, with `$MAINPID` in its environment.
+fn baton_reload_with_mainpid(sb: &Sandbox, mainpid: &str) -> (i32, String) {
+    let mut cmd = baton_reload_command(sb, &[]);
+    cmd.env("MAINPID", mainpid);
+    let out = reaper::output(&mut cmd).expect("baton reload");
+    (out.status.code().unwrap_or(-1), common::text_of(&out))
+}
+
+#[test]
+fn exec_reload_believes_mainpid_before_the_pid_file_and_an_empty_one_is_no_pid() {
+    let sb = Sandbox::new();
+    let mut baton = start(&sb);
+    // The PID file names another process (edited by hand, say); systemd's $MAINPID names the
+    // service, and it is what `baton reload` asks.
+    let mut other = bystander(None);
+    std::fs::write(sb.pid_file(), format!("{}\n", other.id())).unwrap();
+    let (code, out) = baton_reload_with_mainpid(&sb, &baton.pid.to_string());
+    println!(
+        "MAINPID={} and a PID file naming `sleep`: exit {code}: {}",
+        baton.pid,
+        out.trim()
+    );
+    assert_eq!(code, 0, "{out}");
+    let (old, new) = parse_reloaded(&out);
+    assert_eq!(old, baton.pid);
+    let _ = other.kill();
+    let _ = other.wait();
+
+    // An empty $MAINPID (systemd has no main process to name) is no pid: the PID file, which the
+    // successor rewrote, is read.
+    common::wait_until("the successor's PID file", DEADLINE, || {
+        (std::fs::read_to_string(sb.pid_file()).ok()?.trim() == new.to_string()).then_some(())
+    });
+    let (code, out) = baton_reload_with_mainpid(&sb, "");
+    println!("MAINPID= (empty): exit {code}: {}", out.trim());
+    assert_eq!(code, 0, "{out}");
+    let (old, newer) = parse_reloaded(&out);
+    assert_eq!(old, new);
+
+    // A $MAINPID that is not a pid: exit 64 (usage), one line naming it; nothing is asked.
+    let from = sb.notify.len();
+    let (code, out) = baton_reload_with_mainpid(&sb, "12x");
+    println!("MAINPID=12x: exit {code}: {}", out.trim());
+    assert_eq!(code, 64, "{out}");
+    assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
+    assert!(out.contains("MAINPID=\"12x\""), "{out}");
+    assert!(
+        !sb.notify.all()[from..].iter().any(|n| n.has("RELOADING=1")),
+        "reloaded by a request without a pid"
+    );
+    common::sigterm_and_wait_gone(&sb, &mut baton, newer);
+}
