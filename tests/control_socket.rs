@@ -1,7 +1,9 @@
 //! Story: `baton reload` asks the service on its control socket (docs/handoff-protocol.md,
 //! "Reload requests and their answer") — many operators at once each get the true outcome of a
 //! hand-off that began after they asked; a pid that now belongs to another process is never
-//! signalled nor believed; an answer nobody but the service gave is never believed.
+//! signalled nor believed; an answer nobody but the service gave is never believed; a service of
+//! its own user is reloaded by that user or root, never by another user; `ExecReload=`'s
+//! `$MAINPID` is believed before the PID file.
 
 mod common;
 
