@@ -603,6 +603,7 @@ fn translate(reported: u32, anchor: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
     use std::process::{Child, Command};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -617,6 +618,8 @@ mod tests {
         Reset,
         /// Never answer; hold the connection until the client leaves.
         Hold,
+        /// Do this, then write the line (the service changes while the client waits).
+        After(Box<dyn FnOnce() + Send>, String),
     }
 
     fn line(answer: &Answer) -> Reply {
@@ -631,6 +634,16 @@ mod tests {
     fn scripted_service(replies: Vec<Reply>) -> (tempfile::TempDir, PathBuf, Arc<AtomicUsize>) {
         let (tmp, socket) = crate::test_util::temp_path("run/handoff.sock");
         let (listener, _) = RuntimeDir::open(&socket).unwrap().bind_control().unwrap();
+        let asked = serve_script(listener, replies);
+        (tmp, socket, asked)
+    }
+
+    /// Answer the requests read on `listener` with `replies` in turn, in a thread; how many
+    /// requests were read.
+    fn serve_script(
+        listener: std::os::unix::net::UnixListener,
+        replies: Vec<Reply>,
+    ) -> Arc<AtomicUsize> {
         let asked = Arc::new(AtomicUsize::new(0));
         let count = asked.clone();
         std::thread::spawn(move || {
@@ -660,12 +673,16 @@ mod tests {
                     Reply::Hold => {
                         let _ = (&stream).read_to_end(&mut rest);
                     }
+                    Reply::After(first, text) => {
+                        first();
+                        let _ = (&stream).write_all(format!("{text}\n").as_bytes());
+                    }
                     Reply::Close | Reply::Reset => {}
                 }
                 next = replies.next();
             }
         });
-        (tmp, socket, asked)
+        asked
     }
 
     fn target(socket: &Path, pid: Option<u32>, pid_file: Option<&Path>) -> Target {
@@ -1020,6 +1037,175 @@ mod tests {
         );
     }
 
+    /// Forked processes that lend their credentials to the control socket this process serves:
+    /// `main` runs as `main_uid` and calls listen(2) on it at once (it serves, as `SO_PEERCRED`
+    /// tells); its child `other` runs as `other_uid` and calls listen(2) each time it is told
+    /// to ([`Lenders::other_listens`]). Both are killed (by pid) when dropped.
+    struct Lenders {
+        main: i32,
+        go: OwnedFd,
+        done: OwnedFd,
+    }
+
+    impl Lenders {
+        fn fork(listener: i32, main_uid: u32, other_uid: u32) -> Lenders {
+            let (go_read, go_write) = nix::unistd::pipe().unwrap();
+            let (done_read, done_write) = nix::unistd::pipe().unwrap();
+            let (go_r, done_w) = (go_read.as_raw_fd(), done_write.as_raw_fd());
+            // SAFETY: the children call only async-signal-safe system calls (fork, prctl,
+            // setresuid, listen, read, write, pause, _exit) on descriptors they inherited.
+            let main = unsafe {
+                let main = libc::fork();
+                if main == 0 {
+                    let other = libc::fork();
+                    if other == 0 {
+                        // (A change of credentials clears the parent-death signal: set after.)
+                        if libc::setresuid(other_uid, other_uid, other_uid) != 0 {
+                            libc::_exit(1);
+                        }
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        let mut byte = 0u8;
+                        while libc::read(go_r, (&mut byte as *mut u8).cast(), 1) == 1 {
+                            libc::listen(listener, 16);
+                            libc::write(done_w, (&byte as *const u8).cast(), 1);
+                        }
+                        libc::_exit(0);
+                    }
+                    if libc::setresuid(main_uid, main_uid, main_uid) != 0 {
+                        libc::_exit(1);
+                    }
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    libc::listen(listener, 16);
+                    let byte = 0u8;
+                    libc::write(done_w, (&byte as *const u8).cast(), 1);
+                    loop {
+                        libc::pause();
+                    }
+                }
+                main
+            };
+            assert!(main > 0);
+            drop((go_read, done_write));
+            let lenders = Lenders {
+                main,
+                go: go_write,
+                done: done_read,
+            };
+            lenders.wait_done();
+            lenders
+        }
+
+        fn wait_done(&self) {
+            let mut byte = [0u8; 1];
+            assert_eq!(nix::unistd::read(self.done.as_raw_fd(), &mut byte), Ok(1));
+        }
+
+        /// `other` listens (and serves, as `SO_PEERCRED` tells from now on).
+        fn other_listens(&self) {
+            assert_eq!(nix::unistd::write(&self.go, &[1]), Ok(1));
+            self.wait_done();
+        }
+    }
+
+    impl Drop for Lenders {
+        fn drop(&mut self) {
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.main))
+                    .unwrap_or_default();
+            for other in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                drop(KillOnDrop(other));
+            }
+            let pid = nix::unistd::Pid::from_raw(self.main);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+    }
+
+    /// A scripted control socket of a service running as `uid` (its runtime directory is that
+    /// user's), served as [`Lenders`] say.
+    fn service_of_user(
+        uid: u32,
+        other_uid: u32,
+        replies: impl FnOnce(Arc<Lenders>) -> Vec<Reply>,
+    ) -> (tempfile::TempDir, PathBuf, Arc<AtomicUsize>, Arc<Lenders>) {
+        let (tmp, socket) = crate::test_util::temp_path("run/handoff.sock");
+        let dir = RuntimeDir::open(&socket).unwrap();
+        let (listener, _) = dir.bind_control().unwrap();
+        std::os::unix::fs::chown(socket.parent().unwrap(), Some(uid), None).unwrap();
+        let lenders = Arc::new(Lenders::fork(listener.as_raw_fd(), uid, other_uid));
+        let replies = replies(lenders.clone());
+        let asked = serve_script(listener, replies);
+        (tmp, socket, asked, lenders)
+    }
+
+    const SERVICE_UID: u32 = 65534;
+    const THIRD_UID: u32 = 65533;
+
+    #[test]
+    fn a_service_of_its_own_user_is_believed_before_and_after_a_hand_over() {
+        if !crate::test_util::root_for("processes of other users") {
+            return;
+        }
+        let (_tmp, socket, asked, lenders) = service_of_user(SERVICE_UID, THIRD_UID, |_| {
+            vec![
+                line(&Answer::AskAgain { main: 1 }),
+                line(&Answer::Reloaded {
+                    retired: 1,
+                    successor: 4242,
+                }),
+            ]
+        });
+        let pid = lenders.main as u32;
+        let done = request(&target(&socket, Some(pid), None), LONG);
+        assert_eq!(done.map_err(|e| e.to_string()).unwrap().successor, 4242);
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_control_socket_served_by_a_third_user_is_never_believed() {
+        if !crate::test_util::root_for("processes of other users") {
+            return;
+        }
+        // A descendant of the service running as another user serves the socket from the
+        // start: not the service.
+        let (_tmp, socket, asked, lenders) = service_of_user(SERVICE_UID, THIRD_UID, |_| {
+            vec![line(&Answer::Reloaded {
+                retired: 1,
+                successor: 4242,
+            })]
+        });
+        lenders.other_listens();
+        let pid = lenders.main as u32;
+        let refused = request(&target(&socket, Some(pid), None), LONG);
+        assert!(
+            matches!(&refused, Err(ReloadError::NotTheService { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(asked.load(Ordering::SeqCst), 0, "a request was sent");
+
+        // It takes over while the request waits: the request is not sent to it again.
+        let (_tmp, socket, asked, lenders) = service_of_user(SERVICE_UID, THIRD_UID, |l| {
+            vec![
+                Reply::After(
+                    Box::new(move || l.other_listens()),
+                    serde_json::to_string(&Answer::AskAgain { main: 1 }).unwrap(),
+                ),
+                line(&Answer::Reloaded {
+                    retired: 1,
+                    successor: 4242,
+                }),
+            ]
+        });
+        let pid = lenders.main as u32;
+        let refused = request(&target(&socket, Some(pid), None), LONG);
+        assert!(
+            matches!(&refused, Err(ReloadError::Io { source, .. })
+                if source.to_string().contains("not by the service's user")),
+            "{refused:?}"
+        );
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "asked again");
+    }
+
     #[test]
     fn a_target_is_the_settings_service_without_a_pid() {
         let settings = crate::Settings::default()
@@ -1035,6 +1221,7 @@ mod tests {
     fn a_process_is_related_to_itself_and_its_ancestors_only() {
         let me = std::process::id();
         let parent = parent_of(me).unwrap();
+        assert_eq!(parent, nix::unistd::getppid().as_raw() as u32);
         assert!(related(me, me));
         assert!(related(me, parent));
         assert!(!related(parent, me));
