@@ -192,3 +192,64 @@ async fn a_dropped_control_socket_is_no_longer_listened_on() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_request_from_another_user_is_refused_even_where_the_socket_lets_it_connect() {
+    if !crate::test_util::root_for("a process of another user") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mut b = bench();
+    // Permissions that let anybody connect (a mistake, or a process with CAP_DAC_OVERRIDE):
+    // the check of the peer's user still refuses it.
+    let mode = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    };
+    mode(b._tmp.path(), 0o755);
+    mode(b.path.parent().unwrap(), 0o755);
+    mode(&b.path, 0o666);
+    b.control.accept();
+    // SAFETY: an all-zero sockaddr_un is valid; the path is copied into it below.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let path = std::os::unix::ffi::OsStrExt::as_bytes(b.path.as_os_str());
+    assert!(path.len() < addr.sun_path.len());
+    for (to, from) in addr.sun_path.iter_mut().zip(path) {
+        *to = *from as libc::c_char;
+    }
+    let request = b"{\"request\":\"reload\"}\n";
+    // SAFETY: the child calls only async-signal-safe system calls (setresuid, socket, connect,
+    // write, read, _exit) on memory prepared before the fork.
+    let child = unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            if libc::setresuid(65534, 65534, 65534) != 0 {
+                libc::_exit(1);
+            }
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            if libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) != 0 {
+                libc::_exit(2);
+            }
+            libc::write(fd, request.as_ptr().cast(), request.len());
+            let mut byte = 0u8;
+            // Closed unanswered: 0 (end of file) or -1 (reset: the request was not read);
+            // answered: 1.
+            let n = libc::read(fd, (&mut byte as *mut u8).cast(), 1);
+            libc::_exit(if n <= 0 { 0 } else { 3 });
+        }
+        pid
+    };
+    assert!(child > 0);
+    let pid = nix::unistd::Pid::from_raw(child);
+    let status = tokio::task::spawn_blocking(move || nix::sys::wait::waitpid(pid, None));
+    not_woken(&mut b).await;
+    let status = tokio::time::timeout(LONG, status).await;
+    if status.is_err() {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(
+        matches!(status, Ok(Ok(Ok(nix::sys::wait::WaitStatus::Exited(_, 0))))),
+        "the other user's connection was not closed unanswered: {status:?}"
+    );
+}
