@@ -1207,6 +1207,83 @@ mod tests {
     }
 
     #[test]
+    fn a_server_in_another_pid_namespace_is_shown_with_this_namespaces_pid_even_once_gone() {
+        if !crate::test_util::root_for("a PID namespace") {
+            return;
+        }
+        // The service is PID 1 of a namespace of its own (a container); its answer names itself
+        // as its namespace numbers it (1), and it exits (it retired) before the client reads
+        // the answer: the client still shows the pid this namespace gave it.
+        let (_tmp, socket) = crate::test_util::temp_path("run/handoff.sock");
+        let (listener, _) = RuntimeDir::open(&socket).unwrap().bind_control().unwrap();
+        let fd = listener.as_raw_fd();
+        let (ready_read, ready_write) = nix::unistd::pipe().unwrap();
+        let ready = ready_write.as_raw_fd();
+        // SAFETY: the children call only async-signal-safe system calls (prctl, unshare, fork,
+        // listen, write, waitpid, pause, _exit) on descriptors they inherited.
+        let outer = unsafe {
+            let outer = libc::fork();
+            if outer == 0 {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::unshare(libc::CLONE_NEWPID) != 0 {
+                    libc::_exit(1);
+                }
+                let inner = libc::fork();
+                if inner == 0 {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    libc::listen(fd, 16);
+                    let byte = 0u8;
+                    libc::write(ready, (&byte as *const u8).cast(), 1);
+                    loop {
+                        libc::pause();
+                    }
+                }
+                libc::waitpid(inner, std::ptr::null_mut(), 0);
+                loop {
+                    libc::pause();
+                }
+            }
+            outer
+        };
+        assert!(outer > 0);
+        drop(ready_write);
+        let outer_alive = KillOnDrop(outer as u32);
+        let mut byte = [0u8; 1];
+        assert_eq!(nix::unistd::read(ready_read.as_raw_fd(), &mut byte), Ok(1));
+        let children = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+            .unwrap_or_default();
+        let server: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
+        assert_eq!(ns_pid(server), Some(1));
+        let exits = move || {
+            drop(KillOnDrop(server));
+            let deadline = Instant::now() + LONG;
+            while Path::new(&format!("/proc/{server}")).exists() {
+                assert!(Instant::now() < deadline, "pid {server} not reaped");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        let answer = Answer::Reloaded {
+            retired: 1,
+            successor: 4242,
+        };
+        let replies = vec![Reply::After(
+            Box::new(exits),
+            serde_json::to_string(&answer).unwrap(),
+        )];
+        let _asked = serve_script(listener, replies);
+        let done = request(&target(&socket, Some(server), None), LONG);
+        drop(outer_alive);
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(outer), None);
+        assert_eq!(
+            done.map_err(|e| e.to_string()).unwrap(),
+            Reloaded {
+                retired: server,
+                successor: 4242
+            }
+        );
+    }
+
+    #[test]
     fn a_target_is_the_settings_service_without_a_pid() {
         let settings = crate::Settings::default()
             .handoff_socket("/run/app/handoff.sock")
