@@ -1,11 +1,15 @@
 //! Story: `baton reload` asks the service on its control socket (docs/handoff-protocol.md,
 //! "Reload requests and their answer") — many operators at once each get the true outcome of a
 //! hand-off that began after they asked; a pid that now belongs to another process is never
-//! signalled nor believed; an answer nobody but the service gave is never believed.
+//! signalled nor believed; an answer nobody but the service gave is never believed; a service of
+//! its own user is reloaded by that user or root, never by another user; `ExecReload=`'s
+//! `$MAINPID` is believed before the PID file.
 
 mod common;
 
+use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
@@ -396,4 +400,129 @@ fn a_request_that_reaches_a_retiring_process_late_is_told_to_ask_its_successor()
     );
     let main = common::current_main(&sb.notify, baton.pid);
     common::sigterm_and_wait_gone(&sb, &mut baton, main);
+}
+
+/// `baton reload --pid PID` run as `user` (real and effective ids; as root, std also drops the
+/// supplementary groups): (exit code, stdout + stderr).
+fn baton_reload_as(sb: &Sandbox, user: &OtherUser, pid: i32) -> (i32, String) {
+    let mut cmd = baton_reload_command(sb, &["--pid", &pid.to_string()]);
+    cmd.uid(user.uid).gid(user.gid);
+    let out = reaper::output(&mut cmd).expect("baton reload");
+    (out.status.code().unwrap_or(-1), common::text_of(&out))
+}
+
+#[test]
+fn a_service_of_its_own_user_is_reloaded_by_that_user_or_root_and_refused_to_anyone_else() {
+    let (Some(svc), Some(mallory)) = (OtherUser::create(), OtherUser::create()) else {
+        panic!("this test needs root to create two users");
+    };
+    let sb = Sandbox::new();
+    sb.write_config(&sb.config("v1"));
+    // As packaged: the service runs as its own user, which owns its directories; anybody may
+    // read the configuration (and so find where the service keeps its control socket).
+    for dir in [sb.dir().to_owned(), sb.path("xdg")] {
+        chown(&dir, Some(svc.uid), Some(svc.gid)).unwrap();
+    }
+    std::fs::set_permissions(sb.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(sb.notify.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut cmd = sb.serve(&[]);
+    cmd.uid(svc.uid).gid(svc.gid);
+    let mut baton = sb.spawn(cmd);
+    baton.wait_ready(&sb.notify);
+
+    // root (what `systemctl reload` runs ExecReload= as) ...
+    let (code, out) = baton_reload(&sb, &["--pid", &baton.pid.to_string()]);
+    println!(
+        "root reloads {}'s service: exit {code}: {}",
+        svc.name,
+        out.trim()
+    );
+    assert_eq!(code, 0, "{out}\n{}", baton.log());
+    let (old, first) = parse_reloaded(&out);
+    assert_eq!(old, baton.pid);
+    // ... and the service's own user may reload it ...
+    let (code, out) = baton_reload_as(&sb, &svc, first);
+    println!(
+        "{} reloads its own service: exit {code}: {}",
+        svc.name,
+        out.trim()
+    );
+    assert_eq!(code, 0, "{out}\n{}", baton.log());
+    let (old, second) = parse_reloaded(&out);
+    assert_eq!(old, first);
+
+    // ... another user may not: exit 77 (permission), one line naming the service's user, and
+    // nothing was asked of the service.
+    let from = sb.notify.len();
+    let (code, out) = baton_reload_as(&sb, &mallory, second);
+    println!(
+        "{} asks to reload it: exit {code}: {}",
+        mallory.name,
+        out.trim()
+    );
+    assert_eq!(code, 77, "{out}");
+    assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
+    assert!(
+        out.contains(&format!("pid {second}")) && out.contains("only that user or root"),
+        "{out}"
+    );
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        !sb.notify.all()[from..].iter().any(|n| n.has("RELOADING=1")),
+        "another user's request reloaded the service"
+    );
+    common::sigterm_and_wait_gone(&sb, &mut baton, second);
+}
+
+/// `baton reload` as systemd's `ExecReload=` runs it, with `$MAINPID` in its environment.
+fn baton_reload_with_mainpid(sb: &Sandbox, mainpid: &str) -> (i32, String) {
+    let mut cmd = baton_reload_command(sb, &[]);
+    cmd.env("MAINPID", mainpid);
+    let out = reaper::output(&mut cmd).expect("baton reload");
+    (out.status.code().unwrap_or(-1), common::text_of(&out))
+}
+
+#[test]
+fn exec_reload_believes_mainpid_before_the_pid_file_and_an_empty_one_is_no_pid() {
+    let sb = Sandbox::new();
+    let mut baton = start(&sb);
+    // The PID file names another process (edited by hand, say); systemd's $MAINPID names the
+    // service, and it is what `baton reload` asks.
+    let mut other = bystander(None);
+    std::fs::write(sb.pid_file(), format!("{}\n", other.id())).unwrap();
+    let (code, out) = baton_reload_with_mainpid(&sb, &baton.pid.to_string());
+    println!(
+        "MAINPID={} and a PID file naming `sleep`: exit {code}: {}",
+        baton.pid,
+        out.trim()
+    );
+    assert_eq!(code, 0, "{out}");
+    let (old, new) = parse_reloaded(&out);
+    assert_eq!(old, baton.pid);
+    let _ = other.kill();
+    let _ = other.wait();
+
+    // An empty $MAINPID (systemd has no main process to name) is no pid: the PID file, which the
+    // successor rewrote, is read.
+    common::wait_until("the successor's PID file", DEADLINE, || {
+        (std::fs::read_to_string(sb.pid_file()).ok()?.trim() == new.to_string()).then_some(())
+    });
+    let (code, out) = baton_reload_with_mainpid(&sb, "");
+    println!("MAINPID= (empty): exit {code}: {}", out.trim());
+    assert_eq!(code, 0, "{out}");
+    let (old, newer) = parse_reloaded(&out);
+    assert_eq!(old, new);
+
+    // A $MAINPID that is not a pid: exit 64 (usage), one line naming it; nothing is asked.
+    let from = sb.notify.len();
+    let (code, out) = baton_reload_with_mainpid(&sb, "12x");
+    println!("MAINPID=12x: exit {code}: {}", out.trim());
+    assert_eq!(code, 64, "{out}");
+    assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
+    assert!(out.contains("MAINPID=\"12x\""), "{out}");
+    assert!(
+        !sb.notify.all()[from..].iter().any(|n| n.has("RELOADING=1")),
+        "reloaded by a request without a pid"
+    );
+    common::sigterm_and_wait_gone(&sb, &mut baton, newer);
 }

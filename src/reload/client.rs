@@ -603,11 +603,702 @@ fn translate(reported: u32, anchor: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
+    use std::process::{Child, Command};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// What the scripted service does with one request read on its control socket.
+    enum Reply {
+        /// Write this line (a newline is added).
+        Line(String),
+        /// Close the connection without an answer.
+        Close,
+        /// Close it with the request not read: the client's read fails (`ECONNRESET`).
+        Reset,
+        /// Never answer; hold the connection until the client leaves.
+        Hold,
+        /// Do this, then write the line (the service changes while the client waits).
+        After(Box<dyn FnOnce() + Send>, String),
+    }
+
+    fn line(answer: &Answer) -> Reply {
+        Reply::Line(serde_json::to_string(answer).unwrap())
+    }
+
+    /// A control socket served by this process (so by the pid `std::process::id()` names) in a
+    /// fresh runtime directory, answering the requests it reads with `replies` in turn (a
+    /// connection that sends nothing, as `locate`'s probe, takes no reply). Returns the
+    /// directory's guard, the hand-off socket path that names it, and how many requests were
+    /// read.
+    fn scripted_service(replies: Vec<Reply>) -> (tempfile::TempDir, PathBuf, Arc<AtomicUsize>) {
+        let (tmp, socket) = crate::test_util::temp_path("run/handoff.sock");
+        let (listener, _) = RuntimeDir::open(&socket).unwrap().bind_control().unwrap();
+        let asked = serve_script(listener, replies);
+        (tmp, socket, asked)
+    }
+
+    /// Answer the requests read on `listener` with `replies` in turn, in a thread; how many
+    /// requests were read.
+    fn serve_script(
+        listener: std::os::unix::net::UnixListener,
+        replies: Vec<Reply>,
+    ) -> Arc<AtomicUsize> {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let count = asked.clone();
+        std::thread::spawn(move || {
+            let mut replies = replies.into_iter();
+            let mut next = replies.next();
+            while let Some(reply) = next.take() {
+                let Ok((stream, _)) = listener.accept() else {
+                    return;
+                };
+                let mut first = [0u8; 1];
+                if !matches!((&stream).read(&mut first), Ok(1)) {
+                    next = Some(reply);
+                    continue;
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                if let Reply::Reset = reply {
+                    drop(stream);
+                    next = replies.next();
+                    continue;
+                }
+                let mut rest = Vec::new();
+                let _ = BufReader::new(&stream).read_until(b'\n', &mut rest);
+                match reply {
+                    Reply::Line(text) => {
+                        let _ = (&stream).write_all(format!("{text}\n").as_bytes());
+                    }
+                    Reply::Hold => {
+                        let _ = (&stream).read_to_end(&mut rest);
+                    }
+                    Reply::After(first, text) => {
+                        first();
+                        let _ = (&stream).write_all(format!("{text}\n").as_bytes());
+                    }
+                    Reply::Close | Reply::Reset => {}
+                }
+                next = replies.next();
+            }
+        });
+        asked
+    }
+
+    fn target(socket: &Path, pid: Option<u32>, pid_file: Option<&Path>) -> Target {
+        Target {
+            handoff_socket: socket.to_owned(),
+            pid,
+            pid_file: pid_file.map(Path::to_owned),
+        }
+    }
+
+    /// A process that is not the service: `sleep 60`, killed (by its pid) when dropped.
+    struct Bystander(Child);
+
+    impl Bystander {
+        fn start(cmd: &mut Command) -> Bystander {
+            Bystander(cmd.spawn().unwrap())
+        }
+
+        fn sleep() -> Bystander {
+            Self::start(Command::new("sleep").arg("60"))
+        }
+
+        fn pid(&self) -> u32 {
+            self.0.id()
+        }
+    }
+
+    impl Drop for Bystander {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// SIGKILL to a process that is not our child (`unshare`'s), by its pid, when dropped.
+    struct KillOnDrop(u32);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let pid = nix::unistd::Pid::from_raw(self.0 as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    /// The pid of a process that ran and was reaped: nobody's (for the seconds a test lasts).
+    fn gone_pid() -> u32 {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    /// Replace the PID file's content at once (write and rename), as baton does.
+    fn write_pid_file(path: &Path, pid: u32) {
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, format!("{pid}\n")).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    fn no_mainpid() {
+        assert!(
+            std::env::var_os("MAINPID").is_none(),
+            "these tests find the pid without $MAINPID: unset it"
+        );
+    }
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn the_services_answer_is_reported_with_its_pids() {
+        let me = std::process::id();
+        let (_tmp, socket, asked) = scripted_service(vec![line(&Answer::Reloaded {
+            retired: me,
+            successor: 4242,
+        })]);
+        let done = request(&target(&socket, Some(me), None), LONG).unwrap();
+        assert_eq!(
+            done,
+            Reloaded {
+                retired: me,
+                successor: 4242
+            }
+        );
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_failure_or_a_stop_is_reported_as_an_error_naming_who_serves() {
+        let me = std::process::id();
+        let (_tmp, socket, _) = scripted_service(vec![line(&Answer::Failed {
+            pid: me,
+            reason: "config /x: bad\nsecond line".into(),
+        })]);
+        match request(&target(&socket, Some(me), None), LONG) {
+            Err(ReloadError::Failed { pid, reason }) => {
+                assert_eq!(pid, me);
+                assert!(reason.starts_with("config /x: bad") && !reason.contains('\n'));
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_tmp, socket, _) = scripted_service(vec![line(&Answer::Stopping { pid: me })]);
+        assert!(matches!(
+            request(&target(&socket, Some(me), None), LONG),
+            Err(ReloadError::Stopping { pid }) if pid == me
+        ));
+    }
+
+    #[test]
+    fn ask_again_is_followed_sixteen_times_at_most() {
+        let me = std::process::id();
+        let again = || line(&Answer::AskAgain { main: me });
+        let (_tmp, socket, asked) = scripted_service(vec![
+            again(),
+            line(&Answer::Reloaded {
+                retired: me,
+                successor: 4243,
+            }),
+        ]);
+        let done = request(&target(&socket, Some(me), None), LONG).unwrap();
+        assert_eq!(done.successor, 4243);
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+
+        let (_tmp, socket, asked) = scripted_service((0..20).map(|_| again()).collect());
+        match request(&target(&socket, Some(me), None), LONG) {
+            Err(ReloadError::TooManyHops { hops }) => assert_eq!(hops, MAX_HOPS),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(asked.load(Ordering::SeqCst), MAX_HOPS as usize);
+    }
+
+    #[test]
+    fn no_answer_a_bad_answer_a_reset_and_silence_are_told_apart() {
+        let me = std::process::id();
+        let ask = |reply: Reply, timeout: Duration| {
+            let (_tmp, socket, _) = scripted_service(vec![reply]);
+            request(&target(&socket, Some(me), None), timeout)
+        };
+        assert!(matches!(
+            ask(Reply::Close, LONG),
+            Err(ReloadError::Vanished)
+        ));
+        assert!(matches!(
+            ask(Reply::Line("hello".into()), LONG),
+            Err(ReloadError::Protocol { what, .. }) if what.contains("hello")
+        ));
+        let reset = ask(Reply::Reset, LONG);
+        assert!(matches!(&reset, Err(ReloadError::Io { .. })), "{reset:?}");
+        let short = Duration::from_millis(300);
+        let silent = ask(Reply::Hold, short);
+        assert!(
+            matches!(&silent, Err(ReloadError::Timeout { after }) if *after == short),
+            "{silent:?}"
+        );
+    }
+
+    #[test]
+    fn an_answer_as_long_as_the_protocol_allows_is_read_and_a_longer_one_refused() {
+        // docs/handoff-protocol.md, "The exchange": one line each way, at most 64 KiB.
+        const PROTOCOL_MAX: usize = 64 * 1024;
+        let me = std::process::id();
+        let failed = |reason_len: usize| Answer::Failed {
+            pid: me,
+            reason: "x".repeat(reason_len),
+        };
+        let overhead = serde_json::to_vec(&failed(0)).unwrap().len();
+        let longest = failed(PROTOCOL_MAX - overhead);
+        assert_eq!(serde_json::to_vec(&longest).unwrap().len(), PROTOCOL_MAX);
+        let (_tmp, socket, _) = scripted_service(vec![line(&longest)]);
+        match request(&target(&socket, Some(me), None), LONG) {
+            Err(ReloadError::Failed { reason, .. }) => {
+                assert_eq!(reason.len(), PROTOCOL_MAX - overhead)
+            }
+            other => panic!("{:?}", other.map_err(|e| e.to_string())),
+        }
+        let (_tmp, socket, _) = scripted_service(vec![line(&failed(PROTOCOL_MAX - overhead + 2))]);
+        let refused = request(&target(&socket, Some(me), None), LONG);
+        assert!(
+            matches!(&refused, Err(ReloadError::Protocol { .. })),
+            "{:?}",
+            refused.map_err(|e| e.exit_code())
+        );
+    }
+
+    #[test]
+    fn a_process_that_is_not_the_service_is_never_asked() {
+        // A process of the same user beside the service: the control socket in the runtime
+        // directory is served by a process that is neither it nor its descendant.
+        let me = std::process::id();
+        let (_tmp, socket, asked) = scripted_service(vec![line(&Answer::Reloaded {
+            retired: me,
+            successor: 4242,
+        })]);
+        let other = Bystander::sleep();
+        let refused = request(&target(&socket, Some(other.pid()), None), LONG);
+        assert!(
+            matches!(&refused, Err(ReloadError::NotTheService { pid, .. }) if *pid == other.pid()),
+            "{refused:?}"
+        );
+        assert_eq!(asked.load(Ordering::SeqCst), 0, "a request was sent");
+    }
+
+    #[test]
+    fn an_explicit_pid_is_never_replaced_by_the_pid_files() {
+        no_mainpid();
+        let me = std::process::id();
+        let (tmp, socket, asked) = scripted_service(vec![line(&Answer::Reloaded {
+            retired: me,
+            successor: 4242,
+        })]);
+        let pid_file = tmp.path().join("baton.pid");
+        write_pid_file(&pid_file, me);
+        let gone = gone_pid();
+        let refused = request(&target(&socket, Some(gone), Some(&pid_file)), LONG);
+        assert!(
+            matches!(&refused, Err(ReloadError::NotRunning { pid }) if *pid == gone),
+            "{refused:?}"
+        );
+        assert_eq!(asked.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_pid_file_naming_another_process_is_read_again_until_it_names_the_service() {
+        // Read just before a hand-off, the PID file named a process that is not the service
+        // (the retired one, or its pid reused); the successor rewrites it a moment later.
+        no_mainpid();
+        let me = std::process::id();
+        let (tmp, socket, _) = scripted_service(vec![line(&Answer::Reloaded {
+            retired: me,
+            successor: 4242,
+        })]);
+        let pid_file = tmp.path().join("baton.pid");
+        let other = Bystander::sleep();
+        write_pid_file(&pid_file, other.pid());
+        let writer = {
+            let pid_file = pid_file.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                write_pid_file(&pid_file, me);
+            })
+        };
+        let done = request(&target(&socket, None, Some(&pid_file)), LONG);
+        writer.join().unwrap();
+        assert_eq!(done.map_err(|e| e.to_string()).unwrap().successor, 4242);
+    }
+
+    #[test]
+    fn the_pid_comes_from_the_request_else_a_pid_file_naming_a_live_process() {
+        no_mainpid();
+        let me = std::process::id();
+        assert_eq!(target_pid(Some(4242), None).unwrap(), 4242);
+        assert!(matches!(target_pid(None, None), Err(ReloadError::NoPid)));
+        let (_tmp, pid_file) = crate::test_util::temp_path("baton.pid");
+        write_pid_file(&pid_file, me);
+        assert_eq!(target_pid(None, Some(&pid_file)).unwrap(), me);
+
+        // A pid file naming a process that is gone: its successor writes the file a moment
+        // later ...
+        let first = gone_pid();
+        write_pid_file(&pid_file, first);
+        let writer = {
+            let pid_file = pid_file.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                write_pid_file(&pid_file, me);
+            })
+        };
+        assert_eq!(target_pid(None, Some(&pid_file)).unwrap(), me);
+        writer.join().unwrap();
+
+        // ... or nobody does (another pid that is gone too is no better): the file is stale.
+        write_pid_file(&pid_file, first);
+        let second = gone_pid();
+        let writer = {
+            let pid_file = pid_file.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                write_pid_file(&pid_file, second);
+            })
+        };
+        let stale = target_pid(None, Some(&pid_file));
+        writer.join().unwrap();
+        assert!(
+            matches!(&stale, Err(ReloadError::StalePidFile { pid, .. }) if *pid == first),
+            "{stale:?}"
+        );
+    }
+
+    #[test]
+    fn a_pid_in_another_pid_namespace_is_shown_as_this_process_numbers_it() {
+        if !crate::test_util::root_for("a PID namespace") {
+            return;
+        }
+        let me = std::process::id();
+        assert_eq!(ns_pid(me), Some(me));
+        assert!(same_namespace(me, "pid"));
+        // `unshare` stays in this namespace; its child is pid 1 of a new one.
+        let unshare =
+            Bystander::start(Command::new("unshare").args(["--pid", "--fork", "sleep", "60"]));
+        let deadline = Instant::now() + LONG;
+        let inner = loop {
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.pid()))
+                    .unwrap_or_default();
+            if let Some(c) = children.split_whitespace().next() {
+                break c.parse::<u32>().unwrap();
+            }
+            assert!(Instant::now() < deadline, "unshare started no child");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _kill_inner = KillOnDrop(inner);
+        assert!(!same_namespace(inner, "pid"));
+        assert_eq!(ns_pid(inner), Some(1));
+        assert_eq!(translate(1, inner), inner);
+        assert_eq!(
+            translate(1, unshare.pid()),
+            1,
+            "unshare is in our namespace"
+        );
+        assert_eq!(translate(7, inner), 7, "not found: as reported");
+    }
+
+    #[test]
+    fn a_service_process_that_exited_is_not_believed_though_its_socket_is_still_there() {
+        // The process that serves the control socket (it called listen(2) last) exited; its pid
+        // is not reaped yet, so it names nobody else, and the socket is still open (another
+        // process holds it, as a successor does).
+        let (_tmp, socket) = crate::test_util::temp_path("run/handoff.sock");
+        let (listener, _) = RuntimeDir::open(&socket).unwrap().bind_control().unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+        // SAFETY: the child only calls listen(2) and _exit(2), both async-signal-safe, on a
+        // descriptor it inherited.
+        let child = unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                libc::listen(fd, 16);
+                libc::_exit(0);
+            }
+            pid
+        };
+        assert!(child > 0);
+        let exited = nix::sys::wait::waitid(
+            nix::sys::wait::Id::Pid(nix::unistd::Pid::from_raw(child)),
+            nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+        );
+        assert!(exited.is_ok(), "{exited:?}");
+        let pid = child as u32;
+        let refused = request(&target(&socket, Some(pid), None), Duration::from_secs(5));
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
+        assert!(
+            matches!(&refused, Err(ReloadError::NotRunning { pid: p }) if *p == pid),
+            "{refused:?}"
+        );
+    }
+
+    /// Forked processes that lend their credentials to the control socket this process serves:
+    /// `main` runs as `main_uid` and calls listen(2) on it at once (it serves, as `SO_PEERCRED`
+    /// tells); its child `other` runs as `other_uid` and calls listen(2) each time it is told
+    /// to ([`Lenders::other_listens`]). Both are killed (by pid) when dropped.
+    struct Lenders {
+        main: i32,
+        go: OwnedFd,
+        done: OwnedFd,
+    }
+
+    impl Lenders {
+        fn fork(listener: i32, main_uid: u32, other_uid: u32) -> Lenders {
+            let (go_read, go_write) = nix::unistd::pipe().unwrap();
+            let (done_read, done_write) = nix::unistd::pipe().unwrap();
+            let (go_r, done_w) = (go_read.as_raw_fd(), done_write.as_raw_fd());
+            // SAFETY: the children call only async-signal-safe system calls (fork, prctl,
+            // setresuid, listen, read, write, pause, _exit) on descriptors they inherited.
+            let main = unsafe {
+                let main = libc::fork();
+                if main == 0 {
+                    let other = libc::fork();
+                    if other == 0 {
+                        // (A change of credentials clears the parent-death signal: set after.)
+                        if libc::setresuid(other_uid, other_uid, other_uid) != 0 {
+                            libc::_exit(1);
+                        }
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        let mut byte = 0u8;
+                        while libc::read(go_r, (&mut byte as *mut u8).cast(), 1) == 1 {
+                            libc::listen(listener, 16);
+                            libc::write(done_w, (&byte as *const u8).cast(), 1);
+                        }
+                        libc::_exit(0);
+                    }
+                    if libc::setresuid(main_uid, main_uid, main_uid) != 0 {
+                        libc::_exit(1);
+                    }
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    libc::listen(listener, 16);
+                    let byte = 0u8;
+                    libc::write(done_w, (&byte as *const u8).cast(), 1);
+                    loop {
+                        libc::pause();
+                    }
+                }
+                main
+            };
+            assert!(main > 0);
+            drop((go_read, done_write));
+            let lenders = Lenders {
+                main,
+                go: go_write,
+                done: done_read,
+            };
+            lenders.wait_done();
+            lenders
+        }
+
+        fn wait_done(&self) {
+            let mut byte = [0u8; 1];
+            assert_eq!(nix::unistd::read(self.done.as_raw_fd(), &mut byte), Ok(1));
+        }
+
+        /// `other` listens (and serves, as `SO_PEERCRED` tells from now on).
+        fn other_listens(&self) {
+            assert_eq!(nix::unistd::write(&self.go, &[1]), Ok(1));
+            self.wait_done();
+        }
+    }
+
+    impl Drop for Lenders {
+        fn drop(&mut self) {
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.main))
+                    .unwrap_or_default();
+            for other in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                drop(KillOnDrop(other));
+            }
+            let pid = nix::unistd::Pid::from_raw(self.main);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+    }
+
+    /// A scripted control socket of a service running as `uid` (its runtime directory is that
+    /// user's), served as [`Lenders`] say.
+    fn service_of_user(
+        uid: u32,
+        other_uid: u32,
+        replies: impl FnOnce(Arc<Lenders>) -> Vec<Reply>,
+    ) -> (tempfile::TempDir, PathBuf, Arc<AtomicUsize>, Arc<Lenders>) {
+        let (tmp, socket) = crate::test_util::temp_path("run/handoff.sock");
+        let dir = RuntimeDir::open(&socket).unwrap();
+        let (listener, _) = dir.bind_control().unwrap();
+        std::os::unix::fs::chown(socket.parent().unwrap(), Some(uid), None).unwrap();
+        let lenders = Arc::new(Lenders::fork(listener.as_raw_fd(), uid, other_uid));
+        let replies = replies(lenders.clone());
+        let asked = serve_script(listener, replies);
+        (tmp, socket, asked, lenders)
+    }
+
+    const SERVICE_UID: u32 = 65534;
+    const THIRD_UID: u32 = 65533;
+
+    #[test]
+    fn a_service_of_its_own_user_is_believed_before_and_after_a_hand_over() {
+        if !crate::test_util::root_for("processes of other users") {
+            return;
+        }
+        let (_tmp, socket, asked, lenders) = service_of_user(SERVICE_UID, THIRD_UID, |_| {
+            vec![
+                line(&Answer::AskAgain { main: 1 }),
+                line(&Answer::Reloaded {
+                    retired: 1,
+                    successor: 4242,
+                }),
+            ]
+        });
+        let pid = lenders.main as u32;
+        let done = request(&target(&socket, Some(pid), None), LONG);
+        assert_eq!(done.map_err(|e| e.to_string()).unwrap().successor, 4242);
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_control_socket_served_by_a_third_user_is_never_believed() {
+        if !crate::test_util::root_for("processes of other users") {
+            return;
+        }
+        // A descendant of the service running as another user serves the socket from the
+        // start: not the service.
+        let (_tmp, socket, asked, lenders) = service_of_user(SERVICE_UID, THIRD_UID, |_| {
+            vec![line(&Answer::Reloaded {
+                retired: 1,
+                successor: 4242,
+            })]
+        });
+        lenders.other_listens();
+        let pid = lenders.main as u32;
+        let refused = request(&target(&socket, Some(pid), None), LONG);
+        assert!(
+            matches!(&refused, Err(ReloadError::NotTheService { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(asked.load(Ordering::SeqCst), 0, "a request was sent");
+
+        // It takes over while the request waits: the request is not sent to it again.
+        let (_tmp, socket, asked, lenders) = service_of_user(SERVICE_UID, THIRD_UID, |l| {
+            vec![
+                Reply::After(
+                    Box::new(move || l.other_listens()),
+                    serde_json::to_string(&Answer::AskAgain { main: 1 }).unwrap(),
+                ),
+                line(&Answer::Reloaded {
+                    retired: 1,
+                    successor: 4242,
+                }),
+            ]
+        });
+        let pid = lenders.main as u32;
+        let refused = request(&target(&socket, Some(pid), None), LONG);
+        assert!(
+            matches!(&refused, Err(ReloadError::Io { source, .. })
+                if source.to_string().contains("not by the service's user")),
+            "{refused:?}"
+        );
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "asked again");
+    }
+
+    #[test]
+    fn a_server_in_another_pid_namespace_is_shown_with_this_namespaces_pid_even_once_gone() {
+        if !crate::test_util::root_for("a PID namespace") {
+            return;
+        }
+        // The service is PID 1 of a namespace of its own (a container); its answer names itself
+        // as its namespace numbers it (1), and it exits (it retired) before the client reads
+        // the answer: the client still shows the pid this namespace gave it.
+        let (_tmp, socket) = crate::test_util::temp_path("run/handoff.sock");
+        let (listener, _) = RuntimeDir::open(&socket).unwrap().bind_control().unwrap();
+        let fd = listener.as_raw_fd();
+        let (ready_read, ready_write) = nix::unistd::pipe().unwrap();
+        let ready = ready_write.as_raw_fd();
+        // SAFETY: the children call only async-signal-safe system calls (prctl, unshare, fork,
+        // listen, write, waitpid, pause, _exit) on descriptors they inherited.
+        let outer = unsafe {
+            let outer = libc::fork();
+            if outer == 0 {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::unshare(libc::CLONE_NEWPID) != 0 {
+                    libc::_exit(1);
+                }
+                let inner = libc::fork();
+                if inner == 0 {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    libc::listen(fd, 16);
+                    let byte = 0u8;
+                    libc::write(ready, (&byte as *const u8).cast(), 1);
+                    loop {
+                        libc::pause();
+                    }
+                }
+                libc::waitpid(inner, std::ptr::null_mut(), 0);
+                loop {
+                    libc::pause();
+                }
+            }
+            outer
+        };
+        assert!(outer > 0);
+        drop(ready_write);
+        let outer_alive = KillOnDrop(outer as u32);
+        let mut byte = [0u8; 1];
+        assert_eq!(nix::unistd::read(ready_read.as_raw_fd(), &mut byte), Ok(1));
+        let children = std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+            .unwrap_or_default();
+        let server: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
+        assert_eq!(ns_pid(server), Some(1));
+        let exits = move || {
+            drop(KillOnDrop(server));
+            let deadline = Instant::now() + LONG;
+            while Path::new(&format!("/proc/{server}")).exists() {
+                assert!(Instant::now() < deadline, "pid {server} not reaped");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        let answer = Answer::Reloaded {
+            retired: 1,
+            successor: 4242,
+        };
+        let replies = vec![Reply::After(
+            Box::new(exits),
+            serde_json::to_string(&answer).unwrap(),
+        )];
+        let _asked = serve_script(listener, replies);
+        let done = request(&target(&socket, Some(server), None), LONG);
+        drop(outer_alive);
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(outer), None);
+        assert_eq!(
+            done.map_err(|e| e.to_string()).unwrap(),
+            Reloaded {
+                retired: server,
+                successor: 4242
+            }
+        );
+    }
+
+    #[test]
+    fn a_target_is_the_settings_service_without_a_pid() {
+        let settings = crate::Settings::default()
+            .handoff_socket("/run/app/handoff.sock")
+            .pid_file("/run/app/app.pid");
+        let t = Target::for_settings(&settings);
+        assert_eq!(t.handoff_socket, Path::new("/run/app/handoff.sock"));
+        assert_eq!(t.pid, None);
+        assert_eq!(t.pid_file.as_deref(), Some(Path::new("/run/app/app.pid")));
+    }
 
     #[test]
     fn a_process_is_related_to_itself_and_its_ancestors_only() {
         let me = std::process::id();
         let parent = parent_of(me).unwrap();
+        assert_eq!(parent, nix::unistd::getppid().as_raw() as u32);
         assert!(related(me, me));
         assert!(related(me, parent));
         assert!(!related(parent, me));

@@ -26,6 +26,8 @@ use crate::safe_fs::FsError;
 
 mod client;
 pub(crate) mod control;
+#[cfg(test)]
+mod control_tests;
 
 pub use client::{request, ReloadError, Reloaded, Target};
 
@@ -161,6 +163,42 @@ mod tests {
             serde_json::from_str::<Request>(r#"{"request":"reload","force":true}"#).is_err(),
             "a field the protocol does not define is refused"
         );
+    }
+
+    #[test]
+    fn monotonic_usec_reads_the_monotonic_clock_in_microseconds() {
+        let usec = || {
+            let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+            t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000
+        };
+        for _ in 0..3 {
+            let before = usec();
+            let read = monotonic_usec();
+            let after = usec();
+            assert!(before <= read && read <= after, "{before} {read} {after}");
+            std::thread::sleep(std::time::Duration::from_millis(3));
+        }
+    }
+
+    #[test]
+    fn a_published_outcome_is_in_the_status_file() {
+        let (_tmp, socket) = crate::test_util::temp_path("run/handoff.sock");
+        let me = std::process::id();
+        let status = ReloadStatus {
+            parent_pid: me,
+            requested_usec: 3,
+            finished_usec: 4,
+            outcome: Outcome::Ready,
+            successor_pid: Some(4242),
+            reason: None,
+        };
+        publish(&socket, &status);
+        let uid = nix::unistd::geteuid().as_raw();
+        let bytes = RuntimeDir::open_existing(&socket, uid)
+            .unwrap()
+            .read_status(me, uid)
+            .unwrap();
+        assert_eq!(parse_status(&bytes).unwrap(), status);
     }
 
     #[test]
