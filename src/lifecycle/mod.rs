@@ -26,6 +26,9 @@ const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
 const PASS_STOP_ON_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a process without a control socket tries to make one.
 const CONTROL_RETRY: Duration = Duration::from_secs(1);
+/// How long a process that drained waits, at most, for the answers to the control connections
+/// it accepted to be written.
+const CONTROL_FLUSH: Duration = Duration::from_secs(1);
 /// How often a serving main process refreshes `STATUS=` (only when the count of open
 /// connections changed, and only under a service manager).
 const STATUS_EVERY: Duration = Duration::from_secs(5);

@@ -14,7 +14,7 @@ use tracing::{info, warn, Instrument};
 use super::handoff_task::{follow_predecessor, HandoffTask};
 use super::{
     Action, Input, Outcome, ShutdownFuture, Stage, Step, StopReason, World, BARRIER_TIMEOUT,
-    CONTROL_RETRY, DEADLINE_MARGIN, PASS_STOP_ON_TIMEOUT, STATUS_EVERY,
+    CONTROL_FLUSH, CONTROL_RETRY, DEADLINE_MARGIN, PASS_STOP_ON_TIMEOUT, STATUS_EVERY,
 };
 use crate::drain::DrainSignal;
 use crate::handoff::child::Predecessor;
@@ -340,6 +340,11 @@ impl ProcessWorld {
             if tokio::time::timeout_at(deadline, task).await.is_err() {
                 warn!("a successor did not end within the shutdown timeout");
             }
+        }
+        // Every control connection this process accepted gets its answer (`ask_again`,
+        // `stopping`) written before it exits: closed unanswered, a client would read a reset.
+        if let Some(c) = &mut self.control {
+            c.flush(CONTROL_FLUSH).await;
         }
         if stop {
             if let Some(path) = &self.process.settings.pid_file {

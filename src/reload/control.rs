@@ -75,9 +75,9 @@ pub(crate) struct Control {
     pending: Arc<Mutex<Queue>>,
     /// Requests the running hand-off answers.
     current: Vec<Waiter>,
-    /// How many requests read are not answered on their connection yet.
-    #[cfg(feature = "cli")]
-    unanswered: watch::Receiver<usize>,
+    /// How many connections accepted are not done with yet (their request unread, or its answer
+    /// not written).
+    open: watch::Receiver<usize>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -93,8 +93,7 @@ impl Control {
         let listener = UnixListener::from_std(std_listener)?;
         let (accepting, rx) = watch::channel(false);
         let pending = Arc::new(Mutex::new(Queue::default()));
-        #[cfg_attr(not(feature = "cli"), allow(unused_variables))]
-        let (count, unanswered) = watch::channel(0);
+        let (count, open) = watch::channel(0);
         let task = tokio::spawn(
             serve(listener, rx, pending.clone(), wake, Arc::new(count)).in_current_span(),
         );
@@ -103,8 +102,7 @@ impl Control {
             accepting,
             pending,
             current: Vec::new(),
-            #[cfg(feature = "cli")]
-            unanswered,
+            open,
             task: Some(task),
         })
     }
@@ -178,11 +176,12 @@ impl Control {
         }
     }
 
-    /// Wait (at most `within`) until every request read has its answer written: for a process
-    /// about to replace its program, which closes those connections (`baton run`).
-    #[cfg(feature = "cli")]
+    /// Wait (at most `within`) until every connection accepted is done with: its request read
+    /// and its answer written (after [`Control::close`], at once), or found to hold none. For a
+    /// process about to exit or replace its program, which would otherwise close connections it
+    /// accepted without a word (a client would read a reset, not an answer).
     pub(crate) async fn flush(&mut self, within: Duration) {
-        let _ = tokio::time::timeout(within, self.unanswered.wait_for(|n| *n == 0)).await;
+        let _ = tokio::time::timeout(within, self.open.wait_for(|n| *n == 0)).await;
     }
 
     fn answer_pending(&self, answer: Answer) {
@@ -210,7 +209,7 @@ async fn serve<T: Clone + Send + 'static>(
     mut accepting: watch::Receiver<bool>,
     pending: Arc<Mutex<Queue>>,
     wake: Wake<T>,
-    unanswered: Arc<watch::Sender<usize>>,
+    open: Arc<watch::Sender<usize>>,
 ) {
     let me = nix::unistd::geteuid().as_raw();
     loop {
@@ -230,7 +229,9 @@ async fn serve<T: Clone + Send + 'static>(
         };
         match stream.peer_cred() {
             Ok(cred) if cred.uid() == me || cred.uid() == 0 => {
-                let task = answer_one(stream, pending.clone(), wake.clone(), unanswered.clone());
+                open.send_modify(|n| *n += 1);
+                let done = Accepted(open.clone());
+                let task = answer_one(stream, pending.clone(), wake.clone(), done);
                 tokio::spawn(task.in_current_span());
             }
             Ok(cred) => {
@@ -242,12 +243,21 @@ async fn serve<T: Clone + Send + 'static>(
     }
 }
 
+/// A connection accepted, counted open until this is dropped (its task ended, however).
+struct Accepted(Arc<watch::Sender<usize>>);
+
+impl Drop for Accepted {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 /// Read one request, wait for its outcome, write the answer.
 async fn answer_one<T>(
     stream: UnixStream,
     pending: Arc<Mutex<Queue>>,
     wake: Wake<T>,
-    unanswered: Arc<watch::Sender<usize>>,
+    _accepted: Accepted,
 ) {
     let peer = stream.peer_cred().ok().and_then(|c| c.pid());
     let (read, mut write) = stream.into_split();
@@ -260,9 +270,18 @@ async fn answer_one<T>(
     )
     .await;
     match read {
-        Ok(Ok(n)) if n > 0 => {}
+        // One line, its newline within `MAX_LINE` + 1 bytes.
+        Ok(Ok(_)) if line.ends_with(b"\n") => {}
         // Connected and left (a client looking for its service's socket), or said nothing.
-        _ => return debug!(?peer, "control connection without a request"),
+        _ if line.is_empty() => return debug!(?peer, "control connection without a request"),
+        // Cut off by the limit, by the peer or by the time: never read as a request.
+        _ => {
+            return warn!(
+                ?peer,
+                bytes = line.len(),
+                "refused a control request that is not one line of at most 64 KiB"
+            );
+        }
     }
     match serde_json::from_slice::<Request>(&line) {
         Ok(Request::Reload {}) => {}
@@ -273,7 +292,6 @@ async fn answer_one<T>(
     }
     info!(?peer, "reload requested on the control socket");
     let (tx, rx) = oneshot::channel();
-    unanswered.send_modify(|n| *n += 1);
     let closed = {
         let mut queue = lock(&pending);
         match &queue.closed {
@@ -306,7 +324,6 @@ async fn answer_one<T>(
     if let Err(e) = write.write_all(&bytes).await {
         debug!(?peer, error = %e, "the requester left before its answer");
     }
-    unanswered.send_modify(|n| *n = n.saturating_sub(1));
 }
 
 /// Whether `fd` is a listening Unix stream socket: what a predecessor offers as its control

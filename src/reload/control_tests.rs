@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::control::{Control, Wake};
-use super::Answer;
+use super::{Answer, MAX_LINE};
 use crate::runtime_dir::RuntimeDir;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -66,7 +66,7 @@ async fn not_woken(b: &mut Bench) {
     assert!(woke.is_err(), "a request was read: {woke:?}");
 }
 
-async fn answer_of(client: JoinHandle<Answer>) -> Answer {
+async fn answer_of<T>(client: JoinHandle<T>) -> T {
     tokio::time::timeout(LONG, client)
         .await
         .expect("no answer")
@@ -147,7 +147,6 @@ async fn a_request_read_as_a_successor_took_over_is_told_to_ask_it_again() {
     assert_eq!(answer_of(late).await, Answer::AskAgain { main: 7 });
 }
 
-#[cfg(feature = "cli")]
 #[tokio::test]
 async fn flush_waits_until_every_request_read_has_its_answer_written() {
     let mut b = bench();
@@ -252,4 +251,95 @@ async fn a_request_from_another_user_is_refused_even_where_the_socket_lets_it_co
         matches!(status, Ok(Ok(Ok(nix::sys::wait::WaitStatus::Exited(_, 0))))),
         "the other user's connection was not closed unanswered: {status:?}"
     );
+}
+
+/// Send `bytes` on `stream` (then end the sending side) and read what comes back: the answer,
+/// or `None` when the connection was closed without one.
+fn send(mut stream: UnixStream, bytes: Vec<u8>) -> JoinHandle<Option<Answer>> {
+    tokio::spawn(async move {
+        stream.write_all(&bytes).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut line = String::new();
+        match BufReader::new(stream).read_line(&mut line).await {
+            Ok(0) => None,
+            Ok(_) => Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))),
+            // Closed with bytes of the request unread.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("{e}"),
+        }
+    })
+}
+
+/// `{"request":"reload"` padded with spaces to `len` bytes by its closing brace: valid JSON of
+/// exactly that length.
+fn padded_request(len: usize) -> Vec<u8> {
+    let mut line = b"{\"request\":\"reload\"".to_vec();
+    line.resize(len - 1, b' ');
+    line.push(b'}');
+    line
+}
+
+/// The protocol's bound (docs/handoff-protocol.md): one newline-terminated line of at most
+/// 64 KiB before its newline. A line of exactly 64 KiB is read; one byte more, a request that
+/// would parse if cut at the bound, or a line whose newline never comes is closed unanswered and
+/// starts nothing.
+#[tokio::test]
+async fn a_request_line_of_at_most_64_kib_and_its_newline_is_read_and_no_other() {
+    let mut b = bench();
+    b.control.accept();
+    let mut longest = padded_request(MAX_LINE);
+    longest.push(b'\n');
+    let client = send(connect(&b.path).await, longest);
+    woken(&mut b).await;
+    b.control.begin();
+    let done = Answer::Reloaded {
+        retired: 1,
+        successor: 2,
+    };
+    b.control.finish(done.clone(), true);
+    assert_eq!(answer_of(client).await, Some(done));
+
+    let mut too_long = padded_request(MAX_LINE + 1);
+    too_long.push(b'\n');
+    let mut parses_when_cut = b"{\"request\":\"reload\"}".to_vec();
+    parses_when_cut.resize(MAX_LINE + 100, b' ');
+    parses_when_cut.push(b'\n');
+    let without_newline = b"{\"request\":\"reload\"}".to_vec();
+    for (what, bytes) in [
+        ("a line one byte over 64 KiB", too_long),
+        (
+            "a request followed by more than 64 KiB of spaces",
+            parses_when_cut,
+        ),
+        ("a request without its newline", without_newline),
+    ] {
+        let client = send(connect(&b.path).await, bytes);
+        assert_eq!(answer_of(client).await, None, "{what} was answered");
+        not_woken(&mut b).await;
+    }
+}
+
+/// A connection accepted just before the process stopped taking requests, whose line comes
+/// later: `flush` (what a process does before it exits) waits until it is read and answered,
+/// rather than letting the exit close it unanswered.
+#[tokio::test]
+async fn flush_waits_for_a_connection_accepted_before_a_close_whose_line_comes_late() {
+    let mut b = bench();
+    let (early, first) = one_asking_one_accepted(&mut b).await;
+    let closing = Answer::AskAgain { main: 9 };
+    b.control.close(closing.clone());
+    assert_eq!(answer_of(first).await, closing);
+    let late_by = Duration::from_millis(300);
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(late_by).await;
+        ask(early).await.unwrap()
+    });
+    let at = Instant::now();
+    b.control.flush(LONG).await;
+    assert!(
+        at.elapsed() >= late_by,
+        "flush returned before the accepted connection's line came"
+    );
+    assert_eq!(answer_of(late).await, closing);
+    not_woken(&mut b).await;
 }
