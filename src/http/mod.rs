@@ -91,8 +91,8 @@ pub struct Options {
     /// HTTP/2 gets a GOAWAY first. Also the interval of HTTP/2 keep-alive PINGs, which close a
     /// connection whose peer stopped answering.
     pub idle_timeout: Duration,
-    /// The access log: `Some(generation)` logs every request (its client's
-    /// [`crate::access_log::PeerAddr`] rides as an extension); off, it costs nothing.
+    /// The access log: `Some(generation)` logs every request (one line once its response has
+    /// ended); off, it costs nothing.
     pub access_log: Option<u64>,
 }
 
