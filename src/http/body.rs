@@ -1,7 +1,8 @@
 //! The service wrapper: counts requests, keeps each one in flight until its response body has
-//! ended (or was dropped), and adds `Connection: close` to HTTP/1 responses while draining.
+//! ended (or was dropped), adds `Connection: close` to HTTP/1 responses while draining, and
+//! carries each request's access-log record when the log is on.
 //! Per request: a few relaxed atomic operations and a reference count, no allocation, no timer,
-//! no clock.
+//! no clock (the access log, when on, adds its record: one allocation and a clock read).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use bytes::Buf;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::service::Service;
@@ -16,7 +18,7 @@ use hyper::{Request, Response, Version};
 
 use super::io::Shared;
 use super::BoxError;
-use crate::access_log::PeerAddr;
+use crate::access_log::{LogAs, Record};
 
 /// Wraps the application's (tower) service for one connection, as the hyper service hyper
 /// calls: per request it clones the application's service, as hyper-util's tower adapter does,
@@ -25,8 +27,10 @@ use crate::access_log::PeerAddr;
 pub(super) struct DrainAware<S, I> {
     pub inner: S,
     pub shared: Arc<Shared<I>>,
-    /// Inserted into every request (only when the access log is on).
-    pub peer: Option<PeerAddr>,
+    /// The access log, when it is on: each request gets a [`Record`], which its response body
+    /// keeps until it is dropped. One wrapper type whether the log is on or off: hyper's
+    /// connection code is compiled once (see `stream`).
+    pub log: Option<LogAs>,
     /// Inserted into every request as axum's `ConnectInfo`, so that its extractor works on a
     /// plain `Router`.
     #[cfg(feature = "axum")]
@@ -42,12 +46,14 @@ where
     type Error = BoxError;
     type Future = DrainAwareFuture<S, Request<R>, I>;
 
-    fn call(&self, mut req: Request<R>) -> Self::Future {
-        if let Some(peer) = self.peer {
-            req.extensions_mut().insert(peer);
-        }
+    fn call(&self, req: Request<R>) -> Self::Future {
+        let record = self.log.map(|who| Record::new(&req, who));
         #[cfg(feature = "axum")]
-        insert_connect_info(req.extensions_mut(), &self.client);
+        let req = {
+            let mut req = req;
+            insert_connect_info(req.extensions_mut(), &self.client);
+            req
+        };
         let activity = &self.shared.activity;
         let h1 = req.version() < Version::HTTP_2;
         if !h1 {
@@ -73,6 +79,7 @@ where
         DrainAwareFuture {
             state,
             in_flight: Some(InFlight(self.shared.clone())),
+            record,
             h1,
         }
     }
@@ -124,6 +131,7 @@ pin_project_lite::pin_project! {
         #[pin]
         state: State<S, R, S::Future>,
         in_flight: Option<InFlight<I>>,
+        record: Option<Box<Record>>,
         h1: bool,
     }
 }
@@ -159,23 +167,35 @@ where
             }
         };
         let in_flight = this.in_flight.take();
+        // (On an error the record is dropped here: its line says status 0.)
+        let mut record = this.record.take();
         Poll::Ready(res.map(|mut res| {
+            if let Some(record) = record.as_mut() {
+                record.status = res.status().as_u16();
+            }
             if let Some(InFlight(shared)) = in_flight.as_ref() {
                 if *this.h1 && shared.activity.draining.load(Ordering::Relaxed) {
                     res.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
             }
-            res.map(|inner| TrackedBody { inner, in_flight })
+            res.map(|inner| TrackedBody {
+                inner,
+                record,
+                in_flight,
+            })
         }))
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that keeps its request in flight until it has ended or was dropped.
+    /// A response body that keeps its request in flight until it has ended or was dropped, and
+    /// its access-log record (counting the bytes sent) until it is dropped.
     pub(super) struct TrackedBody<B, I> {
         #[pin]
         inner: B,
+        // (Before `in_flight`: the line is written before the request stops counting.)
+        record: Option<Box<Record>>,
         in_flight: Option<InFlight<I>>,
     }
 }
@@ -190,8 +210,13 @@ impl<B: Body, I> Body for TrackedBody<B, I> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let frame = std::task::ready!(this.inner.poll_frame(cx));
-        if !matches!(frame, Some(Ok(_))) {
-            *this.in_flight = None;
+        match &frame {
+            Some(Ok(frame)) => {
+                if let (Some(record), Some(data)) = (this.record.as_mut(), frame.data_ref()) {
+                    record.bytes += data.remaining() as u64;
+                }
+            }
+            _ => *this.in_flight = None,
         }
         Poll::Ready(frame)
     }
@@ -263,7 +288,7 @@ mod tests {
         let service = DrainAware {
             inner: gate.clone(),
             shared: shared.clone(),
-            peer: None,
+            log: None,
             #[cfg(feature = "axum")]
             client: crate::connection::ClientAddr::Tcp(([127, 0, 0, 1], 1).into()),
         };
@@ -353,6 +378,7 @@ mod tests {
         shared.activity.in_flight.fetch_add(1, Ordering::SeqCst);
         TrackedBody {
             inner,
+            record: None,
             in_flight: Some(InFlight(shared.clone())),
         }
     }
@@ -473,6 +499,35 @@ mod tests {
     }
 
     #[test]
+    fn with_the_access_log_on_the_body_keeps_a_record_of_the_status_and_the_bytes_sent() {
+        let gate = Gate::default();
+        gate.open();
+        let (mut service, _shared) = wrap(&gate);
+        let res = answer(&service, Version::HTTP_11);
+        assert!(res.into_body().record.is_none(), "log off: no record");
+        service.log = Some(LogAs {
+            generation: 7,
+            peer: None,
+        });
+        let req = Request::builder().uri("/hello").body(()).unwrap();
+        let mut fut = std::pin::pin!(service.call(req));
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(Ok(res)) = fut.as_mut().poll(&mut cx) else {
+            panic!("a ready service answers on the first poll");
+        };
+        let mut body = std::pin::pin!(res.into_body());
+        let record = |b: &TrackedBody<String, ()>| {
+            let r = b.record.as_ref().expect("log on: a record");
+            (r.status, r.bytes)
+        };
+        assert_eq!(record(&body), (200, 0));
+        while let Poll::Ready(Some(frame)) = body.as_mut().poll_frame(&mut cx) {
+            frame.unwrap();
+        }
+        assert_eq!(record(&body), (200, 6), "\"/hello\" sent");
+    }
+
+    #[test]
     fn only_an_http2_request_marks_the_connection_as_http2() {
         let gate = Gate::default();
         gate.open();
@@ -515,7 +570,7 @@ mod tests {
         let service = DrainAware {
             inner: Who,
             shared: Shared::<()>::new(),
-            peer: None,
+            log: None,
             client: crate::connection::ClientAddr::Tcp(([192, 0, 2, 7], 4711).into()),
         };
         let mut fut = std::pin::pin!(service.call(Request::new(())));

@@ -24,7 +24,7 @@ use super::io::{Activity, ConnIo, Shared};
 use super::park::{Lot, Wake};
 use super::stream::Stream;
 use super::{HttpService, TlsConfig, GOAWAY_WAIT, IDLE_GRACE, LINGER};
-use crate::access_log::{AccessLog, PeerAddr};
+use crate::access_log::LogAs;
 use crate::connection::ClientAddr;
 #[cfg(feature = "tls")]
 use crate::tls::{self, HANDSHAKE_TIMEOUT};
@@ -115,9 +115,8 @@ impl ConnContext {
         }
     }
 
-    /// The access log wraps the app only when it is on: otherwise nothing is in the way. A
-    /// `parkable` connection (without TLS: a TLS stream's state lives above the socket) may be
-    /// parked while idle.
+    /// Serve the connection. A `parkable` connection (without TLS: a TLS stream's state lives
+    /// above the socket) may be parked while idle.
     async fn run<I, S>(
         self,
         io: I,
@@ -130,28 +129,13 @@ impl ConnContext {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: HttpService,
     {
-        let since = Instant::now();
-        match self.access_log {
-            Some(generation) => {
-                let service = AccessLog::new(service, generation);
-                let again = parkable.then(|| service.clone());
-                let served = Served {
-                    token,
-                    service: again,
-                    since,
-                };
-                self.run_service(io, fd, client, served, service).await
-            }
-            None => {
-                let again = parkable.then(|| service.clone());
-                let served = Served {
-                    token,
-                    service: again,
-                    since,
-                };
-                self.run_service(io, fd, client, served, service).await
-            }
-        }
+        let again = parkable.then(|| service.clone());
+        let served = Served {
+            token,
+            service: again,
+            since: Instant::now(),
+        };
+        self.run_service(io, fd, client, served, service).await
     }
 
     async fn run_service<I, S>(
@@ -184,7 +168,10 @@ impl ConnContext {
             let drain_aware = DrainAware {
                 inner: service,
                 shared: shared.clone(),
-                peer: self.access_log.map(|_| PeerAddr(client.tcp())),
+                log: self.access_log.map(|generation| LogAs {
+                    generation,
+                    peer: client.tcp(),
+                }),
                 // (Kept for a parked connection's next task too.)
                 #[cfg(feature = "axum")]
                 client: client.clone(),
