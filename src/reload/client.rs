@@ -573,31 +573,49 @@ fn translate(reported: u32, anchor: u32) -> u32 {
     if same_namespace(anchor, "pid") {
         return reported;
     }
-    let mut todo = vec![anchor];
-    let mut seen = 0;
-    while let Some(p) = todo.pop() {
-        seen += 1;
-        if seen > 4096 {
-            break;
-        }
-        if ns_pid(p) == Some(reported) {
-            return p;
-        }
+    let children = |p: u32| {
         // Children are listed per thread that forked them.
         let tasks = std::fs::read_dir(format!("/proc/{p}/task"))
             .into_iter()
             .flatten();
+        let mut out = Vec::new();
         for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            todo.extend(
-                children
+            let listed = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            out.extend(
+                listed
                     .split_whitespace()
                     .filter_map(|c| c.parse::<u32>().ok()),
             );
         }
+        out
+    };
+    find_below(anchor, children, |p| ns_pid(p) == Some(reported)).unwrap_or(reported)
+}
+
+/// The most processes [`find_below`] looks at: a service's tree is small; a walk through a
+/// bigger one (a fork bomb below the service) gives up rather than read `/proc` without end.
+const MAX_WALK: usize = 4096;
+
+/// The first process found, depth first, in the tree below `anchor` (itself included) that
+/// `wanted`, looking at [`MAX_WALK`] processes at most.
+fn find_below(
+    anchor: u32,
+    children: impl Fn(u32) -> Vec<u32>,
+    wanted: impl Fn(u32) -> bool,
+) -> Option<u32> {
+    let mut todo = vec![anchor];
+    let mut seen = 0;
+    while let Some(p) = todo.pop() {
+        seen += 1;
+        if seen > MAX_WALK {
+            return None;
+        }
+        if wanted(p) {
+            return Some(p);
+        }
+        todo.extend(children(p));
     }
-    reported
+    None
 }
 
 #[cfg(test)]
@@ -1327,5 +1345,28 @@ mod tests {
             77
         );
         assert_eq!(ReloadError::Vanished.exit_code(), 1);
+    }
+
+    /// The walk looks at `MAX_WALK` processes, no more: a process that is the 4096th it reaches
+    /// is found, the 4097th is not (a service with a fork bomb below it is not walked without
+    /// end); below that, every process of the tree is reached.
+    #[test]
+    fn the_walk_below_a_service_looks_at_4096_processes_at_most() {
+        // A chain 1 → 2 → 3 → …: the n-th process reached is pid n.
+        let chain = |p: u32| vec![p + 1];
+        assert_eq!(find_below(1, chain, |p| p == 4096), Some(4096));
+        assert_eq!(find_below(1, chain, |p| p == 4097), None);
+        // A tree: every process reached, none twice.
+        let tree = |p: u32| {
+            if p < 100 {
+                vec![2 * p, 2 * p + 1]
+            } else {
+                vec![]
+            }
+        };
+        for wanted in [1, 2, 3, 64, 99, 100, 199] {
+            assert_eq!(find_below(1, tree, |p| p == wanted), Some(wanted));
+        }
+        assert_eq!(find_below(1, tree, |p| p == 200), None);
     }
 }
