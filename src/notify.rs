@@ -332,4 +332,22 @@ mod tests {
             assert!(bounded("ééééééééééééééé", max).len() <= max.max(3));
         }
     }
+
+    /// The split: three quarters of the room (the bound less the ellipsis) for the beginning,
+    /// the rest for the end, each cut back to a whole character (never past the bound).
+    #[test]
+    fn a_long_status_keeps_three_quarters_of_the_room_for_its_beginning() {
+        let digits = "0123456789".repeat(50);
+        // Room 97: 72 bytes of the beginning, 25 of the end.
+        assert_eq!(
+            bounded(&digits, 100),
+            format!("{}…{}", &digits[..72], &digits[digits.len() - 25..])
+        );
+        // Room 98 over two-byte characters: three quarters (73) is inside a character, so the
+        // beginning ends at 72 (36 characters) and the end takes the 26 bytes left.
+        assert_eq!(
+            bounded(&"é".repeat(1000), 101),
+            format!("{}…{}", "é".repeat(36), "é".repeat(13))
+        );
+    }
 }
