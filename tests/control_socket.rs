@@ -27,7 +27,12 @@ fn baton_reload(sb: &Sandbox, extra: &[&str]) -> (i32, String) {
 
 fn baton_reload_command(sb: &Sandbox, extra: &[&str]) -> Command {
     // The built binary itself: the sandbox's copy may be a held successor's wrapper.
-    let mut cmd = sb.command(common::baton_exe());
+    reload_command(sb, common::baton_exe(), extra)
+}
+
+/// `EXE reload --config <sandbox config> --timeout 60s` plus `extra`, its output piped.
+fn reload_command(sb: &Sandbox, exe: impl AsRef<std::ffi::OsStr>, extra: &[&str]) -> Command {
+    let mut cmd = sb.command(exe);
     cmd.arg("reload")
         .arg("--config")
         .arg(sb.config_path())
@@ -405,7 +410,9 @@ fn a_request_that_reaches_a_retiring_process_late_is_told_to_ask_its_successor()
 /// `baton reload --pid PID` run as `user` (real and effective ids; as root, std also drops the
 /// supplementary groups): (exit code, stdout + stderr).
 fn baton_reload_as(sb: &Sandbox, user: &OtherUser, pid: i32) -> (i32, String) {
-    let mut cmd = baton_reload_command(sb, &["--pid", &pid.to_string()]);
+    // The sandbox's link of the binary (no successor is held here): the built one may lie below
+    // a directory only root may enter (a checkout in a `mktemp -d` directory, as CI's).
+    let mut cmd = reload_command(sb, sb.exe(), &["--pid", &pid.to_string()]);
     cmd.uid(user.uid).gid(user.gid);
     let out = reaper::output(&mut cmd).expect("baton reload");
     (out.status.code().unwrap_or(-1), common::text_of(&out))
