@@ -644,7 +644,13 @@ mod tests {
             } else {
                 " (successor 200)"
             };
-            let reason = format!("{stage} timed out after 10s{who}");
+            // The stage as an operator reads it in `STATUS=` (docs/handoff-protocol.md).
+            let named = match stage {
+                Stage::Starting => "successor start",
+                Stage::Announcing => "MAINPID announcement",
+                Stage::Promoting => "promotion",
+            };
+            let reason = format!("{named} timed out after 10s{who}");
             assert!(
                 position(
                     &actions,
