@@ -1,7 +1,7 @@
 //! Parked connections: idle HTTP/1 keep-alive connections kept as their socket alone.
 //!
 //! An idle keep-alive connection served by hyper holds hyper's read and write buffers, its
-//! connection state and a task (some 20 KB). Once it read nothing for a check period (5 ms after
+//! connection state and a task (some 20 KB). Once it read nothing for a check period (2 ms after
 //! a single request, a second when busy), with nothing in flight, nothing half read and nothing
 //! unsent (see `conn`), hyper's connection is ended (told "closed" by its first read that finds
 //! nothing, never after a read that brought a request) and only the socket is kept, in
