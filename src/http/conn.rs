@@ -194,7 +194,7 @@ impl ConnContext {
             let Some(mut parked) = shared.take_parked() else {
                 return;
             };
-            if let (Some(idle_since), Some(mut next)) = (parked_since, again.take()) {
+            if let (Some(idle_since), Some(next)) = (parked_since, again.take()) {
                 // SAFETY: `fd` is the stream's socket, open while `parked.io` (which owns it)
                 // lives; it is duplicated before the stream is dropped.
                 let dup = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned();
@@ -204,8 +204,7 @@ impl ConnContext {
                         // runtime dropped); the socket stays open through the duplicate.
                         drop(parked.io);
                         // The box made when the task started: parking allocates nothing.
-                        next.token = Some(parked.token);
-                        self.lot.park(socket, idle_since, next);
+                        self.lot.park(socket, idle_since, parked.token, next);
                         debug!("idle connection parked: only its socket is kept");
                         return;
                     }
@@ -394,8 +393,9 @@ impl ConnContext {
 /// connection still `pending` and not `parked` means a request came between the look and
 /// hyper's read, which cancelled the park (hyper serves it); such a connection is looked at
 /// again [`LOOK_AGAIN`] after `now`, so that it is parked once quiet again, but not between
-/// the requests of a client that asks every few milliseconds. `None`: the timer stays as it is — a parked connection ends its hyper
-/// connection (the task parks it), and one whose hyper connection ended is done with it.
+/// the requests of a client that asks every few milliseconds. `None`: the timer stays as it
+/// is — a parked connection ends its hyper connection (the task parks it), and one whose hyper
+/// connection ended is done with it.
 fn look_after_park(pending: bool, parked: bool, now: Instant) -> Option<Instant> {
     (pending && !parked).then_some(now + LOOK_AGAIN)
 }
@@ -502,8 +502,6 @@ struct Resumer<S> {
     ctx: ConnContext,
     client: ClientAddr,
     service: S,
-    /// The connection's tracker token, given when it parks (until then its stream holds it).
-    token: Option<TaskTrackerToken>,
 }
 
 impl<S: HttpService> Resumer<S> {
@@ -512,18 +510,16 @@ impl<S: HttpService> Resumer<S> {
             ctx: ctx.clone(),
             client: client.clone(),
             service: service.clone(),
-            token: None,
         })
     }
 }
 
 impl<S: HttpService> Resume for Resumer<S> {
-    fn resume(self: Box<Self>, socket: OwnedFd, wake: Wake) {
+    fn resume(self: Box<Self>, socket: OwnedFd, token: TaskTrackerToken, wake: Wake) {
         let Resumer {
             ctx,
             client,
             service,
-            token,
         } = *self;
         let since = Instant::now();
         tokio::spawn(async move {
@@ -545,9 +541,6 @@ impl<S: HttpService> Resume for Resumer<S> {
                     return;
                 }
             };
-            // (Always given by the task that parked it; without one the connection would not
-            // count for the drain, so it is served by nobody.)
-            let Some(token) = token else { return };
             match wake {
                 Wake::Idle => {
                     debug!(idle_timeout = ?ctx.idle_timeout, "no request in time; closing the connection");
@@ -656,9 +649,8 @@ mod tests {
             let mut client = TcpStream::connect(addr).await.expect("connect");
             let (server, peer) = listener.accept().await.expect("accept");
             let socket = OwnedFd::from(server.into_std().expect("std stream"));
-            let mut resume = Resumer::boxed(&ctx, &ClientAddr::Tcp(peer), &service);
-            resume.token = Some(ctx.connections.token());
-            resume.resume(socket, wake);
+            let resume = Resumer::boxed(&ctx, &ClientAddr::Tcp(peer), &service);
+            resume.resume(socket, ctx.connections.token(), wake);
             ask(&mut client).await;
             // Quiet for a hundred park delays: parked once (woken by a request), or never.
             let t0 = Instant::now();
