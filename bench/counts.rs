@@ -18,10 +18,21 @@ use crate::{log, stats, Bench, Stats};
 
 const SERVERS: [&str; 3] = ["baton", "bare", "nginx"];
 
+/// The client of the counted runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Client {
+    /// The suite's own: 4 keep-alive connections (HTTP/1.1, or over TLS).
+    Suite,
+    /// ApacheBench: `ab -q -k -c 4 -n N`, its default request headers.
+    Ab,
+    /// nghttp2's `h2load -c4 -m10 -n N`: h2c by prior knowledge, 10 streams at a time on each of
+    /// 4 connections.
+    H2load,
+}
+
 thread_local! {
-    /// The client of the counted runs: ApacheBench (`ab -q -k -c 4 -n N`, its default request
-    /// headers) instead of the suite's own.
-    static AB: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The client of the counted runs (the suite's own unless a phase says otherwise).
+    static CLIENT: std::cell::Cell<Client> = const { std::cell::Cell::new(Client::Suite) };
 }
 type Counts = BTreeMap<String, f64>;
 
@@ -100,7 +111,24 @@ fn run_under(
             sb.addr()
         }
     };
-    if AB.get() {
+    if CLIENT.get() == Client::H2load {
+        if n > 0 {
+            let mut cmd = std::process::Command::new("h2load");
+            cmd.args(["-c4", "-m10", "-n", &n.to_string()])
+                .arg(format!("http://{addr}/"));
+            let out = crate::common::reaper::output(&mut peers::pinned(cmd, &b.wrk_cpus))
+                .expect("run h2load (Debian package nghttp2-client)");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let want =
+                format!("requests: {n} total, {n} started, {n} done, {n} succeeded, 0 failed");
+            assert!(
+                text.lines().any(|l| l.starts_with(&want)),
+                "{server}: h2load did not get {n} answers:\n{text}"
+            );
+        }
+        return stop_and_read(server, story, other, out);
+    }
+    if CLIENT.get() == Client::Ab {
         if n > 0 {
             let mut cmd = std::process::Command::new("ab");
             cmd.args(["-q", "-k", "-c", "4", "-n", &n.to_string()])
@@ -253,7 +281,7 @@ pub fn tls_instructions(b: &mut Bench) {
 /// multi-thread runtime, a worker per CPU; nginx one worker process).
 pub fn instructions_ab(b: &mut Bench) {
     let (n, runs) = (b.a.requests, b.a.runs);
-    AB.set(true);
+    CLIENT.set(Client::Ab);
     for pinned in [true, false] {
         // unpinned: every CPU (the suite itself keeps to the client CPUs, and what it starts
         // would inherit that)
@@ -282,7 +310,81 @@ pub fn instructions_ab(b: &mut Bench) {
         b.details
             .insert(format!("instructions_per_request_{what}"), json!(got));
     }
-    AB.set(false);
+    CLIENT.set(Client::Suite);
+}
+
+/// callgrind's total `Ir` less what hpack's header encoding (`HeaderBlock::into_encoding` and
+/// all it calls) cost, read with `callgrind_annotate --inclusive=yes`. Under valgrind that
+/// cost grows with the run's wall time (the `date` header changes every second and goes into
+/// hpack's dynamic table), which is not the server's doing; bare hyper runs the same code.
+fn callgrind_total_without_hpack(text: &str) -> Counts {
+    let mut counts = callgrind_total(text);
+    let mut cmd = std::process::Command::new("callgrind_annotate");
+    cmd.args(["--inclusive=yes", "--threshold=100", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .expect("run callgrind_annotate (Debian package valgrind)");
+    let mut stdin = child.stdin.take().expect("callgrind_annotate's stdin");
+    let input = text.to_owned();
+    let feed = thread::spawn(move || std::io::Write::write_all(&mut stdin, input.as_bytes()));
+    let out = child
+        .wait_with_output()
+        .expect("callgrind_annotate's output");
+    let _ = feed.join();
+    let annotated = String::from_utf8_lossy(&out.stdout);
+    let hpack = annotated
+        .lines()
+        .find(|l| l.contains("HeaderBlock::into_encoding"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.replace(',', "").parse::<f64>().ok());
+    // (None in the run without requests: nothing was encoded.)
+    let hpack = hpack.unwrap_or(0.0);
+    if let Some(total) = counts.get_mut("total") {
+        *total -= hpack;
+    }
+    counts.insert("hpack_encoding".into(), hpack);
+    counts
+}
+
+/// Issue 25's HTTP/2 count: user-space instructions per h2c request (`h2load -c4 -m10 -n N`),
+/// baton and bare hyper on the server CPUs (the same runtime), hpack's encoding left out. nginx
+/// is not compared: its HTTP/2 cost is mostly in the kernel (see the server CPU row of the h2
+/// phase).
+pub fn h2_instructions(b: &mut Bench) {
+    let (n, runs) = (b.a.requests, b.a.runs);
+    CLIENT.set(Client::H2load);
+    log(&format!(
+        "h2-instructions: h2load -c4 -m10 -n {n} minus none, callgrind without hpack's encoding, {runs} runs"
+    ));
+    let servers = (&["baton", "bare"][..], None);
+    let got = per_request(
+        b,
+        "h2-instructions",
+        servers,
+        &CALLGRIND,
+        callgrind_total_without_hpack,
+    );
+    CLIENT.set(Client::Suite);
+    let encoded = |k: &str| got[k].iter().all(|m| m["hpack_encoding"] > 0.0);
+    assert!(
+        encoded("baton") && encoded("bare"),
+        "callgrind_annotate found no HeaderBlock::into_encoding in a run with requests"
+    );
+    let s = |k: &str| stats(got[k].iter().map(|m| m["total"]).collect());
+    let (bt, bh) = (s("baton"), s("bare"));
+    let show = |s: &Stats| format!("{:.0} ({:.0}-{:.0})", s.median, s.min, s.max);
+    let xh = bt.median / bh.median;
+    b.row(
+        "HTTP/2 (h2c) instructions per request, h2load -c4 -m10, hpack encoding left out",
+        &show(&bt),
+        &format!("bare hyper, same runtime {}", show(&bh)),
+        &format!("{xh:.3}x hyper / < 1x"),
+        Some(xh < 1.0),
+    );
+    b.details
+        .insert("h2_instructions_per_request".into(), json!(got));
 }
 
 /// User-space instructions per request under callgrind: median and spread of the runs, ratios.

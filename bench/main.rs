@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 pub const BODY: &str = "Hello, world!";
 const ALL: &str = "idle,idle-conns,throughput,reloads,h2,leak,instructions,instructions-ab,\
-                   tls-instructions,syscalls,handoff-breakdown";
+                   h2-instructions,tls-instructions,syscalls,handoff-breakdown";
 const MS: fn(u64) -> Duration = Duration::from_millis;
 
 /// The options bench/run passes on (its header lists them) and `BENCH_DURATION`.
@@ -725,6 +725,9 @@ fn main() {
         }
         if has(&bench, "instructions-ab") {
             counts::instructions_ab(&mut bench);
+        }
+        if has(&bench, "h2-instructions") {
+            counts::h2_instructions(&mut bench);
         }
         if has(&bench, "tls-instructions") {
             counts::tls_instructions(&mut bench);

@@ -14,7 +14,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::h2::{RawH2, FLAG_END_STREAM, FRAME_DATA};
+use common::h2::{Frame, RawH2, FLAG_END_STREAM, FRAME_DATA, FRAME_GOAWAY, FRAME_RST_STREAM};
 use common::{http, procs, Baton, Sandbox, DEADLINE};
 
 /// Starts `tests/programs/slow_stream` with the sandbox settings plus `env`.
@@ -240,4 +240,52 @@ fn keep_alive_pings_close_an_h2_connection_whose_peer_stopped_answering_mid_stre
     // The same stream to a peer that answers goes on (a few lines are enough to see it).
     let (body, _, _) = get_h2(&sb, "/stream?lines=8&every_ms=500");
     assert_eq!(body, expected_body(8, app.pid));
+}
+
+/// A handler's panic costs its own request, not its neighbours': an HTTP/2 stream whose handler
+/// panics is reset, the other streams of the same connection are answered, and the connection
+/// serves on (HTTP/2 streams start on their connection's task, src/http/exec.rs).
+#[test]
+fn an_h2_handler_that_panics_resets_its_stream_and_the_connection_serves_on() {
+    let sb = Sandbox::new();
+    let app = start_app(&sb, &[]);
+    let mut p = RawH2::connect(sb.addr()).expect("connect");
+    let authority = sb.listen();
+    p.get(1, &authority, "/stream?lines=3&every_ms=100")
+        .expect("GET 1");
+    p.get(3, &authority, "/panic").expect("GET 3");
+    p.get(5, &authority, "/").expect("GET 5");
+    let ended = |id: u32| move |f: &Frame| f.stream == id && f.flags & FLAG_END_STREAM != 0;
+    assert!(
+        p.read_until(DEADLINE, ended(1)),
+        "the stream beside the panic ended: {:?}",
+        p.transcript()
+    );
+    p.get(7, &authority, "/")
+        .expect("GET 7 on the same connection");
+    assert!(
+        p.read_until(DEADLINE, ended(7)),
+        "a request after the panic is answered on the same connection: {:?}",
+        p.transcript()
+    );
+    let transcript = p.transcript();
+    assert!(
+        p.frames
+            .iter()
+            .any(|f| f.kind == FRAME_RST_STREAM && f.stream == 3),
+        "the panicking stream was reset: {transcript:?}"
+    );
+    let body = |id: u32| -> String {
+        p.frames
+            .iter()
+            .filter(|f| f.kind == FRAME_DATA && f.stream == id)
+            .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
+            .collect()
+    };
+    assert_eq!(body(1), expected_body(3, app.pid), "{transcript:?}");
+    assert_eq!(body(5), format!("pid {}", app.pid), "{transcript:?}");
+    assert!(
+        !p.frames.iter().any(|f| f.kind == FRAME_GOAWAY) && p.closed.is_none(),
+        "the connection was not closed: {transcript:?}"
+    );
 }

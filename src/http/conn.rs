@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -20,6 +20,7 @@ use tracing::debug;
 
 use super::body::DrainAware;
 use super::control::ControlHandle;
+use super::exec::{poll_serving, StreamExecutor};
 use super::io::{Activity, ConnIo, Shared};
 use super::park::{Lot, Resume, Wake};
 use super::stream::Stream;
@@ -51,7 +52,7 @@ const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(50);
 /// What every connection task of one process shares.
 #[derive(Clone)]
 pub(super) struct ConnContext {
-    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub builder: Arc<auto::Builder<StreamExecutor>>,
     pub draining: watch::Receiver<bool>,
     pub connections: TaskTracker,
     pub idle_timeout: Duration,
@@ -315,6 +316,11 @@ impl ConnContext {
                         let _ = check.as_mut().poll(&mut control.context());
                     }
                     return polled.map(Ok);
+                }
+                // HTTP/2 (its preface was read): the streams a poll starts are polled on this
+                // task first (see `exec`). HTTP/1 starts none, and is not charged the check.
+                if activity.h2.load(Ordering::Relaxed) {
+                    return poll_serving(cx, |cx| conn.as_mut().poll(cx)).map(Ok);
                 }
                 conn.as_mut().poll(cx).map(Ok)
             })
@@ -633,7 +639,7 @@ mod tests {
         let (drain, _) = watch::channel(false);
         let idle_timeout = Duration::from_secs(30);
         let ctx = ConnContext {
-            builder: Arc::new(auto::Builder::new(TokioExecutor::new())),
+            builder: Arc::new(auto::Builder::new(StreamExecutor)),
             draining: drain.subscribe(),
             connections: TaskTracker::new(),
             idle_timeout,

@@ -1,6 +1,6 @@
 //! A long streamed response served by baton: `GET /stream?lines=N&every_ms=M` answers N lines,
-//! one every M milliseconds (`line i of N from pid P`), then `end`. Any other request gets
-//! `pid P`. A request counts as in flight until its body has ended, so neither the idle bound
+//! one every M milliseconds (`line i of N from pid P`), then `end`; `GET /panic` panics in
+//! its handler. Any other request gets `pid P`. A request counts as in flight until its body has ended, so neither the idle bound
 //! nor a reload cuts the stream.
 //!
 //! ```sh
@@ -64,6 +64,9 @@ fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
 type AnyBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 async fn answer(req: Request<Incoming>) -> Result<Response<AnyBody>, Infallible> {
+    if req.uri().path() == "/panic" {
+        panic!("GET /panic: a handler's bug");
+    }
     if req.uri().path() != "/stream" {
         let body = format!("pid {}", std::process::id());
         return Ok(Response::new(Full::new(Bytes::from(body)).boxed()));
