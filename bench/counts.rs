@@ -111,14 +111,12 @@ fn run_under(
             sb.addr()
         }
     };
-    if CLIENT.get() == Client::H2load {
-        if n > 0 {
-            let mut cmd = std::process::Command::new("h2load");
-            cmd.args(["-c4", "-m10", "-n", &n.to_string()])
-                .arg(format!("http://{addr}/"));
-            let out = crate::common::reaper::output(&mut peers::pinned(cmd, &b.wrk_cpus))
-                .expect("run h2load (Debian package nghttp2-client)");
-            let text = String::from_utf8_lossy(&out.stdout);
+    let client = CLIENT.get();
+    if client != Client::Suite {
+        let (url, n_arg) = (format!("http://{addr}/"), n.to_string());
+        if n > 0 && client == Client::H2load {
+            let args = ["-c4", "-m10", "-n", &n_arg, &url];
+            let text = external_client(b, "h2load", &args, "nghttp2-client");
             let want =
                 format!("requests: {n} total, {n} started, {n} done, {n} succeeded, 0 failed");
             assert!(
@@ -126,16 +124,9 @@ fn run_under(
                 "{server}: h2load did not get {n} answers:\n{text}"
             );
         }
-        return stop_and_read(server, story, other, out);
-    }
-    if CLIENT.get() == Client::Ab {
-        if n > 0 {
-            let mut cmd = std::process::Command::new("ab");
-            cmd.args(["-q", "-k", "-c", "4", "-n", &n.to_string()])
-                .arg(format!("http://{addr}/"));
-            let out = crate::common::reaper::output(&mut peers::pinned(cmd, &b.wrk_cpus))
-                .expect("run ab (Debian package apache2-utils)");
-            let text = String::from_utf8_lossy(&out.stdout);
+        if n > 0 && client == Client::Ab {
+            let args = ["-q", "-k", "-c", "4", "-n", &n_arg, &url];
+            let text = external_client(b, "ab", &args, "apache2-utils");
             let field = |k: &str| {
                 let line = text.lines().find(|l| l.starts_with(k));
                 line.and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
@@ -172,6 +163,15 @@ fn run_under(
         "{server}: a request failed (or a connection was not kept alive)"
     );
     stop_and_read(server, story, other, out)
+}
+
+/// Runs `program` with `args` on the load CPUs until it exits; its standard output.
+fn external_client(b: &Bench, program: &str, args: &[&str], package: &str) -> String {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    let out = crate::common::reaper::output(&mut peers::pinned(cmd, &b.wrk_cpus))
+        .unwrap_or_else(|e| panic!("run {program} (Debian package {package}): {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Stops the server (SIGTERM) and returns what its tool wrote to `out`.
