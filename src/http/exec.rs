@@ -146,6 +146,32 @@ mod tests {
         done.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Polls, once through [`poll_serving`], a connection that stays pending and calls
+    /// `on_poll` with the number of each of its polls (from 1); how often it was polled.
+    async fn serve_pending(mut on_poll: impl FnMut(u32)) -> u32 {
+        let mut polls = 0;
+        let res = std::future::poll_fn(|cx| {
+            Poll::Ready(poll_serving(cx, |_| {
+                polls += 1;
+                on_poll(polls);
+                Poll::<()>::Pending
+            }))
+        })
+        .await;
+        assert!(res.is_pending());
+        polls
+    }
+
+    /// Waits (a second at most) until `done` counts `n`.
+    async fn wait_done(done: &AtomicUsize, n: usize) {
+        for _ in 0..100 {
+            if done.load(Ordering::SeqCst) == n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     #[tokio::test]
     async fn streams_started_while_serving_run_on_the_connection_task_and_pending_ones_go_on_their_own(
     ) {
@@ -190,12 +216,7 @@ mod tests {
             "the first one answered there"
         );
         open.send(()).unwrap();
-        for _ in 0..100 {
-            if done.load(Ordering::SeqCst) == 2 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        wait_done(&done, 2).await;
         assert_eq!(
             done.load(Ordering::SeqCst),
             2,
@@ -210,18 +231,12 @@ mod tests {
     async fn a_connection_that_started_streams_is_polled_again_to_send_their_answers() {
         let done = Arc::new(AtomicUsize::new(0));
         let ran_on = Arc::new(Mutex::new(Vec::new()));
-        let mut polls = 0;
-        let res = std::future::poll_fn(|cx| {
-            Poll::Ready(poll_serving(cx, |_| {
-                polls += 1;
-                if polls <= 2 {
-                    StreamExecutor.execute(stream(ran_on.clone(), None, false, done.clone()));
-                }
-                Poll::<()>::Pending
-            }))
+        let polls = serve_pending(|poll| {
+            if poll <= 2 {
+                StreamExecutor.execute(stream(ran_on.clone(), None, false, done.clone()));
+            }
         })
         .await;
-        assert!(res.is_pending());
         assert_eq!(polls, 3, "polled until it started nothing more");
         assert_eq!(done.load(Ordering::SeqCst), 2);
         assert!(
@@ -234,16 +249,10 @@ mod tests {
     async fn a_connection_that_starts_streams_on_every_poll_is_left_after_16_turns() {
         let done = Arc::new(AtomicUsize::new(0));
         let ran_on = Arc::new(Mutex::new(Vec::new()));
-        let mut polls = 0;
-        let res = std::future::poll_fn(|cx| {
-            Poll::Ready(poll_serving(cx, |_| {
-                polls += 1;
-                StreamExecutor.execute(stream(ran_on.clone(), None, false, done.clone()));
-                Poll::<()>::Pending
-            }))
+        let polls = serve_pending(|_| {
+            StreamExecutor.execute(stream(ran_on.clone(), None, false, done.clone()));
         })
         .await;
-        assert!(res.is_pending());
         assert_eq!(polls, 16, "the task goes back to the runtime");
         assert_eq!(done.load(Ordering::SeqCst), 16);
     }
@@ -252,19 +261,13 @@ mod tests {
     async fn a_stream_that_panics_is_dropped_and_the_connection_goes_on() {
         let done = Arc::new(AtomicUsize::new(0));
         let ran_on = Arc::new(Mutex::new(Vec::new()));
-        let mut polls = 0;
-        let res = std::future::poll_fn(|cx| {
-            Poll::Ready(poll_serving(cx, |_| {
-                polls += 1;
-                if polls == 1 {
-                    StreamExecutor.execute(stream(ran_on.clone(), None, true, done.clone()));
-                    StreamExecutor.execute(stream(ran_on.clone(), None, false, done.clone()));
-                }
-                Poll::<()>::Pending
-            }))
+        serve_pending(|poll| {
+            if poll == 1 {
+                StreamExecutor.execute(stream(ran_on.clone(), None, true, done.clone()));
+                StreamExecutor.execute(stream(ran_on.clone(), None, false, done.clone()));
+            }
         })
         .await;
-        assert!(res.is_pending());
         assert_eq!(ran_on.lock().unwrap().len(), 2, "both started");
         assert_eq!(done.load(Ordering::SeqCst), 1, "the other one answered");
     }
@@ -275,12 +278,7 @@ mod tests {
         let ran_on = Arc::new(Mutex::new(Vec::new()));
         StreamExecutor.execute(stream(ran_on.clone(), None, false, done.clone()));
         assert!(ran_on.lock().unwrap().is_empty(), "not run in execute");
-        for _ in 0..100 {
-            if done.load(Ordering::SeqCst) == 1 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        wait_done(&done, 1).await;
         assert_eq!(done.load(Ordering::SeqCst), 1, "run on a task of its own");
     }
 
@@ -299,12 +297,7 @@ mod tests {
         assert!(caught.is_err());
         assert!(!COLLECTING.get(), "collection is off again");
         assert!(STARTED.with_borrow(Vec::is_empty), "nothing left behind");
-        for _ in 0..100 {
-            if done.load(Ordering::SeqCst) == 1 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        wait_done(&done, 1).await;
         assert_eq!(
             done.load(Ordering::SeqCst),
             1,
