@@ -277,21 +277,44 @@ pub fn tls_instructions(b: &mut Bench) {
 
 /// Issue 25's counts: user-space instructions per keep-alive request with ApacheBench as the
 /// client (`ab -q -k -c 4 -n N`), every server pinned to the server CPUs (baton and bare hyper on
-/// the current-thread runtime when that is one CPU), and the same unpinned (both on the
-/// multi-thread runtime, a worker per CPU; nginx one worker process).
+/// the current-thread runtime when that is one CPU); the same unpinned (both on the
+/// multi-thread runtime, a worker per CPU; nginx one worker process); and unpinned with one
+/// thread each (`BATON_THREADS=1` for baton and bare hyper: their current-thread runtime, as
+/// nginx's one worker), the same CPU budget as nginx's.
 pub fn instructions_ab(b: &mut Bench) {
     let (n, runs) = (b.a.requests, b.a.runs);
     CLIENT.set(Client::Ab);
-    for pinned in [true, false] {
+    let one_thread: Vec<&str> = ["env", "BATON_THREADS=1"]
+        .into_iter()
+        .chain(CALLGRIND)
+        .collect();
+    let variants: [(&str, &str, &[&str]); 3] = [
+        (
+            "ab-pinned",
+            "instructions per request, ab -k, servers on the server CPUs",
+            &CALLGRIND,
+        ),
+        (
+            "ab-unpinned",
+            "instructions per request, ab -k, unpinned",
+            &CALLGRIND,
+        ),
+        (
+            "ab-unpinned-one-thread",
+            "instructions per request, ab -k, unpinned, one thread each",
+            &one_thread,
+        ),
+    ];
+    for (what, measure, tool) in variants {
+        let pinned = what == "ab-pinned";
         // unpinned: every CPU (the suite itself keeps to the client CPUs, and what it starts
         // would inherit that)
         let all: Vec<usize> = b.server_cpus.iter().chain(&b.wrk_cpus).copied().collect();
         let saved = (!pinned).then(|| std::mem::replace(&mut b.server_cpus, all));
-        let what = if pinned { "ab-pinned" } else { "ab-unpinned" };
         log(&format!(
             "instructions ({what}): ab -q -k -c 4 -n {n} minus none, callgrind, {runs} runs"
         ));
-        let got = per_request(b, what, (&SERVERS, None), &CALLGRIND, callgrind_total);
+        let got = per_request(b, what, (&SERVERS, None), tool, callgrind_total);
         if let Some(cpus) = saved {
             b.server_cpus = cpus;
         }
@@ -301,12 +324,7 @@ pub fn instructions_ab(b: &mut Bench) {
         let peer = format!("bare hyper {}, nginx {}", show(&bh), show(&ng));
         let (xh, xn) = (bt.median / bh.median, bt.median / ng.median);
         let x = format!("{xh:.3}x hyper, {xn:.3}x nginx / < 1x both");
-        let m = if pinned {
-            "instructions per request, ab -k, servers on the server CPUs"
-        } else {
-            "instructions per request, ab -k, unpinned"
-        };
-        b.row(m, &show(&bt), &peer, &x, Some(xh < 1.0 && xn < 1.0));
+        b.row(measure, &show(&bt), &peer, &x, Some(xh < 1.0 && xn < 1.0));
         b.details
             .insert(format!("instructions_per_request_{what}"), json!(got));
     }

@@ -129,7 +129,8 @@ impl Settings {
     /// `https://` address). Durations read like `30s`, `500ms` or a number of seconds.
     /// `BATON_CONFIG` names the `baton` command's JSON file, which the library does
     /// not read: it is reported in the log and otherwise ignored. `BATON_LOG_FORMAT` is the
-    /// command's too (a program sets up its own `tracing` subscriber); `BATON_SUPERVISE` is
+    /// command's too (a program sets up its own `tracing` subscriber), and so is `BATON_THREADS`
+    /// (a program builds its own runtime); `BATON_SUPERVISE` is
     /// read by [`supervise`](crate::supervise), `BATON_LISTEN_FDS_WITHOUT_PID` by the socket
     /// activation of [`Server::bind`](crate::Server::bind).
     ///

@@ -193,6 +193,12 @@ pub struct Overrides {
     /// closed; also the HTTP/2 keep-alive PING interval [default: 30s]
     #[arg(long, env = "BATON_IDLE_TIMEOUT", value_name = "DURATION")]
     pub idle_timeout: Option<String>,
+    /// Threads that serve: tokio's multi-thread runtime with N worker threads, or with 1 its
+    /// current-thread runtime on the process's main thread (as nginx's `worker_processes`, from 1
+    /// to 1024; a successor reads it again) [default: the CPUs this process may use: its
+    /// affinity and its cgroup's CPU quota]
+    #[arg(long, env = "BATON_THREADS", value_name = "N")]
+    pub threads: Option<String>,
     /// File the serving main process writes its pid to [default: none]
     #[arg(long, env = "BATON_PID_FILE", value_name = "PATH")]
     pub pid_file: Option<PathBuf>,

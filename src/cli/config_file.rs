@@ -25,6 +25,8 @@ pub struct Config {
     pub response_body: String,
     /// Asked for a supervisor process (see [`crate::supervisor`]).
     pub supervise: bool,
+    /// The threads that serve (`None`: one per CPU this process may use).
+    pub threads: Option<std::num::NonZeroUsize>,
     /// The admin listener serving baton's metrics, if any.
     pub admin: Option<AdminListen>,
     /// The file this was read from, if any.
@@ -157,6 +159,7 @@ struct FileConfig {
     response_body: Option<String>,
     admin_listen: Option<String>,
     supervise: Option<bool>,
+    threads: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     access_log: Option<bool>,
@@ -332,6 +335,11 @@ impl Config {
         if let Some(AdminListen::Address(spec)) = &admin {
             s.always_listen.push(spec.clone());
         }
+        let threads = match (&overrides.threads, file.threads) {
+            (Some(text), _) => Some(parse_threads(text, "--threads/BATON_THREADS")?),
+            (None, Some(n)) => Some(threads_in_range(n, &n.to_string(), &file_origin)?),
+            (None, None) => None,
+        };
         s.validate()?;
         Ok(Config {
             settings: s,
@@ -339,9 +347,45 @@ impl Config {
                 .response_body
                 .unwrap_or_else(|| DEFAULT_BODY.to_owned()),
             supervise: overrides.supervise.or(file.supervise).unwrap_or(false),
+            threads,
             admin,
             file: path.map(Path::to_path_buf),
         })
+    }
+}
+
+/// The most threads `threads` may ask for.
+const MAX_THREADS: u64 = 1024;
+
+/// A thread count as written in an option or variable (`origin`): a whole number from 1 to
+/// [`MAX_THREADS`].
+fn parse_threads(text: &str, origin: &str) -> Result<std::num::NonZeroUsize, SettingsError> {
+    match text.trim().parse::<u64>() {
+        Ok(n) => threads_in_range(n, text, origin),
+        Err(_) => Err(SettingsError::new(
+            origin,
+            "threads",
+            format!("{text:?} is not a whole number (1 to {MAX_THREADS})"),
+        )),
+    }
+}
+
+/// `n` (written `text`) when it is from 1 to [`MAX_THREADS`].
+fn threads_in_range(
+    n: u64,
+    text: &str,
+    origin: &str,
+) -> Result<std::num::NonZeroUsize, SettingsError> {
+    match usize::try_from(n)
+        .ok()
+        .and_then(std::num::NonZeroUsize::new)
+    {
+        Some(count) if n <= MAX_THREADS => Ok(count),
+        _ => Err(SettingsError::new(
+            origin,
+            "threads",
+            format!("{text} is out of range (1 to {MAX_THREADS})"),
+        )),
     }
 }
 
@@ -447,6 +491,43 @@ mod tests {
         assert!(!c.supervise, "the option wins over the file");
         let e = load_json(r#"{"supervise":"yes"}"#).unwrap_err().to_string();
         assert!(e.contains("expected a boolean"), "{e}");
+    }
+
+    #[test]
+    fn threads_from_option_environment_or_file_from_1_to_1024() {
+        let threads = |c: Config| c.threads.map(std::num::NonZero::get);
+        assert_eq!(threads(Config::load(&Overrides::default()).unwrap()), None);
+        assert_eq!(threads(load_json(r#"{"threads":1}"#).unwrap()), Some(1));
+        assert_eq!(
+            threads(load_json(r#"{"threads":1024}"#).unwrap()),
+            Some(1024)
+        );
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(br#"{"threads":4}"#).unwrap();
+        let c = Config::load(&Overrides {
+            config: Some(f.path().to_owned()),
+            threads: Some(" 2".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(threads(c), Some(2), "the option wins over the file");
+        for (json, problem) in [("0", "0 is out of range"), ("1025", "1025 is out of range")] {
+            let e = load_json(&format!(r#"{{"threads":{json}}}"#)).unwrap_err();
+            let e = e.to_string();
+            assert!(e.starts_with("config ") && e.contains(": threads: "), "{e}");
+            assert!(e.contains(problem), "{e}");
+        }
+        let e = load_json(r#"{"threads":"2"}"#).unwrap_err().to_string();
+        assert!(e.contains("expected u64"), "{e}");
+        for text in ["", "x", "2.5", "-1", "1025", "0"] {
+            let e = Config::load(&Overrides {
+                threads: Some(text.into()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.starts_with("--threads/BATON_THREADS: threads: "), "{e}");
+        }
     }
 
     #[test]

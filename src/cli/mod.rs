@@ -66,7 +66,8 @@ fn serve(overrides: &Overrides) -> u8 {
             return code;
         }
     }
-    let runtime = match runtime() {
+    let threads = config.as_ref().ok().and_then(|c| c.threads);
+    let runtime = match runtime(threads) {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}"), exit::OSERR),
     };
@@ -155,18 +156,23 @@ impl Answer for Handler {
     }
 }
 
-/// The command's runtime: one worker thread per CPU this process may use (its affinity and its
-/// cgroup's CPU quota), and on a single CPU the current-thread scheduler: with one worker there is
-/// nothing to steal and no other worker to wake, and the multi-thread scheduler's cross-thread
-/// queues and bookkeeping cost about 510 instructions per keep-alive request (callgrind: 8,040
-/// against 7,529 on one CPU), and one thread start per generation.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let mut builder = if cpus == 1 {
+/// The command's runtime: `threads` worker threads (`--threads`; by default one per CPU this
+/// process may use: its affinity and its cgroup's CPU quota), and for one thread the
+/// current-thread scheduler: with one worker there is nothing to steal and no other worker to
+/// wake, and the multi-thread scheduler's cross-thread queues and bookkeeping cost about 510
+/// instructions per keep-alive request (callgrind: 8,040 against 7,529 on one CPU), and one
+/// thread start per generation. A process of one thread also pays less for every system call:
+/// glibc's send, recv and epoll_wait skip their cancellation bookkeeping while a process has a
+/// single thread (about 100 instructions per keep-alive request, callgrind 2026-12-07).
+fn runtime(threads: Option<std::num::NonZeroUsize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = threads
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, std::num::NonZero::get);
+    let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(cpus);
+        b.worker_threads(threads);
         b
     };
     builder.enable_all().build()

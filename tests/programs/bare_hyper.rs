@@ -2,9 +2,9 @@
 //! handler, with none of baton's machinery (no hand-off, no notify, no drain, no connection
 //! tracking, no logging).
 //!
-//! * same stack: the runtime the `baton` command picks on the same CPUs (src/cli: tokio's
-//!   current-thread scheduler when the process may use one CPU, else the multi-thread one with
-//!   a worker per CPU), hyper 1 through hyper-util's `auto` builder (HTTP/1.1 and h2c on the
+//! * same stack: the runtime the `baton` command picks on the same CPUs and the same
+//!   `BATON_THREADS` (src/cli: tokio's current-thread scheduler for one thread, else the
+//!   multi-thread one with that many workers; by default one per CPU), hyper 1 through hyper-util's `auto` builder (HTTP/1.1 and h2c on the
 //!   same port);
 //! * same bytes as baton's default handler: `200 OK`, `content-type: text/plain; charset=utf-8`,
 //!   body `Hello, world!` (hyper adds `content-length` and `date`, as it does for baton);
@@ -49,15 +49,26 @@ async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     Ok(res)
 }
 
-/// The runtime `baton` runs on the same CPUs (see `runtime` in src/cli/mod.rs): a comparison
-/// pinned to one CPU compares like with like.
+/// The runtime `baton` runs on the same CPUs with the same `BATON_THREADS` (see `runtime` in
+/// src/cli/mod.rs): a comparison pinned to one CPU, or of one thread each, compares like with
+/// like.
 fn main() {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let mut builder = if cpus == 1 {
+    let threads = match std::env::var("BATON_THREADS") {
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                eprintln!("bare_hyper: BATON_THREADS: {text:?} is not a whole number from 1");
+                std::process::exit(78);
+            }
+        },
+        Err(_) => cpus,
+    };
+    let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(cpus);
+        b.worker_threads(threads);
         b
     };
     match builder.enable_all().build() {
