@@ -98,6 +98,7 @@ fn a_thread_count_that_is_not_one_to_1024_is_refused_alike_by_check_and_serve() 
     for (json, problem) in [
         ("0", "0 is out of range (1 to 1024)"),
         ("1025", "1025 is out of range (1 to 1024)"),
+        (r#""2""#, r#""2" is not a whole number (1 to 1024)"#),
     ] {
         sb.write_config_text(&format!(
             r#"{{"listen": ["{}"], "threads": {json}}}"#,

@@ -159,7 +159,7 @@ struct FileConfig {
     response_body: Option<String>,
     admin_listen: Option<String>,
     supervise: Option<bool>,
-    threads: Option<u64>,
+    threads: Option<serde_json::Value>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     access_log: Option<bool>,
@@ -337,7 +337,10 @@ impl Config {
         }
         let threads = match (&overrides.threads, file.threads) {
             (Some(text), _) => Some(parse_threads(text, "--threads/BATON_THREADS")?),
-            (None, Some(n)) => Some(threads_in_range(n, &n.to_string(), &file_origin)?),
+            (None, Some(value)) => Some(match value.as_u64() {
+                Some(n) => threads_in_range(n, &n.to_string(), &file_origin)?,
+                None => return Err(not_a_thread_count(&value.to_string(), &file_origin).into()),
+            }),
             (None, None) => None,
         };
         s.validate()?;
@@ -362,12 +365,17 @@ const MAX_THREADS: u64 = 1024;
 fn parse_threads(text: &str, origin: &str) -> Result<std::num::NonZeroUsize, SettingsError> {
     match text.trim().parse::<u64>() {
         Ok(n) => threads_in_range(n, text, origin),
-        Err(_) => Err(SettingsError::new(
-            origin,
-            "threads",
-            format!("{text:?} is not a whole number (1 to {MAX_THREADS})"),
-        )),
+        Err(_) => Err(not_a_thread_count(&format!("{text:?}"), origin)),
     }
+}
+
+/// `shown` (a value as written) is no whole number.
+fn not_a_thread_count(shown: &str, origin: &str) -> SettingsError {
+    SettingsError::new(
+        origin,
+        "threads",
+        format!("{shown} is not a whole number (1 to {MAX_THREADS})"),
+    )
 }
 
 /// `n` (written `text`) when it is from 1 to [`MAX_THREADS`].
@@ -517,8 +525,15 @@ mod tests {
             assert!(e.starts_with("config ") && e.contains(": threads: "), "{e}");
             assert!(e.contains(problem), "{e}");
         }
-        let e = load_json(r#"{"threads":"2"}"#).unwrap_err().to_string();
-        assert!(e.contains("expected u64"), "{e}");
+        for (json, shown) in [(r#""2""#, r#""2""#), ("2.5", "2.5"), ("-1", "-1")] {
+            let e = load_json(&format!(r#"{{"threads":{json}}}"#)).unwrap_err();
+            let e = e.to_string();
+            assert!(e.starts_with("config ") && e.contains(": threads: "), "{e}");
+            assert!(
+                e.ends_with(&format!("{shown} is not a whole number (1 to 1024)")),
+                "{e}"
+            );
+        }
         for text in ["", "x", "2.5", "-1", "1025", "0"] {
             let e = Config::load(&Overrides {
                 threads: Some(text.into()),
