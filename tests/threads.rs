@@ -70,7 +70,7 @@ fn by_default_a_worker_per_cpu_the_process_may_use() {
         .expect("CPU count");
     assert!(
         cpus >= 2,
-        "this story needs a machine of 2 CPUs or more (CI's has 2): it tells the default apart from one thread"
+        "this story needs 2 CPUs or more (CI has 2): it tells the default from one thread"
     );
     let s = Options::new("v1").start();
     let names = thread_names(s.main);

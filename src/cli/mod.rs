@@ -163,7 +163,7 @@ impl Answer for Handler {
 /// instructions per keep-alive request (callgrind: 8,040 against 7,529 on one CPU), and one
 /// thread start per generation. A process of one thread also pays less for every system call:
 /// glibc's send, recv and epoll_wait skip their cancellation bookkeeping while a process has a
-/// single thread (about 100 instructions per keep-alive request, callgrind 2026-12-07).
+/// single thread (about 110 instructions per keep-alive request, callgrind 2026-12-07).
 fn runtime(threads: Option<std::num::NonZeroUsize>) -> std::io::Result<tokio::runtime::Runtime> {
     let threads = threads
         .or_else(|| std::thread::available_parallelism().ok())

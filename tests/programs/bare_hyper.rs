@@ -4,8 +4,8 @@
 //!
 //! * same stack: the runtime the `baton` command picks on the same CPUs and the same
 //!   `BATON_THREADS` (src/cli: tokio's current-thread scheduler for one thread, else the
-//!   multi-thread one with that many workers; by default one per CPU), hyper 1 through hyper-util's `auto` builder (HTTP/1.1 and h2c on the
-//!   same port);
+//!   multi-thread one with that many workers; by default one per CPU), hyper 1 through
+//!   hyper-util's `auto` builder (HTTP/1.1 and h2c on the same port);
 //! * same bytes as baton's default handler: `200 OK`, `content-type: text/plain; charset=utf-8`,
 //!   body `Hello, world!` (hyper adds `content-length` and `date`, as it does for baton);
 //! * same socket setting baton applies to accepted connections: `TCP_NODELAY`;
