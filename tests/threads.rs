@@ -48,6 +48,15 @@ fn threads_from_the_file_one_then_three_after_a_reload() {
         ["baton"],
         "threads = 1: the main thread alone serves"
     );
+    // `baton check` says what it read.
+    let out = common::output(
+        s.sb.baton()
+            .args(["check", "--config"])
+            .arg(s.sb.config_path()),
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.trim_end().ends_with("; threads 1"), "{said}");
 
     let mut c = s.sb.config("v2");
     c["threads"] = 3.into();

@@ -234,8 +234,13 @@ fn check(overrides: &Overrides) -> u8 {
                 .as_ref()
                 .map(|a| format!("; metrics on {a}"))
                 .unwrap_or_default();
+            // Said only when set: the default (a worker per CPU) depends on where it runs.
+            let threads = config
+                .threads
+                .map(|n| format!("; threads {n}"))
+                .unwrap_or_default();
             println!(
-                "baton: configuration ok ({where_}): listen {}{resolved}{admin}",
+                "baton: configuration ok ({where_}): listen {}{resolved}{admin}{threads}",
                 listen.join(", ")
             );
             // one line each: the pair on stdout, warnings (exit code unchanged) on stderr
