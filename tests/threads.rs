@@ -8,24 +8,9 @@
 
 mod common;
 
+use common::procs::thread_names;
 use common::story::Options;
 use common::Sandbox;
-
-/// The threads of `pid` by name (`/proc/PID/task/*/comm`), sorted.
-fn thread_names(pid: i32) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("the process's tasks")
-        .flatten()
-        .map(|task| {
-            std::fs::read_to_string(task.path().join("comm"))
-                .unwrap_or_default()
-                .trim()
-                .to_owned()
-        })
-        .collect();
-    names.sort();
-    names
-}
 
 /// How many of `names` are tokio's worker threads.
 fn workers(names: &[String]) -> usize {
