@@ -80,15 +80,16 @@ impl RuntimeDir {
         Self::open_as(handoff_socket, Create::Missing, me)
     }
 
-    /// Open the existing runtime directory of `handoff_socket` that belongs to the user `owner`
-    /// (what `baton reload`, run as root, uses for a baton of another user).
+    /// [`Self::open_existing_in`] from this process's own root.
     #[cfg(test)]
     pub fn open_existing(handoff_socket: &Path, owner: u32) -> Result<RuntimeDir, FsError> {
         Self::open_as(handoff_socket, Create::Never, owner)
     }
 
-    /// [`Self::open_existing`] as the process whose root directory is `root` sees it
-    /// (`/proc/<pid>/root` for a process in another mount namespace, such as a container's).
+    /// Open the existing runtime directory of `handoff_socket` that belongs to the user `owner`
+    /// (what `baton reload`, run as root, uses for a baton of another user), as the process
+    /// whose root directory is `root` sees it (`/proc/<pid>/root` for a process in another
+    /// mount namespace, such as a container's; `None`: this process's own).
     pub fn open_existing_in(
         root: Option<&Path>,
         handoff_socket: &Path,

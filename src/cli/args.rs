@@ -54,7 +54,7 @@ pub enum Command {
 /// baton's own. baton stays the main process for the life of the service.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Address to listen on: host:port, [v6]:port, :port or unix:/path (TLS is the
+    /// Address to listen on: host:port, `[v6]:port`, :port or unix:/path (TLS is the
     /// application's business). Repeatable; the variable takes a comma-separated list
     /// [default: what systemd passed, else 127.0.0.1:8000]
     #[arg(
@@ -157,7 +157,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
     /// Address to listen on: host:port (an IP address or a host name, resolved at start),
-    /// [v6]:port, :port (all interfaces) or unix:/path; https://host:port serves TLS (http:// or
+    /// `[v6]:port`, :port (all interfaces) or unix:/path; https://host:port serves TLS (http:// or
     /// no scheme: plain). Repeatable; the variable takes a comma-separated list [default:
     /// 127.0.0.1:8000, or what systemd passed]
     #[arg(
@@ -169,7 +169,7 @@ pub struct Overrides {
     )]
     pub listen: Vec<String>,
     /// Serve baton's metrics (`GET /metrics`, Prometheus text format) on this listener, and
-    /// nothing else: an address (host:port with an IP address, [v6]:port, :port or unix:/path),
+    /// nothing else: an address (host:port with an IP address, `[v6]:port`, :port or unix:/path),
     /// bound by baton even under socket activation, or the name of a socket systemd passes
     /// (`FileDescriptorName=`, e.g. admin). Handed over on every reload like the others
     /// [default: none]

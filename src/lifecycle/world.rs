@@ -385,7 +385,7 @@ pub(crate) enum Finish {
 }
 
 impl ProcessWorld {
-    /// How this process's serving ended (once [`drive`] returned): handed off to a successor,
+    /// How this process's serving ended (once [`drive`](super::drive) returned): handed off to a successor,
     /// or stopped for the last recorded reason (the façade turns it into its `Ended`).
     pub(crate) fn finish(&self) -> Finish {
         match (self.drained, self.retiring_for) {
