@@ -18,6 +18,10 @@ use crate::{log, stats, Bench, Stats};
 
 const SERVERS: [&str; 3] = ["baton", "bare", "nginx"];
 
+/// nginx with a worker process per server CPU (a master and its workers, each counted), the CPU
+/// budget baton's default runtime has.
+const NGINX_PER_CPU: &str = "nginx-per-cpu";
+
 /// The client of the counted runs.
 #[derive(Clone, Copy, PartialEq)]
 enum Client {
@@ -101,6 +105,10 @@ fn run_under(
             other = Some(peers::bare(&sb, &b.a.bare, cpus, wrap));
             sb.addr()
         }
+        (NGINX_PER_CPU, None) => {
+            other = Some(peers::nginx(&sb, cpus.len(), cpus, wrap));
+            sb.addr()
+        }
         (_, None) => {
             other = Some(peers::nginx(&sb, 0, cpus, wrap));
             sb.addr()
@@ -138,7 +146,7 @@ fn run_under(
                 "{server}: ab did not get {n} keep-alive answers:\n{text}"
             );
         }
-        return stop_and_read(server, story, other, out);
+        return stop_and_read(server, story, other, out, wrap);
     }
     let per_conn = move |i: u64| n / 4 + u64::from(i < n % 4);
     let clients: Vec<_> = (0..4)
@@ -162,7 +170,7 @@ fn run_under(
         ok,
         "{server}: a request failed (or a connection was not kept alive)"
     );
-    stop_and_read(server, story, other, out)
+    stop_and_read(server, story, other, out, wrap)
 }
 
 /// Runs `program` with `args` on the load CPUs until it exits; its standard output.
@@ -174,30 +182,64 @@ fn external_client(b: &Bench, program: &str, args: &[&str], package: &str) -> St
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Stops the server (SIGTERM) and returns what its tool wrote to `out`.
+/// Stops the server (SIGTERM) and returns what its tool wrote to `out` (or, a file per process,
+/// to `out.PID`: all of them, one after the other).
 fn stop_and_read(
     server: &str,
     mut story: Option<crate::common::Story>,
     mut other: Option<crate::common::Baton>,
     out: &str,
+    wrap: &[String],
 ) -> String {
     if let Some(s) = &mut story {
         s.stop();
     }
+    let traced_child = wrap.first().is_some_and(|w| w == "strace");
     if let Some(g) = &mut other {
-        // The server is the wrapper itself (valgrind) or its child (strace). SIGTERM again
+        // The server is the wrapper itself (valgrind; an nginx master's children are its
+        // workers) or the wrapper's child (strace). SIGTERM again
         // every second: a SIGTERM that comes after nginx installed its handler but before its
         // event loop first waits only sets a flag that loop reads after its next event, and in
         // a run without requests none comes (under valgrind that window is long; it stopped a
         // whole bench run on 2026-12-06).
         let gone = (0..180).any(|_| {
-            let pid = procs::children_of(g.pid).first().map_or(g.pid, |p| p.pid);
+            let child = procs::children_of(g.pid).first().map(|p| p.pid);
+            let pid = child.filter(|_| traced_child).unwrap_or(g.pid);
             procs::kill(pid, Signal::SIGTERM);
             g.wait_group_gone(Duration::from_secs(1))
         });
         assert!(gone, "{server} did not stop within 180 s of SIGTERM");
     }
-    std::fs::read_to_string(out).unwrap_or_else(|e| panic!("{out}: {e}"))
+    if let Ok(text) = std::fs::read_to_string(out) {
+        return text;
+    }
+    let files = per_process(out);
+    assert!(
+        !files.is_empty(),
+        "{server}: neither {out} nor {out}.PID was written"
+    );
+    let text: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())))
+        .collect();
+    text.concat()
+}
+
+/// The files `out.PID` a tool wrote, a file per process, in order.
+fn per_process(out: &str) -> Vec<PathBuf> {
+    let path = std::path::Path::new(out);
+    let (dir, name) = (path.parent().expect("a directory"), path.file_name());
+    let prefix = format!("{}.", name.expect("a file name").to_string_lossy());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 /// Each of `servers` under `tool` ({out}: its output file), `--requests` GETs minus `base`
@@ -220,7 +262,18 @@ fn per_request(
             let [none, all] = [base, n].map(|k| {
                 let out = dir.join(format!("{what}-{server}-{run}-{k}"));
                 let out = out.display().to_string();
-                let wrap: Vec<String> = tool.iter().map(|t| t.replace("{out}", &out)).collect();
+                let wrap: Vec<String> = if server == NGINX_PER_CPU {
+                    // a file per process: the master's and each worker's (none left from an
+                    // earlier run)
+                    for stale in per_process(&out) {
+                        std::fs::remove_file(&stale).expect("remove an earlier run's file");
+                    }
+                    let each = format!("{out}.%p");
+                    let tool = tool.iter().map(|t| t.replace("{out}", &each));
+                    tool.chain(["--trace-children=yes".to_owned()]).collect()
+                } else {
+                    tool.iter().map(|t| t.replace("{out}", &out)).collect()
+                };
                 parse(&run_under(b, server, tls, &wrap, &out, k))
             });
             let per = |(k, v): (&String, &f64)| {
@@ -240,13 +293,21 @@ fn per_request(
     got
 }
 
-/// callgrind's total `Ir`.
+/// callgrind's total `Ir` (of every process, when `text` holds several of its files).
 fn callgrind_total(text: &str) -> Counts {
-    let total = text
-        .lines()
-        .find_map(|l| l.strip_prefix("summary:").or(l.strip_prefix("totals:")));
-    let total = total
-        .and_then(|t| t.trim().parse().ok())
+    let each = text
+        .split("# callgrind format")
+        .filter(|f| !f.trim().is_empty());
+    let total = each
+        .map(|file| {
+            let total = file
+                .lines()
+                .find_map(|l| l.strip_prefix("summary:").or(l.strip_prefix("totals:")));
+            total
+                .and_then(|t| t.trim().parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        })
+        .fold(None, |sum: Option<f64>, t| Some(sum.unwrap_or(0.0) + t))
         .unwrap_or(f64::NAN);
     BTreeMap::from([("total".into(), total)])
 }
@@ -278,9 +339,10 @@ pub fn tls_instructions(b: &mut Bench) {
 /// Issue 25's counts: user-space instructions per keep-alive request with ApacheBench as the
 /// client (`ab -q -k -c 4 -n N`), every server pinned to the server CPUs (baton and bare hyper on
 /// the current-thread runtime when that is one CPU); the same unpinned (both on the
-/// multi-thread runtime, a worker per CPU; nginx one worker process); and unpinned with one
-/// thread each (`BATON_THREADS=1` for baton and bare hyper: their current-thread runtime, as
-/// nginx's one worker), the same CPU budget as nginx's.
+/// multi-thread runtime, a worker per CPU; nginx one worker process, as the issue measured, and
+/// a worker process per CPU, the same CPU budget); and unpinned with one thread each
+/// (`BATON_THREADS=1` for baton and bare hyper: their current-thread runtime, as nginx's one
+/// worker), the same CPU budget as nginx's.
 pub fn instructions_ab(b: &mut Bench) {
     let (n, runs) = (b.a.requests, b.a.runs);
     CLIENT.set(Client::Ab);
@@ -288,24 +350,28 @@ pub fn instructions_ab(b: &mut Bench) {
         .into_iter()
         .chain(CALLGRIND)
         .collect();
-    let variants: [(&str, &str, &[&str]); 3] = [
+    let with_per_cpu = [SERVERS[0], SERVERS[1], SERVERS[2], NGINX_PER_CPU];
+    let variants: [(&str, &str, &[&str], &[&'static str]); 3] = [
         (
             "ab-pinned",
             "instructions per request, ab -k, servers on the server CPUs",
             &CALLGRIND,
+            &SERVERS,
         ),
         (
             "ab-unpinned",
             "instructions per request, ab -k, unpinned",
             &CALLGRIND,
+            &with_per_cpu,
         ),
         (
             "ab-unpinned-one-thread",
             "instructions per request, ab -k, unpinned, one thread each",
             &one_thread,
+            &SERVERS,
         ),
     ];
-    for (what, measure, tool) in variants {
+    for (what, measure, tool, servers) in variants {
         let pinned = what == "ab-pinned";
         // unpinned: every CPU (the suite itself keeps to the client CPUs, and what it starts
         // would inherit that)
@@ -314,16 +380,24 @@ pub fn instructions_ab(b: &mut Bench) {
         log(&format!(
             "instructions ({what}): ab -q -k -c 4 -n {n} minus none, callgrind, {runs} runs"
         ));
-        let got = per_request(b, what, (&SERVERS, None), tool, callgrind_total);
+        let got = per_request(b, what, (servers, None), tool, callgrind_total);
         if let Some(cpus) = saved {
             b.server_cpus = cpus;
         }
         let s = |k: &str| stats(got[k].iter().map(|m| m["total"]).collect());
         let (bt, bh, ng) = (s("baton"), s("bare"), s("nginx"));
         let show = |s: &Stats| format!("{:.0} ({:.0}-{:.0})", s.median, s.min, s.max);
-        let peer = format!("bare hyper {}, nginx {}", show(&bh), show(&ng));
         let (xh, xn) = (bt.median / bh.median, bt.median / ng.median);
-        let x = format!("{xh:.3}x hyper, {xn:.3}x nginx / < 1x both");
+        let (mut peer, mut x) = (
+            format!("bare hyper {}, nginx {}", show(&bh), show(&ng)),
+            format!("{xh:.3}x hyper, {xn:.3}x nginx"),
+        );
+        if got.contains_key(NGINX_PER_CPU) {
+            let np = s(NGINX_PER_CPU);
+            peer += &format!(", nginx with a worker per CPU {}", show(&np));
+            x += &format!(" ({:.3}x with a worker per CPU)", bt.median / np.median);
+        }
+        x += " / < 1x both";
         b.row(measure, &show(&bt), &peer, &x, Some(xh < 1.0 && xn < 1.0));
         b.details
             .insert(format!("instructions_per_request_{what}"), json!(got));

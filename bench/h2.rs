@@ -5,6 +5,7 @@
 //! reloads it runs again and again, one short run after the other; its per-request log tells a
 //! stream it never sent (the client's own doing) from one it sent and lost (the server's).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,10 +46,12 @@ impl H2load {
     }
 }
 
-/// h2load as the suite runs it: on the load CPUs, `clients` connections of 10 streams each.
+/// h2load as the suite runs it: on the load CPUs, `clients` connections of `streams` streams at
+/// a time each.
 #[derive(Clone)]
 struct Client {
     clients: usize,
+    streams: usize,
     cpus: Vec<usize>,
 }
 
@@ -59,7 +62,7 @@ impl Client {
         cmd.args([
             format!("-t{}", self.cpus.len().max(1)),
             format!("-c{}", self.clients),
-            "-m10".into(),
+            format!("-m{}", self.streams),
             format!("-D{secs}"),
         ])
         .arg("--log-file")
@@ -113,8 +116,12 @@ impl Client {
     }
 }
 
-/// The `h2` phase: throughput rounds (interleaved, median), then h2load back to back across
-/// `--reloads` reloads of baton.
+/// A server the throughput rounds load: its name, port and process group.
+type Served = (&'static str, u16, i32);
+
+/// The `h2` phase: throughput rounds (interleaved, median) with 10 streams at a time on each
+/// connection and with one (as a browser asks for one page's parts one after another), then
+/// h2load back to back across `--reloads` reloads of baton.
 pub fn phase(bench: &mut Bench) {
     let mut b = bench.baton(&[]);
     let (hsb, nsb, cpus) = (Sandbox::new(), Sandbox::new(), bench.server_cpus.clone());
@@ -129,61 +136,21 @@ pub fn phase(bench: &mut Bench) {
     ];
     let client = Client {
         clients: bench.a.conns,
+        streams: 10,
         cpus: bench.wrk_cpus.clone(),
     };
     for (_, port, _) in servers {
         client.run(port, 1, &logs.join("warm-up.log"));
     }
-    let secs = bench.a.secs;
-    log(&format!(
-        "h2: {} rounds of {secs} s, h2load -c{} -m10 (h2c)",
-        bench.a.rounds, bench.a.conns
-    ));
-    // rounds other processes disturbed are run again (until --rounds clean ones, 3x at most)
-    let (mut rounds, mut clean, want) = (vec![], 0, bench.a.rounds);
-    while clean < want && rounds.len() < 3 * want {
-        let (round, mut rnd) = (rounds.len(), std::collections::BTreeMap::new());
-        for k in 0..3 {
-            let (name, port, pgid) = servers[(k + round) % 3];
-            let c0 = peers::group_cpu(pgid);
-            let mut r = client.run(port, secs, &logs.join(format!("{name}-{round}.log")));
-            r.server_us = (peers::group_cpu(pgid) - c0) * 1e6 / r.succeeded.max(1) as f64;
-            log(&format!(
-                "  round {} {name:5}: {} req/s, server CPU {:.2} us/req, {} errored, foreign CPU {:.2}",
-                round + 1,
-                num(r.rps),
-                r.server_us,
-                r.errored,
-                r.noise_cpus
-            ));
-            rnd.insert(name, r);
-        }
-        let ok = rnd.values().all(|r| r.noise_cpus <= bench.a.noise_max);
-        clean += usize::from(ok);
-        rounds.push((ok, rnd));
+    let mut all_rounds = serde_json::Map::new();
+    for streams in [10, 1] {
+        let client = Client {
+            streams,
+            ..client.clone()
+        };
+        let rounds = throughput(bench, &servers, &client, &logs);
+        all_rounds.insert(format!("m{streams}"), json!(rounds));
     }
-    let used: Vec<_> = rounds.iter().filter(|r| r.0 || clean == 0).collect();
-    let median = |n: &str| stats(used.iter().map(|r| r.1[n].rps).collect()).median;
-    let cpu = |n: &str| stats(used.iter().map(|r| r.1[n].server_us).collect()).median;
-    let note = format!(" ({clean} clean rounds of {})", rounds.len());
-    let (x, h, n) = (median("baton"), median("bare"), median("nginx"));
-    for (name, y) in [("bare hyper, same runtime", h), ("nginx (http2)", n)] {
-        let m = format!("HTTP/2 (h2c) throughput, h2load -m10, vs {name}{note}");
-        let (v, p) = (
-            format!("{} req/s", num(x)),
-            format!("{name} {} req/s", num(y)),
-        );
-        bench.row(&m, &v, &p, &format!("{:.1}%", x / y * 100.0), None);
-    }
-    // the client may be the bound (nginx): the server's CPU time per request compares servers
-    let (xc, hc, nc) = (cpu("baton"), cpu("bare"), cpu("nginx"));
-    let m = "  HTTP/2 (h2c) server CPU (user + system) per request, median";
-    let (v, p) = (
-        format!("{xc:.2} us"),
-        format!("bare hyper {hc:.2} us, nginx {nc:.2} us"),
-    );
-    let t = format!("{:.2}x hyper, {:.2}x nginx / < 1x both", xc / hc, xc / nc);
-    bench.row(m, &v, &p, &t, Some(xc < hc && xc < nc));
     drop((bare, nginx));
 
     // Reloads: h2load runs back to back while baton is reloaded, paced over the runs.
@@ -232,6 +199,67 @@ pub fn phase(bench: &mut Bench) {
     bench.row(&m, &v, &p, "0", Some(sum.lost == 0 && failed == 0));
     bench
         .details
-        .insert("h2".into(), json!({"rounds": rounds, "reloads": sum}));
+        .insert("h2".into(), json!({"rounds": all_rounds, "reloads": sum}));
     b.stop();
+}
+
+/// Throughput rounds against each of `servers` in turn (order rotated), run again while other
+/// processes disturbed them (until `--rounds` clean ones, 3x at most); its rows: the rate against
+/// each peer and the server CPU per request. The rounds, each whether it was clean.
+fn throughput(
+    bench: &mut Bench,
+    servers: &[Served; 3],
+    client: &Client,
+    logs: &Path,
+) -> Vec<(bool, BTreeMap<&'static str, H2load>)> {
+    let (secs, m) = (bench.a.secs, client.streams);
+    log(&format!(
+        "h2: {} rounds of {secs} s, h2load -c{} -m{m} (h2c)",
+        bench.a.rounds, client.clients
+    ));
+    let (mut rounds, mut clean, want) = (vec![], 0, bench.a.rounds);
+    while clean < want && rounds.len() < 3 * want {
+        let (round, mut rnd) = (rounds.len(), BTreeMap::new());
+        for k in 0..3 {
+            let (name, port, pgid) = servers[(k + round) % 3];
+            let c0 = peers::group_cpu(pgid);
+            let mut r = client.run(port, secs, &logs.join(format!("{name}-m{m}-{round}.log")));
+            r.server_us = (peers::group_cpu(pgid) - c0) * 1e6 / r.succeeded.max(1) as f64;
+            log(&format!(
+                "  round {} {name:5}: {} req/s, server CPU {:.2} us/req, {} errored, foreign CPU {:.2}",
+                round + 1,
+                num(r.rps),
+                r.server_us,
+                r.errored,
+                r.noise_cpus
+            ));
+            rnd.insert(name, r);
+        }
+        let ok = rnd.values().all(|r| r.noise_cpus <= bench.a.noise_max);
+        clean += usize::from(ok);
+        rounds.push((ok, rnd));
+    }
+    let used: Vec<_> = rounds.iter().filter(|r| r.0 || clean == 0).collect();
+    let median = |n: &str| stats(used.iter().map(|r| r.1[n].rps).collect()).median;
+    let cpu = |n: &str| stats(used.iter().map(|r| r.1[n].server_us).collect()).median;
+    let note = format!(" ({clean} clean rounds of {})", rounds.len());
+    let (x, h, n) = (median("baton"), median("bare"), median("nginx"));
+    for (name, y) in [("bare hyper, same runtime", h), ("nginx (http2)", n)] {
+        let m = format!("HTTP/2 (h2c) throughput, h2load -m{m}, vs {name}{note}");
+        let (v, p) = (
+            format!("{} req/s", num(x)),
+            format!("{name} {} req/s", num(y)),
+        );
+        bench.row(&m, &v, &p, &format!("{:.1}%", x / y * 100.0), None);
+    }
+    // the client may be the bound (nginx): the server's CPU time per request compares servers
+    let (xc, hc, nc) = (cpu("baton"), cpu("bare"), cpu("nginx"));
+    let row = format!("  HTTP/2 (h2c) server CPU (user + system) per request, -m{m}, median");
+    let (v, p) = (
+        format!("{xc:.2} us"),
+        format!("bare hyper {hc:.2} us, nginx {nc:.2} us"),
+    );
+    let t = format!("{:.2}x hyper, {:.2}x nginx / < 1x both", xc / hc, xc / nc);
+    bench.row(&row, &v, &p, &t, Some(xc < hc && xc < nc));
+    rounds
 }

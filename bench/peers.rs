@@ -129,8 +129,11 @@ fn nginx_listening(
     let temp = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
         .map(|t| format!("{t}_temp_path {d}/{t};"));
     let temp = temp.join(" ");
+    // Started as root, nginx's workers would drop to `nobody`, and could not write what a tool
+    // wrapping them (callgrind) writes beside the master's.
+    let user = ["", "user root;"][usize::from(nix::unistd::geteuid().is_root())];
     let conf = format!(
-        "worker_processes {n}; {single} pid {d}/nginx.pid; error_log {d}/error.log warn;
+        "worker_processes {n}; {single} {user} pid {d}/nginx.pid; error_log {d}/error.log warn;
 worker_rlimit_nofile 20000; events {{ worker_connections 16384; }}
 http {{ access_log off; keepalive_requests 100000000; keepalive_timeout 75s; {temp}
   server {{ listen {listen}{listen_flags}; {server} location / {{ default_type text/plain; return 200 \"Hello, world!\"; }} }} }}\n"
