@@ -385,8 +385,9 @@ pub(crate) enum Finish {
 }
 
 impl ProcessWorld {
-    /// How this process's serving ended (once [`drive`](super::drive) returned): handed off to a successor,
-    /// or stopped for the last recorded reason (the façade turns it into its `Ended`).
+    /// How this process's serving ended (once [`drive`](super::drive) returned): handed off to
+    /// a successor, or stopped for the last recorded reason (the façade turns it into its
+    /// `Ended`).
     pub(crate) fn finish(&self) -> Finish {
         match (self.drained, self.retiring_for) {
             (Some(false), Some(successor)) => Finish::HandedOff { successor },

@@ -42,9 +42,10 @@
 //! Under systemd (`INVOCATION_ID` set and the parent process is systemd) nothing changes: systemd
 //! already is the stable parent, so a request to supervise is ignored with one warning line.
 //!
-//! The rooms: [`decide`](mod@decide) (who supervises; pure), [`tracker`] (which generation is main; pure),
-//! [`procfs`] (what `/proc` says), [`notify_socket`] (the private socket and the credentials of
-//! what arrives on it), [`start`] (set-up and generation 0) and [`event_loop`] (the loop).
+//! The rooms: [`decide`](mod@decide) (who supervises; pure), [`tracker`] (which generation is
+//! main; pure), [`procfs`] (what `/proc` says), [`notify_socket`] (the private socket and the
+//! credentials of what arrives on it), [`start`] (set-up and generation 0) and [`event_loop`]
+//! (the loop).
 
 use std::io;
 use std::path::{Path, PathBuf};
