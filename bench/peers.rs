@@ -129,9 +129,10 @@ fn nginx_listening(
     let temp = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
         .map(|t| format!("{t}_temp_path {d}/{t};"));
     let temp = temp.join(" ");
-    // Started as root, nginx's workers would drop to `nobody`, and could not write what a tool
-    // wrapping them (callgrind) writes beside the master's.
-    let user = ["", "user root;"][usize::from(nix::unistd::geteuid().is_root())];
+    // Started as root, nginx's workers drop to `nobody`: under a tool (callgrind) they could
+    // not write what it writes beside the master's, so there they keep root.
+    let wrapped_as_root = !wrap.is_empty() && nix::unistd::geteuid().is_root();
+    let user = ["", "user root;"][usize::from(wrapped_as_root)];
     let conf = format!(
         "worker_processes {n}; {single} {user} pid {d}/nginx.pid; error_log {d}/error.log warn;
 worker_rlimit_nofile 20000; events {{ worker_connections 16384; }}
