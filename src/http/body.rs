@@ -56,9 +56,6 @@ where
         };
         let activity = &self.shared.activity;
         let h1 = req.version() < Version::HTTP_2;
-        if !h1 {
-            activity.h2.store(true, Ordering::Relaxed);
-        }
         activity.requests.fetch_add(1, Ordering::Relaxed);
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut service = self.inner.clone();
@@ -525,21 +522,6 @@ mod tests {
             frame.unwrap();
         }
         assert_eq!(record(&body), (200, 6), "\"/hello\" sent");
-    }
-
-    #[test]
-    fn only_an_http2_request_marks_the_connection_as_http2() {
-        let gate = Gate::default();
-        gate.open();
-        for (version, h2) in [
-            (Version::HTTP_10, false),
-            (Version::HTTP_11, false),
-            (Version::HTTP_2, true),
-        ] {
-            let (service, shared) = wrap(&gate);
-            drop(answer(&service, version));
-            assert_eq!(shared.activity.h2.load(Ordering::SeqCst), h2, "{version:?}");
-        }
     }
 
     #[cfg(feature = "axum")]

@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -20,9 +18,10 @@ use tracing::debug;
 
 use super::body::DrainAware;
 use super::control::ControlHandle;
-use super::exec::{poll_serving, StreamExecutor};
+use super::exec::poll_serving;
 use super::io::{Activity, ConnIo, Shared};
 use super::park::{Lot, Resume, Wake};
+use super::protocol::Protocols;
 use super::stream::Stream;
 use super::{HttpService, TlsConfig, GOAWAY_WAIT, IDLE_GRACE, LINGER};
 use crate::access_log::LogAs;
@@ -52,7 +51,7 @@ const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(50);
 /// What every connection task of one process shares.
 #[derive(Clone)]
 pub(super) struct ConnContext {
-    pub builder: Arc<auto::Builder<StreamExecutor>>,
+    pub protocols: Arc<Protocols>,
     pub draining: watch::Receiver<bool>,
     pub connections: TaskTracker,
     pub idle_timeout: Duration,
@@ -171,7 +170,7 @@ impl ConnContext {
                 // first response already tells the client to reconnect, to the successor.
                 shared.activity.draining.store(true, Ordering::Relaxed);
             }
-            let conn_io = TokioIo::new(ConnIo::new(io, token, shared.clone()));
+            let conn_io = ConnIo::new(io, token, shared.clone());
             let drain_aware = DrainAware {
                 inner: service,
                 shared: shared.clone(),
@@ -239,7 +238,7 @@ impl ConnContext {
     /// connection went idle (now, or when it was parked before).
     async fn serve<I, S>(
         &mut self,
-        io: TokioIo<ConnIo<I>>,
+        io: ConnIo<I>,
         service: DrainAware<S, I>,
         activity: &Activity,
         idle_since: Instant,
@@ -249,7 +248,7 @@ impl ConnContext {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: HttpService,
     {
-        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        let conn = self.protocols.serve(io, service);
         tokio::pin!(conn);
 
         // Serving: close a connection that waits too long for a request. Only hyper's connection
@@ -639,7 +638,7 @@ mod tests {
         let (drain, _) = watch::channel(false);
         let idle_timeout = Duration::from_secs(30);
         let ctx = ConnContext {
-            builder: Arc::new(auto::Builder::new(StreamExecutor)),
+            protocols: Arc::new(Protocols::new(idle_timeout, idle_timeout)),
             draining: drain.subscribe(),
             connections: TaskTracker::new(),
             idle_timeout,

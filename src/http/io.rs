@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-/// The first bytes of every HTTP/2 connection (RFC 9113, section 3.4).
-const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+/// The bytes every HTTP/2 connection opens with (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What a connection did lately.
 #[derive(Default)]
@@ -22,7 +22,8 @@ pub(super) struct Activity {
     pub requests: AtomicU64,
     /// Requests whose response body has not ended yet.
     pub in_flight: AtomicUsize,
-    /// The connection speaks HTTP/2.
+    /// The connection speaks HTTP/2: it opened with HTTP/2's preface (see
+    /// [`ConnIo::poll_opening`]).
     pub h2: AtomicBool,
     /// The process is draining: HTTP/1 responses get `Connection: close`.
     pub draining: AtomicBool,
@@ -70,15 +71,15 @@ impl<I> Shared<I> {
     }
 }
 
-/// The stream as hyper sees it: records reads, recognises HTTP/2, holds the connection's tracker
-/// token (so the process waits for it, upgraded or not) and, when dropped, parks the stream for
-/// the connection task (lingering close, delivery of what is still queued) instead of closing it
-/// at once.
+/// The stream as hyper sees it: records reads, tells HTTP/2 from HTTP/1 by the first bytes,
+/// holds the connection's tracker token (so the process waits for it, upgraded or not) and,
+/// when dropped, parks the stream for the connection task (lingering close, delivery of what is
+/// still queued) instead of closing it at once.
 pub(super) struct ConnIo<I> {
     inner: Option<Parked<I>>,
     shared: Arc<Shared<I>>,
-    /// The first bytes were looked at.
-    sniffed: bool,
+    /// The first bytes, read to tell the protocol; hyper's first reads are given them.
+    opening: Opening,
     /// A read returned end-of-file: the peer closed its side, nothing to linger for.
     eof: bool,
     /// This wrapper told hyper the peer closed (parking): a shutdown leaves the stream open.
@@ -96,7 +97,7 @@ impl<I> ConnIo<I> {
                 peer_closed: false,
             }),
             shared,
-            sniffed: false,
+            opening: Opening::default(),
             eof: false,
             parking: false,
             tail: 0,
@@ -129,17 +130,49 @@ fn gone() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::NotConnected, "connection parked")
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for ConnIo<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
+/// A connection's first bytes: up to the length of HTTP/2's preface, read before hyper's
+/// connection is chosen, and how many of them hyper was given since.
+#[derive(Default)]
+struct Opening {
+    bytes: [u8; H2_PREFACE.len()],
+    read: usize,
+    given: usize,
+}
+
+impl<I: AsyncRead + Unpin> ConnIo<I> {
+    /// Read the connection's first bytes until they are known to open with HTTP/2's preface
+    /// (`true`: [`Activity::h2`] is set) or not (`false`: HTTP/1 — also when the peer closed, or
+    /// the task parked the connection, before sending anything). They are not lost: hyper's
+    /// first reads are given them, as if it had read them itself.
+    pub fn poll_opening(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
+        loop {
+            let before = self.opening.read;
+            if before == H2_PREFACE.len() {
+                self.shared.activity.h2.store(true, Ordering::Relaxed);
+                return Poll::Ready(Ok(true));
+            }
+            let mut bytes = self.opening.bytes;
+            let mut buf = ReadBuf::new(&mut bytes[before..]);
+            std::task::ready!(self.read_counted(cx, &mut buf))?;
+            let now = before + buf.filled().len();
+            self.opening.bytes = bytes;
+            self.opening.read = now;
+            if now == before || bytes[before..now] != H2_PREFACE[before..now] {
+                return Poll::Ready(Ok(false));
+            }
+        }
+    }
+
+    /// Read from the stream, recording what the task looks at (see [`Activity`]).
+    fn read_counted(
+        &mut self,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let Some(inner) = this.inner.as_mut() else {
+        let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(Err(gone()));
         };
-        if this.parking {
+        if self.parking {
             // Told hyper the peer closed: whatever comes now stays in the socket, for the
             // parked connection's next task.
             return Poll::Ready(Ok(()));
@@ -150,40 +183,53 @@ impl<I: AsyncRead + Unpin> AsyncRead for ConnIo<I> {
         // brings bytes (a request that came after the task's check) cancels it, for hyper then
         // serves that request, and a later read in the same poll that would tell hyper "closed"
         // would find it busy and end the connection with the request unanswered.
-        let park = this.shared.activity.park.swap(false, Ordering::Relaxed);
+        let park = self.shared.activity.park.swap(false, Ordering::Relaxed);
         let res = Pin::new(&mut inner.io).poll_read(cx, buf);
         if res.is_pending() && park {
             // Nothing readable and the task parks the connection: hyper ends it as if the peer
             // had closed while idle, and gives the stream back (see `Drop`).
-            this.parking = true;
-            this.shared.activity.parked.store(true, Ordering::Relaxed);
+            self.parking = true;
+            self.shared.activity.parked.store(true, Ordering::Relaxed);
             return Poll::Ready(Ok(()));
         }
         if let Poll::Ready(Ok(())) = res {
             let filled = buf.filled();
             if filled.len() > before {
-                let activity = &this.shared.activity;
+                let activity = &self.shared.activity;
                 activity.read_seen.store(true, Ordering::Relaxed);
                 let chunk = &filled[before..];
-                this.tail = match chunk.last_chunk::<4>() {
+                self.tail = match chunk.last_chunk::<4>() {
                     Some(last) => u32::from_be_bytes(*last),
                     None => chunk
                         .iter()
-                        .fold(this.tail, |tail, b| (tail << 8) | u32::from(*b)),
+                        .fold(self.tail, |tail, b| (tail << 8) | u32::from(*b)),
                 };
-                let ends_head = this.tail == u32::from_be_bytes(*b"\r\n\r\n");
+                let ends_head = self.tail == u32::from_be_bytes(*b"\r\n\r\n");
                 activity.partial.store(!ends_head, Ordering::Relaxed);
-                if !this.sniffed {
-                    this.sniffed = true;
-                    if filled[before..].starts_with(H2_PREFACE_START) {
-                        this.shared.activity.h2.store(true, Ordering::Relaxed);
-                    }
-                }
             } else if room {
-                this.eof = true;
+                self.eof = true;
             }
         }
         res
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for ConnIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let opening = &mut this.opening;
+        if opening.given < opening.read {
+            let rest = &opening.bytes[opening.given..opening.read];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            opening.given += n;
+            return Poll::Ready(Ok(()));
+        }
+        this.read_counted(cx, buf)
     }
 }
 
@@ -334,21 +380,117 @@ mod tests {
         assert!(!flag(&activity.h2), "no HTTP/2 preface");
     }
 
+    /// [`ConnIo::poll_opening`], once the connection's first bytes have come.
+    async fn opening<I: AsyncRead + Unpin>(io: &mut ConnIo<I>) -> bool {
+        let opened = poll_fn(|cx| io.poll_opening(cx));
+        tokio::time::timeout(BOUND, opened).await.unwrap().unwrap()
+    }
+
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
     #[tokio::test]
-    async fn only_a_connection_that_opens_with_the_http2_preface_is_http2() {
-        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    async fn only_a_connection_that_opens_with_the_whole_http2_preface_is_http2() {
+        // the preface whole, then a frame: HTTP/2, and hyper reads it all, in order
         let (mut io, shared, mut client) = connection();
-        client.write_all(preface).await.unwrap();
-        assert_eq!(read(&mut io, 256).await, preface);
+        client.write_all(PREFACE).await.unwrap();
+        client.write_all(b"frame").await.unwrap();
+        assert!(opening(&mut io).await, "the preface");
         assert!(flag(&shared.activity.h2));
+        let mut got = read(&mut io, 256).await;
+        got.extend(read(&mut io, 256).await);
+        assert_eq!(got, [PREFACE, b"frame"].concat());
+
+        // the preface in pieces: known once the last piece came
+        let (mut io, shared, mut client) = connection();
+        client.write_all(&PREFACE[..9]).await.unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        // (polled until the 9 bytes were read: the runtime's reactor runs while this sleeps)
+        let t0 = std::time::Instant::now();
+        while !flag(&shared.activity.read_seen) && t0.elapsed() < BOUND {
+            assert!(
+                io.poll_opening(&mut cx).is_pending(),
+                "9 bytes of the preface tell nothing yet"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(flag(&shared.activity.read_seen), "the 9 bytes were read");
+        client.write_all(&PREFACE[9..]).await.unwrap();
+        assert!(opening(&mut io).await);
+        assert!(flag(&shared.activity.h2));
+        assert_eq!(read(&mut io, 256).await, PREFACE);
+
+        // an HTTP/1 request: HTTP/1 at its first byte, and not a byte lost
+        let (mut io, shared, mut client) = connection();
+        let request = b"GET /a/long/enough/path HTTP/1.1\r\nHost: a\r\n\r\n";
+        client.write_all(request).await.unwrap();
+        assert!(!opening(&mut io).await);
+        assert!(!flag(&shared.activity.h2));
+        let mut got = Vec::new();
+        while got.len() < request.len() {
+            got.extend(read(&mut io, 256).await);
+        }
+        assert_eq!(got, request);
+        assert!(!flag(&shared.activity.partial), "the head ended");
+
+        // a request that starts like the preface (a method named PRI) is HTTP/1
+        let (mut io, shared, mut client) = connection();
+        client.write_all(b"PRI * HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(!opening(&mut io).await);
+        assert!(!flag(&shared.activity.h2));
+        assert_eq!(read(&mut io, 256).await, b"PRI * HTTP/1.1\r\n\r\n");
 
         // the preface later in an HTTP/1 connection (a request's body) is no preface
         let (mut io, shared, mut client) = connection();
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(!opening(&mut io).await);
         read(&mut io, 256).await;
-        client.write_all(preface).await.unwrap();
-        assert_eq!(read(&mut io, 256).await, preface);
+        client.write_all(PREFACE).await.unwrap();
+        assert_eq!(read(&mut io, 256).await, PREFACE);
         assert!(!flag(&shared.activity.h2));
+    }
+
+    #[tokio::test]
+    async fn the_first_bytes_are_given_to_a_small_buffer_piece_by_piece() {
+        let (mut io, _shared, mut client) = connection();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(!opening(&mut io).await);
+        assert_eq!(read(&mut io, 5).await, b"GET /");
+        assert_eq!(read(&mut io, 5).await, b" HTTP");
+        assert_eq!(read(&mut io, 256).await, b"/1.1\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_closes_or_a_park_before_any_byte_is_http1_at_its_end() {
+        let (mut io, shared, client) = connection();
+        drop(client);
+        assert!(
+            !opening(&mut io).await,
+            "closed: HTTP/1, which sees the end"
+        );
+        assert_eq!(read(&mut io, 256).await, b"");
+        drop(io);
+        assert!(shared.take_parked().expect("handed back").peer_closed);
+
+        // the task parks a connection that sent nothing while its first bytes are awaited
+        let (mut io, shared, _client) = connection();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(io.poll_opening(&mut cx).is_pending());
+        shared.activity.park.store(true, Ordering::SeqCst);
+        assert!(
+            matches!(io.poll_opening(&mut cx), Poll::Ready(Ok(false))),
+            "parked: HTTP/1, which sees the end"
+        );
+        assert!(flag(&shared.activity.parked));
+        assert_eq!(
+            poll_read_now(&mut io),
+            Poll::Ready(Vec::new()),
+            "hyper sees the end"
+        );
+        drop(io);
+        assert!(
+            !shared.take_parked().expect("handed back").peer_closed,
+            "kept open"
+        );
     }
 
     #[tokio::test]

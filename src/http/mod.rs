@@ -6,9 +6,10 @@
 //!   `crate::tls::HANDSHAKE_TIMEOUT` and the idle timeout), the idle bound while serving, the
 //!   drain steps, the lingering close. A connection counts as open from its accept, handshake
 //!   included, so a drain waits for connections still in their handshake.
-//! * `io`: the I/O wrapper that records activity, recognises the HTTP/2 preface, keeps the
-//!   connection counted while it lives (upgraded connections included) and hands the stream back
-//!   for the lingering close.
+//! * `io`: the I/O wrapper that records activity, reads the first bytes to tell HTTP/2 from
+//!   HTTP/1 (and gives them to hyper), keeps the connection counted while it lives (upgraded
+//!   connections included) and hands the stream back for the lingering close.
+//! * `protocol`: hyper's HTTP/1 or HTTP/2 connection on a stream, chosen by its first bytes.
 //! * `stream`: every accepted connection as one stream type (TCP or Unix, plain or TLS), so that
 //!   hyper's and h2's connection code is compiled once;
 //! * `body`: the service wrapper that counts a request in flight until its response body has
@@ -58,6 +59,7 @@ mod exec;
 mod io;
 mod keepalive;
 mod park;
+mod protocol;
 mod stream;
 
 use std::sync::Arc;
@@ -65,7 +67,6 @@ use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
-use hyper_util::server::conn::auto;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -258,27 +259,13 @@ impl Serving {
     /// Nothing served yet: add each listener with [`Serving::serve_on`], then call
     /// [`Serving::all_started`].
     pub fn new(options: &Options) -> Serving {
-        let mut builder = auto::Builder::new(exec::StreamExecutor);
-        // No hyper header-read timer: it arms a timer for every request. The connection task
-        // enforces the idle bound once a second instead (see `Options::idle_timeout`).
-        // One write buffer instead of a queue of buffers sent with writev: headers and a small
-        // body are one contiguous write. Measured with callgrind (`ab -k`, one CPU): 10,318 →
-        // 9,858 user-space instructions per keep-alive request; a large body is copied into the
-        // buffer (up to hyper's buffer limit) instead of being handed to writev as it is.
-        builder
-            .http1()
-            .keep_alive(true)
-            .header_read_timeout(None)
-            .writev(false);
-        builder
-            .http2()
-            .timer(keepalive::KeepAliveTimer)
-            .keep_alive_interval(options.idle_timeout)
-            .keep_alive_timeout(PING_TIMEOUT.min(options.idle_timeout));
         let (draining, _) = watch::channel(false);
         let connections = TaskTracker::new();
         let ctx = conn::ConnContext {
-            builder: Arc::new(builder),
+            protocols: Arc::new(protocol::Protocols::new(
+                options.idle_timeout,
+                PING_TIMEOUT.min(options.idle_timeout),
+            )),
             draining: draining.subscribe(),
             connections: connections.clone(),
             idle_timeout: options.idle_timeout,
