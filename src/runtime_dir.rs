@@ -83,7 +83,7 @@ impl RuntimeDir {
     /// [`Self::open_existing_in`] from this process's own root.
     #[cfg(test)]
     pub fn open_existing(handoff_socket: &Path, owner: u32) -> Result<RuntimeDir, FsError> {
-        Self::open_as(handoff_socket, Create::Never, owner)
+        Self::open_existing_in(None, handoff_socket, owner)
     }
 
     /// Open the existing runtime directory of `handoff_socket` that belongs to the user `owner`
