@@ -1,5 +1,6 @@
 //! HTTP/2 (h2c, prior knowledge) with nghttp2's `h2load`: throughput of baton against bare hyper
-//! and nginx (`listen … http2`), and the streams that fail while baton is reloaded.
+//! and nginx (`listen … http2`), and of baton with its keep-alive PINGs off (`http2_keepalive`:
+//! what the default's PINGs cost), and the streams that fail while baton is reloaded.
 //!
 //! h2load stops a client at its first GOAWAY and counts what it had queued as failed, so across
 //! reloads it runs again and again, one short run after the other; its per-request log tells a
@@ -18,7 +19,7 @@ use serde_json::json;
 
 use crate::common::{reaper, Sandbox};
 use crate::peers::{self, Noise};
-use crate::{log, num, stats, Bench};
+use crate::{log, num, stats, Bench, BODY};
 
 /// What one h2load run reported.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -124,6 +125,11 @@ type Served = (&'static str, u16, i32);
 /// h2load back to back across `--reloads` reloads of baton.
 pub fn phase(bench: &mut Bench) {
     let mut b = bench.baton(&[]);
+    let mut pingless = bench.baton_with(&[], |sb| {
+        let mut config = sb.config(BODY);
+        config["http2_keepalive"] = false.into();
+        config
+    });
     let (hsb, nsb, cpus) = (Sandbox::new(), Sandbox::new(), bench.server_cpus.clone());
     let bare = peers::bare(&hsb, &bench.a.bare, &cpus, &[]);
     let nginx = peers::nginx_h2(&nsb, cpus.len().max(1), &cpus);
@@ -131,6 +137,7 @@ pub fn phase(bench: &mut Bench) {
     std::fs::create_dir_all(&logs).expect("h2load log dir");
     let servers = [
         ("baton", b.sb.port, b.baton.pid),
+        ("noping", pingless.sb.port, pingless.baton.pid),
         ("bare", hsb.port, bare.pid),
         ("nginx", nsb.port, nginx.pid),
     ];
@@ -152,6 +159,7 @@ pub fn phase(bench: &mut Bench) {
         all_rounds.insert(format!("m{streams}"), json!(rounds));
     }
     drop((bare, nginx));
+    pingless.stop();
 
     // Reloads: h2load runs back to back while baton is reloaded, paced over the runs.
     let stop = Arc::new(AtomicBool::new(false));
@@ -205,10 +213,11 @@ pub fn phase(bench: &mut Bench) {
 
 /// Throughput rounds against each of `servers` in turn (order rotated), run again while other
 /// processes disturbed them (until `--rounds` clean ones, 3x at most); its rows: the rate against
-/// each peer and the server CPU per request. The rounds, each whether it was clean.
+/// each peer and the server CPU per request, baton's with its PINGs off beside it (information).
+/// The rounds, each whether it was clean.
 fn throughput(
     bench: &mut Bench,
-    servers: &[Served; 3],
+    servers: &[Served],
     client: &Client,
     logs: &Path,
 ) -> Vec<(bool, BTreeMap<&'static str, H2load>)> {
@@ -220,13 +229,13 @@ fn throughput(
     let (mut rounds, mut clean, want) = (vec![], 0, bench.a.rounds);
     while clean < want && rounds.len() < 3 * want {
         let (round, mut rnd) = (rounds.len(), BTreeMap::new());
-        for k in 0..3 {
-            let (name, port, pgid) = servers[(k + round) % 3];
+        for k in 0..servers.len() {
+            let (name, port, pgid) = servers[(k + round) % servers.len()];
             let c0 = peers::group_cpu(pgid);
             let mut r = client.run(port, secs, &logs.join(format!("{name}-m{m}-{round}.log")));
             r.server_us = (peers::group_cpu(pgid) - c0) * 1e6 / r.succeeded.max(1) as f64;
             log(&format!(
-                "  round {} {name:5}: {} req/s, server CPU {:.2} us/req, {} errored, foreign CPU {:.2}",
+                "  round {} {name:6}: {} req/s, server CPU {:.2} us/req, {} errored, foreign CPU {:.2}",
                 round + 1,
                 num(r.rps),
                 r.server_us,
@@ -261,5 +270,16 @@ fn throughput(
     );
     let t = format!("{:.2}x hyper, {:.2}x nginx / < 1x both", xc / hc, xc / nc);
     bench.row(&row, &v, &p, &t, Some(xc < hc && xc < nc));
+    let qc = cpu("noping");
+    let row = format!("  the same, baton with http2_keepalive off (no keep-alive PINGs), -m{m}");
+    let (v, p) = (
+        format!("{qc:.2} us"),
+        format!(
+            "baton's default {xc:.2} us: {:+.1}%",
+            (xc / qc - 1.0) * 100.0
+        ),
+    );
+    let t = format!("{:.2}x hyper, {:.2}x nginx", qc / hc, qc / nc);
+    bench.row(&row, &v, &p, &t, None);
     rounds
 }

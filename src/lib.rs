@@ -94,7 +94,7 @@ pub use http::{BoxError, HttpService, MakeHttp};
 pub use observe::ReloadOutcome;
 pub use server::{app_kind, serve, Ended, ListenerName, Serve, ServeApp, Server, StopSignal};
 pub use settings::{
-    AccessLog, ListenAddr, ListenTarget, Scheme, Settings, SettingsError, SpecError,
+    AccessLog, Http2KeepAlive, ListenAddr, ListenTarget, Scheme, Settings, SettingsError, SpecError,
 };
 
 pub use reload::{ReloadError, Reloaded};

@@ -51,6 +51,7 @@ pub struct Settings {
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<TlsFiles>,
     pub(crate) access_log: bool,
+    pub(crate) http2_keepalive: bool,
 }
 
 impl Default for Settings {
@@ -67,6 +68,7 @@ impl Default for Settings {
             #[cfg(feature = "tls")]
             tls: None,
             access_log: false,
+            http2_keepalive: true,
         }
     }
 }
@@ -84,6 +86,19 @@ pub enum AccessLog {
     Off,
     /// One `tracing` event per request, target `baton::access`, level INFO.
     On,
+}
+
+/// Whether HTTP/2 connections are sent keep-alive PINGs ([`Settings::http2_keepalive`];
+/// `BATON_HTTP2_KEEPALIVE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Http2KeepAlive {
+    /// A PING after `idle_timeout` without a frame from the peer; no answer within 20 s (or
+    /// `idle_timeout` when shorter) closes the connection (the default).
+    #[default]
+    On,
+    /// No PINGs: a peer that stopped answering while a stream of its connection stays open
+    /// keeps that connection until TCP gives up on it or the stream ends.
+    Off,
 }
 
 /// A setting with a bad value. One line: where the value came from, the setting, the problem.
@@ -123,8 +138,8 @@ impl SettingsError {
 impl Settings {
     /// The defaults, overridden by the `BATON_*` variables of this process:
     /// `BATON_LISTEN` (comma-separated), `BATON_HANDOFF_SOCKET`, `BATON_SHUTDOWN_TIMEOUT`,
-    /// `BATON_CHILD_TIMEOUT`, `BATON_IDLE_TIMEOUT`, `BATON_PID_FILE`, `BATON_ACCESS_LOG`
-    /// (`1`/`0`, `true`/`false`), `BATON_TLS_CERT` and `BATON_TLS_KEY` (both or neither; see
+    /// `BATON_CHILD_TIMEOUT`, `BATON_IDLE_TIMEOUT`, `BATON_PID_FILE`, `BATON_ACCESS_LOG` and
+    /// `BATON_HTTP2_KEEPALIVE` (`1`/`0`, `true`/`false`), `BATON_TLS_CERT` and `BATON_TLS_KEY` (both or neither; see
     /// `Settings::tls`; with the `tls` feature only: without it they are refused, as is an
     /// `https://` address). Durations read like `30s`, `500ms` or a number of seconds.
     /// `BATON_CONFIG` names the `baton` command's JSON file, which the library does
@@ -183,6 +198,10 @@ impl Settings {
         }
         if let Some(text) = var("BATON_ACCESS_LOG") {
             settings.access_log = parse_bool(&text, "BATON_ACCESS_LOG", "access_log")?;
+        }
+        if let Some(text) = var("BATON_HTTP2_KEEPALIVE") {
+            settings.http2_keepalive =
+                parse_bool(&text, "BATON_HTTP2_KEEPALIVE", "http2_keepalive")?;
         }
         #[cfg(feature = "tls")]
         {
@@ -275,7 +294,7 @@ impl Settings {
 
     /// How long a connection may wait for a request while nothing is in flight (a response
     /// body still streaming counts as in flight) before it is closed; also the interval of
-    /// HTTP/2 keep-alive PINGs (default 30 s).
+    /// HTTP/2 keep-alive PINGs (default 30 s; see [`Settings::http2_keepalive`]).
     ///
     /// ```
     /// use std::time::Duration;
@@ -311,6 +330,24 @@ impl Settings {
     /// ```
     pub fn access_log(mut self, log: AccessLog) -> Self {
         self.access_log = log == AccessLog::On;
+        self
+    }
+
+    /// Send HTTP/2 connections keep-alive PINGs (default: [`Http2KeepAlive::On`]). They find a
+    /// peer that stopped answering while one of its streams stays open; they cost hyper a
+    /// mutex and a clock read for every frame received, 4–7 % of the server CPU per HTTP/2
+    /// request measured on a 2-core machine (README, "Issue 25's rows", round 9). Off suits a
+    /// server whose clients are watched by something else (a load balancer's health checks,
+    /// TCP keepalive): idle connections are still closed after `idle_timeout`.
+    ///
+    /// ```
+    /// use baton_server::{Http2KeepAlive, Settings};
+    ///
+    /// let settings = Settings::default().http2_keepalive(Http2KeepAlive::Off);
+    /// # let _ = settings;
+    /// ```
+    pub fn http2_keepalive(mut self, pings: Http2KeepAlive) -> Self {
+        self.http2_keepalive = pings == Http2KeepAlive::On;
         self
     }
 
@@ -675,6 +712,7 @@ mod tests {
             ("BATON_PID_FILE", "/run/x.pid"),
             ("BATON_HANDOFF_SOCKET", "/run/h.sock"),
             ("BATON_ACCESS_LOG", "1"),
+            ("BATON_HTTP2_KEEPALIVE", "off"),
         ])
         .unwrap();
         assert_eq!(s.listen.len(), 2);
@@ -691,6 +729,15 @@ mod tests {
             .to_string();
         assert!(
             e.starts_with("BATON_ACCESS_LOG: access_log: \"maybe\""),
+            "{e}"
+        );
+        assert!(!s.http2_keepalive);
+        assert!(from(&[]).unwrap().http2_keepalive);
+        let e = from(&[("BATON_HTTP2_KEEPALIVE", "sometimes")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("BATON_HTTP2_KEEPALIVE: http2_keepalive: \"sometimes\""),
             "{e}"
         );
     }

@@ -89,6 +89,8 @@ fn help_shows_short_flags_defaults_and_variables() {
         "[env: BATON_LISTEN=]",
         "--access-log",
         "[env: BATON_ACCESS_LOG=]",
+        "--http2-keepalive",
+        "[env: BATON_HTTP2_KEEPALIVE=]",
         "--log-format <FORMAT>",
         "[default: auto]",
         "serve",

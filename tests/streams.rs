@@ -4,7 +4,8 @@
 //! HTTP/1 and HTTP/2 (the same logic keeps a 40 s body under the default 30 s bound), while an
 //! idle keep-alive connection beside it is closed at the bound. A stream started before a reload
 //! arrives whole from the old process, which exits after it. An HTTP/2 peer that stops answering
-//! in the middle of a stream is found out by keep-alive PINGs and closed.
+//! in the middle of a stream is found out by keep-alive PINGs and closed; with the PINGs turned
+//! off it is not pinged, and its stream arrives whole.
 
 mod common;
 
@@ -240,6 +241,36 @@ fn keep_alive_pings_close_an_h2_connection_whose_peer_stopped_answering_mid_stre
     // The same stream to a peer that answers goes on (a few lines are enough to see it).
     let (body, _, _) = get_h2(&sb, "/stream?lines=8&every_ms=500");
     assert_eq!(body, expected_body(8, app.pid));
+}
+
+/// The operator who lets something else watch the clients turns the PINGs off
+/// (`BATON_HTTP2_KEEPALIVE=0`): the same silent peer gets a stream three times the idle bound
+/// long, whole, and is never pinged.
+#[test]
+fn with_keep_alive_pings_off_a_silent_peer_is_not_pinged_and_its_stream_arrives_whole() {
+    let sb = Sandbox::new();
+    let app = start_app(
+        &sb,
+        &[("BATON_IDLE_TIMEOUT", "2s"), ("BATON_HTTP2_KEEPALIVE", "0")],
+    );
+    let mut p = RawH2::connect(sb.addr()).expect("connect");
+    p.ack_pings = false;
+    // 6 s of stream: with the PINGs on, one would come after 2 s and the close 2 s later.
+    p.get(1, &sb.listen(), "/stream?lines=12&every_ms=500")
+        .expect("GET");
+    let ended = p.read_until(DEADLINE * 2, |f| {
+        f.kind == FRAME_DATA && f.stream == 1 && f.flags & FLAG_END_STREAM != 0
+    });
+    let transcript = p.transcript();
+    assert!(ended, "the stream ended: {transcript:?}");
+    assert!(!p.pinged(), "no keep-alive PING: {transcript:?}");
+    let body: Vec<u8> = p
+        .frames
+        .iter()
+        .filter(|f| f.kind == FRAME_DATA && f.stream == 1)
+        .flat_map(|f| f.payload.iter().copied())
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&body), expected_body(12, app.pid));
 }
 
 /// A handler's panic costs its own request, not its neighbours': an HTTP/2 stream whose handler

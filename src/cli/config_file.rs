@@ -163,6 +163,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     access_log: Option<bool>,
+    http2_keepalive: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -322,6 +323,13 @@ impl Config {
 
         if overrides.access_log.or(file.access_log).unwrap_or(false) {
             s = s.access_log(crate::AccessLog::On);
+        }
+        if !overrides
+            .http2_keepalive
+            .or(file.http2_keepalive)
+            .unwrap_or(true)
+        {
+            s = s.http2_keepalive(crate::Http2KeepAlive::Off);
         }
         let admin = match (&overrides.admin_listen, &file.admin_listen) {
             (Some(text), _) => Some(parse_admin(
@@ -498,6 +506,31 @@ mod tests {
         .unwrap();
         assert!(!c.supervise, "the option wins over the file");
         let e = load_json(r#"{"supervise":"yes"}"#).unwrap_err().to_string();
+        assert!(e.contains("expected a boolean"), "{e}");
+    }
+
+    #[test]
+    fn http2_keepalive_on_unless_the_option_environment_or_file_turn_it_off() {
+        assert!(
+            Config::load(&Overrides::default())
+                .unwrap()
+                .settings
+                .http2_keepalive
+        );
+        let c = load_json(r#"{"http2_keepalive":false}"#).unwrap();
+        assert!(!c.settings.http2_keepalive);
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(br#"{"http2_keepalive":false}"#).unwrap();
+        let c = Config::load(&Overrides {
+            config: Some(f.path().to_owned()),
+            http2_keepalive: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(c.settings.http2_keepalive, "the option wins over the file");
+        let e = load_json(r#"{"http2_keepalive":"off"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("expected a boolean"), "{e}");
     }
 

@@ -638,7 +638,7 @@ mod tests {
         let (drain, _) = watch::channel(false);
         let idle_timeout = Duration::from_secs(30);
         let ctx = ConnContext {
-            protocols: Arc::new(Protocols::new(idle_timeout, idle_timeout)),
+            protocols: Arc::new(Protocols::new(None)),
             draining: drain.subscribe(),
             connections: TaskTracker::new(),
             idle_timeout,

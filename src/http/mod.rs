@@ -96,6 +96,8 @@ pub struct Options {
     /// HTTP/2 gets a GOAWAY first. Also the interval of HTTP/2 keep-alive PINGs, which close a
     /// connection whose peer stopped answering.
     pub idle_timeout: Duration,
+    /// Whether HTTP/2 connections are sent keep-alive PINGs (`Settings::http2_keepalive`).
+    pub http2_keepalive: bool,
     /// The access log: `Some(generation)` logs every request (one line once its response has
     /// ended); off, it costs nothing.
     pub access_log: Option<u64>,
@@ -105,6 +107,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            http2_keepalive: true,
             access_log: None,
         }
     }
@@ -262,10 +265,12 @@ impl Serving {
         let (draining, _) = watch::channel(false);
         let connections = TaskTracker::new();
         let ctx = conn::ConnContext {
-            protocols: Arc::new(protocol::Protocols::new(
-                options.idle_timeout,
-                PING_TIMEOUT.min(options.idle_timeout),
-            )),
+            protocols: Arc::new(protocol::Protocols::new(options.http2_keepalive.then(
+                || protocol::KeepAlive {
+                    interval: options.idle_timeout,
+                    timeout: PING_TIMEOUT.min(options.idle_timeout),
+                },
+            ))),
             draining: draining.subscribe(),
             connections: connections.clone(),
             idle_timeout: options.idle_timeout,

@@ -36,10 +36,18 @@ pub(super) struct Protocols {
     http2: http2::Builder<StreamExecutor>,
 }
 
+/// HTTP/2 keep-alive PINGs: one after `interval` without a frame from the peer; the connection
+/// is closed when its answer takes longer than `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
 impl Protocols {
-    /// HTTP/2 pings a peer that sent nothing for `idle_timeout` and closes the connection when
-    /// the answer takes longer than `ping_timeout`.
-    pub fn new(idle_timeout: Duration, ping_timeout: Duration) -> Protocols {
+    /// With `keepalive`, HTTP/2 connections are sent keep-alive PINGs; without, hyper is given
+    /// no timer, and keeps no clock of the frames it receives.
+    pub fn new(keepalive: Option<KeepAlive>) -> Protocols {
         let mut http1 = http1::Builder::new();
         // No hyper header-read timer: it arms a timer for every request. The connection task
         // enforces the idle bound once a second instead (see `Options::idle_timeout`).
@@ -52,10 +60,12 @@ impl Protocols {
             .header_read_timeout(None)
             .writev(false);
         let mut http2 = http2::Builder::new(StreamExecutor);
-        http2
-            .timer(KeepAliveTimer)
-            .keep_alive_interval(idle_timeout)
-            .keep_alive_timeout(ping_timeout);
+        if let Some(keepalive) = keepalive {
+            http2
+                .timer(KeepAliveTimer)
+                .keep_alive_interval(keepalive.interval)
+                .keep_alive_timeout(keepalive.timeout);
+        }
         Protocols { http1, http2 }
     }
 

@@ -611,6 +611,7 @@ impl<M: MakeHttp> Serve<M> {
             let generation = process.generation;
             let options = http::Options {
                 idle_timeout: process.settings.idle_timeout,
+                http2_keepalive: process.settings.http2_keepalive,
                 access_log: process.settings.access_log.then_some(generation),
             };
             let serving = start_serving(&listeners, tls.as_ref(), make, &listener_apps, &options);
