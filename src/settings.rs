@@ -336,7 +336,7 @@ impl Settings {
     /// Send HTTP/2 connections keep-alive PINGs (default: [`Http2KeepAlive::On`]). They find a
     /// peer that stopped answering while one of its streams stays open; they cost hyper a
     /// mutex and a clock read for every frame received, 4–7 % of the server CPU per HTTP/2
-    /// request measured on a 2-core machine (README, "Issue 25's rows", round 9). Off suits a
+    /// request measured on a 2-core machine (bench/HISTORY.md, round 9). Off suits a
     /// server whose clients are watched by something else (a load balancer's health checks,
     /// TCP keepalive): idle connections are still closed after `idle_timeout`.
     ///
