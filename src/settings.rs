@@ -97,7 +97,8 @@ pub enum Http2KeepAlive {
     #[default]
     On,
     /// No PINGs: a peer that stopped answering while a stream of its connection stays open
-    /// keeps that connection until TCP gives up on it or the stream ends.
+    /// keeps that connection until the stream ends, TCP gives up on the peer, or a drain's
+    /// `shutdown_timeout` cuts it.
     Off,
 }
 
@@ -139,9 +140,9 @@ impl Settings {
     /// The defaults, overridden by the `BATON_*` variables of this process:
     /// `BATON_LISTEN` (comma-separated), `BATON_HANDOFF_SOCKET`, `BATON_SHUTDOWN_TIMEOUT`,
     /// `BATON_CHILD_TIMEOUT`, `BATON_IDLE_TIMEOUT`, `BATON_PID_FILE`, `BATON_ACCESS_LOG` and
-    /// `BATON_HTTP2_KEEPALIVE` (`1`/`0`, `true`/`false`), `BATON_TLS_CERT` and `BATON_TLS_KEY` (both or neither; see
-    /// `Settings::tls`; with the `tls` feature only: without it they are refused, as is an
-    /// `https://` address). Durations read like `30s`, `500ms` or a number of seconds.
+    /// `BATON_HTTP2_KEEPALIVE` (`1`/`0`, `true`/`false`), `BATON_TLS_CERT` and `BATON_TLS_KEY`
+    /// (both or neither; see `Settings::tls`; with the `tls` feature only: without it they are
+    /// refused, as is an `https://` address). Durations read like `30s`, `500ms` or a number of seconds.
     /// `BATON_CONFIG` names the `baton` command's JSON file, which the library does
     /// not read: it is reported in the log and otherwise ignored. `BATON_LOG_FORMAT` is the
     /// command's too (a program sets up its own `tracing` subscriber), and so is `BATON_THREADS`
@@ -335,8 +336,8 @@ impl Settings {
 
     /// Send HTTP/2 connections keep-alive PINGs (default: [`Http2KeepAlive::On`]). They find a
     /// peer that stopped answering while one of its streams stays open; they cost hyper a
-    /// mutex and a clock read for every frame received, 4–7 % of the server CPU per HTTP/2
-    /// request measured on a 2-core machine (bench/HISTORY.md, round 9). Off suits a
+    /// mutex and a clock read for every frame received, about 4–7 % of the server CPU per
+    /// HTTP/2 request measured on a 2-core machine (bench/HISTORY.md, round 9). Off suits a
     /// server whose clients are watched by something else (a load balancer's health checks,
     /// TCP keepalive): idle connections are still closed after `idle_timeout`.
     ///

@@ -228,8 +228,8 @@ pub struct Overrides {
     pub access_log: Option<bool>,
     /// Send HTTP/2 connections a keep-alive PING after the idle timeout without a frame from
     /// the peer, and close those whose answer does not come within 20 s (a peer that stopped
-    /// answering while a stream stays open). false saves their cost, 4-7 % of the server CPU
-    /// per HTTP/2 request [default: true]
+    /// answering while a stream stays open). false saves their cost, about 4-7 % of the
+    /// server CPU per HTTP/2 request [default: true]
     #[arg(
         long,
         env = "BATON_HTTP2_KEEPALIVE",
