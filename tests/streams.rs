@@ -42,21 +42,8 @@ fn get_h1(sb: &Sandbox, path: &str) -> Result<http::Response, http::HttpError> {
 fn get_h2(sb: &Sandbox, path: &str) -> (String, bool, Vec<String>) {
     let mut p = RawH2::connect(sb.addr()).expect("connect");
     p.get(1, &sb.listen(), path).expect("GET");
-    let ended = p.read_until(DEADLINE * 3, |f| {
-        f.kind == FRAME_DATA && f.stream == 1 && f.flags & FLAG_END_STREAM != 0
-    });
-    let body: Vec<u8> = p
-        .frames
-        .iter()
-        .filter(|f| f.kind == FRAME_DATA && f.stream == 1)
-        .flat_map(|f| f.payload.iter().copied())
-        .collect();
-    let transcript = p.transcript();
-    (
-        String::from_utf8_lossy(&body).into_owned(),
-        ended,
-        transcript,
-    )
+    let ended = p.read_to_end_of(1, DEADLINE * 3);
+    (p.body(1), ended, p.transcript())
 }
 
 #[test]
@@ -89,21 +76,8 @@ fn a_stream_longer_than_the_idle_bound_is_not_cut_while_an_idle_connection_is() 
             p.get(1, &listen, "/stream?lines=10&every_ms=500")
                 .expect("GET");
             let t = Instant::now();
-            let ended = p.read_until(DEADLINE * 3, |f| {
-                f.kind == FRAME_DATA && f.stream == 1 && f.flags & FLAG_END_STREAM != 0
-            });
-            let body: Vec<u8> = p
-                .frames
-                .iter()
-                .filter(|f| f.kind == FRAME_DATA && f.stream == 1)
-                .flat_map(|f| f.payload.iter().copied())
-                .collect();
-            (
-                String::from_utf8_lossy(&body).into_owned(),
-                ended,
-                t.elapsed(),
-                p.transcript(),
-            )
+            let ended = p.read_to_end_of(1, DEADLINE * 3);
+            (p.body(1), ended, t.elapsed(), p.transcript())
         })
     };
     let t = Instant::now();
@@ -155,22 +129,11 @@ fn a_stream_started_before_a_reload_arrives_whole_from_the_old_process() {
         p.transcript()
     );
     let h2 = thread::spawn(move || {
-        let ended = p.read_until(DEADLINE * 3, |f| {
-            f.kind == FRAME_DATA && f.stream == 1 && f.flags & FLAG_END_STREAM != 0
-        });
-        let body: Vec<u8> = p
-            .frames
-            .iter()
-            .filter(|f| f.kind == FRAME_DATA && f.stream == 1)
-            .flat_map(|f| f.payload.iter().copied())
-            .collect();
+        let ended = p.read_to_end_of(1, DEADLINE * 3);
+        let body = p.body(1);
         // After the stream, the old process closes the connection.
         p.read_to_close(DEADLINE);
-        (
-            String::from_utf8_lossy(&body).into_owned(),
-            ended,
-            p.transcript(),
-        )
+        (body, ended, p.transcript())
     });
     let r = common::reload(&sb.notify, old);
     assert_eq!(
@@ -258,19 +221,11 @@ fn with_keep_alive_pings_off_a_silent_peer_is_not_pinged_and_its_stream_arrives_
     // 6 s of stream: with the PINGs on, one would come after 2 s and the close 2 s later.
     p.get(1, &sb.listen(), "/stream?lines=12&every_ms=500")
         .expect("GET");
-    let ended = p.read_until(DEADLINE * 2, |f| {
-        f.kind == FRAME_DATA && f.stream == 1 && f.flags & FLAG_END_STREAM != 0
-    });
+    let ended = p.read_to_end_of(1, DEADLINE * 2);
     let transcript = p.transcript();
     assert!(ended, "the stream ended: {transcript:?}");
     assert!(!p.pinged(), "no keep-alive PING: {transcript:?}");
-    let body: Vec<u8> = p
-        .frames
-        .iter()
-        .filter(|f| f.kind == FRAME_DATA && f.stream == 1)
-        .flat_map(|f| f.payload.iter().copied())
-        .collect();
-    assert_eq!(String::from_utf8_lossy(&body), expected_body(12, app.pid));
+    assert_eq!(p.body(1), expected_body(12, app.pid));
 }
 
 /// A handler's panic costs its own request, not its neighbours': an HTTP/2 stream whose handler
@@ -306,15 +261,8 @@ fn an_h2_handler_that_panics_resets_its_stream_and_the_connection_serves_on() {
             .any(|f| f.kind == FRAME_RST_STREAM && f.stream == 3),
         "the panicking stream was reset: {transcript:?}"
     );
-    let body = |id: u32| -> String {
-        p.frames
-            .iter()
-            .filter(|f| f.kind == FRAME_DATA && f.stream == id)
-            .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
-            .collect()
-    };
-    assert_eq!(body(1), expected_body(3, app.pid), "{transcript:?}");
-    assert_eq!(body(5), format!("pid {}", app.pid), "{transcript:?}");
+    assert_eq!(p.body(1), expected_body(3, app.pid), "{transcript:?}");
+    assert_eq!(p.body(5), format!("pid {}", app.pid), "{transcript:?}");
     assert!(
         !p.frames.iter().any(|f| f.kind == FRAME_GOAWAY) && p.closed.is_none(),
         "the connection was not closed: {transcript:?}"

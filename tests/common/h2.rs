@@ -576,6 +576,25 @@ impl RawH2 {
         self.closed.is_some()
     }
 
+    /// Read until the DATA frame that ends stream `id` (END_STREAM) or `timeout`; whether it
+    /// came.
+    pub fn read_to_end_of(&mut self, id: u32, timeout: Duration) -> bool {
+        self.read_until(timeout, |f| {
+            f.kind == FRAME_DATA && f.stream == id && f.flags & FLAG_END_STREAM != 0
+        })
+    }
+
+    /// The payload of stream `id`'s DATA frames read so far, as text.
+    pub fn body(&self, id: u32) -> String {
+        let bytes: Vec<u8> = self
+            .frames
+            .iter()
+            .filter(|f| f.kind == FRAME_DATA && f.stream == id)
+            .flat_map(|f| f.payload.iter().copied())
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// The server sent a PING that asks for an answer (not an ack).
     pub fn pinged(&self) -> bool {
         self.frames
